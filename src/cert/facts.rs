@@ -1,0 +1,247 @@
+//! Facts about one certificate, read from its DER with x509-parser.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use time::OffsetDateTime;
+use x509_parser::objects::{oid_registry, oid2sn};
+use x509_parser::oid_registry::{
+    OID_EC_P256, OID_KEY_TYPE_DSA, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_NIST_EC_P521,
+    OID_PKCS1_RSAENCRYPTION, OID_SIG_ED25519, OID_SIG_ED448,
+};
+use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificate};
+use x509_parser::public_key::PublicKey;
+
+use super::CertError;
+
+/// The public key of a certificate, as far as its strength is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// RSA with this modulus size in bits.
+    Rsa(usize),
+    /// ECDSA on a named curve.
+    Ec(Curve),
+    /// Ed25519 (EdDSA).
+    Ed25519,
+    /// Ed448 (EdDSA).
+    Ed448,
+    /// DSA with this size in bits (deprecated everywhere).
+    Dsa(usize),
+    /// Anything else.
+    Other,
+}
+
+/// A named elliptic curve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Curve {
+    /// NIST P-256 (secp256r1).
+    P256,
+    /// NIST P-384 (secp384r1).
+    P384,
+    /// NIST P-521 (secp521r1).
+    P521,
+    /// A curve tlsward does not name, with its field size in bits.
+    Other(usize),
+}
+
+impl fmt::Display for KeyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Rsa(bits) => write!(f, "RSA {bits}"),
+            Self::Ec(Curve::P256) => f.write_str("ECDSA P-256"),
+            Self::Ec(Curve::P384) => f.write_str("ECDSA P-384"),
+            Self::Ec(Curve::P521) => f.write_str("ECDSA P-521"),
+            Self::Ec(Curve::Other(bits)) => write!(f, "ECDSA {bits}-bit curve"),
+            Self::Ed25519 => f.write_str("Ed25519"),
+            Self::Ed448 => f.write_str("Ed448"),
+            Self::Dsa(bits) => write!(f, "DSA {bits}"),
+            Self::Other => f.write_str("unknown"),
+        }
+    }
+}
+
+/// What tlsward reports about one certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFacts {
+    /// The subject as an RFC 4514-style string, e.g. `CN=good.test`.
+    pub subject: String,
+    /// The issuer, same form.
+    pub issuer: String,
+    /// The serial number as lowercase hex, as encoded (leading zero bytes kept).
+    pub serial: String,
+    /// Start of validity.
+    pub not_before: OffsetDateTime,
+    /// End of validity.
+    pub not_after: OffsetDateTime,
+    /// DNS names from the subjectAltName extension, as written (A-labels for IDNs).
+    pub dns_names: Vec<String>,
+    /// IP addresses from the subjectAltName extension.
+    pub ip_addresses: Vec<IpAddr>,
+    /// Whether the certificate has a subjectAltName extension at all.
+    pub has_san: bool,
+    /// SHA-256 of the DER, lowercase hex: the certificate's fingerprint.
+    pub sha256: String,
+    /// The public key type and size.
+    pub public_key: KeyKind,
+    /// The signature algorithm's conventional name, e.g. `ecdsa-with-SHA256`.
+    pub signature_algorithm: String,
+    /// Whether the signature algorithm hashes with MD2, MD5 or SHA-1.
+    pub weak_signature: bool,
+    /// basicConstraints CA:TRUE.
+    pub is_ca: bool,
+    /// Subject and issuer are the same name (a root, or a self-signed leaf).
+    pub self_issued: bool,
+    /// DER of the subject name, for linking a chain.
+    pub(crate) subject_der: Vec<u8>,
+    /// DER of the issuer name, for linking a chain.
+    pub(crate) issuer_der: Vec<u8>,
+    /// subjectKeyIdentifier, when present.
+    pub(crate) ski: Option<Vec<u8>>,
+    /// authorityKeyIdentifier's keyIdentifier, when present.
+    pub(crate) aki: Option<Vec<u8>>,
+}
+
+impl CertFacts {
+    /// Reads the facts from one DER certificate.
+    pub fn parse(der: &[u8]) -> Result<Self, CertError> {
+        let (rest, cert) = X509Certificate::from_der(der)
+            .map_err(|e| CertError::Malformed(format!("not a valid X.509 certificate: {e}")))?;
+        if !rest.is_empty() {
+            return Err(CertError::Malformed(format!(
+                "{} bytes of trailing data after the certificate",
+                rest.len()
+            )));
+        }
+        let mut dns_names = Vec::new();
+        let mut ip_addresses = Vec::new();
+        let mut has_san = false;
+        let mut ski = None;
+        let mut aki = None;
+        for ext in cert.extensions() {
+            match ext.parsed_extension() {
+                ParsedExtension::SubjectAlternativeName(san) => {
+                    has_san = true;
+                    for name in &san.general_names {
+                        match name {
+                            GeneralName::DNSName(n) => dns_names.push((*n).to_owned()),
+                            GeneralName::IPAddress(bytes) => {
+                                if let Some(ip) = ip_from_bytes(bytes) {
+                                    ip_addresses.push(ip);
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                ParsedExtension::SubjectKeyIdentifier(id) => ski = Some(id.0.to_vec()),
+                ParsedExtension::AuthorityKeyIdentifier(id) => {
+                    aki = id.key_identifier.as_ref().map(|k| k.0.to_vec());
+                }
+                _ => {}
+            }
+        }
+        let sig_oid = &cert.signature_algorithm.algorithm;
+        let signature_algorithm = oid2sn(sig_oid, oid_registry())
+            .map(str::to_owned)
+            .unwrap_or_else(|_| sig_oid.to_id_string());
+        let lower = signature_algorithm.to_ascii_lowercase();
+        let weak_signature =
+            lower.contains("sha1") || lower.contains("md5") || lower.contains("md2");
+        let subject_der = cert.subject().as_raw().to_vec();
+        let issuer_der = cert.issuer().as_raw().to_vec();
+        Ok(Self {
+            subject: cert.subject().to_string(),
+            issuer: cert.issuer().to_string(),
+            serial: hex(cert.raw_serial()),
+            not_before: cert.validity().not_before.to_datetime(),
+            not_after: cert.validity().not_after.to_datetime(),
+            dns_names,
+            ip_addresses,
+            has_san,
+            sha256: sha256_hex(der),
+            public_key: key_kind(&cert),
+            signature_algorithm,
+            weak_signature,
+            is_ca: cert.is_ca(),
+            self_issued: subject_der == issuer_der,
+            subject_der,
+            issuer_der,
+            ski,
+            aki,
+        })
+    }
+
+    /// Fractional days from `now` until notAfter (negative once expired).
+    pub fn days_left(&self, now: OffsetDateTime) -> f64 {
+        (self.not_after - now).as_seconds_f64() / 86_400.0
+    }
+
+    /// Whether `issuer` plausibly issued `self`: names match and, when both carry them, the
+    /// authority and subject key identifiers match too (RFC 5280 §4.2.1.1).
+    pub(crate) fn issued_by(&self, issuer: &Self) -> bool {
+        if self.issuer_der != issuer.subject_der {
+            return false;
+        }
+        match (&self.aki, &issuer.ski) {
+            (Some(aki), Some(ski)) => aki == ski,
+            _ => true,
+        }
+    }
+}
+
+fn key_kind(cert: &X509Certificate<'_>) -> KeyKind {
+    let spki = cert.public_key();
+    let alg = &spki.algorithm.algorithm;
+    if *alg == OID_SIG_ED25519 {
+        return KeyKind::Ed25519;
+    }
+    if *alg == OID_SIG_ED448 {
+        return KeyKind::Ed448;
+    }
+    let parsed = spki.parsed();
+    if *alg == OID_PKCS1_RSAENCRYPTION {
+        return match parsed {
+            Ok(PublicKey::RSA(rsa)) => KeyKind::Rsa(rsa.key_size()),
+            _ => KeyKind::Other,
+        };
+    }
+    if *alg == OID_KEY_TYPE_DSA {
+        return KeyKind::Dsa(parsed.map(|k| k.key_size()).unwrap_or(0));
+    }
+    if *alg == OID_KEY_TYPE_EC_PUBLIC_KEY {
+        let curve = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.as_oid().ok());
+        return KeyKind::Ec(match curve {
+            Some(c) if c == OID_EC_P256 => Curve::P256,
+            Some(c) if c == OID_NIST_EC_P384 => Curve::P384,
+            Some(c) if c == OID_NIST_EC_P521 => Curve::P521,
+            _ => Curve::Other(parsed.map(|k| k.key_size()).unwrap_or(0)),
+        });
+    }
+    KeyKind::Other
+}
+
+fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok().map(IpAddr::from),
+        16 => <[u8; 16]>::try_from(bytes).ok().map(IpAddr::from),
+        _ => None,
+    }
+}
+
+/// Lowercase hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// The SHA-256 fingerprint of `der` as lowercase hex.
+pub fn sha256_hex(der: &[u8]) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, der).as_ref())
+}

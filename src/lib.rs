@@ -1,0 +1,17 @@
+//! tlsward: probe every TLS endpoint, report what it really serves, and keep it renewed.
+//!
+//! # Layout
+//!
+//! Dependencies point down this list; nothing points back up.
+//!
+//! - [`cli`]: the command line: argument parsing and output rendering (table, JSON, JSON
+//!   lines). Knows every module below; nothing knows it.
+//! - [`probe`]: connect, handshake with a recording verifier, and turn what was seen into a
+//!   [`probe::ProbeReport`]. Owns sockets; knows nothing of HTTP, SQL or metrics.
+//! - [`cert`]: pure X.509 facts and checks over DER bytes and `now`. No I/O, no clock, no logs.
+//! - [`clock`]: the only reader of wall time.
+
+pub mod cert;
+pub mod cli;
+pub mod clock;
+pub mod probe;

@@ -1,0 +1,200 @@
+//! Probing: connect, handshake with a recording verifier, and report what was seen.
+//!
+//! Owns sockets (in `tls.rs`) and the shape of one probe's result, [`ProbeReport`]. A failed
+//! probe is data: [`ProbeReport::outcome`] is `Err(ProbeFailure)` only when no certificate was
+//! seen; a certificate that fails verification is still [`ChainFacts`] with failed checks. Must
+//! not know HTTP serving, SQL or metrics. The CLI, `/probe` and the scheduler all call
+//! [`Prober::probe`].
+
+mod target;
+mod tls;
+mod trust;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use target::{DEFAULT_PORT, Host, Resolve, Target, TargetError};
+pub use tls::Prober;
+pub use trust::{ClientIdentity, TrustError, load_trust, read_pem_certs};
+
+use crate::cert::{ChainFacts, Policy, Status, TrustStore};
+
+/// Default time budget for one probe: DNS, connect and handshake together.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How to probe: the settings shared by many targets. Plain data, built by the CLI or config.
+#[derive(Debug, Clone)]
+pub struct Module {
+    /// Time budget for one probe, from the first DNS query to the end of the handshake.
+    pub timeout: Duration,
+    /// Expiry thresholds.
+    pub policy: Policy,
+    /// Trust anchors for chain validation.
+    pub trust: Arc<TrustStore>,
+    /// A client certificate for endpoints that require mutual TLS.
+    pub client_identity: Option<Arc<ClientIdentity>>,
+    /// ALPN protocols to offer, if any.
+    pub alpn: Vec<Vec<u8>>,
+}
+
+impl Module {
+    /// A module with default timeout and thresholds that trusts `trust`.
+    pub fn new(trust: Arc<TrustStore>) -> Self {
+        Self {
+            timeout: DEFAULT_TIMEOUT,
+            policy: Policy::new(),
+            trust,
+            client_identity: None,
+            alpn: Vec::new(),
+        }
+    }
+}
+
+/// What was negotiated on a completed handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// `TLSv1.3` or `TLSv1.2`.
+    pub version: String,
+    /// The IANA-style suite name, e.g. `TLS13_AES_128_GCM_SHA256`.
+    pub cipher_suite: String,
+    /// The negotiated ALPN protocol, if any.
+    pub alpn: Option<String>,
+}
+
+/// Why a probe saw no certificate.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProbeFailure {
+    /// The host name did not resolve.
+    #[error("cannot resolve host: {0}")]
+    Resolve(String),
+    /// The peer actively refused the connection.
+    #[error("connection refused")]
+    ConnectRefused,
+    /// No TCP connection within the timeout.
+    #[error("connect timed out after {0:?}")]
+    ConnectTimeout(Duration),
+    /// Another connect error (unreachable network, ...).
+    #[error("connect failed: {0}")]
+    Connect(String),
+    /// Connected, but the server sent no certificate within the timeout.
+    #[error("TLS handshake timed out after {0:?} without a certificate")]
+    HandshakeTimeout(Duration),
+    /// The peer answered with something that is not TLS (plain HTTP, SSH, ...).
+    #[error("the server does not speak TLS on this port: {0}")]
+    NotTls(rustls::Error),
+    /// The peer closed the connection before sending a certificate.
+    #[error("the server closed the connection during the handshake")]
+    Closed,
+    /// The peer reset the connection before sending a certificate.
+    #[error("the server reset the connection during the handshake")]
+    Reset,
+    /// The TLS handshake failed before a certificate arrived (alert, no common version...).
+    #[error("TLS handshake failed: {0}")]
+    Tls(rustls::Error),
+    /// The leaf the server sent cannot be parsed.
+    #[error("the server's certificate is malformed: {0}")]
+    MalformedCertificate(String),
+    /// Another I/O error during the handshake.
+    #[error("I/O error: {0}")]
+    Io(String),
+}
+
+impl ProbeFailure {
+    /// The stable reason label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Resolve(_) => "dns_failed",
+            Self::ConnectRefused => "connect_refused",
+            Self::ConnectTimeout(_) => "connect_timeout",
+            Self::Connect(_) => "connect_failed",
+            Self::HandshakeTimeout(_) => "handshake_timeout",
+            Self::NotTls(_) => "not_tls",
+            Self::Closed => "connection_closed",
+            Self::Reset => "connection_reset",
+            Self::Tls(rustls::Error::AlertReceived(_)) => "tls_alert",
+            Self::Tls(rustls::Error::PeerIncompatible(_)) => "tls_incompatible",
+            Self::Tls(_) => "tls_error",
+            Self::MalformedCertificate(_) => "malformed_certificate",
+            Self::Io(_) => "io_error",
+        }
+    }
+
+    /// Classifies an I/O error from the handshake by walking its source chain for the rustls
+    /// error inside (tokio-rustls wraps it in `io::Error`).
+    pub(crate) fn from_handshake_error(err: &io::Error) -> Self {
+        match find_rustls_error(err) {
+            Some(e @ rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType))
+            | Some(e @ rustls::Error::InvalidMessage(rustls::InvalidMessage::UnknownProtocolVersion)) => {
+                Self::NotTls(e.clone())
+            }
+            Some(e) => Self::Tls(e.clone()),
+            None => match err.kind() {
+                io::ErrorKind::UnexpectedEof => Self::Closed,
+                io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe => Self::Reset,
+                _ => Self::Io(err.to_string()),
+            },
+        }
+    }
+}
+
+/// The rustls error somewhere in `err`'s source chain, if any.
+pub(crate) fn find_rustls_error(err: &io::Error) -> Option<&rustls::Error> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = err.get_ref().map(|e| e as _);
+    while let Some(e) = cur {
+        if let Some(r) = e.downcast_ref::<rustls::Error>() {
+            return Some(r);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// The result of probing one target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeReport {
+    /// The target as `host:port`.
+    pub target: String,
+    /// The address that was connected to, once known.
+    pub address: Option<SocketAddr>,
+    /// The name that was sent as SNI and verified (a DNS name or an IP address).
+    pub server_name: String,
+    /// Wall time of the whole probe.
+    pub duration: Duration,
+    /// What the handshake negotiated, when it completed.
+    pub tls: Option<TlsInfo>,
+    /// The certificate facts, or why there are none.
+    pub outcome: Result<ChainFacts, ProbeFailure>,
+}
+
+impl ProbeReport {
+    /// ok / warning / critical: a probe that saw no certificate is critical.
+    pub fn status(&self) -> Status {
+        match &self.outcome {
+            Ok(facts) => facts.status(),
+            Err(_) => Status::Critical,
+        }
+    }
+
+    /// The stable reason label, or `None` when everything passed.
+    pub fn reason(&self) -> Option<&'static str> {
+        match &self.outcome {
+            Ok(facts) => facts.reason().map(|r| r.as_str()),
+            Err(f) => Some(f.reason()),
+        }
+    }
+
+    /// The human explanation for [`Self::reason`].
+    pub fn error(&self) -> Option<String> {
+        match &self.outcome {
+            Ok(facts) => facts.top().and_then(|c| c.detail.clone()),
+            Err(f) => Some(f.to_string()),
+        }
+    }
+
+    /// Whether the probe produced certificate facts that pass every check.
+    pub fn success(&self) -> bool {
+        self.status() == Status::Ok
+    }
+}

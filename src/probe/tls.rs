@@ -1,0 +1,338 @@
+//! The socket side of a probe: resolve, connect, and a TLS handshake that records what the
+//! server presented whatever the verdict.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ResolvesClientCert, Resumption};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout_at};
+use tokio_rustls::TlsConnector;
+use tracing::{debug, instrument};
+
+use super::{Host, Module, ProbeFailure, ProbeReport, Target, TlsInfo, find_rustls_error};
+use crate::cert::{self, Check, CheckKind, Reason, Severity};
+use crate::clock::Clock;
+
+/// After a handshake in which the server asked for a client certificate, how long to wait
+/// for it to reject the certificate (TLS 1.3 servers do that after the client's Finished).
+const CLIENT_AUTH_GRACE: Duration = Duration::from_millis(1000);
+
+/// Probes targets with one prepared TLS configuration.
+///
+/// Building the rustls configuration once and cloning it per probe keeps each probe's cost
+/// to the handshake itself.
+#[derive(Debug)]
+pub struct Prober {
+    module: Module,
+    base: ClientConfig,
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl Prober {
+    /// Prepares a prober for `module`.
+    pub fn new(module: Module) -> Self {
+        let provider: Arc<CryptoProvider> = Arc::new(rustls::crypto::ring::default_provider());
+        let algs = provider.signature_verification_algorithms;
+        let observed = Arc::new(Mutex::new(Observed::default()));
+        let mut base = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(rustls::ALL_VERSIONS)
+            .expect("the ring provider supports TLS 1.2 and 1.3")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Recorder { observed: observed.clone(), algs }))
+            .with_client_cert_resolver(Arc::new(ClientAuth { observed, identity: None }));
+        // A resumed handshake carries no certificate, so every probe must be a full one.
+        base.resumption = Resumption::disabled();
+        base.enable_early_data = false;
+        base.alpn_protocols = module.alpn.clone();
+        Self { module, base, algs }
+    }
+
+    /// The module this prober was built for.
+    pub fn module(&self) -> &Module {
+        &self.module
+    }
+
+    /// Probes one target. Never fails: every problem is inside the report.
+    #[instrument(skip_all, fields(target = %target))]
+    pub async fn probe(&self, target: &Target, clock: &dyn Clock) -> ProbeReport {
+        let start = Instant::now();
+        let deadline = start + self.module.timeout;
+        let mut report = ProbeReport {
+            target: target.to_string(),
+            address: None,
+            server_name: target.verify_name(),
+            duration: Duration::ZERO,
+            tls: None,
+            outcome: Err(ProbeFailure::Closed),
+        };
+        report.outcome = self.run(target, deadline, &mut report, clock).await;
+        report.duration = start.elapsed();
+        debug!(status = %report.status(), reason = report.reason().unwrap_or("none"), "probe finished");
+        report
+    }
+
+    async fn run(
+        &self,
+        target: &Target,
+        deadline: Instant,
+        report: &mut ProbeReport,
+        clock: &dyn Clock,
+    ) -> Result<cert::ChainFacts, ProbeFailure> {
+        let server_name = target
+            .server_name()
+            .map_err(|e| ProbeFailure::Connect(e.to_string()))?;
+        let addr = resolve(target, deadline).await?;
+        report.address = Some(addr);
+        let tcp = match timeout_at(deadline, TcpStream::connect(addr)).await {
+            Err(_) => return Err(ProbeFailure::ConnectTimeout(self.module.timeout)),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                return Err(ProbeFailure::ConnectRefused);
+            }
+            Ok(Err(e)) => return Err(ProbeFailure::Connect(e.to_string())),
+            Ok(Ok(tcp)) => tcp,
+        };
+        let _ = tcp.set_nodelay(true);
+
+        let observed = Arc::new(Mutex::new(Observed::default()));
+        let mut config = self.base.clone();
+        config
+            .dangerous()
+            .set_certificate_verifier(Arc::new(Recorder { observed: observed.clone(), algs: self.algs }));
+        config.client_auth_cert_resolver = Arc::new(ClientAuth {
+            observed: observed.clone(),
+            identity: self.module.client_identity.as_ref().map(|i| i.key.clone()),
+        });
+        let connector = TlsConnector::from(Arc::new(config));
+        let handshake = timeout_at(deadline, connector.connect(server_name.clone(), tcp)).await;
+
+        let handshake_check = match handshake {
+            Ok(Ok(mut stream)) => {
+                let (_, conn) = stream.get_ref();
+                report.tls = Some(TlsInfo {
+                    version: version_name(conn.protocol_version()),
+                    cipher_suite: conn
+                        .negotiated_cipher_suite()
+                        .map(|s| format!("{:?}", s.suite()))
+                        .unwrap_or_default(),
+                    alpn: conn.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned()),
+                });
+                let requested = lock(&observed).client_cert_requested;
+                if requested {
+                    self.client_auth_verdict(&mut stream, deadline).await
+                } else {
+                    let tls = report.tls.as_ref().expect("just set");
+                    Check::pass(CheckKind::Handshake, format!("{} {}", tls.version, tls.cipher_suite))
+                }
+            }
+            Ok(Err(e)) => {
+                let failure = ProbeFailure::from_handshake_error(&e);
+                if lock(&observed).chain.is_empty() {
+                    return Err(failure);
+                }
+                self.failed_after_certificate(&lock(&observed), &e, failure)
+            }
+            Err(_) => {
+                if lock(&observed).chain.is_empty() {
+                    return Err(ProbeFailure::HandshakeTimeout(self.module.timeout));
+                }
+                Check::fail(
+                    CheckKind::Handshake,
+                    Severity::Critical,
+                    Reason::HandshakeFailed,
+                    format!("the handshake timed out after the certificate ({:?})", self.module.timeout),
+                )
+            }
+        };
+
+        let observed = std::mem::take(&mut *lock(&observed));
+        let ocsp = (!observed.ocsp.is_empty()).then_some(observed.ocsp.as_slice());
+        let mut facts = cert::analyze(&observed.chain, &server_name, ocsp, &self.module.trust, &self.module.policy, clock.now())
+            .map_err(|e| ProbeFailure::MalformedCertificate(e.to_string()))?;
+        facts.set_check(handshake_check);
+        Ok(facts)
+    }
+
+    /// The handshake check when the server asked for a client certificate: a TLS 1.3 server
+    /// rejects it only after the handshake completes, so read briefly for its alert.
+    async fn client_auth_verdict(
+        &self,
+        stream: &mut tokio_rustls::client::TlsStream<TcpStream>,
+        deadline: Instant,
+    ) -> Check {
+        let have_identity = self.module.client_identity.is_some();
+        let grace = (Instant::now() + CLIENT_AUTH_GRACE).min(deadline);
+        let mut buf = [0u8; 256];
+        let rejected = match timeout_at(grace, stream.read(&mut buf)).await {
+            Err(_) | Ok(Ok(1..)) => None,
+            Ok(Ok(0)) => Some("the server closed the connection".to_owned()),
+            Ok(Err(e)) => Some(match find_rustls_error(&e) {
+                Some(rustls::Error::AlertReceived(alert)) => format!("alert {alert:?}"),
+                _ => e.to_string(),
+            }),
+        };
+        match (rejected, have_identity) {
+            (None, true) => Check::pass(CheckKind::Handshake, "client certificate accepted".to_owned()),
+            (None, false) => Check::pass(
+                CheckKind::Handshake,
+                "the server asked for a client certificate but did not require one".to_owned(),
+            ),
+            (Some(why), true) => Check::fail(
+                CheckKind::Handshake,
+                Severity::Critical,
+                Reason::ClientCertRequired,
+                format!("the server rejected the client certificate ({why})"),
+            ),
+            (Some(why), false) => Check::fail(
+                CheckKind::Handshake,
+                Severity::Critical,
+                Reason::ClientCertRequired,
+                format!("the server requires a client certificate and none was configured ({why})"),
+            ),
+        }
+    }
+
+    /// The handshake check when the handshake failed after the server's certificate arrived.
+    fn failed_after_certificate(&self, observed: &Observed, err: &io::Error, failure: ProbeFailure) -> Check {
+        let fail = |reason, detail| Check::fail(CheckKind::Handshake, Severity::Critical, reason, detail);
+        if let Some(sig) = &observed.signature_error {
+            return fail(Reason::HandshakeFailed, format!("the server's handshake signature cannot be verified: {sig}"));
+        }
+        if observed.client_cert_requested && matches!(find_rustls_error(err), Some(rustls::Error::AlertReceived(_))) {
+            let what = if self.module.client_identity.is_some() {
+                "the server rejected the client certificate"
+            } else {
+                "the server requires a client certificate and none was configured"
+            };
+            return fail(Reason::ClientCertRequired, format!("{what} ({failure})"));
+        }
+        fail(Reason::HandshakeFailed, failure.to_string())
+    }
+}
+
+/// Picks the address to connect to: the `--resolve` override, the IP itself, or the first
+/// address DNS returns.
+async fn resolve(target: &Target, deadline: Instant) -> Result<SocketAddr, ProbeFailure> {
+    if let Some(addr) = target.connect_to {
+        return Ok(addr);
+    }
+    let name = match &target.host {
+        Host::Ip(ip) => return Ok(SocketAddr::new(*ip, target.port)),
+        Host::Name(n) => n.as_str(),
+    };
+    match timeout_at(deadline, tokio::net::lookup_host((name, target.port))).await {
+        Err(_) => Err(ProbeFailure::Resolve("DNS lookup timed out".into())),
+        Ok(Err(e)) => Err(ProbeFailure::Resolve(e.to_string())),
+        Ok(Ok(mut addrs)) => addrs
+            .next()
+            .ok_or_else(|| ProbeFailure::Resolve("no addresses".into())),
+    }
+}
+
+fn version_name(v: Option<rustls::ProtocolVersion>) -> String {
+    match v {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".into(),
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".into(),
+        Some(other) => format!("{other:?}"),
+        None => "unknown".into(),
+    }
+}
+
+fn lock(m: &Mutex<Observed>) -> std::sync::MutexGuard<'_, Observed> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What one handshake showed, recorded as it happens.
+#[derive(Debug, Default)]
+struct Observed {
+    chain: Vec<CertificateDer<'static>>,
+    ocsp: Vec<u8>,
+    client_cert_requested: bool,
+    signature_error: Option<rustls::Error>,
+}
+
+/// A verifier that records the presented chain and lets the handshake go on, so the chain is
+/// reported whatever its verdict (the verdict itself is [`cert::analyze`]'s). The server must
+/// still prove possession of the leaf's key: handshake signatures are verified for real.
+#[derive(Debug)]
+struct Recorder {
+    observed: Arc<Mutex<Observed>>,
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl Recorder {
+    fn note_signature(&self, r: Result<HandshakeSignatureValid, rustls::Error>) -> Result<HandshakeSignatureValid, rustls::Error> {
+        if let Err(e) = &r {
+            lock(&self.observed).signature_error = Some(e.clone());
+        }
+        r
+    }
+}
+
+impl ServerCertVerifier for Recorder {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let mut o = lock(&self.observed);
+        o.chain = std::iter::once(end_entity)
+            .chain(intermediates)
+            .map(|c| c.clone().into_owned())
+            .collect();
+        o.ocsp = ocsp_response.to_vec();
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.note_signature(rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.note_signature(rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs))
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
+/// Offers the configured client certificate, and records that the server asked for one.
+#[derive(Debug)]
+struct ClientAuth {
+    observed: Arc<Mutex<Observed>>,
+    identity: Option<Arc<CertifiedKey>>,
+}
+
+impl ResolvesClientCert for ClientAuth {
+    fn resolve(&self, _root_hint_subjects: &[&[u8]], _sigschemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        lock(&self.observed).client_cert_requested = true;
+        self.identity.clone()
+    }
+
+    fn has_certs(&self) -> bool {
+        // Always true, so rustls asks `resolve` and the request is recorded.
+        true
+    }
+}
