@@ -1,1 +1,182 @@
-//! The command line.
+//! The command line: clap definitions, the commands, and output rendering.
+//!
+//! Knows every module below it; nothing knows it. Errors here are `anyhow`, printed once by
+//! `main` with their chain.
+
+mod output;
+mod probe;
+mod verify;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use output::{report_json, OutputFormat};
+
+/// Exit code for usage, configuration and internal errors (monitoring-plugin "unknown").
+pub const EXIT_UNKNOWN: u8 = 3;
+
+/// tlsward: probe TLS endpoints and report the certificates they really serve.
+#[derive(Debug, Parser)]
+#[command(name = "tlsward", version, about, long_about = None, max_term_width = 100)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug); TLSWARD_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// When to use colour: auto, always or never.
+    #[arg(long, value_enum, default_value_t = ColorWhen::Auto, global = true)]
+    pub color: ColorWhen,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// When to colour output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorWhen {
+    /// Colour when writing to a terminal (and NO_COLOR is unset).
+    Auto,
+    /// Always colour.
+    Always,
+    /// Never colour.
+    Never,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Probe endpoints now: real handshakes, every check, monitoring-plugin exit codes.
+    ///
+    /// Exit codes: 0 all ok, 1 a warning, 2 a critical, 3 unknown (usage or internal error).
+    Probe(ProbeArgs),
+    /// Check a PEM chain file offline with the same checks and JSON as `probe`.
+    Verify(VerifyArgs),
+}
+
+/// Options shared by `probe` and `verify`.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Days before expiry that warn (fractional allowed).
+    #[arg(long, value_name = "DAYS", default_value_t = crate::cert::DEFAULT_WARN_DAYS)]
+    pub warn_days: f64,
+    /// Days before expiry that are critical (fractional allowed).
+    #[arg(long, value_name = "DAYS", default_value_t = crate::cert::DEFAULT_CRIT_DAYS)]
+    pub crit_days: f64,
+    /// Trust the certificates in this PEM bundle (repeatable), in addition to the system's
+    /// roots unless --no-system-roots is given.
+    #[arg(long = "ca-file", value_name = "FILE")]
+    pub ca_files: Vec<PathBuf>,
+    /// Do not trust the system's roots; only --ca-file.
+    #[arg(long)]
+    pub no_system_roots: bool,
+    /// Output format [default: table on a terminal, json otherwise].
+    #[arg(short, long, value_enum)]
+    pub output: Option<OutputFormat>,
+}
+
+/// `tlsward probe`.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// Endpoints: host, host:port, [v6]:port or https://host[:port] (port defaults to 443).
+    #[arg(value_name = "TARGET")]
+    pub targets: Vec<String>,
+    /// Read targets from a file, one a line, `#` starts a comment; `-` reads stdin.
+    #[arg(short = 'f', long, value_name = "FILE")]
+    pub targets_file: Option<PathBuf>,
+    /// How many probes run at once.
+    #[arg(short = 'c', long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub concurrency: u32,
+    /// Time budget per probe (DNS, connect and handshake), e.g. 500ms, 10s.
+    #[arg(short = 't', long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Send this SNI name and verify the certificate against it instead of the host.
+    #[arg(long, value_name = "NAME")]
+    pub sni: Option<String>,
+    /// Connect to ADDR when probing NAME on PORT, like curl (repeatable).
+    #[arg(long, value_name = "NAME:PORT:ADDR")]
+    pub resolve: Vec<String>,
+    /// Client certificate chain (PEM) for endpoints that require mutual TLS.
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// Private key (PEM) for --client-cert.
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// ALPN protocol to offer, e.g. h2 (repeatable).
+    #[arg(long, value_name = "PROTO")]
+    pub alpn: Vec<String>,
+    /// Never show the progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub check: CheckArgs,
+}
+
+/// `tlsward verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// PEM file with the leaf first, then the intermediates as a server would send them.
+    #[arg(long, value_name = "FILE")]
+    pub chain: PathBuf,
+    /// The DNS name or IP address the certificate must be valid for.
+    #[arg(long)]
+    pub name: String,
+    /// Verify as of this time (RFC 3339, e.g. 2027-01-01T00:00:00Z) instead of now.
+    #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
+    pub at: Option<time::OffsetDateTime>,
+    /// A DER OCSP response to treat as stapled.
+    #[arg(long, value_name = "FILE")]
+    pub ocsp: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub check: CheckArgs,
+}
+
+/// Parses `500ms`, `10s`, `5m`, `2h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 500ms, 10s, 5m)"))?;
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+fn parse_rfc3339(s: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("{e} (use e.g. 2027-01-01T00:00:00Z)"))
+}
+
+/// Runs a parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    let color = output::color_choice(cli.color);
+    match cli.command {
+        Command::Probe(args) => probe::run(args, color),
+        Command::Verify(args) => verify::run(args, color),
+    }
+}
+
+impl CheckArgs {
+    fn policy(&self) -> anyhow::Result<crate::cert::Policy> {
+        anyhow::ensure!(
+            self.warn_days.is_finite() && self.crit_days.is_finite() && self.crit_days >= 0.0,
+            "--warn-days and --crit-days must be non-negative numbers"
+        );
+        anyhow::ensure!(
+            self.crit_days <= self.warn_days,
+            "--crit-days ({}) must not exceed --warn-days ({})",
+            self.crit_days,
+            self.warn_days
+        );
+        Ok(crate::cert::Policy::new()
+            .with_warn_days(self.warn_days)
+            .with_crit_days(self.crit_days))
+    }
+
+    fn trust(&self) -> anyhow::Result<crate::cert::TrustStore> {
+        if self.no_system_roots && self.ca_files.is_empty() {
+            anyhow::bail!("--no-system-roots needs at least one --ca-file");
+        }
+        Ok(crate::probe::load_trust(!self.no_system_roots, &self.ca_files)?)
+    }
+}

@@ -1,0 +1,157 @@
+//! `tlsward probe`: many targets, bounded concurrency, results as they come.
+
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use time::OffsetDateTime;
+use tokio::task::JoinSet;
+
+use super::output::{self, OutputFormat};
+use super::ProbeArgs;
+use crate::cert::Status;
+use crate::clock::{Clock, SystemClock};
+use crate::probe::{ClientIdentity, Module, ProbeReport, Prober, Resolve, Target};
+
+/// Show a progress bar from this many targets on (when stderr is a terminal).
+const PROGRESS_MIN_TARGETS: usize = 10;
+
+pub(super) fn run(args: ProbeArgs, color: anstream::ColorChoice) -> anyhow::Result<u8> {
+    let targets = collect_targets(&args)?;
+    let policy = args.check.policy()?;
+    let trust = args.check.trust()?;
+    let client_identity = match (&args.client_cert, &args.client_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(ClientIdentity::from_pem_files(cert, key)?)),
+        _ => None,
+    };
+    let module = Module {
+        timeout: args.timeout,
+        policy,
+        trust: Arc::new(trust),
+        client_identity,
+        alpn: args.alpn.iter().map(|p| p.as_bytes().to_vec()).collect(),
+    };
+    let format = args.check.output.unwrap_or(if io::stdout().is_terminal() {
+        OutputFormat::Table
+    } else {
+        OutputFormat::Json
+    });
+    let show_progress = !args.no_progress
+        && io::stderr().is_terminal()
+        && targets.len() >= PROGRESS_MIN_TARGETS;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let clock = SystemClock;
+    let prober = Arc::new(Prober::new(module));
+    let reports = runtime.block_on(probe_all(prober, targets, args.concurrency as usize, format, show_progress, color, Arc::new(clock)))?;
+    let now = OffsetDateTime::from(clock.now());
+    let mut out = anstream::AutoStream::new(io::stdout().lock(), color);
+    match format {
+        OutputFormat::Jsonl => {}
+        OutputFormat::Json => {
+            let all: Vec<_> = reports.iter().map(|r| output::report_json(r, now)).collect();
+            serde_json::to_writer_pretty(&mut out, &all)?;
+            writeln!(out)?;
+        }
+        OutputFormat::Table => output::write_table(&mut out, &reports, now)?,
+    }
+    out.flush()?;
+    Ok(reports.iter().fold(Status::Ok, |s, r| s.worst(r.status())).exit_code())
+}
+
+/// Runs every probe with at most `concurrency` in flight; returns reports in input order.
+/// With JSON lines, each report is printed the moment its probe ends.
+async fn probe_all(
+    prober: Arc<Prober>,
+    targets: Vec<Target>,
+    concurrency: usize,
+    format: OutputFormat,
+    show_progress: bool,
+    color: anstream::ColorChoice,
+    clock: Arc<SystemClock>,
+) -> anyhow::Result<Vec<ProbeReport>> {
+    let bar = if show_progress {
+        let bar = ProgressBar::new(targets.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} probes ({per_sec}, eta {eta})")
+                .expect("valid template"),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut slots: Vec<Option<ProbeReport>> = vec![None; targets.len()];
+    let mut running = JoinSet::new();
+    let mut pending = targets.into_iter().enumerate();
+    let mut out = anstream::AutoStream::new(io::stdout(), color);
+    loop {
+        while running.len() < concurrency {
+            let Some((i, target)) = pending.next() else { break };
+            let (prober, clock) = (prober.clone(), clock.clone());
+            running.spawn(async move { (i, prober.probe(&target, clock.as_ref()).await) });
+        }
+        let Some(done) = running.join_next().await else { break };
+        let (i, report) = done.context("a probe task panicked")?;
+        bar.inc(1);
+        if format == OutputFormat::Jsonl {
+            let now = OffsetDateTime::from(clock.now());
+            let line = serde_json::to_string(&output::report_json(&report, now))?;
+            bar.suspend(|| writeln!(out, "{line}"))?;
+        }
+        slots[i] = Some(report);
+    }
+    bar.finish_and_clear();
+    Ok(slots.into_iter().flatten().collect())
+}
+
+/// Targets from the command line and `--targets-file`, with `--sni` and `--resolve` applied.
+fn collect_targets(args: &ProbeArgs) -> anyhow::Result<Vec<Target>> {
+    let mut targets = Vec::new();
+    for t in &args.targets {
+        targets.push(t.parse::<Target>()?);
+    }
+    if let Some(path) = &args.targets_file {
+        targets.extend(read_targets_file(path)?);
+    }
+    if targets.is_empty() {
+        bail!("no targets: name some, or use --targets-file");
+    }
+    let resolves = args
+        .resolve
+        .iter()
+        .map(|r| r.parse::<Resolve>())
+        .collect::<Result<Vec<_>, _>>()?;
+    for t in &mut targets {
+        t.server_name.clone_from(&args.sni);
+        for r in &resolves {
+            r.apply(t);
+        }
+        t.server_name().with_context(|| format!("--sni {:?}", args.sni.as_deref().unwrap_or_default()))?;
+    }
+    Ok(targets)
+}
+
+/// One target a line; `#` starts a comment; blank lines are skipped; `-` is stdin.
+fn read_targets_file(path: &Path) -> anyhow::Result<Vec<Target>> {
+    let reader: Box<dyn BufRead> = if path == Path::new("-") {
+        Box::new(io::stdin().lock())
+    } else {
+        let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        Box::new(io::BufReader::new(file))
+    };
+    let mut targets = Vec::new();
+    for (n, line) in reader.lines().enumerate() {
+        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() {
+            continue;
+        }
+        let target = line
+            .parse::<Target>()
+            .with_context(|| format!("{}:{}", path.display(), n + 1))?;
+        targets.push(target);
+    }
+    Ok(targets)
+}
