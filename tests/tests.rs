@@ -1,0 +1,19 @@
+//! The integration tests: one binary, one module per area.
+
+// Test code: `pub` items are shared between modules of this one binary.
+#![allow(unreachable_pub)]
+
+// Test support: TestCa (rcgen around a test clock) and TlsServer (tokio-rustls on loopback).
+mod util;
+
+// Probes against real in-process TLS servers: chains, names, times, keys.
+mod probe_chain;
+
+// Probes that fail before or after the certificate: connect, non-TLS, mTLS, OCSP, openssl.
+mod probe_net;
+
+// The command line as users run it: output formats, exit codes, targets files.
+mod cli;
+
+// The x509-limbo path-validation suite through `tlsward verify`.
+mod limbo;
