@@ -34,7 +34,9 @@ pub struct TestClock {
 impl TestClock {
     /// A clock showing `at`.
     pub fn at(at: SystemTime) -> Self {
-        Self { now: Mutex::new(at) }
+        Self {
+            now: Mutex::new(at),
+        }
     }
 
     /// Sets the clock to `at`.

@@ -13,7 +13,11 @@ fn main() -> ExitCode {
         Err(e) => {
             let _ = e.print();
             // --help and --version are not errors; every usage error is "unknown" (3).
-            return if e.use_stderr() { ExitCode::from(EXIT_UNKNOWN) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_UNKNOWN)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     let default = match cli.verbose {
@@ -22,7 +26,10 @@ fn main() -> ExitCode {
         _ => "debug",
     };
     let filter = EnvFilter::try_from_env("TLSWARD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt().with_writer(io::stderr).with_env_filter(filter).init();
+    tracing_subscriber::fmt()
+        .with_writer(io::stderr)
+        .with_env_filter(filter)
+        .init();
     tracing::debug!(version = env!("CARGO_PKG_VERSION"), "tlsward starting");
 
     match cli::run(cli) {

@@ -12,13 +12,22 @@ use tlsward::probe::{Module, ProbeReport, Prober, Target};
 use crate::util::{Leaf, TestCa, TlsServer, rsa_key, test_time};
 
 /// Probes `name` (as SNI and for verification) on the server's address at the test clock.
-pub(crate) async fn probe_with(server: &TlsServer, name: &str, trust: TrustStore, policy: Policy) -> ProbeReport {
+pub(crate) async fn probe_with(
+    server: &TlsServer,
+    name: &str,
+    trust: TrustStore,
+    policy: Policy,
+) -> ProbeReport {
     let mut module = Module::new(Arc::new(trust));
     module.policy = policy;
     module.timeout = Duration::from_secs(5);
-    let mut target: Target = format!("{name}:{}", server.addr.port()).parse().expect("target");
+    let mut target: Target = format!("{name}:{}", server.addr.port())
+        .parse()
+        .expect("target");
     target.connect_to = Some(server.addr);
-    Prober::new(module).probe(&target, &TestClock::at(test_time())).await
+    Prober::new(module)
+        .probe(&target, &TestClock::at(test_time()))
+        .await
 }
 
 pub(crate) async fn probe(server: &TlsServer, name: &str, trust: TrustStore) -> ProbeReport {
@@ -27,7 +36,12 @@ pub(crate) async fn probe(server: &TlsServer, name: &str, trust: TrustStore) -> 
 
 /// The certificate facts, which every test here expects (the server always sends a chain).
 pub(crate) fn facts(r: &ProbeReport) -> &ChainFacts {
-    r.outcome.as_ref().unwrap_or_else(|e| panic!("expected certificate facts for {}, got failure {e:?}", r.target))
+    r.outcome.as_ref().unwrap_or_else(|e| {
+        panic!(
+            "expected certificate facts for {}, got failure {e:?}",
+            r.target
+        )
+    })
 }
 
 #[track_caller]
@@ -43,7 +57,10 @@ pub(crate) fn assert_verdict(r: &ProbeReport, status: Status, reason: Option<&st
 }
 
 fn check_ok(r: &ProbeReport, kind: CheckKind) -> bool {
-    facts(r).check(kind).unwrap_or_else(|| panic!("no {kind:?} check")).ok()
+    facts(r)
+        .check(kind)
+        .unwrap_or_else(|| panic!("no {kind:?} check"))
+        .ok()
 }
 
 async fn serve(leaf: &Leaf) -> TlsServer {
@@ -64,7 +81,11 @@ async fn good_ecdsa_chain_is_ok() {
     assert_eq!(f.leaf.issuer, "CN=Test Int");
     assert_eq!(f.leaf.public_key.to_string(), "ECDSA P-256");
     assert_eq!(f.chain.len(), 2);
-    assert!((f.days_left - 80.0).abs() < 0.01, "days_left {}", f.days_left);
+    assert!(
+        (f.days_left - 80.0).abs() < 0.01,
+        "days_left {}",
+        f.days_left
+    );
     assert_eq!(r.tls.as_ref().unwrap().version, "TLSv1.3");
     assert_eq!(r.address, Some(server.addr));
     assert!(f.checks.iter().all(|c| c.ok()));
@@ -114,7 +135,11 @@ async fn expiring_in_five_days_warns_or_is_critical_by_threshold() {
     let policy = Policy::new().with_crit_days(3.0);
     let r = probe_with(&server, "soon.test", root.trust(), policy).await;
     assert_verdict(&r, Status::Warning, Some("cert_expiring"));
-    assert!(r.error().unwrap().contains("expires in 5.0 days"), "{:?}", r.error());
+    assert!(
+        r.error().unwrap().contains("expires in 5.0 days"),
+        "{:?}",
+        r.error()
+    );
     // With the default --crit-days 7 the same certificate is critical.
     let r = probe(&server, "soon.test", root.trust()).await;
     assert_verdict(&r, Status::Critical, Some("cert_expiring"));
@@ -132,7 +157,10 @@ async fn wrong_host_is_a_hostname_mismatch() {
     let r = probe(&server, "other.test", root.trust()).await;
     assert_verdict(&r, Status::Critical, Some("hostname_mismatch"));
     let err = r.error().unwrap();
-    assert!(err.contains("other.test") && err.contains("www.good.test"), "{err}");
+    assert!(
+        err.contains("other.test") && err.contains("www.good.test"),
+        "{err}"
+    );
     assert!(check_ok(&r, CheckKind::Chain));
     assert_eq!(facts(&r).leaf.dns_names, ["good.test", "www.good.test"]);
 }
@@ -142,7 +170,11 @@ async fn wildcard_covers_exactly_one_label() {
     let root = TestCa::root("Test Root");
     let leaf = root.leaf(&["*.wild.test"]).build();
     let server = serve(&leaf).await;
-    assert_verdict(&probe(&server, "a.wild.test", root.trust()).await, Status::Ok, None);
+    assert_verdict(
+        &probe(&server, "a.wild.test", root.trust()).await,
+        Status::Ok,
+        None,
+    );
     let deep = probe(&server, "a.b.wild.test", root.trust()).await;
     assert_verdict(&deep, Status::Critical, Some("hostname_mismatch"));
     let bare = probe(&server, "wild.test", root.trust()).await;
@@ -153,13 +185,22 @@ async fn wildcard_covers_exactly_one_label() {
 async fn self_signed_leaf_is_reported_as_such() {
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(vec!["selfsigned.test".to_owned()]).unwrap();
-    params.distinguished_name.push(rcgen::DnType::CommonName, "selfsigned.test");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "selfsigned.test");
     params.not_before = crate::util::test_now() - time::Duration::days(1);
     params.not_after = crate::util::test_now() + time::Duration::days(30);
     let cert = params.self_signed(&key).unwrap();
     let der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
-    let server = TlsServer::serve(vec![cert.der().clone()], der).start().await;
-    let r = probe(&server, "selfsigned.test", TestCa::root("Unrelated Root").trust()).await;
+    let server = TlsServer::serve(vec![cert.der().clone()], der)
+        .start()
+        .await;
+    let r = probe(
+        &server,
+        "selfsigned.test",
+        TestCa::root("Unrelated Root").trust(),
+    )
+    .await;
     assert_verdict(&r, Status::Critical, Some("self_signed"));
     assert!(check_ok(&r, CheckKind::Hostname));
     assert!(facts(&r).leaf.self_issued);
@@ -173,7 +214,11 @@ async fn unknown_root_is_unknown_issuer() {
     let server = serve(&leaf).await;
     let r = probe(&server, "private.test", TestCa::root("Other Root").trust()).await;
     assert_verdict(&r, Status::Critical, Some("unknown_issuer"));
-    assert!(r.error().unwrap().contains("CN=Private Root"), "{:?}", r.error());
+    assert!(
+        r.error().unwrap().contains("CN=Private Root"),
+        "{:?}",
+        r.error()
+    );
     assert_eq!(facts(&r).chain.len(), 2);
 }
 
@@ -182,10 +227,16 @@ async fn leaf_without_intermediate_is_an_incomplete_chain() {
     let root = TestCa::root("Test Root");
     let int = root.intermediate("Test Int");
     let leaf = int.leaf(&["incomplete.test"]).build();
-    let server = TlsServer::serve(vec![leaf.der().clone()], leaf.key.clone_key()).start().await;
+    let server = TlsServer::serve(vec![leaf.der().clone()], leaf.key.clone_key())
+        .start()
+        .await;
     let r = probe(&server, "incomplete.test", root.trust()).await;
     assert_verdict(&r, Status::Critical, Some("incomplete_chain"));
-    assert!(r.error().unwrap().contains("CN=Test Int"), "{:?}", r.error());
+    assert!(
+        r.error().unwrap().contains("CN=Test Int"),
+        "{:?}",
+        r.error()
+    );
     assert_eq!(facts(&r).chain.len(), 1);
 }
 
@@ -203,7 +254,14 @@ async fn long_chain_validates() {
     let f = facts(&r);
     assert_eq!(f.chain.len(), 5);
     assert_eq!(f.chain[4].subject, "CN=Int 1");
-    assert!(f.check(CheckKind::Chain).unwrap().detail.as_deref().unwrap().contains("4 intermediate"));
+    assert!(
+        f.check(CheckKind::Chain)
+            .unwrap()
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("4 intermediate")
+    );
 }
 
 #[tokio::test]
@@ -213,7 +271,11 @@ async fn chain_in_wrong_order_warns_but_validates() {
     let int2 = int1.intermediate("Int 2");
     let leaf = int2.leaf(&["order.test"]).build();
     // leaf, Int 1, Int 2 instead of leaf, Int 2, Int 1.
-    let chain = vec![leaf.chain[0].clone(), leaf.chain[2].clone(), leaf.chain[1].clone()];
+    let chain = vec![
+        leaf.chain[0].clone(),
+        leaf.chain[2].clone(),
+        leaf.chain[1].clone(),
+    ];
     let server = TlsServer::serve(chain, leaf.key.clone_key()).start().await;
     let r = probe(&server, "order.test", root.trust()).await;
     assert_verdict(&r, Status::Warning, Some("chain_misordered"));
@@ -232,7 +294,11 @@ async fn extra_unrelated_certificate_warns() {
     let server = TlsServer::serve(chain, leaf.key.clone_key()).start().await;
     let r = probe(&server, "extra.test", root.trust()).await;
     assert_verdict(&r, Status::Warning, Some("chain_extra_certs"));
-    assert!(r.error().unwrap().contains("CN=Stranger Int"), "{:?}", r.error());
+    assert!(
+        r.error().unwrap().contains("CN=Stranger Int"),
+        "{:?}",
+        r.error()
+    );
 }
 
 #[tokio::test]
@@ -247,7 +313,10 @@ async fn ip_target_is_verified_against_ip_sans() {
     let target: Target = server.addr.to_string().parse().unwrap();
     let r = prober.probe(&target, &clock).await;
     assert_verdict(&r, Status::Ok, None);
-    assert_eq!(facts(&r).leaf.ip_addresses, ["127.0.0.1".parse::<std::net::IpAddr>().unwrap()]);
+    assert_eq!(
+        facts(&r).leaf.ip_addresses,
+        ["127.0.0.1".parse::<std::net::IpAddr>().unwrap()]
+    );
     assert_eq!(r.server_name, "127.0.0.1");
 
     let other_ip = root.leaf(&["127.0.0.2"]).build();
@@ -274,7 +343,11 @@ async fn cn_only_certificate_fails_hostname() {
     let server = serve(&leaf).await;
     let r = probe(&server, "cnonly.test", root.trust()).await;
     assert_verdict(&r, Status::Critical, Some("hostname_mismatch"));
-    assert!(r.error().unwrap().contains("no subjectAltName"), "{:?}", r.error());
+    assert!(
+        r.error().unwrap().contains("no subjectAltName"),
+        "{:?}",
+        r.error()
+    );
     assert_eq!(facts(&r).leaf.subject, "CN=cnonly.test");
     assert!(check_ok(&r, CheckKind::Chain));
 }
@@ -300,7 +373,9 @@ async fn sessions_are_never_resumed() {
     module.timeout = Duration::from_secs(5);
     let prober = Prober::new(module);
     let clock = TestClock::at(test_time());
-    let mut target: Target = format!("resume.test:{}", server.addr.port()).parse().unwrap();
+    let mut target: Target = format!("resume.test:{}", server.addr.port())
+        .parse()
+        .unwrap();
     target.connect_to = Some(server.addr);
     for _ in 0..3 {
         let r = prober.probe(&target, &clock).await;

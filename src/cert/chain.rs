@@ -77,39 +77,73 @@ fn classify(
     match err {
         E::CertExpired { .. } => {
             if leaf.not_after < now {
-                (Reason::CertExpired, format!("the leaf expired at {}", rfc3339(leaf.not_after)))
+                (
+                    Reason::CertExpired,
+                    format!("the leaf expired at {}", rfc3339(leaf.not_after)),
+                )
             } else if let Some(i) = intermediates().find(|f| f.not_after < now) {
                 let when = rfc3339(i.not_after);
-                (Reason::IntermediateExpired, format!("intermediate {} expired at {when}", i.subject))
+                (
+                    Reason::IntermediateExpired,
+                    format!("intermediate {} expired at {when}", i.subject),
+                )
             } else {
-                (Reason::ChainInvalid, "a certificate on the path has expired".into())
+                (
+                    Reason::ChainInvalid,
+                    "a certificate on the path has expired".into(),
+                )
             }
         }
         E::CertNotValidYet { .. } => {
             if leaf.not_before > now {
                 let when = rfc3339(leaf.not_before);
-                (Reason::CertNotYetValid, format!("the leaf is not valid before {when}"))
+                (
+                    Reason::CertNotYetValid,
+                    format!("the leaf is not valid before {when}"),
+                )
             } else if let Some(i) = intermediates().find(|f| f.not_before > now) {
                 let when = rfc3339(i.not_before);
                 let subject = &i.subject;
-                (Reason::IntermediateNotYetValid, format!("intermediate {subject} is not valid before {when}"))
+                (
+                    Reason::IntermediateNotYetValid,
+                    format!("intermediate {subject} is not valid before {when}"),
+                )
             } else {
-                (Reason::ChainInvalid, "a certificate on the path is not yet valid".into())
+                (
+                    Reason::ChainInvalid,
+                    "a certificate on the path is not yet valid".into(),
+                )
             }
         }
         E::UnknownIssuer => unknown_issuer(facts, trust),
-        E::InvalidSignatureForPublicKey => {
-            (Reason::BadSignature, "a signature in the chain does not verify".into())
-        }
+        E::InvalidSignatureForPublicKey => (
+            Reason::BadSignature,
+            "a signature in the chain does not verify".into(),
+        ),
         E::UnsupportedSignatureAlgorithmContext(_)
         | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
             if let Some(weak) = facts.iter().find(|f| f.weak_signature && !f.self_issued) {
                 let (subject, alg) = (&weak.subject, &weak.signature_algorithm);
-                (Reason::WeakSignature, format!("{subject} is signed with {alg}, which is not accepted"))
-            } else if let Some(weak) = facts.iter().find(|f| super::policy::key_weakness(f.public_key).is_some()) {
-                (Reason::WeakKey, format!("{} has a {} key, too weak to verify signatures with", weak.subject, weak.public_key))
+                (
+                    Reason::WeakSignature,
+                    format!("{subject} is signed with {alg}, which is not accepted"),
+                )
+            } else if let Some(weak) = facts
+                .iter()
+                .find(|f| super::policy::key_weakness(f.public_key).is_some())
+            {
+                (
+                    Reason::WeakKey,
+                    format!(
+                        "{} has a {} key, too weak to verify signatures with",
+                        weak.subject, weak.public_key
+                    ),
+                )
             } else {
-                (Reason::ChainInvalid, "the chain uses an unsupported signature algorithm".into())
+                (
+                    Reason::ChainInvalid,
+                    "the chain uses an unsupported signature algorithm".into(),
+                )
             }
         }
         E::RequiredEkuNotFoundContext(_) => (
@@ -140,14 +174,20 @@ fn unknown_issuer(facts: &[CertFacts], trust: &TrustStore) -> (Reason, String) {
     if facts.len() == 1 && leaf.self_issued {
         return (
             Reason::SelfSigned,
-            format!("the leaf ({}) is self-signed and not a trust anchor", leaf.subject),
+            format!(
+                "the leaf ({}) is self-signed and not a trust anchor",
+                leaf.subject
+            ),
         );
     }
     let top = &facts[linked_path(facts).last().copied().unwrap_or(0)];
     if top.self_issued {
         return (
             Reason::UnknownIssuer,
-            format!("the chain ends at {}, which is not a trust anchor", top.subject),
+            format!(
+                "the chain ends at {}, which is not a trust anchor",
+                top.subject
+            ),
         );
     }
     if std::ptr::eq(top, leaf) && !trust.has_issuer_of(leaf) {
@@ -161,7 +201,10 @@ fn unknown_issuer(facts: &[CertFacts], trust: &TrustStore) -> (Reason, String) {
     }
     (
         Reason::UnknownIssuer,
-        format!("issuer {} of {} is not a trust anchor", top.issuer, top.subject),
+        format!(
+            "issuer {} of {} is not a trust anchor",
+            top.issuer, top.subject
+        ),
     )
 }
 
@@ -198,7 +241,10 @@ pub(crate) fn check_order(facts: &[CertFacts], malformed: &[usize]) -> Check {
             CheckKind::ChainOrder,
             Severity::Warning,
             Reason::ChainMisordered,
-            format!("certificates are not in issuing order; the issuing order is {}", order.join(", ")),
+            format!(
+                "certificates are not in issuing order; the issuing order is {}",
+                order.join(", ")
+            ),
         );
     }
     if !extras.is_empty() {
@@ -206,15 +252,25 @@ pub(crate) fn check_order(facts: &[CertFacts], malformed: &[usize]) -> Check {
             CheckKind::ChainOrder,
             Severity::Warning,
             Reason::ChainExtraCerts,
-            format!("certificates that are not part of the chain: {}", extras.join(", ")),
+            format!(
+                "certificates that are not part of the chain: {}",
+                extras.join(", ")
+            ),
         );
     }
-    Check::pass(CheckKind::ChainOrder, format!("{} certificate(s) in issuing order", path.len()))
+    Check::pass(
+        CheckKind::ChainOrder,
+        format!("{} certificate(s) in issuing order", path.len()),
+    )
 }
 
 /// The name check: SAN only, wildcards cover one left-most label (RFC 6125 §6.4.3), no CN
 /// fallback (§6.4.4).
-pub(crate) fn check_hostname(leaf_der: &CertificateDer<'_>, leaf: &CertFacts, name: &ServerName<'_>) -> Check {
+pub(crate) fn check_hostname(
+    leaf_der: &CertificateDer<'_>,
+    leaf: &CertFacts,
+    name: &ServerName<'_>,
+) -> Check {
     let shown = match name {
         ServerName::DnsName(d) => d.as_ref().to_owned(),
         ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
@@ -222,9 +278,15 @@ pub(crate) fn check_hostname(leaf_der: &CertificateDer<'_>, leaf: &CertFacts, na
     };
     let verdict = webpki::EndEntityCert::try_from(leaf_der)
         .map_err(|e| e.to_string())
-        .and_then(|ee| ee.verify_is_valid_for_subject_name(name).map_err(|e| e.to_string()));
+        .and_then(|ee| {
+            ee.verify_is_valid_for_subject_name(name)
+                .map_err(|e| e.to_string())
+        });
     match verdict {
-        Ok(()) => Check::pass(CheckKind::Hostname, format!("{shown} matches the certificate")),
+        Ok(()) => Check::pass(
+            CheckKind::Hostname,
+            format!("{shown} matches the certificate"),
+        ),
         Err(_) if !leaf.has_san => Check::fail(
             CheckKind::Hostname,
             Severity::Critical,
@@ -245,7 +307,10 @@ pub(crate) fn check_hostname(leaf_der: &CertificateDer<'_>, leaf: &CertFacts, na
                 CheckKind::Hostname,
                 Severity::Critical,
                 Reason::HostnameMismatch,
-                format!("{shown} is not covered by the certificate's names: {}", names.join(", ")),
+                format!(
+                    "{shown} is not covered by the certificate's names: {}",
+                    names.join(", ")
+                ),
             )
         }
     }

@@ -55,7 +55,11 @@ impl Status {
             Self::Unknown => 2,
             Self::Critical => 3,
         };
-        if rank(other) > rank(self) { other } else { self }
+        if rank(other) > rank(self) {
+            other
+        } else {
+            self
+        }
     }
 }
 
@@ -219,7 +223,11 @@ pub struct Check {
 impl Check {
     /// A passed check.
     pub fn pass(kind: CheckKind, detail: impl Into<Option<String>>) -> Self {
-        Self { kind, finding: None, detail: detail.into() }
+        Self {
+            kind,
+            finding: None,
+            detail: detail.into(),
+        }
     }
 
     /// A failed check.

@@ -19,9 +19,7 @@ use std::time::SystemTime;
 pub use checks::{Check, CheckKind, Finding, Reason, Severity, Status};
 pub use facts::{CertFacts, Curve, KeyKind, sha256_hex};
 pub use ocsp::{OcspCertStatus, OcspStaple};
-pub use policy::{
-    DEFAULT_CRIT_DAYS, DEFAULT_WARN_DAYS, MIN_RSA_BITS, Policy, max_validity_days,
-};
+pub use policy::{DEFAULT_CRIT_DAYS, DEFAULT_WARN_DAYS, MIN_RSA_BITS, Policy, max_validity_days};
 pub use rustls_pki_types::{CertificateDer, ServerName};
 use time::OffsetDateTime;
 pub use trust::{Origin, TrustStore};
@@ -80,7 +78,9 @@ impl ChainFacts {
 
     /// The stable reason label of [`Self::top`].
     pub fn reason(&self) -> Option<Reason> {
-        self.top().and_then(|c| c.finding.as_ref()).map(|f| f.reason)
+        self.top()
+            .and_then(|c| c.finding.as_ref())
+            .map(|f| f.reason)
     }
 
     /// The check of the given kind.
@@ -164,16 +164,30 @@ fn check_expiry(leaf: &CertFacts, policy: &Policy, now: OffsetDateTime) -> Check
             kind,
             Severity::Critical,
             Reason::CertExpired,
-            format!("expired {:.1} days ago, at {}", -days, rfc3339(leaf.not_after)),
+            format!(
+                "expired {:.1} days ago, at {}",
+                -days,
+                rfc3339(leaf.not_after)
+            ),
         );
     }
     let detail = format!("expires in {days:.1} days, at {}", rfc3339(leaf.not_after));
     if days < policy.crit_days() {
         let crit = policy.crit_days();
-        Check::fail(kind, Severity::Critical, Reason::CertExpiring, format!("{detail} (critical below {crit} days)"))
+        Check::fail(
+            kind,
+            Severity::Critical,
+            Reason::CertExpiring,
+            format!("{detail} (critical below {crit} days)"),
+        )
     } else if days < policy.warn_days() {
         let warn = policy.warn_days();
-        Check::fail(kind, Severity::Warning, Reason::CertExpiring, format!("{detail} (warning below {warn} days)"))
+        Check::fail(
+            kind,
+            Severity::Warning,
+            Reason::CertExpiring,
+            format!("{detail} (warning below {warn} days)"),
+        )
     } else {
         Check::pass(kind, detail)
     }
@@ -186,31 +200,54 @@ fn check_validity_window(leaf: &CertFacts, now: OffsetDateTime) -> Check {
             CheckKind::ValidityWindow,
             Severity::Critical,
             Reason::CertNotYetValid,
-            format!("not valid before {} ({days:.1} days from now)", rfc3339(leaf.not_before)),
+            format!(
+                "not valid before {} ({days:.1} days from now)",
+                rfc3339(leaf.not_before)
+            ),
         )
     } else {
-        Check::pass(CheckKind::ValidityWindow, format!("valid since {}", rfc3339(leaf.not_before)))
+        Check::pass(
+            CheckKind::ValidityWindow,
+            format!("valid since {}", rfc3339(leaf.not_before)),
+        )
     }
 }
 
 /// The leaf and every presented certificate that is not a self-issued root (a root's own key
 /// and self-signature are not what the handshake relies on).
 fn judged(facts: &[CertFacts]) -> impl Iterator<Item = (usize, &CertFacts)> {
-    facts.iter().enumerate().filter(|(i, f)| *i == 0 || !f.self_issued)
+    facts
+        .iter()
+        .enumerate()
+        .filter(|(i, f)| *i == 0 || !f.self_issued)
 }
 
 fn position(i: usize) -> String {
-    if i == 0 { "leaf".to_owned() } else { format!("certificate #{}", i + 1) }
+    if i == 0 {
+        "leaf".to_owned()
+    } else {
+        format!("certificate #{}", i + 1)
+    }
 }
 
 fn check_keys(facts: &[CertFacts]) -> Check {
     let weak: Vec<String> = judged(facts)
-        .filter_map(|(i, f)| policy::key_weakness(f.public_key).map(|w| format!("{}: {w}", position(i))))
+        .filter_map(|(i, f)| {
+            policy::key_weakness(f.public_key).map(|w| format!("{}: {w}", position(i)))
+        })
         .collect();
     if weak.is_empty() {
-        Check::pass(CheckKind::KeyStrength, format!("leaf key {}", facts[0].public_key))
+        Check::pass(
+            CheckKind::KeyStrength,
+            format!("leaf key {}", facts[0].public_key),
+        )
     } else {
-        Check::fail(CheckKind::KeyStrength, Severity::Critical, Reason::WeakKey, weak.join("; "))
+        Check::fail(
+            CheckKind::KeyStrength,
+            Severity::Critical,
+            Reason::WeakKey,
+            weak.join("; "),
+        )
     }
 }
 
@@ -220,9 +257,17 @@ fn check_signatures(facts: &[CertFacts]) -> Check {
         .map(|(i, f)| format!("{} is signed with {}", position(i), f.signature_algorithm))
         .collect();
     if weak.is_empty() {
-        Check::pass(CheckKind::SignatureAlgorithm, facts[0].signature_algorithm.clone())
+        Check::pass(
+            CheckKind::SignatureAlgorithm,
+            facts[0].signature_algorithm.clone(),
+        )
     } else {
-        Check::fail(CheckKind::SignatureAlgorithm, Severity::Critical, Reason::WeakSignature, weak.join("; "))
+        Check::fail(
+            CheckKind::SignatureAlgorithm,
+            Severity::Critical,
+            Reason::WeakSignature,
+            weak.join("; "),
+        )
     }
 }
 
@@ -232,31 +277,56 @@ fn check_max_validity(leaf: &CertFacts, origin: Option<Origin>) -> Check {
     let max = max_validity_days(leaf.not_before);
     let kind = CheckKind::MaxValidity;
     if period <= time::Duration::days(max) {
-        return Check::pass(kind, format!("{days:.1}-day lifetime, within the {max}-day limit for its issue date"));
+        return Check::pass(
+            kind,
+            format!("{days:.1}-day lifetime, within the {max}-day limit for its issue date"),
+        );
     }
-    let detail = format!("{days:.1}-day lifetime exceeds the CA/Browser Forum limit of {max} days for its issue date");
+    let detail = format!(
+        "{days:.1}-day lifetime exceeds the CA/Browser Forum limit of {max} days for its issue date"
+    );
     if origin == Some(Origin::Public) {
         Check::fail(kind, Severity::Warning, Reason::MaxValidityExceeded, detail)
     } else {
-        Check::pass(kind, format!("{detail}; not applied, as the chain does not lead to a public root"))
+        Check::pass(
+            kind,
+            format!("{detail}; not applied, as the chain does not lead to a public root"),
+        )
     }
 }
 
 fn check_ocsp(staple: Option<&[u8]>, leaf: &CertFacts) -> (Option<OcspStaple>, Check) {
     let kind = CheckKind::Ocsp;
     let Some(der) = staple else {
-        return (None, Check::pass(kind, "no stapled OCSP response".to_owned()));
+        return (
+            None,
+            Check::pass(kind, "no stapled OCSP response".to_owned()),
+        );
     };
     match ocsp::parse_staple(der, &leaf.serial) {
         Ok(s) if s.status == OcspCertStatus::Revoked => {
-            let when = s.revocation_time.map(rfc3339).unwrap_or_else(|| "an unknown time".into());
-            let check = Check::fail(kind, Severity::Critical, Reason::OcspRevoked, format!("stapled OCSP response: revoked at {when}"));
+            let when = s
+                .revocation_time
+                .map(rfc3339)
+                .unwrap_or_else(|| "an unknown time".into());
+            let check = Check::fail(
+                kind,
+                Severity::Critical,
+                Reason::OcspRevoked,
+                format!("stapled OCSP response: revoked at {when}"),
+            );
             (Some(s), check)
         }
         Ok(s) => {
-            let check = Check::pass(kind, format!("stapled OCSP response: {}", s.status.as_str()));
+            let check = Check::pass(
+                kind,
+                format!("stapled OCSP response: {}", s.status.as_str()),
+            );
             (Some(s), check)
         }
-        Err(e) => (None, Check::pass(kind, format!("stapled OCSP response is unreadable: {e}"))),
+        Err(e) => (
+            None,
+            Check::pass(kind, format!("stapled OCSP response is unreadable: {e}")),
+        ),
     }
 }

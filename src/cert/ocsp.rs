@@ -104,7 +104,9 @@ pub(super) fn parse_staple(der: &[u8], serial_hex: &str) -> Result<OcspStaple, S
             }
             _ => OcspCertStatus::Unknown,
         };
-        let this_update = Some(generalized_time(sr.next(Tag::GeneralizedTime, "thisUpdate")?.data)?);
+        let this_update = Some(generalized_time(
+            sr.next(Tag::GeneralizedTime, "thisUpdate")?.data,
+        )?);
         let mut next_update = None;
         while !sr.is_empty() {
             let opt = sr.any("singleExtensions")?;
@@ -113,7 +115,12 @@ pub(super) fn parse_staple(der: &[u8], serial_hex: &str) -> Result<OcspStaple, S
                 next_update = Some(generalized_time(t.data)?);
             }
         }
-        return Ok(OcspStaple { status, this_update, next_update, revocation_time });
+        return Ok(OcspStaple {
+            status,
+            this_update,
+            next_update,
+            revocation_time,
+        });
     }
     Ok(OcspStaple {
         status: OcspCertStatus::Unknown,

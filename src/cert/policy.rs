@@ -4,7 +4,7 @@
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
-use super::facts::{KeyKind, CertFacts};
+use super::facts::{CertFacts, KeyKind};
 
 /// Default days before expiry at which a leaf turns `warning`.
 pub const DEFAULT_WARN_DAYS: f64 = 21.0;
@@ -29,7 +29,10 @@ impl Default for Policy {
 impl Policy {
     /// The defaults: warn at [`DEFAULT_WARN_DAYS`], critical at [`DEFAULT_CRIT_DAYS`].
     pub const fn new() -> Self {
-        Self { warn_days: DEFAULT_WARN_DAYS, crit_days: DEFAULT_CRIT_DAYS }
+        Self {
+            warn_days: DEFAULT_WARN_DAYS,
+            crit_days: DEFAULT_CRIT_DAYS,
+        }
     }
 
     /// Days left below which the leaf is a warning (overrides [`DEFAULT_WARN_DAYS`]).

@@ -109,6 +109,10 @@ fn strip_sequence(der: &[u8]) -> &[u8] {
         return der;
     }
     let len_byte = der[1];
-    let header = if len_byte & 0x80 == 0 { 2 } else { 2 + usize::from(len_byte & 0x7f) };
+    let header = if len_byte & 0x80 == 0 {
+        2
+    } else {
+        2 + usize::from(len_byte & 0x7f)
+    };
     der.get(header..).unwrap_or(der)
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use output::{report_json, OutputFormat};
+pub use output::{OutputFormat, report_json};
 
 /// Exit code for usage, configuration and internal errors (monitoring-plugin "unknown").
 pub const EXIT_UNKNOWN: u8 = 3;
@@ -177,6 +177,9 @@ impl CheckArgs {
         if self.no_system_roots && self.ca_files.is_empty() {
             anyhow::bail!("--no-system-roots needs at least one --ca-file");
         }
-        Ok(crate::probe::load_trust(!self.no_system_roots, &self.ca_files)?)
+        Ok(crate::probe::load_trust(
+            !self.no_system_roots,
+            &self.ca_files,
+        )?)
     }
 }

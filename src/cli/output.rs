@@ -157,8 +157,20 @@ fn status_style(s: Status) -> Style {
 }
 
 /// Writes reports as an aligned table.
-pub(super) fn write_table(out: &mut dyn Write, reports: &[ProbeReport], now: OffsetDateTime) -> io::Result<()> {
-    let header = ["STATUS", "TARGET", "ADDRESS", "DAYS", "NOT AFTER", "ISSUER", "REASON"];
+pub(super) fn write_table(
+    out: &mut dyn Write,
+    reports: &[ProbeReport],
+    now: OffsetDateTime,
+) -> io::Result<()> {
+    let header = [
+        "STATUS",
+        "TARGET",
+        "ADDRESS",
+        "DAYS",
+        "NOT AFTER",
+        "ISSUER",
+        "REASON",
+    ];
     let rows: Vec<[String; 7]> = reports
         .iter()
         .map(|r| {
@@ -166,7 +178,12 @@ pub(super) fn write_table(out: &mut dyn Write, reports: &[ProbeReport], now: Off
             let (days, not_after, issuer) = match facts {
                 Some(f) => (
                     format!("{:.1}", f.leaf.days_left(now)),
-                    f.leaf.not_after.format(time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]")).unwrap_or_default(),
+                    f.leaf
+                        .not_after
+                        .format(time::macros::format_description!(
+                            "[year]-[month]-[day] [hour]:[minute]"
+                        ))
+                        .unwrap_or_default(),
                     f.leaf.issuer.clone(),
                 ),
                 None => ("-".into(), "-".into(), "-".into()),
@@ -179,7 +196,9 @@ pub(super) fn write_table(out: &mut dyn Write, reports: &[ProbeReport], now: Off
             [
                 r.status().as_str().to_owned(),
                 r.target.clone(),
-                r.address.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+                r.address
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 days,
                 not_after,
                 issuer,

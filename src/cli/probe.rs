@@ -9,8 +9,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use time::OffsetDateTime;
 use tokio::task::JoinSet;
 
-use super::output::{self, OutputFormat};
 use super::ProbeArgs;
+use super::output::{self, OutputFormat};
 use crate::cert::Status;
 use crate::clock::{Clock, SystemClock};
 use crate::probe::{ClientIdentity, Module, ProbeReport, Prober, Resolve, Target};
@@ -38,27 +38,42 @@ pub(super) fn run(args: ProbeArgs, color: anstream::ColorChoice) -> anyhow::Resu
     } else {
         OutputFormat::Json
     });
-    let show_progress = !args.no_progress
-        && io::stderr().is_terminal()
-        && targets.len() >= PROGRESS_MIN_TARGETS;
+    let show_progress =
+        !args.no_progress && io::stderr().is_terminal() && targets.len() >= PROGRESS_MIN_TARGETS;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let clock = SystemClock;
     let prober = Arc::new(Prober::new(module));
-    let reports = runtime.block_on(probe_all(prober, targets, args.concurrency as usize, format, show_progress, color, Arc::new(clock)))?;
+    let reports = runtime.block_on(probe_all(
+        prober,
+        targets,
+        args.concurrency as usize,
+        format,
+        show_progress,
+        color,
+        Arc::new(clock),
+    ))?;
     let now = OffsetDateTime::from(clock.now());
     let mut out = anstream::AutoStream::new(io::stdout().lock(), color);
     match format {
         OutputFormat::Jsonl => {}
         OutputFormat::Json => {
-            let all: Vec<_> = reports.iter().map(|r| output::report_json(r, now)).collect();
+            let all: Vec<_> = reports
+                .iter()
+                .map(|r| output::report_json(r, now))
+                .collect();
             serde_json::to_writer_pretty(&mut out, &all)?;
             writeln!(out)?;
         }
         OutputFormat::Table => output::write_table(&mut out, &reports, now)?,
     }
     out.flush()?;
-    Ok(reports.iter().fold(Status::Ok, |s, r| s.worst(r.status())).exit_code())
+    Ok(reports
+        .iter()
+        .fold(Status::Ok, |s, r| s.worst(r.status()))
+        .exit_code())
 }
 
 /// Runs every probe with at most `concurrency` in flight; returns reports in input order.
@@ -75,8 +90,10 @@ async fn probe_all(
     let bar = if show_progress {
         let bar = ProgressBar::new(targets.len() as u64);
         bar.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} probes ({per_sec}, eta {eta})")
-                .expect("valid template"),
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} probes ({per_sec}, eta {eta})",
+            )
+            .expect("valid template"),
         );
         bar
     } else {
@@ -88,11 +105,15 @@ async fn probe_all(
     let mut out = anstream::AutoStream::new(io::stdout(), color);
     loop {
         while running.len() < concurrency {
-            let Some((i, target)) = pending.next() else { break };
+            let Some((i, target)) = pending.next() else {
+                break;
+            };
             let (prober, clock) = (prober.clone(), clock.clone());
             running.spawn(async move { (i, prober.probe(&target, clock.as_ref()).await) });
         }
-        let Some(done) = running.join_next().await else { break };
+        let Some(done) = running.join_next().await else {
+            break;
+        };
         let (i, report) = done.context("a probe task panicked")?;
         bar.inc(1);
         if format == OutputFormat::Jsonl {
@@ -128,7 +149,8 @@ fn collect_targets(args: &ProbeArgs) -> anyhow::Result<Vec<Target>> {
         for r in &resolves {
             r.apply(t);
         }
-        t.server_name().with_context(|| format!("--sni {:?}", args.sni.as_deref().unwrap_or_default()))?;
+        t.server_name()
+            .with_context(|| format!("--sni {:?}", args.sni.as_deref().unwrap_or_default()))?;
     }
     Ok(targets)
 }
@@ -138,7 +160,8 @@ fn read_targets_file(path: &Path) -> anyhow::Result<Vec<Target>> {
     let reader: Box<dyn BufRead> = if path == Path::new("-") {
         Box::new(io::stdin().lock())
     } else {
-        let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let file =
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         Box::new(io::BufReader::new(file))
     };
     let mut targets = Vec::new();

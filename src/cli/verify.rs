@@ -24,7 +24,9 @@ pub(super) fn run(args: VerifyArgs, color: anstream::ColorChoice) -> anyhow::Res
         Ok(ip) => Host::Ip(ip),
         Err(_) => Host::Name(args.name.trim_end_matches('.').to_ascii_lowercase()),
     };
-    let name = Target::new(host, 443).server_name().with_context(|| format!("--name {:?}", args.name))?;
+    let name = Target::new(host, 443)
+        .server_name()
+        .with_context(|| format!("--name {:?}", args.name))?;
     let now: SystemTime = match args.at {
         Some(at) => at.into(),
         None => SystemClock.now(),

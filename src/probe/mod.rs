@@ -126,13 +126,15 @@ impl ProbeFailure {
     pub(crate) fn from_handshake_error(err: &io::Error) -> Self {
         match find_rustls_error(err) {
             Some(e @ rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType))
-            | Some(e @ rustls::Error::InvalidMessage(rustls::InvalidMessage::UnknownProtocolVersion)) => {
-                Self::NotTls(e.clone())
-            }
+            | Some(
+                e @ rustls::Error::InvalidMessage(rustls::InvalidMessage::UnknownProtocolVersion),
+            ) => Self::NotTls(e.clone()),
             Some(e) => Self::Tls(e.clone()),
             None => match err.kind() {
                 io::ErrorKind::UnexpectedEof => Self::Closed,
-                io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe => Self::Reset,
+                io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe => Self::Reset,
                 _ => Self::Io(err.to_string()),
             },
         }

@@ -51,14 +51,22 @@ pub struct TargetError {
 
 impl TargetError {
     fn new(input: &str, why: impl Into<String>) -> Self {
-        Self { input: input.to_owned(), why: why.into() }
+        Self {
+            input: input.to_owned(),
+            why: why.into(),
+        }
     }
 }
 
 impl Target {
     /// A target for `host` on `port` with no overrides.
     pub fn new(host: Host, port: u16) -> Self {
-        Self { host, port, server_name: None, connect_to: None }
+        Self {
+            host,
+            port,
+            server_name: None,
+            connect_to: None,
+        }
     }
 
     /// The name that is verified and sent as SNI: the override, else the host.
@@ -99,7 +107,10 @@ impl FromStr for Target {
         let s = match s.split_once("://") {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => rest,
             Some((scheme, _)) => {
-                return Err(TargetError::new(input, format!("unsupported scheme {scheme:?}")));
+                return Err(TargetError::new(
+                    input,
+                    format!("unsupported scheme {scheme:?}"),
+                ));
             }
             None => s,
         };
@@ -119,7 +130,10 @@ impl FromStr for Target {
                 .map_err(|_| TargetError::new(input, format!("{ip:?} is not an IPv6 address")))?;
             let port = match after {
                 "" => None,
-                p => Some(p.strip_prefix(':').ok_or_else(|| TargetError::new(input, "expected ':' after ']'"))?),
+                p => Some(
+                    p.strip_prefix(':')
+                        .ok_or_else(|| TargetError::new(input, "expected ':' after ']'"))?,
+                ),
             };
             (Host::Ip(IpAddr::V6(ip)), port)
         } else {
@@ -131,7 +145,8 @@ impl FromStr for Target {
         };
         let port = match port {
             None => DEFAULT_PORT,
-            Some(p) => parse_port(p).ok_or_else(|| TargetError::new(input, format!("{p:?} is not a port (1-65535)")))?,
+            Some(p) => parse_port(p)
+                .ok_or_else(|| TargetError::new(input, format!("{p:?} is not a port (1-65535)")))?,
         };
         Ok(Self::new(host, port))
     }
@@ -153,7 +168,8 @@ fn parse_host(input: &str, h: &str) -> Result<Host, TargetError> {
         ));
     }
     let name = h.trim_end_matches('.').to_ascii_lowercase();
-    DnsName::try_from(name.as_str()).map_err(|_| TargetError::new(input, format!("{h:?} is not a valid host name")))?;
+    DnsName::try_from(name.as_str())
+        .map_err(|_| TargetError::new(input, format!("{h:?} is not a valid host name")))?;
     Ok(Host::Name(name))
 }
 
@@ -178,7 +194,11 @@ impl FromStr for Resolve {
         let port = parse_port(port).ok_or_else(|| bad("bad port"))?;
         let addr = addr.trim_start_matches('[').trim_end_matches(']');
         let addr = addr.parse().map_err(|_| bad("bad address"))?;
-        Ok(Self { name: name.trim_end_matches('.').to_ascii_lowercase(), port, addr })
+        Ok(Self {
+            name: name.trim_end_matches('.').to_ascii_lowercase(),
+            port,
+            addr,
+        })
     }
 }
 
@@ -201,20 +221,47 @@ mod tests {
 
     #[test]
     fn parses_the_forms_users_type() {
-        assert_eq!(t("good.test"), Target::new(Host::Name("good.test".into()), 443));
-        assert_eq!(t("Good.Test:8443"), Target::new(Host::Name("good.test".into()), 8443));
-        assert_eq!(t("127.0.0.1:993").host, Host::Ip("127.0.0.1".parse().unwrap()));
-        assert_eq!(t("[::1]:8443"), Target::new(Host::Ip("::1".parse().unwrap()), 8443));
+        assert_eq!(
+            t("good.test"),
+            Target::new(Host::Name("good.test".into()), 443)
+        );
+        assert_eq!(
+            t("Good.Test:8443"),
+            Target::new(Host::Name("good.test".into()), 8443)
+        );
+        assert_eq!(
+            t("127.0.0.1:993").host,
+            Host::Ip("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            t("[::1]:8443"),
+            Target::new(Host::Ip("::1".parse().unwrap()), 8443)
+        );
         assert_eq!(t("[::1]").port, 443);
         assert_eq!(t("::1").host, Host::Ip("::1".parse().unwrap()));
-        assert_eq!(t("https://example.org/path?q"), Target::new(Host::Name("example.org".into()), 443));
-        assert_eq!(t("xn--bcher-kva.test:443").to_string(), "xn--bcher-kva.test:443");
+        assert_eq!(
+            t("https://example.org/path?q"),
+            Target::new(Host::Name("example.org".into()), 443)
+        );
+        assert_eq!(
+            t("xn--bcher-kva.test:443").to_string(),
+            "xn--bcher-kva.test:443"
+        );
         assert_eq!(t("[::1]:8443").to_string(), "[::1]:8443");
     }
 
     #[test]
     fn rejects_bad_targets_with_a_reason() {
-        for bad in ["", "host:0", "host:99999", "[::1", "bücher.test", "smtp://x", "bad_host!:1", "[zz]:1"] {
+        for bad in [
+            "",
+            "host:0",
+            "host:99999",
+            "[::1",
+            "bücher.test",
+            "smtp://x",
+            "bad_host!:1",
+            "[zz]:1",
+        ] {
             let err = bad.parse::<Target>().unwrap_err();
             assert!(err.to_string().contains("invalid target"), "{bad}: {err}");
         }
@@ -235,9 +282,15 @@ mod tests {
 
     #[test]
     fn ip_targets_verify_against_ip_sans() {
-        assert!(matches!(t("127.0.0.1:1").server_name().unwrap(), ServerName::IpAddress(_)));
+        assert!(matches!(
+            t("127.0.0.1:1").server_name().unwrap(),
+            ServerName::IpAddress(_)
+        ));
         let mut named = t("127.0.0.1:1");
         named.server_name = Some("good.test".into());
-        assert!(matches!(named.server_name().unwrap(), ServerName::DnsName(_)));
+        assert!(matches!(
+            named.server_name().unwrap(),
+            ServerName::DnsName(_)
+        ));
     }
 }

@@ -47,8 +47,14 @@ impl Prober {
             .with_protocol_versions(rustls::ALL_VERSIONS)
             .expect("the ring provider supports TLS 1.2 and 1.3")
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Recorder { observed: observed.clone(), algs }))
-            .with_client_cert_resolver(Arc::new(ClientAuth { observed, identity: None }));
+            .with_custom_certificate_verifier(Arc::new(Recorder {
+                observed: observed.clone(),
+                algs,
+            }))
+            .with_client_cert_resolver(Arc::new(ClientAuth {
+                observed,
+                identity: None,
+            }));
         // A resumed handshake carries no certificate, so every probe must be a full one.
         base.resumption = Resumption::disabled();
         base.enable_early_data = false;
@@ -106,7 +112,10 @@ impl Prober {
         let mut config = self.base.clone();
         config
             .dangerous()
-            .set_certificate_verifier(Arc::new(Recorder { observed: observed.clone(), algs: self.algs }));
+            .set_certificate_verifier(Arc::new(Recorder {
+                observed: observed.clone(),
+                algs: self.algs,
+            }));
         config.client_auth_cert_resolver = Arc::new(ClientAuth {
             observed: observed.clone(),
             identity: self.module.client_identity.as_ref().map(|i| i.key.clone()),
@@ -123,14 +132,19 @@ impl Prober {
                         .negotiated_cipher_suite()
                         .map(|s| format!("{:?}", s.suite()))
                         .unwrap_or_default(),
-                    alpn: conn.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned()),
+                    alpn: conn
+                        .alpn_protocol()
+                        .map(|p| String::from_utf8_lossy(p).into_owned()),
                 });
                 let requested = lock(&observed).client_cert_requested;
                 if requested {
                     self.client_auth_verdict(&mut stream, deadline).await
                 } else {
                     let tls = report.tls.as_ref().expect("just set");
-                    Check::pass(CheckKind::Handshake, format!("{} {}", tls.version, tls.cipher_suite))
+                    Check::pass(
+                        CheckKind::Handshake,
+                        format!("{} {}", tls.version, tls.cipher_suite),
+                    )
                 }
             }
             Ok(Err(e)) => {
@@ -148,15 +162,25 @@ impl Prober {
                     CheckKind::Handshake,
                     Severity::Critical,
                     Reason::HandshakeFailed,
-                    format!("the handshake timed out after the certificate ({:?})", self.module.timeout),
+                    format!(
+                        "the handshake timed out after the certificate ({:?})",
+                        self.module.timeout
+                    ),
                 )
             }
         };
 
         let observed = std::mem::take(&mut *lock(&observed));
         let ocsp = (!observed.ocsp.is_empty()).then_some(observed.ocsp.as_slice());
-        let mut facts = cert::analyze(&observed.chain, &server_name, ocsp, &self.module.trust, &self.module.policy, clock.now())
-            .map_err(|e| ProbeFailure::MalformedCertificate(e.to_string()))?;
+        let mut facts = cert::analyze(
+            &observed.chain,
+            &server_name,
+            ocsp,
+            &self.module.trust,
+            &self.module.policy,
+            clock.now(),
+        )
+        .map_err(|e| ProbeFailure::MalformedCertificate(e.to_string()))?;
         facts.set_check(handshake_check);
         Ok(facts)
     }
@@ -180,7 +204,10 @@ impl Prober {
             }),
         };
         match (rejected, have_identity) {
-            (None, true) => Check::pass(CheckKind::Handshake, "client certificate accepted".to_owned()),
+            (None, true) => Check::pass(
+                CheckKind::Handshake,
+                "client certificate accepted".to_owned(),
+            ),
             (None, false) => Check::pass(
                 CheckKind::Handshake,
                 "the server asked for a client certificate but did not require one".to_owned(),
@@ -201,12 +228,26 @@ impl Prober {
     }
 
     /// The handshake check when the handshake failed after the server's certificate arrived.
-    fn failed_after_certificate(&self, observed: &Observed, err: &io::Error, failure: ProbeFailure) -> Check {
-        let fail = |reason, detail| Check::fail(CheckKind::Handshake, Severity::Critical, reason, detail);
+    fn failed_after_certificate(
+        &self,
+        observed: &Observed,
+        err: &io::Error,
+        failure: ProbeFailure,
+    ) -> Check {
+        let fail =
+            |reason, detail| Check::fail(CheckKind::Handshake, Severity::Critical, reason, detail);
         if let Some(sig) = &observed.signature_error {
-            return fail(Reason::HandshakeFailed, format!("the server's handshake signature cannot be verified: {sig}"));
+            return fail(
+                Reason::HandshakeFailed,
+                format!("the server's handshake signature cannot be verified: {sig}"),
+            );
         }
-        if observed.client_cert_requested && matches!(find_rustls_error(err), Some(rustls::Error::AlertReceived(_))) {
+        if observed.client_cert_requested
+            && matches!(
+                find_rustls_error(err),
+                Some(rustls::Error::AlertReceived(_))
+            )
+        {
             let what = if self.module.client_identity.is_some() {
                 "the server rejected the client certificate"
             } else {
@@ -269,7 +310,10 @@ struct Recorder {
 }
 
 impl Recorder {
-    fn note_signature(&self, r: Result<HandshakeSignatureValid, rustls::Error>) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn note_signature(
+        &self,
+        r: Result<HandshakeSignatureValid, rustls::Error>,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         if let Err(e) = &r {
             lock(&self.observed).signature_error = Some(e.clone());
         }
@@ -301,7 +345,9 @@ impl ServerCertVerifier for Recorder {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.note_signature(rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs))
+        self.note_signature(rustls::crypto::verify_tls12_signature(
+            message, cert, dss, &self.algs,
+        ))
     }
 
     fn verify_tls13_signature(
@@ -310,7 +356,9 @@ impl ServerCertVerifier for Recorder {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.note_signature(rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs))
+        self.note_signature(rustls::crypto::verify_tls13_signature(
+            message, cert, dss, &self.algs,
+        ))
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -326,7 +374,11 @@ struct ClientAuth {
 }
 
 impl ResolvesClientCert for ClientAuth {
-    fn resolve(&self, _root_hint_subjects: &[&[u8]], _sigschemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
         lock(&self.observed).client_cert_requested = true;
         self.identity.clone()
     }

@@ -28,7 +28,10 @@ pub enum TrustError {
 }
 
 fn file_err(path: &Path, why: impl fmt::Display) -> TrustError {
-    TrustError::File { path: path.to_owned(), why: why.to_string() }
+    TrustError::File {
+        path: path.to_owned(),
+        why: why.to_string(),
+    }
 }
 
 /// Reads every certificate of a PEM file. A file with none is an error.
@@ -78,7 +81,9 @@ pub struct ClientIdentity {
 impl fmt::Debug for ClientIdentity {
     // Never print key material.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientIdentity").field("certs", &self.key.cert.len()).finish_non_exhaustive()
+        f.debug_struct("ClientIdentity")
+            .field("certs", &self.key.cert.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -87,14 +92,19 @@ impl ClientIdentity {
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, TrustError> {
         let certs = read_pem_certs(cert)?;
         // The error text of a key parse never contains key bytes.
-        let der = PrivateKeyDer::from_pem_file(key).map_err(|e| file_err(key, format!("cannot read private key: {e}")))?;
+        let der = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| file_err(key, format!("cannot read private key: {e}")))?;
         Self::new(certs, der).map_err(|e| file_err(key, e))
     }
 
     /// Builds an identity from DER parts.
-    pub fn new(certs: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<Self, String> {
+    pub fn new(
+        certs: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Self, String> {
         let provider: Arc<CryptoProvider> = Arc::new(rustls::crypto::ring::default_provider());
-        let key = CertifiedKey::from_der(certs, key, &provider).map_err(|e| format!("unusable client key: {e}"))?;
+        let key = CertifiedKey::from_der(certs, key, &provider)
+            .map_err(|e| format!("unusable client key: {e}"))?;
         Ok(Self { key: Arc::new(key) })
     }
 }

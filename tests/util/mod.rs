@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::{Duration, OffsetDateTime};
@@ -33,12 +33,23 @@ pub fn test_time() -> SystemTime {
 
 /// A path under tests/fixtures.
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
-/// A CA (root or intermediate) that issues certificates relative to `test_now()`.
+/// The real time, for tests whose certificates are judged by another process (the CLI) or
+/// by a server's own verifier, which use the wall clock.
+#[allow(clippy::disallowed_methods)]
+pub fn real_now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+/// A CA (root or intermediate) that issues certificates relative to its base time
+/// (`test_now()` unless made with [`TestCa::root_at`]).
 pub struct TestCa {
     pub cert: CertificateDer<'static>,
+    base: OffsetDateTime,
     issuer: Issuer<'static, KeyPair>,
     /// The certificates a server sends above its leaf: this CA (if not a root) and its
     /// parents below the root.
@@ -46,15 +57,15 @@ pub struct TestCa {
     pub name: String,
 }
 
-fn ca_params(name: &str, from_days: i64, to_days: i64) -> CertificateParams {
+fn ca_params(name: &str, base: OffsetDateTime, from_days: i64, to_days: i64) -> CertificateParams {
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, name);
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    params.not_before = test_now() + Duration::days(from_days);
-    params.not_after = test_now() + Duration::days(to_days);
+    params.not_before = base + Duration::days(from_days);
+    params.not_after = base + Duration::days(to_days);
     params.use_authority_key_identifier_extension = true;
     params
 }
@@ -62,11 +73,17 @@ fn ca_params(name: &str, from_days: i64, to_days: i64) -> CertificateParams {
 impl TestCa {
     /// A self-signed root valid from a year before to ten years after the test clock.
     pub fn root(name: &str) -> Self {
+        Self::root_at(name, test_now())
+    }
+
+    /// A root whose certificates are made relative to `base`.
+    pub fn root_at(name: &str, base: OffsetDateTime) -> Self {
         let key = KeyPair::generate().expect("key");
-        let params = ca_params(name, -365, 3650);
+        let params = ca_params(name, base, -365, 3650);
         let cert = params.self_signed(&key).expect("self-signed");
         Self {
             cert: cert.der().clone(),
+            base,
             issuer: Issuer::new(params, key),
             chain_above: Vec::new(),
             name: name.into(),
@@ -76,11 +93,17 @@ impl TestCa {
     /// An intermediate CA issued by `self`, valid between the given day offsets.
     pub fn intermediate_valid(&self, name: &str, from_days: i64, to_days: i64) -> Self {
         let key = KeyPair::generate().expect("key");
-        let params = ca_params(name, from_days, to_days);
+        let params = ca_params(name, self.base, from_days, to_days);
         let cert = params.signed_by(&key, &self.issuer).expect("signed");
         let mut chain_above = vec![cert.der().clone()];
         chain_above.extend(self.chain_above.iter().cloned());
-        Self { cert: cert.der().clone(), issuer: Issuer::new(params, key), chain_above, name: name.into() }
+        Self {
+            cert: cert.der().clone(),
+            base: self.base,
+            issuer: Issuer::new(params, key),
+            chain_above,
+            name: name.into(),
+        }
     }
 
     /// An intermediate CA issued by `self`, valid around the test clock.
@@ -173,8 +196,8 @@ impl LeafSpec<'_> {
         }
         params.distinguished_name = dn;
         let secs = |d: f64| Duration::seconds_f64(d * 86_400.0);
-        params.not_before = test_now() + secs(self.from_days);
-        params.not_after = test_now() + secs(self.to_days);
+        params.not_before = self.ca.base + secs(self.from_days);
+        params.not_after = self.ca.base + secs(self.to_days);
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![if self.client {
@@ -235,7 +258,12 @@ pub struct ServerSpec {
 impl TlsServer {
     /// A server for `chain` (sent exactly as given) and its leaf's key.
     pub fn serve(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> ServerSpec {
-        ServerSpec { chain, key, client_roots: None, ocsp: Vec::new() }
+        ServerSpec {
+            chain,
+            key,
+            client_roots: None,
+            ocsp: Vec::new(),
+        }
     }
 
     /// A server for a [`Leaf`] with its normal chain.
@@ -268,9 +296,12 @@ impl ServerSpec {
                 for r in roots {
                     store.add(r).expect("client root");
                 }
-                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider)
-                    .build()
-                    .expect("client verifier");
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(store),
+                    provider,
+                )
+                .build()
+                .expect("client verifier");
                 builder.with_client_cert_verifier(verifier)
             }
             None => builder.with_no_client_auth(),
@@ -283,7 +314,9 @@ impl ServerSpec {
         let addr = listener.local_addr().expect("addr");
         let task = tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { return };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     if let Ok(mut tls) = acceptor.accept(tcp).await {
