@@ -1,4 +1,4 @@
-//! Rendering reports: the JSON contract (DESIGN.md), JSON lines, and a coloured table.
+//! Rendering reports: the JSON contract (documented in README.md), JSON lines, and a coloured table.
 
 use std::io::{self, Write};
 
@@ -16,7 +16,8 @@ use crate::probe::ProbeReport;
 pub enum OutputFormat {
     /// Aligned columns for people, coloured on a terminal.
     Table,
-    /// One JSON array with an object per target, in input order.
+    /// JSON: for `probe` an array with an object per target, in input order; for `verify`
+    /// the one object.
     Json,
     /// One JSON object per line, printed as each probe finishes.
     Jsonl,
@@ -108,7 +109,7 @@ fn ocsp_json(o: &OcspStaple) -> JsonOcsp {
     }
 }
 
-/// The report as the JSON object documented in DESIGN.md. `now` is the time days are
+/// The report as the JSON object documented in the README (the project's JSON contract). `now` is the time days are
 /// counted from (the probe's clock).
 pub fn report_json(r: &ProbeReport, now: OffsetDateTime) -> serde_json::Value {
     let facts = r.outcome.as_ref().ok();
