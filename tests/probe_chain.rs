@@ -327,6 +327,30 @@ async fn ip_target_is_verified_against_ip_sans() {
 }
 
 #[tokio::test]
+async fn ipv6_targets_connect_and_verify_ip_sans() {
+    let root = TestCa::root("Test Root");
+    let leaf = root.leaf(&["::1", "v6.test"]).build();
+    let server = TlsServer::leaf(&leaf).start_on("[::1]:0").await;
+    let mut module = Module::new(Arc::new(root.trust()));
+    module.timeout = Duration::from_secs(5);
+    let prober = Prober::new(module);
+    let clock = TestClock::at(test_time());
+    let target: Target = format!("[::1]:{}", server.addr.port()).parse().unwrap();
+    let r = prober.probe(&target, &clock).await;
+    assert_verdict(&r, Status::Ok, None);
+    assert_eq!(r.target, format!("[::1]:{}", server.addr.port()));
+    assert_eq!(r.server_name, "::1");
+    assert_eq!(
+        facts(&r).leaf.ip_addresses,
+        ["::1".parse::<std::net::IpAddr>().unwrap()]
+    );
+    // A name sent to the v6 address with --resolve semantics.
+    let r = probe(&server, "v6.test", root.trust()).await;
+    assert_verdict(&r, Status::Ok, None);
+    assert!(r.address.unwrap().is_ipv6());
+}
+
+#[tokio::test]
 async fn idn_a_label_names_match() {
     let root = TestCa::root("Test Root");
     let leaf = root.leaf(&["xn--bcher-kva.test"]).build();

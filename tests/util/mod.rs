@@ -286,6 +286,11 @@ impl ServerSpec {
     }
 
     pub async fn start(self) -> TlsServer {
+        self.start_on("127.0.0.1:0").await
+    }
+
+    /// Starts on the given local address (e.g. `[::1]:0`).
+    pub async fn start_on(self, bind: &str) -> TlsServer {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(rustls::ALL_VERSIONS)
@@ -310,7 +315,7 @@ impl ServerSpec {
             .with_single_cert_with_ocsp(self.chain, self.key, self.ocsp)
             .expect("server cert");
         let acceptor = TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = TcpListener::bind(bind).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let task = tokio::spawn(async move {
             loop {
