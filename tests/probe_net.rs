@@ -3,7 +3,6 @@
 //! latter served by a real `openssl s_server`.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -16,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::probe_chain::{assert_verdict, facts, probe};
-use crate::util::{TestCa, TlsServer, fixture, test_time};
+use crate::util::{OpensslServer, TestCa, TlsServer, fixture, test_time};
 
 /// The time the static fixtures (tests/fixtures/gen.sh) are judged at.
 fn fixture_time() -> SystemTime {
@@ -302,47 +301,8 @@ async fn sha1_signed_leaf_is_a_weak_signature() {
     assert!(f.check(CheckKind::Hostname).unwrap().ok());
 }
 
-/// `openssl s_server` on a free loopback port, killed on drop.
-struct OpensslServer {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for OpensslServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn openssl_server(cert: &str, key: &str, extra: &[&str]) -> OpensslServer {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let child = Command::new("openssl")
-        .args(["s_server", "-quiet", "-naccept", "10", "-accept"])
-        .arg(addr.to_string())
-        .arg("-cert")
-        .arg(fixture(cert))
-        .arg("-key")
-        .arg(fixture(key))
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("openssl s_server (Debian package openssl) must be installed");
-    let server = OpensslServer { child, addr };
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return server;
-        }
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
-    panic!("openssl s_server did not start on {addr}");
+    OpensslServer::start(&fixture(cert), &fixture(key), extra).await
 }
 
 #[tokio::test]

@@ -12,6 +12,9 @@ mod probe_chain;
 // Probes that fail before or after the certificate: connect, non-TLS, mTLS, OCSP, openssl.
 mod probe_net;
 
+// Hostile and broken endpoints, and legacy TLS servers.
+mod probe_hostile;
+
 // The command line as users run it: output formats, exit codes, targets files.
 mod cli;
 

@@ -112,6 +112,12 @@ pub enum Reason {
     OcspRevoked,
     /// The server demands a client certificate, and none was accepted.
     ClientCertRequired,
+    /// The server speaks only TLS 1.0 or 1.1 (deprecated by RFC 8996); the certificate was read
+    /// from the clear-text handshake.
+    LegacyTlsVersion,
+    /// The server speaks TLS 1.2 only with cipher suites modern clients refuse (RSA key
+    /// exchange, CBC-only, 3DES, RC4); the certificate was read from the clear-text handshake.
+    LegacyCipherSuite,
     /// The handshake failed after the server presented its certificate.
     HandshakeFailed,
     /// The leaf expires within the warning or critical threshold.
@@ -142,6 +148,8 @@ impl Reason {
             Self::WeakKey => "weak_key",
             Self::OcspRevoked => "ocsp_revoked",
             Self::ClientCertRequired => "client_cert_required",
+            Self::LegacyTlsVersion => "legacy_tls_version",
+            Self::LegacyCipherSuite => "legacy_cipher_suite",
             Self::HandshakeFailed => "handshake_failed",
             Self::CertExpiring => "cert_expiring",
             Self::ChainMisordered => "chain_misordered",

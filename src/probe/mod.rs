@@ -6,6 +6,7 @@
 //! not know HTTP serving, SQL or metrics. The CLI, `/probe` and the scheduler all call
 //! [`Prober::probe`].
 
+pub mod legacy;
 mod target;
 mod tls;
 mod trust;
@@ -93,6 +94,9 @@ pub enum ProbeFailure {
     /// The TLS handshake failed before a certificate arrived (alert, no common version...).
     #[error("TLS handshake failed: {0}")]
     Tls(rustls::Error),
+    /// The server's handshake is larger than any sane chain (a hostile or broken endpoint).
+    #[error("the server's certificate chain is too large: {0}")]
+    ChainTooLarge(String),
     /// The leaf the server sent cannot be parsed.
     #[error("the server's certificate is malformed: {0}")]
     MalformedCertificate(String),
@@ -116,6 +120,7 @@ impl ProbeFailure {
             Self::Tls(rustls::Error::AlertReceived(_)) => "tls_alert",
             Self::Tls(rustls::Error::PeerIncompatible(_)) => "tls_incompatible",
             Self::Tls(_) => "tls_error",
+            Self::ChainTooLarge(_) => "chain_too_large",
             Self::MalformedCertificate(_) => "malformed_certificate",
             Self::Io(_) => "io_error",
         }
@@ -129,6 +134,13 @@ impl ProbeFailure {
             | Some(
                 e @ rustls::Error::InvalidMessage(rustls::InvalidMessage::UnknownProtocolVersion),
             ) => Self::NotTls(e.clone()),
+            Some(
+                e @ rustls::Error::InvalidMessage(
+                    rustls::InvalidMessage::CertificatePayloadTooLarge
+                    | rustls::InvalidMessage::HandshakePayloadTooLarge
+                    | rustls::InvalidMessage::MessageTooLarge,
+                ),
+            ) => Self::ChainTooLarge(e.to_string()),
             Some(e) => Self::Tls(e.clone()),
             None => match err.kind() {
                 io::ErrorKind::UnexpectedEof => Self::Closed,

@@ -18,7 +18,7 @@ use tokio::time::{Instant, timeout_at};
 use tokio_rustls::TlsConnector;
 use tracing::{debug, instrument};
 
-use super::{Host, Module, ProbeFailure, ProbeReport, Target, TlsInfo, find_rustls_error};
+use super::{Host, Module, ProbeFailure, ProbeReport, Target, TlsInfo, find_rustls_error, legacy};
 use crate::cert::{self, Check, CheckKind, Reason, Severity};
 use crate::clock::Clock;
 
@@ -150,7 +150,12 @@ impl Prober {
             Ok(Err(e)) => {
                 let failure = ProbeFailure::from_handshake_error(&e);
                 if lock(&observed).chain.is_empty() {
-                    return Err(failure);
+                    if !may_be_legacy(&failure) {
+                        return Err(failure);
+                    }
+                    return self
+                        .legacy(addr, &server_name, deadline, failure, report, clock)
+                        .await;
                 }
                 self.failed_after_certificate(&lock(&observed), &e, failure)
             }
@@ -182,6 +187,67 @@ impl Prober {
         )
         .map_err(|e| ProbeFailure::MalformedCertificate(e.to_string()))?;
         facts.set_check(handshake_check);
+        Ok(facts)
+    }
+
+    /// Reads the certificate of a server rustls cannot complete a handshake with, over a new
+    /// connection and a legacy ClientHello. When that fails too, the original failure stands
+    /// (it says what rustls saw), unless the server proved hostile.
+    async fn legacy(
+        &self,
+        addr: SocketAddr,
+        server_name: &ServerName<'static>,
+        deadline: Instant,
+        original: ProbeFailure,
+        report: &mut ProbeReport,
+        clock: &dyn Clock,
+    ) -> Result<cert::ChainFacts, ProbeFailure> {
+        let hello = match legacy::fetch(addr, server_name, deadline).await {
+            Ok(hello) => hello,
+            Err(legacy::LegacyError::TooLarge) => {
+                return Err(ProbeFailure::ChainTooLarge(
+                    legacy::LegacyError::TooLarge.to_string(),
+                ));
+            }
+            Err(e) => {
+                debug!(error = %e, "legacy handshake read failed too");
+                return Err(original);
+            }
+        };
+        let version = legacy::version_name(hello.version);
+        let suite = legacy::suite_name(hello.cipher_suite);
+        report.tls = Some(TlsInfo {
+            version: version.clone(),
+            cipher_suite: suite.clone(),
+            alpn: None,
+        });
+        let (reason, why) = if hello.version < 0x0303 {
+            (
+                Reason::LegacyTlsVersion,
+                format!("the server speaks only {version}, deprecated by RFC 8996"),
+            )
+        } else {
+            (
+                Reason::LegacyCipherSuite,
+                format!("the server offers only {suite}, which modern clients refuse"),
+            )
+        };
+        let check = Check::fail(
+            CheckKind::Handshake,
+            Severity::Warning,
+            reason,
+            format!("{why}; the certificate was read from the clear-text handshake ({original})"),
+        );
+        let mut facts = cert::analyze(
+            &hello.chain,
+            server_name,
+            hello.ocsp.as_deref(),
+            &self.module.trust,
+            &self.module.policy,
+            clock.now(),
+        )
+        .map_err(|e| ProbeFailure::MalformedCertificate(e.to_string()))?;
+        facts.set_check(check);
         Ok(facts)
     }
 
@@ -256,6 +322,25 @@ impl Prober {
             return fail(Reason::ClientCertRequired, format!("{what} ({failure})"));
         }
         fail(Reason::HandshakeFailed, failure.to_string())
+    }
+}
+
+/// Whether a failure before any certificate may come from a server that speaks only older
+/// TLS versions or suites: it answered with a version or handshake alert, or with parameters
+/// rustls does not offer.
+fn may_be_legacy(failure: &ProbeFailure) -> bool {
+    use rustls::AlertDescription as A;
+    match failure {
+        ProbeFailure::Tls(rustls::Error::AlertReceived(
+            A::ProtocolVersion
+            | A::HandshakeFailure
+            | A::InsufficientSecurity
+            | A::IllegalParameter,
+        )) => true,
+        ProbeFailure::Tls(
+            rustls::Error::PeerIncompatible(_) | rustls::Error::PeerMisbehaved(_),
+        ) => true,
+        _ => false,
     }
 }
 

@@ -235,6 +235,79 @@ pub fn rsa_key() -> KeyPair {
     KeyPair::from_pem(&pem).expect("RSA key")
 }
 
+#[derive(Debug)]
+struct FixedCert(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for FixedCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+/// `openssl s_server` on a free loopback port (a real, configurable TLS server, e.g. TLS 1.0
+/// only), killed by its pid on drop.
+pub struct OpensslServer {
+    child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for OpensslServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl OpensslServer {
+    pub async fn start(cert: &std::path::Path, key: &std::path::Path, extra: &[&str]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let child = std::process::Command::new("openssl")
+            .args(["s_server", "-quiet", "-accept"])
+            .arg(addr.to_string())
+            .arg("-cert")
+            .arg(cert)
+            .arg("-key")
+            .arg(key)
+            .args(extra)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl s_server (Debian package openssl) must be installed");
+        let server = Self { child, addr };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return server;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        }
+        panic!("openssl s_server did not start on {addr}");
+    }
+}
+
+impl Leaf {
+    /// Writes the chain and key as PEM files into `dir`, returning their paths.
+    pub fn write_pem(&self, dir: &std::path::Path, stem: &str) -> (PathBuf, PathBuf) {
+        let cert = dir.join(format!("{stem}.pem"));
+        let key = dir.join(format!("{stem}.key"));
+        std::fs::write(&cert, pem_chain(&self.chain)).unwrap();
+        let key_pem = pem::encode(&pem::Pem::new(
+            "PRIVATE KEY",
+            self.key.secret_der().to_vec(),
+        ));
+        std::fs::write(&key, key_pem).unwrap();
+        (cert, key)
+    }
+}
+
 /// A real TLS server on 127.0.0.1:0, serving one chain until dropped.
 pub struct TlsServer {
     pub addr: SocketAddr,
@@ -303,7 +376,7 @@ impl ServerSpec {
                 }
                 let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                     Arc::new(store),
-                    provider,
+                    provider.clone(),
                 )
                 .build()
                 .expect("client verifier");
@@ -311,9 +384,15 @@ impl ServerSpec {
             }
             None => builder.with_no_client_auth(),
         };
-        let config = builder
-            .with_single_cert_with_ocsp(self.chain, self.key, self.ocsp)
-            .expect("server cert");
+        // A fixed certificate resolver: unlike with_single_cert, it serves any bytes as the
+        // chain (hostile and malformed certificates included) without checking them.
+        let signing_key = provider
+            .key_provider
+            .load_private_key(self.key)
+            .expect("server key");
+        let mut certified = rustls::sign::CertifiedKey::new(self.chain, signing_key);
+        certified.ocsp = (!self.ocsp.is_empty()).then_some(self.ocsp);
+        let config = builder.with_cert_resolver(Arc::new(FixedCert(Arc::new(certified))));
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind(bind).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
