@@ -330,18 +330,18 @@ impl Prober {
 /// rustls does not offer.
 fn may_be_legacy(failure: &ProbeFailure) -> bool {
     use rustls::AlertDescription as A;
-    match failure {
-        ProbeFailure::Tls(rustls::Error::AlertReceived(
-            A::ProtocolVersion
-            | A::HandshakeFailure
-            | A::InsufficientSecurity
-            | A::IllegalParameter,
-        )) => true,
+    matches!(
+        failure,
         ProbeFailure::Tls(
-            rustls::Error::PeerIncompatible(_) | rustls::Error::PeerMisbehaved(_),
-        ) => true,
-        _ => false,
-    }
+            rustls::Error::AlertReceived(
+                A::ProtocolVersion
+                    | A::HandshakeFailure
+                    | A::InsufficientSecurity
+                    | A::IllegalParameter
+            ) | rustls::Error::PeerIncompatible(_)
+                | rustls::Error::PeerMisbehaved(_)
+        )
+    )
 }
 
 /// Picks the address to connect to: the `--resolve` override, the IP itself, or the first
