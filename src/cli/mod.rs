@@ -90,6 +90,9 @@ pub struct ProbeArgs {
     /// Time budget per probe (DNS, connect and handshake), e.g. 500ms, 10s.
     #[arg(short = 't', long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Upgrade with STARTTLS first: smtp, imap, pop3, ftp, ldap, postgres or xmpp.
+    #[arg(long, value_name = "PROTO", value_parser = parse_starttls)]
+    pub starttls: Option<crate::probe::Protocol>,
     /// Send this SNI name and verify the certificate against it instead of the host.
     #[arg(long, value_name = "NAME")]
     pub sni: Option<String>,
@@ -140,6 +143,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("must be greater than zero".into());
     }
     Ok(d)
+}
+
+fn parse_starttls(s: &str) -> Result<crate::probe::Protocol, String> {
+    s.parse()
 }
 
 fn parse_rfc3339(s: &str) -> Result<time::OffsetDateTime, String> {

@@ -27,6 +27,7 @@ pub(super) fn run(args: ProbeArgs, color: anstream::ColorChoice) -> anyhow::Resu
         _ => None,
     };
     let module = Module {
+        protocol: args.starttls.unwrap_or_default(),
         timeout: args.timeout,
         policy,
         trust: Arc::new(trust),

@@ -6,8 +6,6 @@
 //! back, is enough to read the chain: no key exchange, no crypto. The parser is pure and
 //! bounded ([`MAX_HANDSHAKE_BYTES`]); the socket loop lives in [`fetch`].
 
-use std::net::SocketAddr;
-
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -370,17 +368,14 @@ pub fn suite_name(s: u16) -> String {
     name.to_owned()
 }
 
-/// Connects to `addr` again and reads the legacy server's hello and certificate.
-pub(crate) async fn fetch(
-    addr: SocketAddr,
+/// Sends the legacy ClientHello on a fresh connection (already past any STARTTLS) and reads
+/// the server's hello and certificate.
+pub(crate) async fn read_hello(
+    mut tcp: TcpStream,
     server_name: &ServerName<'_>,
     deadline: Instant,
 ) -> Result<LegacyHello, LegacyError> {
     let io = |e: std::io::Error| LegacyError::Io(e.to_string());
-    let mut tcp = timeout_at(deadline, TcpStream::connect(addr))
-        .await
-        .map_err(|_| LegacyError::Timeout)?
-        .map_err(io)?;
     let mut random = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random)
         .map_err(|_| LegacyError::Io("no randomness".into()))?;

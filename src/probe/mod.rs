@@ -7,6 +7,7 @@
 //! [`Prober::probe`].
 
 pub mod legacy;
+mod starttls;
 mod target;
 mod tls;
 mod trust;
@@ -16,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use starttls::{Protocol, StartTlsError};
 pub use target::{DEFAULT_PORT, Host, Resolve, Target, TargetError};
 pub use tls::Prober;
 pub use trust::{ClientIdentity, TrustError, load_trust, read_pem_certs};
@@ -28,6 +30,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How to probe: the settings shared by many targets. Plain data, built by the CLI or config.
 #[derive(Debug, Clone)]
 pub struct Module {
+    /// The protocol spoken before TLS (plain TLS, or a STARTTLS upgrade).
+    pub protocol: Protocol,
     /// Time budget for one probe, from the first DNS query to the end of the handshake.
     pub timeout: Duration,
     /// Expiry thresholds.
@@ -44,6 +48,7 @@ impl Module {
     /// A module with default timeout and thresholds that trusts `trust`.
     pub fn new(trust: Arc<TrustStore>) -> Self {
         Self {
+            protocol: Protocol::Tls,
             timeout: DEFAULT_TIMEOUT,
             policy: Policy::new(),
             trust,
@@ -79,6 +84,25 @@ pub enum ProbeFailure {
     /// Another connect error (unreachable network, ...).
     #[error("connect failed: {0}")]
     Connect(String),
+    /// The server would not upgrade to TLS (STARTTLS not offered or declined).
+    #[error("{protocol} STARTTLS refused: {detail}")]
+    StartTlsRefused {
+        /// The protocol.
+        protocol: Protocol,
+        /// What the server said.
+        detail: String,
+    },
+    /// The STARTTLS exchange broke (garbage, closed connection, oversized replies).
+    #[error("{protocol} STARTTLS failed: {detail}")]
+    StartTlsFailed {
+        /// The protocol.
+        protocol: Protocol,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The STARTTLS exchange did not finish within the timeout.
+    #[error("{0} STARTTLS timed out")]
+    StartTlsTimeout(Protocol),
     /// Connected, but the server sent no certificate within the timeout.
     #[error("TLS handshake timed out after {0:?} without a certificate")]
     HandshakeTimeout(Duration),
@@ -113,6 +137,9 @@ impl ProbeFailure {
             Self::ConnectRefused => "connect_refused",
             Self::ConnectTimeout(_) => "connect_timeout",
             Self::Connect(_) => "connect_failed",
+            Self::StartTlsRefused { .. } => "starttls_refused",
+            Self::StartTlsFailed { .. } => "starttls_failed",
+            Self::StartTlsTimeout(_) => "starttls_timeout",
             Self::HandshakeTimeout(_) => "handshake_timeout",
             Self::NotTls(_) => "not_tls",
             Self::Closed => "connection_closed",

@@ -18,7 +18,10 @@ use tokio::time::{Instant, timeout_at};
 use tokio_rustls::TlsConnector;
 use tracing::{debug, instrument};
 
-use super::{Host, Module, ProbeFailure, ProbeReport, Target, TlsInfo, find_rustls_error, legacy};
+use super::{
+    Host, Module, ProbeFailure, ProbeReport, StartTlsError, Target, TlsInfo, find_rustls_error,
+    legacy, starttls,
+};
 use crate::cert::{self, Check, CheckKind, Reason, Severity};
 use crate::clock::Clock;
 
@@ -98,15 +101,7 @@ impl Prober {
             .map_err(|e| ProbeFailure::Connect(e.to_string()))?;
         let addr = resolve(target, deadline).await?;
         report.address = Some(addr);
-        let tcp = match timeout_at(deadline, TcpStream::connect(addr)).await {
-            Err(_) => return Err(ProbeFailure::ConnectTimeout(self.module.timeout)),
-            Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                return Err(ProbeFailure::ConnectRefused);
-            }
-            Ok(Err(e)) => return Err(ProbeFailure::Connect(e.to_string())),
-            Ok(Ok(tcp)) => tcp,
-        };
-        let _ = tcp.set_nodelay(true);
+        let tcp = self.connect(addr, &target.verify_name(), deadline).await?;
 
         let observed = Arc::new(Mutex::new(Observed::default()));
         let mut config = self.base.clone();
@@ -190,6 +185,36 @@ impl Prober {
         Ok(facts)
     }
 
+    /// Connects and, for STARTTLS protocols, negotiates the upgrade.
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        host: &str,
+        deadline: Instant,
+    ) -> Result<TcpStream, ProbeFailure> {
+        let mut tcp = match timeout_at(deadline, TcpStream::connect(addr)).await {
+            Err(_) => return Err(ProbeFailure::ConnectTimeout(self.module.timeout)),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                return Err(ProbeFailure::ConnectRefused);
+            }
+            Ok(Err(e)) => return Err(ProbeFailure::Connect(e.to_string())),
+            Ok(Ok(tcp)) => tcp,
+        };
+        let _ = tcp.set_nodelay(true);
+        let protocol = self.module.protocol;
+        match timeout_at(deadline, starttls::upgrade(protocol, &mut tcp, host)).await {
+            Err(_) => Err(ProbeFailure::StartTlsTimeout(protocol)),
+            Ok(Err(StartTlsError::Refused(detail))) => {
+                Err(ProbeFailure::StartTlsRefused { protocol, detail })
+            }
+            Ok(Err(e)) => Err(ProbeFailure::StartTlsFailed {
+                protocol,
+                detail: e.to_string(),
+            }),
+            Ok(Ok(())) => Ok(tcp),
+        }
+    }
+
     /// Reads the certificate of a server rustls cannot complete a handshake with, over a new
     /// connection and a legacy ClientHello. When that fails too, the original failure stands
     /// (it says what rustls saw), unless the server proved hostile.
@@ -202,7 +227,8 @@ impl Prober {
         report: &mut ProbeReport,
         clock: &dyn Clock,
     ) -> Result<cert::ChainFacts, ProbeFailure> {
-        let hello = match legacy::fetch(addr, server_name, deadline).await {
+        let tcp = self.connect(addr, &report.server_name, deadline).await?;
+        let hello = match legacy::read_hello(tcp, server_name, deadline).await {
             Ok(hello) => hello,
             Err(legacy::LegacyError::TooLarge) => {
                 return Err(ProbeFailure::ChainTooLarge(
