@@ -373,3 +373,88 @@ async fn verify_checks_a_chain_file_offline() {
         missing.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn all_addresses_finds_the_stale_backend() {
+    // One name, two backends on the same port: 127.0.0.1 serves the renewed certificate,
+    // 127.0.0.2 still serves the old one.
+    let root = TestCa::root_at("LB Root", real_now());
+    let fresh = root.leaf(&["lb.test"]).valid(-1.0, 90.0).build();
+    let stale = root.leaf(&["lb.test"]).valid(-85.0, 5.0).build();
+    let a = TlsServer::leaf(&fresh).start_on("127.0.0.1:0").await;
+    let port = a.addr.port();
+    let b = TlsServer::leaf(&stale)
+        .start_on(&format!("127.0.0.2:{port}"))
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("root.pem"), root.pem()).unwrap();
+    let ca = dir.path().join("root.pem").display().to_string();
+    let resolve = format!("lb.test:{port}:127.0.0.1,127.0.0.2");
+    let target = format!("lb.test:{port}");
+    let args = [
+        "probe",
+        "-o",
+        "json",
+        "--no-system-roots",
+        "--ca-file",
+        &ca,
+        "--resolve",
+        &resolve,
+    ];
+
+    let each = tlsward(&[&args[..], &["--all-addresses", &target]].concat(), None).await;
+    assert_eq!(each.code, 2, "{}", each.stderr);
+    let v: Value = serde_json::from_str(&each.stdout).unwrap();
+    let reports = v.as_array().unwrap();
+    assert_eq!(reports.len(), 2);
+    assert_eq!(reports[0]["address"], a.addr.to_string());
+    assert_eq!(reports[0]["status"], "ok");
+    assert_eq!(reports[1]["address"], b.addr.to_string());
+    assert_eq!(reports[1]["status"], "critical");
+    assert_eq!(reports[1]["reason"], "cert_expiring");
+    assert_ne!(reports[0]["leaf"]["sha256"], reports[1]["leaf"]["sha256"]);
+
+    // Without --all-addresses only the first address is probed, and the stale one hides.
+    let first = tlsward(&[&args[..], &[target.as_str()]].concat(), None).await;
+    assert_eq!(first.code, 0);
+    let v: Value = serde_json::from_str(&first.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn all_addresses_resolves_real_names() {
+    let root = TestCa::root_at("Local Root", real_now());
+    let server = TlsServer::leaf(&root.leaf(&["localhost"]).build())
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("root.pem"), root.pem()).unwrap();
+    let ca = dir.path().join("root.pem").display().to_string();
+    let target = format!("localhost:{}", server.addr.port());
+    let run = tlsward(
+        &[
+            "probe",
+            "-o",
+            "jsonl",
+            "--no-system-roots",
+            "--ca-file",
+            &ca,
+            "--all-addresses",
+            &target,
+        ],
+        None,
+    )
+    .await;
+    let reports: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // The system resolver decides how many addresses localhost has; the IPv4 one serves.
+    let v4 = reports
+        .iter()
+        .find(|r| r["address"] == server.addr.to_string())
+        .expect("127.0.0.1 probed");
+    assert_eq!(v4["status"], "ok");
+    assert!(reports.iter().all(|r| r["target"] == target));
+}

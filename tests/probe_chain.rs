@@ -24,7 +24,7 @@ pub(crate) async fn probe_with(
     let mut target: Target = format!("{name}:{}", server.addr.port())
         .parse()
         .expect("target");
-    target.connect_to = Some(server.addr);
+    target.connect_to = vec![server.addr];
     Prober::new(module)
         .probe(&target, &TestClock::at(test_time()))
         .await
@@ -400,7 +400,7 @@ async fn sessions_are_never_resumed() {
     let mut target: Target = format!("resume.test:{}", server.addr.port())
         .parse()
         .unwrap();
-    target.connect_to = Some(server.addr);
+    target.connect_to = vec![server.addr];
     for _ in 0..3 {
         let r = prober.probe(&target, &clock).await;
         // A resumed handshake would carry no certificate and yield no facts.

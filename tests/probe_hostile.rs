@@ -22,7 +22,7 @@ async fn probe_timed(addr: SocketAddr, name: &str, trust: TrustStore) -> ProbeRe
     let mut module = Module::new(Arc::new(trust));
     module.timeout = TIMEOUT;
     let mut target: Target = format!("{name}:{}", addr.port()).parse().unwrap();
-    target.connect_to = Some(addr);
+    target.connect_to = vec![addr];
     let started = Instant::now();
     let r = Prober::new(module)
         .probe(&target, &TestClock::at(test_time()))

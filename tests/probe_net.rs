@@ -39,7 +39,7 @@ fn quick_module(trust: TrustStore, timeout: Duration) -> Module {
 
 async fn probe_addr(addr: SocketAddr, name: &str, module: Module, at: SystemTime) -> ProbeReport {
     let mut target: Target = format!("{name}:{}", addr.port()).parse().unwrap();
-    target.connect_to = Some(addr);
+    target.connect_to = vec![addr];
     Prober::new(module).probe(&target, &TestClock::at(at)).await
 }
 

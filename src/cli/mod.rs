@@ -96,9 +96,14 @@ pub struct ProbeArgs {
     /// Send this SNI name and verify the certificate against it instead of the host.
     #[arg(long, value_name = "NAME")]
     pub sni: Option<String>,
-    /// Connect to ADDR when probing NAME on PORT, like curl (repeatable).
+    /// Connect to ADDR when probing NAME on PORT, like curl (repeatable; ADDR may be a
+    /// comma-separated list, probed one by one with --all-addresses).
     #[arg(long, value_name = "NAME:PORT:ADDR")]
     pub resolve: Vec<String>,
+    /// Probe every address of each name (all A and AAAA records, or every --resolve address)
+    /// and report each one: one stale backend behind a load-balanced name shows up.
+    #[arg(long)]
+    pub all_addresses: bool,
     /// Client certificate chain (PEM) for endpoints that require mutual TLS.
     #[arg(long, value_name = "FILE", requires = "client_key")]
     pub client_cert: Option<PathBuf>,

@@ -45,18 +45,22 @@ pub(super) fn run(args: ProbeArgs, color: anstream::ColorChoice) -> anyhow::Resu
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let clock = SystemClock;
-    let prober = Arc::new(Prober::new(module));
-    let reports = runtime.block_on(probe_all(
-        prober,
-        targets,
-        args.concurrency as usize,
+    let plan = Plan {
+        prober: Arc::new(Prober::new(module)),
+        clock: Arc::new(SystemClock),
+        concurrency: args.concurrency as usize,
         format,
-        show_progress,
         color,
-        Arc::new(clock),
-    ))?;
-    let now = OffsetDateTime::from(clock.now());
+        all_addresses: args.all_addresses,
+    };
+    let bar = if show_progress {
+        progress_bar(targets.len())
+    } else {
+        ProgressBar::hidden()
+    };
+    let (worst, reports) = runtime.block_on(plan.run(targets, &bar))?;
+    bar.finish_and_clear();
+    let now = OffsetDateTime::from(plan.clock.now());
     let mut out = anstream::AutoStream::new(io::stdout().lock(), color);
     match format {
         OutputFormat::Jsonl => {}
@@ -71,61 +75,84 @@ pub(super) fn run(args: ProbeArgs, color: anstream::ColorChoice) -> anyhow::Resu
         OutputFormat::Table => output::write_table(&mut out, &reports, now)?,
     }
     out.flush()?;
-    Ok(reports
-        .iter()
-        .fold(Status::Ok, |s, r| s.worst(r.status()))
-        .exit_code())
+    Ok(worst.exit_code())
 }
 
-/// Runs every probe with at most `concurrency` in flight; returns reports in input order.
-/// With JSON lines, each report is printed the moment its probe ends.
-async fn probe_all(
+fn progress_bar(len: usize) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} targets ({per_sec}, eta {eta})",
+        )
+        .expect("valid template"),
+    );
+    bar
+}
+
+/// How one `probe` run goes.
+struct Plan {
     prober: Arc<Prober>,
-    targets: Vec<Target>,
+    clock: Arc<SystemClock>,
     concurrency: usize,
     format: OutputFormat,
-    show_progress: bool,
     color: anstream::ColorChoice,
-    clock: Arc<SystemClock>,
-) -> anyhow::Result<Vec<ProbeReport>> {
-    let bar = if show_progress {
-        let bar = ProgressBar::new(targets.len() as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} probes ({per_sec}, eta {eta})",
-            )
-            .expect("valid template"),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
-    let mut slots: Vec<Option<ProbeReport>> = vec![None; targets.len()];
-    let mut running = JoinSet::new();
-    let mut pending = targets.into_iter().enumerate();
-    let mut out = anstream::AutoStream::new(io::stdout(), color);
-    loop {
-        while running.len() < concurrency {
-            let Some((i, target)) = pending.next() else {
+    all_addresses: bool,
+}
+
+impl Plan {
+    /// Runs every probe with at most `concurrency` targets in flight. Returns the worst
+    /// status and, except for JSON lines, the reports in input order. JSON lines are printed
+    /// the moment each probe ends and not kept, so memory is set by the concurrency, not by
+    /// the number of targets.
+    async fn run(
+        &self,
+        targets: Vec<Target>,
+        bar: &ProgressBar,
+    ) -> anyhow::Result<(Status, Vec<ProbeReport>)> {
+        let stream = self.format == OutputFormat::Jsonl;
+        let mut slots: Vec<Vec<ProbeReport>> = if stream {
+            Vec::new()
+        } else {
+            vec![Vec::new(); targets.len()]
+        };
+        let mut worst = Status::Ok;
+        let mut running = JoinSet::new();
+        let mut pending = targets.into_iter().enumerate();
+        let mut out = anstream::AutoStream::new(io::stdout(), self.color);
+        loop {
+            while running.len() < self.concurrency {
+                let Some((i, target)) = pending.next() else {
+                    break;
+                };
+                let (prober, clock, each) =
+                    (self.prober.clone(), self.clock.clone(), self.all_addresses);
+                running.spawn(async move {
+                    let reports = if each {
+                        prober.probe_each_address(&target, clock.as_ref()).await
+                    } else {
+                        vec![prober.probe(&target, clock.as_ref()).await]
+                    };
+                    (i, reports)
+                });
+            }
+            let Some(done) = running.join_next().await else {
                 break;
             };
-            let (prober, clock) = (prober.clone(), clock.clone());
-            running.spawn(async move { (i, prober.probe(&target, clock.as_ref()).await) });
+            let (i, reports) = done.context("a probe task panicked")?;
+            bar.inc(1);
+            worst = reports.iter().fold(worst, |w, r| w.worst(r.status()));
+            if stream {
+                let now = OffsetDateTime::from(self.clock.now());
+                for report in &reports {
+                    let line = serde_json::to_string(&output::report_json(report, now))?;
+                    bar.suspend(|| writeln!(out, "{line}"))?;
+                }
+            } else {
+                slots[i] = reports;
+            }
         }
-        let Some(done) = running.join_next().await else {
-            break;
-        };
-        let (i, report) = done.context("a probe task panicked")?;
-        bar.inc(1);
-        if format == OutputFormat::Jsonl {
-            let now = OffsetDateTime::from(clock.now());
-            let line = serde_json::to_string(&output::report_json(&report, now))?;
-            bar.suspend(|| writeln!(out, "{line}"))?;
-        }
-        slots[i] = Some(report);
+        Ok((worst, slots.into_iter().flatten().collect()))
     }
-    bar.finish_and_clear();
-    Ok(slots.into_iter().flatten().collect())
 }
 
 /// Targets from the command line and `--targets-file`, with `--sni` and `--resolve` applied.

@@ -31,14 +31,15 @@ impl fmt::Display for Host {
 /// One endpoint to probe.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Target {
-    /// Where to connect (unless [`Self::connect_to`] overrides the address).
+    /// Where to connect (unless [`Self::connect_to`] overrides the addresses).
     pub host: Host,
     /// The TCP port.
     pub port: u16,
     /// The name to send as SNI and to verify, when it differs from the host.
     pub server_name: Option<String>,
-    /// Connect to this address instead of resolving the host (like curl's `--resolve`).
-    pub connect_to: Option<SocketAddr>,
+    /// Connect to these addresses instead of resolving the host (like curl's `--resolve`).
+    /// A probe uses the first; probing every address uses each.
+    pub connect_to: Vec<SocketAddr>,
 }
 
 /// A target string that cannot be used.
@@ -65,7 +66,7 @@ impl Target {
             host,
             port,
             server_name: None,
-            connect_to: None,
+            connect_to: Vec::new(),
         }
     }
 
@@ -173,7 +174,8 @@ fn parse_host(input: &str, h: &str) -> Result<Host, TargetError> {
     Ok(Host::Name(name))
 }
 
-/// A curl-style `NAME:PORT:ADDR` override: connect to ADDR when probing NAME on PORT.
+/// A curl-style `NAME:PORT:ADDR[,ADDR...]` override: connect to ADDR when probing NAME on
+/// PORT (with several addresses, as if DNS had returned them in that order).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolve {
     /// The host name it applies to (lowercase).
@@ -181,7 +183,7 @@ pub struct Resolve {
     /// The port it applies to.
     pub port: u16,
     /// Where to connect instead.
-    pub addr: IpAddr,
+    pub addrs: Vec<IpAddr>,
 }
 
 impl FromStr for Resolve {
@@ -192,12 +194,20 @@ impl FromStr for Resolve {
         let (name, rest) = input.split_once(':').ok_or_else(|| bad("missing port"))?;
         let (port, addr) = rest.split_once(':').ok_or_else(|| bad("missing address"))?;
         let port = parse_port(port).ok_or_else(|| bad("bad port"))?;
-        let addr = addr.trim_start_matches('[').trim_end_matches(']');
-        let addr = addr.parse().map_err(|_| bad("bad address"))?;
+        let addrs = addr
+            .split(',')
+            .map(|a| {
+                a.trim()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse()
+            })
+            .collect::<Result<Vec<IpAddr>, _>>()
+            .map_err(|_| bad("bad address"))?;
         Ok(Self {
             name: name.trim_end_matches('.').to_ascii_lowercase(),
             port,
-            addr,
+            addrs,
         })
     }
 }
@@ -206,7 +216,11 @@ impl Resolve {
     /// Applies this override to `target` if it names the same host and port.
     pub fn apply(&self, target: &mut Target) {
         if target.port == self.port && matches!(&target.host, Host::Name(n) if *n == self.name) {
-            target.connect_to = Some(SocketAddr::new(self.addr, self.port));
+            target.connect_to = self
+                .addrs
+                .iter()
+                .map(|a| SocketAddr::new(*a, self.port))
+                .collect();
         }
     }
 }
@@ -272,12 +286,14 @@ mod tests {
         let r: Resolve = "good.test:443:127.0.0.1".parse().unwrap();
         let mut hit = t("good.test");
         r.apply(&mut hit);
-        assert_eq!(hit.connect_to, Some("127.0.0.1:443".parse().unwrap()));
+        assert_eq!(hit.connect_to, ["127.0.0.1:443".parse().unwrap()]);
         let mut miss = t("good.test:8443");
         r.apply(&mut miss);
-        assert_eq!(miss.connect_to, None);
+        assert!(miss.connect_to.is_empty());
         let v6: Resolve = "a.test:8443:[::1]".parse().unwrap();
-        assert_eq!(v6.addr, "::1".parse::<IpAddr>().unwrap());
+        assert_eq!(v6.addrs, ["::1".parse::<IpAddr>().unwrap()]);
+        let many: Resolve = "lb.test:443:127.0.0.1,[::1]".parse().unwrap();
+        assert_eq!(many.addrs.len(), 2);
     }
 
     #[test]

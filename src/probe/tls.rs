@@ -89,6 +89,25 @@ impl Prober {
         report
     }
 
+    /// Probes every address of the target separately (each A and AAAA record, or each
+    /// `--resolve` address), so one stale backend behind a name shows up. A name that does
+    /// not resolve gives one report saying so.
+    pub async fn probe_each_address(&self, target: &Target, clock: &dyn Clock) -> Vec<ProbeReport> {
+        let deadline = Instant::now() + self.module.timeout;
+        match addresses(target, deadline).await {
+            Ok(addrs) if addrs.len() > 1 => {
+                let mut reports = Vec::with_capacity(addrs.len());
+                for addr in addrs {
+                    let mut one = target.clone();
+                    one.connect_to = vec![addr];
+                    reports.push(self.probe(&one, clock).await);
+                }
+                reports
+            }
+            _ => vec![self.probe(target, clock).await],
+        }
+    }
+
     async fn run(
         &self,
         target: &Target,
@@ -99,7 +118,7 @@ impl Prober {
         let server_name = target
             .server_name()
             .map_err(|e| ProbeFailure::Connect(e.to_string()))?;
-        let addr = resolve(target, deadline).await?;
+        let addr = addresses(target, deadline).await?[0];
         report.address = Some(addr);
         let tcp = self.connect(addr, &target.verify_name(), deadline).await?;
 
@@ -370,22 +389,31 @@ fn may_be_legacy(failure: &ProbeFailure) -> bool {
     )
 }
 
-/// Picks the address to connect to: the `--resolve` override, the IP itself, or the first
-/// address DNS returns.
-async fn resolve(target: &Target, deadline: Instant) -> Result<SocketAddr, ProbeFailure> {
-    if let Some(addr) = target.connect_to {
-        return Ok(addr);
+/// Every address the target may be reached at, in order: the `--resolve` override, the IP
+/// itself, or what DNS returns (A and AAAA, duplicates removed).
+async fn addresses(target: &Target, deadline: Instant) -> Result<Vec<SocketAddr>, ProbeFailure> {
+    if !target.connect_to.is_empty() {
+        return Ok(target.connect_to.clone());
     }
     let name = match &target.host {
-        Host::Ip(ip) => return Ok(SocketAddr::new(*ip, target.port)),
+        Host::Ip(ip) => return Ok(vec![SocketAddr::new(*ip, target.port)]),
         Host::Name(n) => n.as_str(),
     };
     match timeout_at(deadline, tokio::net::lookup_host((name, target.port))).await {
         Err(_) => Err(ProbeFailure::Resolve("DNS lookup timed out".into())),
         Ok(Err(e)) => Err(ProbeFailure::Resolve(e.to_string())),
-        Ok(Ok(mut addrs)) => addrs
-            .next()
-            .ok_or_else(|| ProbeFailure::Resolve("no addresses".into())),
+        Ok(Ok(found)) => {
+            let mut all: Vec<SocketAddr> = Vec::new();
+            for addr in found {
+                if !all.contains(&addr) {
+                    all.push(addr);
+                }
+            }
+            if all.is_empty() {
+                return Err(ProbeFailure::Resolve("no addresses".into()));
+            }
+            Ok(all)
+        }
     }
 }
 
