@@ -15,6 +15,9 @@ mod probe_net;
 // Hostile and broken endpoints, and legacy TLS servers.
 mod probe_hostile;
 
+// STARTTLS against real daemons and scripted hostile servers.
+mod probe_starttls;
+
 // The command line as users run it: output formats, exit codes, targets files.
 mod cli;
 
