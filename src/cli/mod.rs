@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use output::{OutputFormat, report_json};
+pub use output::{JsonReport, OutputFormat, report_json};
 
 /// Exit code for usage, configuration and internal errors (monitoring-plugin "unknown").
 pub const EXIT_UNKNOWN: u8 = 3;

@@ -8,7 +8,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::ColorWhen;
-use crate::cert::{CertFacts, OcspStaple, Status, rfc3339};
+use crate::cert::{CertFacts, Check, OcspStaple, Status, rfc3339};
 use crate::probe::ProbeReport;
 
 /// How to print results.
@@ -31,8 +31,9 @@ pub(super) fn color_choice(when: ColorWhen) -> anstream::ColorChoice {
     }
 }
 
+/// One report in the JSON contract's shape, serialized straight to the output.
 #[derive(Serialize)]
-struct JsonReport<'a> {
+pub struct JsonReport<'a> {
     target: &'a str,
     address: Option<String>,
     server_name: &'a str,
@@ -41,10 +42,32 @@ struct JsonReport<'a> {
     error: Option<String>,
     duration_seconds: f64,
     tls: Option<JsonTls<'a>>,
-    checks: serde_json::Map<String, serde_json::Value>,
+    checks: JsonChecks<'a>,
     leaf: Option<JsonCert<'a>>,
     chain: Vec<JsonCert<'a>>,
     ocsp: Option<JsonOcsp>,
+}
+
+/// The checks as a map from name to `{ok, detail}`, in report order.
+struct JsonChecks<'a>(&'a [Check]);
+
+impl Serialize for JsonChecks<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct One<'a> {
+            ok: bool,
+            detail: Option<&'a str>,
+        }
+        s.collect_map(self.0.iter().map(|c| {
+            (
+                c.kind.as_str(),
+                One {
+                    ok: c.ok(),
+                    detail: c.detail.as_deref(),
+                },
+            )
+        }))
+    }
 }
 
 #[derive(Serialize)]
@@ -109,22 +132,12 @@ fn ocsp_json(o: &OcspStaple) -> JsonOcsp {
     }
 }
 
-/// The report as the JSON object documented in the README (the project's JSON contract). `now` is the time days are
-/// counted from (the probe's clock).
-pub fn report_json(r: &ProbeReport, now: OffsetDateTime) -> serde_json::Value {
+/// The report as the JSON object documented in the README (the project's JSON contract).
+/// `now` is the time days are counted from (the probe's clock).
+pub fn report_json(r: &ProbeReport, now: OffsetDateTime) -> JsonReport<'_> {
     let facts = r.outcome.as_ref().ok();
-    let checks = facts
-        .map(|f| {
-            f.checks
-                .iter()
-                .map(|c| {
-                    let v = serde_json::json!({ "ok": c.ok(), "detail": c.detail });
-                    (c.kind.as_str().to_owned(), v)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let json = JsonReport {
+    let checks = JsonChecks(facts.map_or(&[][..], |f| &f.checks));
+    JsonReport {
         target: &r.target,
         address: r.address.map(|a| a.to_string()),
         server_name: &r.server_name,
@@ -143,8 +156,7 @@ pub fn report_json(r: &ProbeReport, now: OffsetDateTime) -> serde_json::Value {
             .map(|f| f.chain.iter().map(|c| cert_json(c, now)).collect())
             .unwrap_or_default(),
         ocsp: facts.and_then(|f| f.ocsp.as_ref()).map(ocsp_json),
-    };
-    serde_json::to_value(json).expect("report serializes")
+    }
 }
 
 fn status_style(s: Status) -> Style {

@@ -50,7 +50,6 @@ pub(super) fn run(args: ProbeArgs, color: anstream::ColorChoice) -> anyhow::Resu
         clock: Arc::new(SystemClock),
         concurrency: args.concurrency as usize,
         format,
-        color,
         all_addresses: args.all_addresses,
     };
     let bar = if show_progress {
@@ -61,20 +60,25 @@ pub(super) fn run(args: ProbeArgs, color: anstream::ColorChoice) -> anyhow::Resu
     let (worst, reports) = runtime.block_on(plan.run(targets, &bar))?;
     bar.finish_and_clear();
     let now = OffsetDateTime::from(plan.clock.now());
-    let mut out = anstream::AutoStream::new(io::stdout().lock(), color);
     match format {
         OutputFormat::Jsonl => {}
         OutputFormat::Json => {
+            // JSON carries no colour, so it goes to stdout without the ANSI adapter.
+            let mut out = io::BufWriter::new(io::stdout().lock());
             let all: Vec<_> = reports
                 .iter()
                 .map(|r| output::report_json(r, now))
                 .collect();
             serde_json::to_writer_pretty(&mut out, &all)?;
             writeln!(out)?;
+            out.flush()?;
         }
-        OutputFormat::Table => output::write_table(&mut out, &reports, now)?,
+        OutputFormat::Table => {
+            let mut out = anstream::AutoStream::new(io::stdout().lock(), color);
+            output::write_table(&mut out, &reports, now)?;
+            out.flush()?;
+        }
     }
-    out.flush()?;
     Ok(worst.exit_code())
 }
 
@@ -95,7 +99,6 @@ struct Plan {
     clock: Arc<SystemClock>,
     concurrency: usize,
     format: OutputFormat,
-    color: anstream::ColorChoice,
     all_addresses: bool,
 }
 
@@ -118,7 +121,8 @@ impl Plan {
         let mut worst = Status::Ok;
         let mut running = JoinSet::new();
         let mut pending = targets.into_iter().enumerate();
-        let mut out = anstream::AutoStream::new(io::stdout(), self.color);
+        let mut out = io::stdout();
+        let mut line = Vec::with_capacity(4096);
         loop {
             while running.len() < self.concurrency {
                 let Some((i, target)) = pending.next() else {
@@ -144,8 +148,14 @@ impl Plan {
             if stream {
                 let now = OffsetDateTime::from(self.clock.now());
                 for report in &reports {
-                    let line = serde_json::to_string(&output::report_json(report, now))?;
-                    bar.suspend(|| writeln!(out, "{line}"))?;
+                    line.clear();
+                    serde_json::to_writer(&mut line, &output::report_json(report, now))?;
+                    line.push(b'\n');
+                    if bar.is_hidden() {
+                        out.write_all(&line)?;
+                    } else {
+                        bar.suspend(|| out.write_all(&line))?;
+                    }
                 }
             } else {
                 slots[i] = reports;

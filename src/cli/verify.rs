@@ -54,7 +54,10 @@ pub(super) fn run(args: VerifyArgs, color: anstream::ColorChoice) -> anyhow::Res
             serde_json::to_writer_pretty(&mut out, &output::report_json(&report, now))?;
             writeln!(out)?;
         }
-        OutputFormat::Jsonl => writeln!(out, "{}", output::report_json(&report, now))?,
+        OutputFormat::Jsonl => {
+            serde_json::to_writer(&mut out, &output::report_json(&report, now))?;
+            writeln!(out)?;
+        }
     }
     out.flush()?;
     Ok(report.status().exit_code())
