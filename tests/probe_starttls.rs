@@ -13,6 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
 use crate::probe_chain::{assert_verdict, facts};
+use crate::util::servers::{NginxMail, Postgres, Prosody, Slapd, Vsftpd};
 use crate::util::{TestCa, real_now};
 
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -199,13 +200,140 @@ fn protocol_names_parse_and_reject_unknown_ones() {
     assert!(err.contains("expected one of tls, smtp"), "{err}");
 }
 
-// Keep these imports used once the real-server tests below are added.
-#[allow(dead_code)]
-fn _uses(r: &ProbeReport) -> (Status, usize) {
-    (r.status(), facts(r).chain.len())
+/// A chain for the real daemons, valid by the wall clock (they and the report use real time).
+struct RealCerts {
+    root: TestCa,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    _dir: tempfile::TempDir,
 }
-#[allow(dead_code)]
-fn _uses2(r: &ProbeReport) {
+
+fn real_certs(names: &[&str]) -> RealCerts {
+    let root = TestCa::root_at("STARTTLS Root", real_now());
+    let leaf = root.intermediate("STARTTLS Int").leaf(names).build();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = leaf.write_pem(dir.path(), "leaf");
+    RealCerts {
+        root,
+        cert,
+        key,
+        _dir: dir,
+    }
+}
+
+#[track_caller]
+fn assert_served(r: &ProbeReport, name: &str) {
     assert_verdict(r, Status::Ok, None);
-    let _ = TestCa::root("x");
+    let f = facts(r);
+    assert!(
+        f.leaf.dns_names.iter().any(|n| n == name),
+        "{:?}",
+        f.leaf.dns_names
+    );
+    assert_eq!(f.chain.len(), 2, "leaf and intermediate");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nginx_mail_proxy_smtp_imap_pop3() {
+    let certs = real_certs(&["mail.test"]);
+    let nginx = NginxMail::start(&certs.cert, &certs.key).await;
+    for (protocol, addr) in [
+        (Protocol::Smtp, nginx.smtp),
+        (Protocol::Imap, nginx.imap),
+        (Protocol::Pop3, nginx.pop3),
+    ] {
+        let r = probe_proto(addr, "mail.test", protocol, certs.root.trust()).await;
+        assert_served(&r, "mail.test");
+        assert_eq!(r.tls.as_ref().unwrap().version, "TLSv1.3", "{protocol}");
+    }
+    let r = probe_proto(
+        nginx.smtp_no_starttls,
+        "mail.test",
+        Protocol::Smtp,
+        certs.root.trust(),
+    )
+    .await;
+    assert_eq!(r.reason(), Some("starttls_refused"), "{:?}", r.outcome);
+    // Plain TLS against a STARTTLS port is not TLS at all.
+    let r = probe_proto(nginx.smtp, "mail.test", Protocol::Tls, certs.root.trust()).await;
+    assert_eq!(r.status(), Status::Critical);
+    assert!(r.outcome.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_ssl_request() {
+    let certs = real_certs(&["db.test"]);
+    let pg = Postgres::start(&certs.cert, &certs.key, true).await;
+    assert_served(
+        &probe_proto(pg.addr, "db.test", Protocol::Postgres, certs.root.trust()).await,
+        "db.test",
+    );
+    drop(pg);
+    let plain = Postgres::start(&certs.cert, &certs.key, false).await;
+    let r = probe_proto(
+        plain.addr,
+        "db.test",
+        Protocol::Postgres,
+        certs.root.trust(),
+    )
+    .await;
+    assert_eq!(r.reason(), Some("starttls_refused"), "{:?}", r.outcome);
+    assert!(r.error().unwrap().contains("answered N"), "{:?}", r.error());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slapd_start_tls_extended_operation() {
+    let certs = real_certs(&["ldap.test"]);
+    let slapd = Slapd::start(&certs.cert, &certs.key, true).await;
+    assert_served(
+        &probe_proto(slapd.addr, "ldap.test", Protocol::Ldap, certs.root.trust()).await,
+        "ldap.test",
+    );
+    let plain = Slapd::start(&certs.cert, &certs.key, false).await;
+    let r = probe_proto(plain.addr, "ldap.test", Protocol::Ldap, certs.root.trust()).await;
+    assert_eq!(r.reason(), Some("starttls_refused"), "{:?}", r.outcome);
+    assert!(
+        r.error().unwrap().contains("resultCode 2"),
+        "{:?}",
+        r.error()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn vsftpd_auth_tls() {
+    let certs = real_certs(&["ftp.test"]);
+    let ftp = Vsftpd::start(&certs.cert, &certs.key, true).await;
+    assert_served(
+        &probe_proto(ftp.addr, "ftp.test", Protocol::Ftp, certs.root.trust()).await,
+        "ftp.test",
+    );
+    let plain = Vsftpd::start(&certs.cert, &certs.key, false).await;
+    let r = probe_proto(plain.addr, "ftp.test", Protocol::Ftp, certs.root.trust()).await;
+    assert_eq!(r.reason(), Some("starttls_refused"), "{:?}", r.outcome);
+    assert!(r.error().unwrap().contains("530"), "{:?}", r.error());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prosody_xmpp_client_stream() {
+    let certs = real_certs(&["xmpp.test"]);
+    let prosody = Prosody::start(&certs.cert, &certs.key, "xmpp.test").await;
+    assert_served(
+        &probe_proto(
+            prosody.addr,
+            "xmpp.test",
+            Protocol::Xmpp,
+            certs.root.trust(),
+        )
+        .await,
+        "xmpp.test",
+    );
+    // A domain the server does not host ends the stream with an error.
+    let r = probe_proto(
+        prosody.addr,
+        "other.test",
+        Protocol::Xmpp,
+        certs.root.trust(),
+    )
+    .await;
+    assert_eq!(r.reason(), Some("starttls_refused"), "{:?}", r.outcome);
 }
