@@ -6,6 +6,13 @@
 //!
 //! - [`cli`]: the command line: argument parsing and output rendering (table, JSON, JSON
 //!   lines). Knows every module below; nothing knows it.
+//! - [`daemon`]: `serve`: wires config, scheduler and HTTP server; owns reloads and shutdown.
+//! - [`config`]: the TOML file, validated into each module's settings with every problem at
+//!   once (file, line, key). Knows the settings types below; they do not know it.
+//! - [`exporter`]: hyper server: `/metrics`, `/probe`, health, reload; metric families over
+//!   reports. Knows nothing of the config file.
+//! - [`schedule`]: per-target probe loops under one concurrency limit; results and history
+//!   in memory. Knows nothing of HTTP.
 //! - [`probe`]: connect, handshake with a recording verifier, and turn what was seen into a
 //!   [`probe::ProbeReport`]. Owns sockets; knows nothing of HTTP, SQL or metrics.
 //! - [`cert`]: pure X.509 facts and checks over DER bytes and `now`. No I/O, no clock, no logs.
@@ -14,4 +21,8 @@
 pub mod cert;
 pub mod cli;
 pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod exporter;
 pub mod probe;
+pub mod schedule;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use output::{JsonReport, OutputFormat, report_json};
+pub use output::OutputFormat;
 
 /// Exit code for usage, configuration and internal errors (monitoring-plugin "unknown").
 pub const EXIT_UNKNOWN: u8 = 3;
@@ -52,6 +52,31 @@ pub enum Command {
     Probe(ProbeArgs),
     /// Check a PEM chain file offline with the same checks and JSON as `probe`.
     Verify(VerifyArgs),
+    /// Probe on a schedule and serve Prometheus metrics (/metrics, /probe, /-/reload).
+    Serve(ServeArgs),
+    /// Validate a config file and list every problem with file, line and key.
+    ///
+    /// Exit codes: 0 valid, 1 invalid.
+    CheckConfig(CheckConfigArgs),
+}
+
+/// `tlsward serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The config file.
+    #[arg(short, long, value_name = "FILE", default_value = "tlsward.toml")]
+    pub config: PathBuf,
+    /// Listen on this address instead of the config's `[server] listen`.
+    #[arg(long, value_name = "IP:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// `tlsward check-config`.
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    /// The config file.
+    #[arg(value_name = "FILE")]
+    pub config: PathBuf,
 }
 
 /// Options shared by `probe` and `verify`.
@@ -141,14 +166,7 @@ pub struct VerifyArgs {
     pub check: CheckArgs,
 }
 
-/// Parses `500ms`, `10s`, `5m`, `2h`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 500ms, 10s, 5m)"))?;
-    if d.is_zero() {
-        return Err("must be greater than zero".into());
-    }
-    Ok(d)
-}
+pub use crate::config::parse_duration;
 
 fn parse_starttls(s: &str) -> Result<crate::probe::Protocol, String> {
     s.parse()
@@ -165,6 +183,32 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Probe(args) => probe::run(args, color),
         Command::Verify(args) => verify::run(args, color),
+        Command::Serve(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(crate::daemon::serve(crate::daemon::ServeOptions {
+                config: args.config,
+                listen: args.listen,
+            }))?;
+            Ok(0)
+        }
+        Command::CheckConfig(args) => match crate::config::load(&args.config) {
+            Ok(c) => {
+                println!(
+                    "{}: valid: {} target(s), {} profile(s), listening on {}",
+                    args.config.display(),
+                    c.targets.len(),
+                    c.profiles.len(),
+                    c.listen
+                );
+                Ok(0)
+            }
+            Err(e) => {
+                eprint!("{e}");
+                Ok(1)
+            }
+        },
     }
 }
 

@@ -67,7 +67,7 @@ pub(super) fn run(args: ProbeArgs, color: anstream::ColorChoice) -> anyhow::Resu
             let mut out = io::BufWriter::new(io::stdout().lock());
             let all: Vec<_> = reports
                 .iter()
-                .map(|r| output::report_json(r, now))
+                .map(|r| crate::probe::report_json(r, now))
                 .collect();
             serde_json::to_writer_pretty(&mut out, &all)?;
             writeln!(out)?;
@@ -149,7 +149,7 @@ impl Plan {
                 let now = OffsetDateTime::from(self.clock.now());
                 for report in &reports {
                     line.clear();
-                    serde_json::to_writer(&mut line, &output::report_json(report, now))?;
+                    serde_json::to_writer(&mut line, &crate::probe::report_json(report, now))?;
                     line.push(b'\n');
                     if bar.is_hidden() {
                         out.write_all(&line)?;

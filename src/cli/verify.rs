@@ -51,11 +51,11 @@ pub(super) fn run(args: VerifyArgs, color: anstream::ColorChoice) -> anyhow::Res
     match format {
         OutputFormat::Table => output::write_table(&mut out, std::slice::from_ref(&report), now)?,
         OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut out, &output::report_json(&report, now))?;
+            serde_json::to_writer_pretty(&mut out, &crate::probe::report_json(&report, now))?;
             writeln!(out)?;
         }
         OutputFormat::Jsonl => {
-            serde_json::to_writer(&mut out, &output::report_json(&report, now))?;
+            serde_json::to_writer(&mut out, &crate::probe::report_json(&report, now))?;
             writeln!(out)?;
         }
     }

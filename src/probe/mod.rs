@@ -6,6 +6,7 @@
 //! not know HTTP serving, SQL or metrics. The CLI, `/probe` and the scheduler all call
 //! [`Prober::probe`].
 
+mod json;
 pub mod legacy;
 mod starttls;
 mod target;
@@ -17,6 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use json::{JsonReport, report_json};
 pub use starttls::{Protocol, StartTlsError};
 pub use target::{DEFAULT_PORT, Host, Resolve, Target, TargetError};
 pub use tls::Prober;

@@ -73,8 +73,19 @@ impl Prober {
     /// Probes one target. Never fails: every problem is inside the report.
     #[instrument(skip_all, fields(target = %target))]
     pub async fn probe(&self, target: &Target, clock: &dyn Clock) -> ProbeReport {
+        self.probe_within(target, clock, self.module.timeout).await
+    }
+
+    /// Probes one target within `budget` instead of the module's timeout (for `/probe`,
+    /// where Prometheus's scrape timeout may be shorter).
+    pub async fn probe_within(
+        &self,
+        target: &Target,
+        clock: &dyn Clock,
+        budget: Duration,
+    ) -> ProbeReport {
         let start = Instant::now();
-        let deadline = start + self.module.timeout;
+        let deadline = start + budget;
         let mut report = ProbeReport {
             target: target.to_string(),
             address: None,
@@ -83,7 +94,9 @@ impl Prober {
             tls: None,
             outcome: Err(ProbeFailure::Closed),
         };
-        report.outcome = self.run(target, deadline, &mut report, clock).await;
+        report.outcome = self
+            .run(target, (deadline, budget), &mut report, clock)
+            .await;
         report.duration = start.elapsed();
         debug!(status = %report.status(), reason = report.reason().unwrap_or("none"), "probe finished");
         report
@@ -111,7 +124,7 @@ impl Prober {
     async fn run(
         &self,
         target: &Target,
-        deadline: Instant,
+        (deadline, budget): (Instant, Duration),
         report: &mut ProbeReport,
         clock: &dyn Clock,
     ) -> Result<cert::ChainFacts, ProbeFailure> {
@@ -120,7 +133,9 @@ impl Prober {
             .map_err(|e| ProbeFailure::Connect(e.to_string()))?;
         let addr = addresses(target, deadline).await?[0];
         report.address = Some(addr);
-        let tcp = self.connect(addr, &target.verify_name(), deadline).await?;
+        let tcp = self
+            .connect(addr, &target.verify_name(), (deadline, budget))
+            .await?;
 
         let observed = Arc::new(Mutex::new(Observed::default()));
         let mut config = self.base.clone();
@@ -168,14 +183,21 @@ impl Prober {
                         return Err(failure);
                     }
                     return self
-                        .legacy(addr, &server_name, deadline, failure, report, clock)
+                        .legacy(
+                            addr,
+                            &server_name,
+                            (deadline, budget),
+                            failure,
+                            report,
+                            clock,
+                        )
                         .await;
                 }
                 self.failed_after_certificate(&lock(&observed), &e, failure)
             }
             Err(_) => {
                 if lock(&observed).chain.is_empty() {
-                    return Err(ProbeFailure::HandshakeTimeout(self.module.timeout));
+                    return Err(ProbeFailure::HandshakeTimeout(budget));
                 }
                 Check::fail(
                     CheckKind::Handshake,
@@ -183,7 +205,7 @@ impl Prober {
                     Reason::HandshakeFailed,
                     format!(
                         "the handshake timed out after the certificate ({:?})",
-                        self.module.timeout
+                        budget
                     ),
                 )
             }
@@ -209,10 +231,10 @@ impl Prober {
         &self,
         addr: SocketAddr,
         host: &str,
-        deadline: Instant,
+        (deadline, budget): (Instant, Duration),
     ) -> Result<TcpStream, ProbeFailure> {
         let mut tcp = match timeout_at(deadline, TcpStream::connect(addr)).await {
-            Err(_) => return Err(ProbeFailure::ConnectTimeout(self.module.timeout)),
+            Err(_) => return Err(ProbeFailure::ConnectTimeout(budget)),
             Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 return Err(ProbeFailure::ConnectRefused);
             }
@@ -241,12 +263,14 @@ impl Prober {
         &self,
         addr: SocketAddr,
         server_name: &ServerName<'static>,
-        deadline: Instant,
+        (deadline, budget): (Instant, Duration),
         original: ProbeFailure,
         report: &mut ProbeReport,
         clock: &dyn Clock,
     ) -> Result<cert::ChainFacts, ProbeFailure> {
-        let tcp = self.connect(addr, &report.server_name, deadline).await?;
+        let tcp = self
+            .connect(addr, &report.server_name, (deadline, budget))
+            .await?;
         let hello = match legacy::read_hello(tcp, server_name, deadline).await {
             Ok(hello) => hello,
             Err(legacy::LegacyError::TooLarge) => {

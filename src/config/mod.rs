@@ -1,0 +1,120 @@
+//! The config file: parsed into a raw mirror (`raw.rs`), then validated (`validate.rs`) into
+//! each module's own settings. Every problem is reported at once, with file, line and key,
+//! e.g. `tlsward.toml:14: target[3].profile: unknown profile "htps"`.
+//!
+//! Owns: the TOML shape and its validation, the shipped probe profiles (built in from
+//! `probes/`). Knows the settings types of the modules it configures; they do not know it.
+
+mod raw;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use validate::{load, load_str};
+
+use crate::exporter::WebConfig;
+use crate::probe::Prober;
+use crate::schedule::TargetSpec;
+
+/// The shipped profiles, built into the binary from `probes/`.
+pub const SHIPPED_PROFILES: &[(&str, &str)] = &[
+    ("https", include_str!("../../probes/https.toml")),
+    ("tls", include_str!("../../probes/tls.toml")),
+    (
+        "smtp-starttls",
+        include_str!("../../probes/smtp-starttls.toml"),
+    ),
+    ("smtps", include_str!("../../probes/smtps.toml")),
+    (
+        "imap-starttls",
+        include_str!("../../probes/imap-starttls.toml"),
+    ),
+    ("imaps", include_str!("../../probes/imaps.toml")),
+    (
+        "pop3-starttls",
+        include_str!("../../probes/pop3-starttls.toml"),
+    ),
+    ("pop3s", include_str!("../../probes/pop3s.toml")),
+    (
+        "ftp-starttls",
+        include_str!("../../probes/ftp-starttls.toml"),
+    ),
+    (
+        "ldap-starttls",
+        include_str!("../../probes/ldap-starttls.toml"),
+    ),
+    ("ldaps", include_str!("../../probes/ldaps.toml")),
+    ("postgres", include_str!("../../probes/postgres.toml")),
+    (
+        "xmpp-starttls",
+        include_str!("../../probes/xmpp-starttls.toml"),
+    ),
+];
+
+/// Default interval between probes of one target.
+pub const DEFAULT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+/// Default number of probes in flight at once.
+pub const DEFAULT_CONCURRENCY: usize = 50;
+/// Default listen address of `serve`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9219";
+
+/// A validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// `[server] listen` (the CLI's `--listen` wins).
+    pub listen: SocketAddr,
+    /// `[server] state_dir`.
+    pub state_dir: PathBuf,
+    /// `[server.web]`.
+    pub web: WebConfig,
+    /// Probes in flight at once, across all targets.
+    pub concurrency: usize,
+    /// Every target to probe on a schedule.
+    pub targets: Vec<TargetSpec>,
+    /// Every profile by name, with a prober at the profile's own settings (for `/probe`).
+    pub profiles: BTreeMap<String, Arc<Prober>>,
+    /// The profile used when a target or `/probe` request names none.
+    pub default_profile: String,
+}
+
+/// Every problem found in a config, each on its own line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// `file:line: key: message` lines.
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        writeln!(
+            f,
+            "{n} problem{} in the configuration:",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            writeln!(f, "  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The directory relative paths in `config` are resolved against.
+pub(crate) fn base_dir(config: &Path) -> PathBuf {
+    config.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// Parses a human duration: `500ms`, `10s`, `5m`, `2h`. Zero is refused.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 500ms, 10s, 5m)"))?;
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}

@@ -1,0 +1,101 @@
+//! The config file as written: a serde mirror of the TOML with `deny_unknown_fields`, every
+//! value wrapped in `Spanned` so validation can name the line of each problem.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// `tlsward.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub(super) server: RawServer,
+    #[serde(default)]
+    pub(super) defaults: RawDefaults,
+    /// Glob patterns of files with one target a line, relative to the config file.
+    #[serde(default)]
+    pub(super) targets_files: Vec<Spanned<String>>,
+    /// A folder of extra profile files (`NAME.toml`), relative to the config file.
+    pub(super) profiles_dir: Option<Spanned<String>>,
+    #[serde(default, rename = "target")]
+    pub(super) targets: Vec<RawTarget>,
+    #[serde(default, rename = "profile")]
+    pub(super) profiles: BTreeMap<String, Spanned<RawProfile>>,
+}
+
+/// `[server]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    pub(super) listen: Option<Spanned<String>>,
+    pub(super) state_dir: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) web: RawWeb,
+}
+
+/// `[server.web]`: protection for every HTTP endpoint.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWeb {
+    pub(super) tls_cert_file: Option<Spanned<String>>,
+    pub(super) tls_key_file: Option<Spanned<String>>,
+    /// user name -> bcrypt hash.
+    #[serde(default)]
+    pub(super) basic_auth_users: BTreeMap<String, Spanned<String>>,
+    /// SHA-256 (hex) of accepted bearer tokens.
+    #[serde(default)]
+    pub(super) bearer_token_sha256: Vec<Spanned<String>>,
+}
+
+/// `[defaults]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDefaults {
+    pub(super) interval: Option<Spanned<String>>,
+    pub(super) timeout: Option<Spanned<String>>,
+    pub(super) warn_days: Option<Spanned<f64>>,
+    pub(super) crit_days: Option<Spanned<f64>>,
+    pub(super) concurrency: Option<Spanned<i64>>,
+    pub(super) profile: Option<Spanned<String>>,
+}
+
+/// `[[target]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTarget {
+    pub(super) address: Spanned<String>,
+    pub(super) profile: Option<Spanned<String>>,
+    pub(super) interval: Option<Spanned<String>>,
+    pub(super) timeout: Option<Spanned<String>>,
+    pub(super) server_name: Option<Spanned<String>>,
+    /// Connect to these addresses instead of resolving (like `--resolve`).
+    #[serde(default)]
+    pub(super) connect_to: Vec<Spanned<String>>,
+    pub(super) all_addresses: Option<Spanned<bool>>,
+    pub(super) warn_days: Option<Spanned<f64>>,
+    pub(super) crit_days: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub(super) labels: BTreeMap<String, Spanned<String>>,
+}
+
+/// `[profile.NAME]` or a file in probes/.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProfile {
+    /// For people reading the profile; the prober does not use it.
+    #[allow(dead_code)]
+    pub(super) description: Option<String>,
+    pub(super) protocol: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) alpn: Vec<String>,
+    pub(super) timeout: Option<Spanned<String>>,
+    pub(super) warn_days: Option<Spanned<f64>>,
+    pub(super) crit_days: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub(super) ca_files: Vec<Spanned<String>>,
+    pub(super) system_roots: Option<bool>,
+    pub(super) client_cert: Option<Spanned<String>>,
+    pub(super) client_key: Option<Spanned<String>>,
+}

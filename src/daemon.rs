@@ -1,0 +1,197 @@
+//! `tlsward serve`: wires the config, the scheduler and the HTTP server, and owns reloads
+//! (SIGHUP and `POST /-/reload`) and shutdown (SIGINT, SIGTERM).
+//!
+//! A reload parses and validates the new config completely before touching anything; a bad
+//! config is rejected with every problem logged, and the old one keeps running.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, PoisonError};
+use std::time::UNIX_EPOCH;
+
+use anyhow::Context;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tracing::{error, info};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{self, Config};
+use crate::exporter::{self, ExporterState, ProbeProfiles, ReloadRequest};
+use crate::schedule::{Results, ScheduleMetrics, Scheduler};
+
+/// Runtime options of `serve` (not config keys).
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The config file.
+    pub config: PathBuf,
+    /// Overrides `[server] listen`.
+    pub listen: Option<SocketAddr>,
+}
+
+/// The daemon's own metrics.
+#[derive(Debug, Clone)]
+struct DaemonMetrics {
+    reload_ok: Gauge,
+    reload_time: Gauge<f64, AtomicU64>,
+}
+
+impl DaemonMetrics {
+    fn register(reg: &mut Registry) -> Self {
+        let build = Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]);
+        reg.register("build", "tlsward's version", build);
+        let reload_ok = Gauge::default();
+        reg.register(
+            "config_last_reload_successful",
+            "1 when the last config load or reload succeeded",
+            reload_ok.clone(),
+        );
+        let reload_time = Gauge::<f64, AtomicU64>::default();
+        reg.register(
+            "config_last_reload_success_timestamp_seconds",
+            "When the config was last loaded successfully",
+            reload_time.clone(),
+        );
+        Self {
+            reload_ok,
+            reload_time,
+        }
+    }
+
+    fn loaded(&self, ok: bool, clock: &dyn Clock) {
+        self.reload_ok.set(i64::from(ok));
+        if ok {
+            let now = clock
+                .now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            self.reload_time.set(now);
+        }
+    }
+}
+
+fn profiles(config: &Config) -> ProbeProfiles {
+    ProbeProfiles {
+        by_name: config.profiles.clone(),
+        default: config.default_profile.clone(),
+    }
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let config = config::load(&opts.config)?;
+    let listen = opts.listen.unwrap_or(config.listen);
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    info!(version = env!("CARGO_PKG_VERSION"), %listen, config = %opts.config.display(), targets = config.targets.len(), "tlsward serving");
+    run(
+        listener,
+        opts.config.clone(),
+        config,
+        clock,
+        shutdown_signal(),
+    )
+    .await
+}
+
+/// Runs the daemon on `listener` with an already loaded `config` until `shutdown`.
+pub async fn run(
+    listener: TcpListener,
+    path: PathBuf,
+    config: Config,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut registry = Registry::default();
+    let (daemon_metrics, schedule_metrics) = {
+        let sub = registry.sub_registry_with_prefix("tlsward");
+        (DaemonMetrics::register(sub), ScheduleMetrics::register(sub))
+    };
+    daemon_metrics.loaded(true, clock.as_ref());
+    let results = Arc::new(Results::default());
+    let scheduler = Scheduler::new(results.clone(), schedule_metrics, clock.clone());
+    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
+    let tls = config.web.tls.clone();
+    let state = Arc::new(ExporterState::new(
+        registry,
+        results,
+        profiles(&config),
+        config.web.clone(),
+        reload_tx,
+        clock.clone(),
+    ));
+    scheduler.apply(config.targets, config.concurrency);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(exporter::serve(listener, state.clone(), tls, async move {
+        let mut rx = stop_rx;
+        let _ = rx.wait_for(|s| *s).await;
+    }));
+    let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    tokio::pin!(shutdown);
+    loop {
+        let answer = tokio::select! {
+            () = &mut shutdown => break,
+            _ = hup.recv() => None,
+            req = reload_rx.recv() => match req {
+                Some(tx) => Some(tx),
+                None => break,
+            },
+        };
+        let outcome = reload(&path, &scheduler, &state);
+        daemon_metrics.loaded(outcome.is_ok(), clock.as_ref());
+        if let Some(tx) = answer {
+            let _ = tx.send(outcome);
+        }
+    }
+    info!("shutting down");
+    scheduler.stop();
+    let _ = stop_tx.send(true);
+    server
+        .await
+        .context("the HTTP server task failed")?
+        .context("the HTTP server failed")?;
+    Ok(())
+}
+
+/// Loads the config again and applies it, or keeps the running one.
+fn reload(path: &Path, scheduler: &Scheduler, state: &ExporterState) -> Result<(), String> {
+    match config::load(path) {
+        Ok(config) => {
+            *state
+                .profiles
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = profiles(&config);
+            *state.web.write().unwrap_or_else(PoisonError::into_inner) = config.web.clone();
+            scheduler.apply(config.targets, config.concurrency);
+            info!(config = %path.display(), "config reloaded");
+            Ok(())
+        }
+        Err(e) => {
+            error!(config = %path.display(), problems = %e.problems.join("; "), "config reload rejected; the previous config stays in effect");
+            Err(e.to_string())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}

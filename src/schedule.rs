@@ -1,0 +1,371 @@
+//! Scheduled probing: each target on its own interval with jitter, all under one global
+//! concurrency limit, never two probes of one target at once (each target is one sequential
+//! loop). Results and a short history per target live in [`Results`] for the exporter.
+//!
+//! Owns: the probe loops and the in-memory results. Must not know HTTP, metrics encoding or
+//! the config file.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, SystemTime};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+use crate::cert::Status;
+use crate::clock::Clock;
+use crate::probe::{ProbeReport, Prober, Target};
+
+/// Successes kept per target in the history.
+pub const HISTORY_OK: usize = 10;
+/// Failures kept per target in the history: longer than successes, as they are what an
+/// operator comes looking for.
+pub const HISTORY_FAILED: usize = 50;
+/// The first probes of a new schedule are spread over at most this long.
+pub const FIRST_SPREAD: Duration = Duration::from_secs(5);
+
+/// One target to probe on a schedule: plain data the config builds.
+#[derive(Debug, Clone)]
+pub struct TargetSpec {
+    /// The `target` label: `host:port` as configured.
+    pub name: String,
+    /// The profile name (the `profile` label).
+    pub profile: String,
+    /// What to probe.
+    pub target: Target,
+    /// Time between probes.
+    pub interval: Duration,
+    /// The prober with this target's profile, timeout and thresholds.
+    pub prober: Arc<Prober>,
+    /// Extra labels from the config.
+    pub labels: Vec<(String, String)>,
+    /// Probe every address of the name separately.
+    pub all_addresses: bool,
+}
+
+impl TargetSpec {
+    /// The identity of a target across reloads.
+    pub fn key(&self) -> (String, String) {
+        (self.name.clone(), self.profile.clone())
+    }
+}
+
+/// One entry of a target's history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryEntry {
+    /// When the probe finished.
+    pub at: SystemTime,
+    /// Its status.
+    pub status: Status,
+    /// Its reason label.
+    pub reason: Option<&'static str>,
+    /// The address probed.
+    pub address: Option<std::net::SocketAddr>,
+    /// The served leaf's fingerprint, when one was seen.
+    pub sha256: Option<String>,
+    /// How long it took.
+    pub duration: Duration,
+}
+
+/// The latest results of one target.
+#[derive(Debug, Clone)]
+pub struct TargetState {
+    /// The target as configured.
+    pub spec: Arc<TargetSpec>,
+    /// The last round's reports (one per address with `all_addresses`).
+    pub last: Vec<ProbeReport>,
+    /// When the last round finished.
+    pub last_at: Option<SystemTime>,
+    /// Recent results, newest last; failures are kept longer than successes.
+    pub history: VecDeque<HistoryEntry>,
+}
+
+impl TargetState {
+    fn record(&mut self, reports: Vec<ProbeReport>, at: SystemTime) {
+        for r in &reports {
+            self.history.push_back(HistoryEntry {
+                at,
+                status: r.status(),
+                reason: r.reason(),
+                address: r.address,
+                sha256: r.outcome.as_ref().ok().map(|f| f.leaf.sha256.clone()),
+                duration: r.duration,
+            });
+        }
+        let ok = |e: &HistoryEntry| e.status == Status::Ok;
+        while self.history.iter().filter(|e| ok(e)).count() > HISTORY_OK {
+            let pos = self.history.iter().position(ok).expect("counted");
+            self.history.remove(pos);
+        }
+        while self.history.iter().filter(|e| !ok(e)).count() > HISTORY_FAILED {
+            let pos = self.history.iter().position(|e| !ok(e)).expect("counted");
+            self.history.remove(pos);
+        }
+        self.last = reports;
+        self.last_at = Some(at);
+    }
+}
+
+/// The latest state of every scheduled target, keyed by (target, profile).
+#[derive(Debug, Default)]
+pub struct Results {
+    inner: RwLock<BTreeMap<(String, String), TargetState>>,
+}
+
+impl Results {
+    /// A snapshot of every target's state, in key order.
+    pub fn snapshot(&self) -> Vec<TargetState> {
+        self.inner
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Runs `f` over the states without cloning them.
+    pub fn with<R>(&self, f: impl FnOnce(&BTreeMap<(String, String), TargetState>) -> R) -> R {
+        f(&self.inner.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Whether every target has been probed at least once.
+    pub fn all_probed(&self) -> bool {
+        self.with(|m| m.values().all(|s| s.last_at.is_some()))
+    }
+
+    fn update(&self, key: &(String, String), reports: Vec<ProbeReport>, at: SystemTime) {
+        let mut map = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(state) = map.get_mut(key) {
+            state.record(reports, at);
+        }
+    }
+
+    /// Keeps the states of targets still configured, adds new ones, drops the rest.
+    fn replace(&self, specs: &[Arc<TargetSpec>]) {
+        let mut map = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let mut next = BTreeMap::new();
+        for spec in specs {
+            let key = spec.key();
+            let state = match map.remove(&key) {
+                Some(mut s) => {
+                    s.spec = spec.clone();
+                    s
+                }
+                None => TargetState {
+                    spec: spec.clone(),
+                    last: Vec::new(),
+                    last_at: None,
+                    history: VecDeque::new(),
+                },
+            };
+            next.insert(key, state);
+        }
+        *map = next;
+    }
+}
+
+/// The `result` label of the probe counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+/// The scheduler's own metrics.
+#[derive(Debug, Clone)]
+pub struct ScheduleMetrics {
+    probes: Family<ResultLabel, Counter>,
+    lag: Histogram,
+}
+
+impl ScheduleMetrics {
+    /// Registers the families in `reg` (with its prefix).
+    pub fn register(reg: &mut Registry) -> Self {
+        let probes = Family::<ResultLabel, Counter>::default();
+        reg.register(
+            "probes",
+            "Probes finished, by result (ok, warning, critical, unknown)",
+            probes.clone(),
+        );
+        let lag = Histogram::new([0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 30.0]);
+        reg.register_with_unit(
+            "scheduler_lag",
+            "How late probes start after they are due (waiting for a concurrency slot)",
+            prometheus_client::registry::Unit::Seconds,
+            lag.clone(),
+        );
+        Self { probes, lag }
+    }
+}
+
+/// Runs the probe loops of the current configuration.
+pub struct Scheduler {
+    results: Arc<Results>,
+    metrics: ScheduleMetrics,
+    clock: Arc<dyn Clock>,
+    tasks: Mutex<JoinSet<()>>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler").finish_non_exhaustive()
+    }
+}
+
+impl Scheduler {
+    /// A scheduler with no targets yet.
+    pub fn new(results: Arc<Results>, metrics: ScheduleMetrics, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            results,
+            metrics,
+            clock,
+            tasks: Mutex::new(JoinSet::new()),
+        }
+    }
+
+    /// Replaces the running schedule with `targets` under a limit of `concurrency` probes in
+    /// flight. In-flight probes of the old schedule are cancelled (a probe only reads); kept
+    /// targets keep their results and history.
+    pub fn apply(&self, targets: Vec<TargetSpec>, concurrency: usize) {
+        let specs: Vec<Arc<TargetSpec>> = targets.into_iter().map(Arc::new).collect();
+        self.results.replace(&specs);
+        let limit = Arc::new(Semaphore::new(concurrency));
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        tasks.abort_all();
+        *tasks = JoinSet::new();
+        let n = specs.len();
+        for spec in specs {
+            let (results, metrics, clock, limit) = (
+                self.results.clone(),
+                self.metrics.clone(),
+                self.clock.clone(),
+                limit.clone(),
+            );
+            tasks.spawn(probe_loop(spec, results, metrics, clock, limit));
+        }
+        info!(targets = n, concurrency, "schedule applied");
+    }
+
+    /// Stops every loop.
+    pub fn stop(&self) {
+        self.tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .abort_all();
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A random duration in `[0, max)`.
+fn random_up_to(max: Duration) -> Duration {
+    max.mul_f64(fastrand::f64())
+}
+
+async fn probe_loop(
+    spec: Arc<TargetSpec>,
+    results: Arc<Results>,
+    metrics: ScheduleMetrics,
+    clock: Arc<dyn Clock>,
+    limit: Arc<Semaphore>,
+) {
+    let key = spec.key();
+    let mut due = Instant::now() + random_up_to(spec.interval.min(FIRST_SPREAD));
+    loop {
+        tokio::time::sleep_until(due).await;
+        let Ok(_permit) = limit.acquire().await else {
+            return;
+        };
+        let started = Instant::now();
+        metrics
+            .lag
+            .observe(started.saturating_duration_since(due).as_secs_f64());
+        let reports = if spec.all_addresses {
+            spec.prober
+                .probe_each_address(&spec.target, clock.as_ref())
+                .await
+        } else {
+            vec![spec.prober.probe(&spec.target, clock.as_ref()).await]
+        };
+        drop(_permit);
+        for r in &reports {
+            metrics
+                .probes
+                .get_or_create(&ResultLabel {
+                    result: r.status().as_str(),
+                })
+                .inc();
+            debug!(target = %spec.name, status = %r.status(), reason = r.reason().unwrap_or("none"), "probed");
+        }
+        results.update(&key, reports, clock.now());
+        // The next probe is one interval after this one was due, with up to 5% jitter so
+        // targets that share an interval drift apart; a late probe does not bunch the next.
+        due += spec.interval + random_up_to(spec.interval / 20);
+        let now = Instant::now();
+        if due < now {
+            due = now + random_up_to(spec.interval / 20);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(status: Status) -> HistoryEntry {
+        HistoryEntry {
+            at: SystemTime::UNIX_EPOCH,
+            status,
+            reason: None,
+            address: None,
+            sha256: None,
+            duration: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn history_keeps_failures_longer_than_successes() {
+        let mut h: VecDeque<HistoryEntry> = VecDeque::new();
+        for i in 0..200 {
+            h.push_back(entry(if i % 4 == 0 {
+                Status::Critical
+            } else {
+                Status::Ok
+            }));
+        }
+        let mut state = TargetState {
+            spec: Arc::new(TargetSpec {
+                name: "a:443".into(),
+                profile: "https".into(),
+                target: "a:443".parse().unwrap(),
+                interval: Duration::from_secs(1),
+                prober: Arc::new(Prober::new(crate::probe::Module::new(Arc::new(
+                    crate::cert::TrustStore::empty(),
+                )))),
+                labels: vec![],
+                all_addresses: false,
+            }),
+            last: vec![],
+            last_at: None,
+            history: h,
+        };
+        state.record(vec![], SystemTime::UNIX_EPOCH);
+        let ok = state
+            .history
+            .iter()
+            .filter(|e| e.status == Status::Ok)
+            .count();
+        let failed = state.history.len() - ok;
+        assert_eq!((ok, failed), (HISTORY_OK, HISTORY_FAILED));
+    }
+}
