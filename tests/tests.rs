@@ -18,6 +18,9 @@ mod probe_hostile;
 // STARTTLS against real daemons and scripted hostile servers.
 mod probe_starttls;
 
+// `tlsward serve`: scheduled probes, HTTP endpoints, reloads, web protection.
+mod serve;
+
 // The command line as users run it: output formats, exit codes, targets files.
 mod cli;
 

@@ -58,6 +58,11 @@ fn gauge_family(
         return Ok(());
     }
     let mut family = enc.encode_descriptor(name, help, unit, MetricType::Gauge)?;
+    if let [(labels, v)] = samples.as_slice()
+        && labels.is_empty()
+    {
+        return ConstGauge::new(*v).encode(family);
+    }
     for (labels, v) in samples {
         ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
     }
@@ -317,14 +322,18 @@ pub(crate) struct BlackboxCompat {
 impl Collector for BlackboxCompat {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let r = &self.report;
-        let empty: Labels = Vec::new();
         let g = |enc: &mut DescriptorEncoder<'_>,
                  name: &str,
                  help: &str,
                  v: f64|
          -> Result<(), std::fmt::Error> {
-            let mut fam = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            ConstGauge::new(v).encode(fam.encode_family(&empty)?)
+            let fam = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            // Whole numbers print as integers, as blackbox_exporter prints them.
+            if v.fract() == 0.0 && v.abs() < 1e15 {
+                ConstGauge::new(v as i64).encode(fam)
+            } else {
+                ConstGauge::new(v).encode(fam)
+            }
         };
         g(
             &mut enc,

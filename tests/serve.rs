@@ -1,0 +1,431 @@
+//! `tlsward serve` end to end: the daemon probing real TLS servers on a schedule, its HTTP
+//! endpoints, reloads (HTTP and SIGHUP), and web protection (basic auth, bearer, TLS).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tlsward::clock::SystemClock;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::util::http::{get, request};
+use crate::util::{TestCa, TlsServer, real_now};
+
+/// Three endpoints under one private root: good, expired, and one serving a certificate
+/// for another name.
+pub struct Endpoints {
+    pub root: TestCa,
+    pub good: TlsServer,
+    pub expired: TlsServer,
+    pub wrong: TlsServer,
+    pub dir: tempfile::TempDir,
+}
+
+impl Endpoints {
+    pub async fn start() -> Self {
+        let root = TestCa::root_at("Serve Root", real_now());
+        let int = root.intermediate("Serve Int");
+        let good = TlsServer::leaf(&int.leaf(&["good.test"]).valid(-10.0, 80.0).build())
+            .start()
+            .await;
+        let expired = TlsServer::leaf(&int.leaf(&["expired.test"]).valid(-60.0, -1.0).build())
+            .start()
+            .await;
+        let wrong = TlsServer::leaf(&int.leaf(&["other.test"]).build())
+            .start()
+            .await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), root.pem()).unwrap();
+        Self {
+            root,
+            good,
+            expired,
+            wrong,
+            dir,
+        }
+    }
+
+    pub fn target(name: &str, server: &TlsServer, extra: &str) -> String {
+        format!(
+            "[[target]]\naddress = \"{name}:{}\"\nprofile = \"test\"\nconnect_to = [\"127.0.0.1\"]\n{extra}\n",
+            server.addr.port()
+        )
+    }
+
+    /// A config probing all three every second, plus `extra` TOML.
+    pub fn config(&self, extra: &str) -> String {
+        format!(
+            "[defaults]\ninterval = \"1s\"\ntimeout = \"3s\"\n\n[profile.test]\nprotocol = \"tls\"\nca_files = [\"ca.pem\"]\nsystem_roots = false\n\n{extra}\n{}{}{}",
+            Self::target("good.test", &self.good, "labels = { env = \"test\" }"),
+            Self::target("expired.test", &self.expired, ""),
+            Self::target("wrong.test", &self.wrong, ""),
+        )
+    }
+
+    pub fn write(&self, text: &str) -> PathBuf {
+        let path = self.dir.path().join("tlsward.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+/// A daemon running in this process, stopped on drop.
+struct Daemon {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+async fn start(path: &Path) -> Daemon {
+    let config = tlsward::config::load(path).expect("valid config");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let path = path.to_owned();
+    tokio::spawn(async move {
+        tlsward::daemon::run(listener, path, config, Arc::new(SystemClock), async {
+            let _ = rx.await;
+        })
+        .await
+        .expect("daemon runs");
+    });
+    Daemon {
+        addr,
+        stop: Some(tx),
+    }
+}
+
+/// Polls `f` every 100 ms until it returns true, for up to `secs`.
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    for _ in 0..secs * 10 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+async fn ready(addr: SocketAddr) {
+    eventually(15, "/-/ready", || async move {
+        get(addr, "/-/ready").await.status == 200
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_report_every_target_in_both_formats() {
+    let e = Endpoints::start().await;
+    let d = start(&e.write(&e.config(""))).await;
+    ready(d.addr).await;
+    let m = get(d.addr, "/metrics").await;
+    assert_eq!(m.status, 200);
+    assert_eq!(
+        m.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let good = format!(
+        "target=\"good.test:{}\",profile=\"test\",env=\"test\"",
+        e.good.addr.port()
+    );
+    let expired = format!(
+        "target=\"expired.test:{}\",profile=\"test\"",
+        e.expired.addr.port()
+    );
+    let wrong = format!(
+        "target=\"wrong.test:{}\",profile=\"test\"",
+        e.wrong.addr.port()
+    );
+    let body = &m.body;
+    assert!(
+        body.contains(&format!("tlsward_probe_success{{{good}}} 1")),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!("tlsward_probe_success{{{expired}}} 0")),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!(
+            "tlsward_probe_failure_info{{{expired},reason=\"cert_expired\"}} 1"
+        )),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!("tlsward_check_ok{{{wrong},check=\"hostname\"}} 0")),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!(
+            "tlsward_cert_info{{{good},subject=\"CN=good.test\""
+        )),
+        "{body}"
+    );
+    assert!(body.contains("# TYPE tlsward_cert_info gauge"));
+    assert!(body.contains("# TYPE tlsward_probes_total counter"));
+    assert!(body.contains("tlsward_build_info{version="));
+    assert!(body.contains("tlsward_config_last_reload_successful 1"));
+    assert!(!body.contains("# EOF"));
+
+    let om = request(
+        d.addr,
+        "GET",
+        "/metrics",
+        &[("Accept", "application/openmetrics-text; version=1.0.0")],
+        None,
+    )
+    .await;
+    assert!(
+        om.header("content-type")
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    assert!(om.body.trim_end().ends_with("# EOF"), "{}", om.body);
+    assert!(om.body.contains("# TYPE tlsward_cert info"));
+
+    let api = get(d.addr, "/api/targets").await;
+    let v: serde_json::Value = serde_json::from_str(&api.body).unwrap();
+    let targets = v.as_array().unwrap();
+    assert_eq!(targets.len(), 3);
+    let expired_json = targets
+        .iter()
+        .find(|t| t["target"].as_str().unwrap().starts_with("expired"))
+        .unwrap();
+    assert_eq!(expired_json["reports"][0]["reason"], "cert_expired");
+    assert!(!expired_json["history"].as_array().unwrap().is_empty());
+    assert_eq!(get(d.addr, "/-/healthy").await.status, 200);
+    assert_eq!(get(d.addr, "/nope").await.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probe_endpoint_answers_blackbox_style() {
+    let e = Endpoints::start().await;
+    let d = start(&e.write(&e.config(""))).await;
+    // /probe resolves by DNS, so it probes the servers by IP with their IP-less certificates:
+    // use a leaf that carries 127.0.0.1.
+    let ip_leaf = TestCa::root_at("Probe Root", real_now());
+    let server = TlsServer::leaf(&ip_leaf.leaf(&["127.0.0.1"]).build())
+        .start()
+        .await;
+    std::fs::write(
+        e.dir.path().join("ca.pem"),
+        format!("{}{}", e.root.pem(), ip_leaf.pem()),
+    )
+    .unwrap();
+    let d2 = start(&e.write(&e.config(""))).await;
+    let path = format!(
+        "/probe?target=127.0.0.1:{}&profile=test",
+        server.addr.port()
+    );
+    let r = get(d2.addr, &path).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("\nprobe_success 1\n"), "{}", r.body);
+    assert!(r.body.contains("probe_duration_seconds "));
+    assert!(r.body.contains("probe_ssl_earliest_cert_expiry "));
+    assert!(r.body.contains("tlsward_probe_success 1.0"), "{}", r.body);
+    assert!(
+        !r.body.contains("target="),
+        "no target label on /probe: {}",
+        r.body
+    );
+
+    let debug = get(d2.addr, &format!("{path}&debug=true")).await;
+    assert!(debug.body.contains("Probe of 127.0.0.1:"), "{}", debug.body);
+    assert!(debug.body.contains("\"status\": \"ok\""), "{}", debug.body);
+
+    assert_eq!(get(d2.addr, "/probe?target=bad%20target").await.status, 400);
+    let unknown = get(d2.addr, "/probe?target=127.0.0.1:1&profile=htps").await;
+    assert_eq!(unknown.status, 400);
+    assert!(unknown.body.contains("unknown profile"), "{}", unknown.body);
+    drop(d);
+
+    // A tarpit: the scrape timeout header bounds the probe (1.2 s minus the 0.5 s offset).
+    let tarpit = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tarpit_addr = tarpit.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = tarpit.accept().await {
+            held.push(s);
+        }
+    });
+    let started = std::time::Instant::now();
+    let r = request(
+        d2.addr,
+        "GET",
+        &format!("/probe?target={tarpit_addr}&profile=test"),
+        &[("X-Prometheus-Scrape-Timeout-Seconds", "1.2")],
+        None,
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(r.body.contains("\nprobe_success 0\n"), "{}", r.body);
+    assert!(r.body.contains("probe_timeout_seconds 0.7"), "{}", r.body);
+    assert!(took < Duration::from_millis(1200), "took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_rejects_a_bad_config_and_applies_a_good_one() {
+    let e = Endpoints::start().await;
+    let path = e.write(&e.config(""));
+    let d = start(&path).await;
+    ready(d.addr).await;
+    std::fs::write(
+        &path,
+        format!(
+            "{}\n[[target]]\naddress = \"x.test:443\"\nprofile = \"htps\"\n",
+            e.config("")
+        ),
+    )
+    .unwrap();
+    let r = request(d.addr, "POST", "/-/reload", &[], None).await;
+    assert_eq!(r.status, 500);
+    assert!(r.body.contains("unknown profile \"htps\""), "{}", r.body);
+    let m = get(d.addr, "/metrics").await.body;
+    assert!(m.contains("tlsward_config_last_reload_successful 0"), "{m}");
+    assert!(m.contains("expired.test"), "the old config keeps running");
+
+    // Drop the expired target: after a good reload its series are gone.
+    let text = format!(
+        "[defaults]\ninterval = \"1s\"\n[profile.test]\nca_files = [\"ca.pem\"]\nsystem_roots = false\n{}",
+        Endpoints::target("good.test", &e.good, "")
+    );
+    std::fs::write(&path, text).unwrap();
+    assert_eq!(
+        request(d.addr, "POST", "/-/reload", &[], None).await.status,
+        200
+    );
+    let m = get(d.addr, "/metrics").await.body;
+    assert!(m.contains("tlsward_config_last_reload_successful 1"));
+    assert!(!m.contains("expired.test"), "{m}");
+    assert_eq!(get(d.addr, "/-/reload").await.status, 405);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn web_protection_with_basic_auth_bearer_and_tls() {
+    let e = Endpoints::start().await;
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    let token_sha = tlsward::cert::sha256_hex(b"t0ken");
+    // The web server's own certificate, for 127.0.0.1.
+    let web_ca = TestCa::root_at("Web Root", real_now());
+    let web_leaf = web_ca.leaf(&["127.0.0.1"]).build();
+    let (cert, key) = web_leaf.write_pem(e.dir.path(), "web");
+    let web = format!(
+        "[server.web]\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\nbasic_auth_users = {{ prom = \"{hash}\" }}\nbearer_token_sha256 = [\"{token_sha}\"]\n",
+        cert.display(),
+        key.display()
+    );
+    let d = start(&e.write(&e.config(&web))).await;
+    let root = Some(&web_ca.cert);
+    let anonymous = request(d.addr, "GET", "/metrics", &[], root).await;
+    assert_eq!(anonymous.status, 401);
+    assert!(anonymous.header("www-authenticate").is_some());
+    use base64::Engine;
+    let good = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("prom:s3cret")
+    );
+    let bad = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("prom:wrong")
+    );
+    assert_eq!(
+        request(d.addr, "GET", "/metrics", &[("Authorization", &good)], root)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        request(d.addr, "GET", "/metrics", &[("Authorization", &bad)], root)
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        request(
+            d.addr,
+            "GET",
+            "/-/healthy",
+            &[("Authorization", "Bearer t0ken")],
+            root
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        request(
+            d.addr,
+            "GET",
+            "/-/healthy",
+            &[("Authorization", "Bearer nope")],
+            root
+        )
+        .await
+        .status,
+        401
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_binary_serves_and_reloads_on_sighup() {
+    let e = Endpoints::start().await;
+    let path = e.write(&e.config(""));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tlsward"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .args(["--listen", &addr.to_string()])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    eventually(20, "the binary's /-/ready", || async move {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+            && get(addr, "/-/ready").await.status == 200
+    })
+    .await;
+    assert!(get(addr, "/metrics").await.body.contains("wrong.test"));
+    let text = format!(
+        "[defaults]\ninterval = \"1s\"\n[profile.test]\nca_files = [\"ca.pem\"]\nsystem_roots = false\n{}",
+        Endpoints::target("good.test", &e.good, "")
+    );
+    std::fs::write(&path, text).unwrap();
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    eventually(10, "the reload by SIGHUP", || async move {
+        !get(addr, "/metrics").await.body.contains("wrong.test")
+    })
+    .await;
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits on SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
