@@ -21,6 +21,9 @@ mod probe_starttls;
 // `tlsward serve`: scheduled probes, HTTP endpoints, reloads, web protection.
 mod serve;
 
+// The config file: validation messages, shipped profiles, the example.
+mod config;
+
 // The command line as users run it: output formats, exit codes, targets files.
 mod cli;
 

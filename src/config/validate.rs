@@ -59,7 +59,8 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigError> {
 struct Problems<'a> {
     file: String,
     src: &'a str,
-    list: Vec<String>,
+    /// (line, text); problems without a line sort last.
+    list: Vec<(usize, String)>,
 }
 
 impl<'a> Problems<'a> {
@@ -85,9 +86,12 @@ impl<'a> Problems<'a> {
                     .matches('\n')
                     .count()
                     + 1;
-                self.list.push(format!("{}:{line}: {key}{msg}", self.file));
+                self.list
+                    .push((line, format!("{}:{line}: {key}{msg}", self.file)));
             }
-            None => self.list.push(format!("{}: {key}{msg}", self.file)),
+            None => self
+                .list
+                .push((usize::MAX, format!("{}: {key}{msg}", self.file))),
         }
     }
 
@@ -95,9 +99,15 @@ impl<'a> Problems<'a> {
         self.add(Some(v.span()), key, msg);
     }
 
-    fn into_error(self) -> ConfigError {
+    /// A problem located in another file (`file:line: message`).
+    fn elsewhere(&mut self, text: String) {
+        self.list.push((usize::MAX - 1, text));
+    }
+
+    fn into_error(mut self) -> ConfigError {
+        self.list.sort_by_key(|(line, _)| *line);
         ConfigError {
-            problems: self.list,
+            problems: self.list.into_iter().map(|(_, t)| t).collect(),
         }
     }
 }
@@ -120,8 +130,19 @@ impl Validator<'_, '_> {
             .duration(d.interval.as_ref(), "defaults.interval")
             .unwrap_or(DEFAULT_INTERVAL);
         let timeout = self.duration(d.timeout.as_ref(), "defaults.timeout");
-        let warn = d.warn_days.as_ref().map(|v| *v.get_ref());
-        let crit = d.crit_days.as_ref().map(|v| *v.get_ref());
+        let mut warn = d.warn_days.as_ref().map(|v| *v.get_ref());
+        let mut crit = d.crit_days.as_ref().map(|v| *v.get_ref());
+        let span = d
+            .crit_days
+            .as_ref()
+            .or(d.warn_days.as_ref())
+            .map(Spanned::span);
+        if self
+            .policy(warn, crit, span, "defaults.crit_days")
+            .is_none()
+        {
+            (warn, crit) = (None, None);
+        }
         let concurrency = match &d.concurrency {
             Some(c) if (1..=100_000).contains(c.get_ref()) => *c.get_ref() as usize,
             Some(c) => {
@@ -133,6 +154,11 @@ impl Validator<'_, '_> {
         };
 
         let profiles = self.profiles(&raw);
+        let broken: Vec<&String> = raw
+            .profiles
+            .keys()
+            .filter(|n| !profiles.contains_key(*n))
+            .collect();
         let default_profile = match &d.profile {
             Some(name) if !profiles.contains_key(name.get_ref()) => {
                 self.p.at(
@@ -206,6 +232,7 @@ impl Validator<'_, '_> {
                 }
             }
             let profile = match &t.profile {
+                Some(name) if broken.contains(&name.get_ref()) => continue,
                 Some(name) if !profiles.contains_key(name.get_ref()) => {
                     let hint = suggest(name.get_ref(), profiles.keys());
                     self.p.at(
@@ -224,8 +251,26 @@ impl Validator<'_, '_> {
             let timeout = self
                 .duration(t.timeout.as_ref(), &format!("{key}.timeout"))
                 .or(timeout);
-            let warn = t.warn_days.as_ref().map(|v| *v.get_ref()).or(warn);
-            let crit = t.crit_days.as_ref().map(|v| *v.get_ref()).or(crit);
+            let mut warn = t.warn_days.as_ref().map(|v| *v.get_ref()).or(warn);
+            let mut crit = t.crit_days.as_ref().map(|v| *v.get_ref()).or(crit);
+            if t.warn_days.is_some() || t.crit_days.is_some() {
+                let span = t
+                    .crit_days
+                    .as_ref()
+                    .or(t.warn_days.as_ref())
+                    .map(Spanned::span);
+                if self
+                    .policy(warn, crit, span, &format!("{key}.crit_days"))
+                    .is_none()
+                {
+                    continue;
+                }
+            }
+            if let Some(p) = profiles.get(&profile) {
+                // A profile's own thresholds apply unless the target or defaults set them.
+                warn = warn.or(Some(p.module.policy.warn_days()));
+                crit = crit.or(Some(p.module.policy.crit_days()));
+            }
             let mut labels = Vec::new();
             for (name, value) in &t.labels {
                 if !valid_label_name(name) {
@@ -256,18 +301,8 @@ impl Validator<'_, '_> {
                 );
                 continue;
             }
-            let Some(prober) = self.prober(
-                &mut probers,
-                &profiles,
-                &profile,
-                timeout,
-                warn,
-                crit,
-                t.warn_days
-                    .as_ref()
-                    .or(d.warn_days.as_ref())
-                    .map(Spanned::span),
-            ) else {
+            let Some(prober) = self.prober(&mut probers, &profiles, &profile, timeout, warn, crit)
+            else {
                 continue;
             };
             targets.push(TargetSpec {
@@ -294,8 +329,7 @@ impl Validator<'_, '_> {
 
         let mut by_name = BTreeMap::new();
         for name in profiles.keys() {
-            if let Some(prober) = self.prober(&mut probers, &profiles, name, None, None, None, None)
-            {
+            if let Some(prober) = self.prober(&mut probers, &profiles, name, None, None, None) {
                 by_name.insert(name.clone(), prober);
             }
         }
@@ -495,7 +529,7 @@ impl Validator<'_, '_> {
             self.p.add(
                 span,
                 key,
-                format!("crit_days ({crit}) must be between 0 and warn_days ({warn})"),
+                format!("{crit} must be between 0 and warn_days ({warn})"),
             );
             return None;
         }
@@ -512,16 +546,18 @@ impl Validator<'_, '_> {
         timeout: Option<Duration>,
         warn: Option<f64>,
         crit: Option<f64>,
-        span: Option<Range<usize>>,
     ) -> Option<Arc<Prober>> {
         let base = &profiles.get(name)?.module;
         let timeout = timeout.unwrap_or(base.timeout);
-        let policy = self.policy(
-            warn.or(Some(base.policy.warn_days())),
-            crit.or(Some(base.policy.crit_days())),
-            span,
-            "warn_days",
-        )?;
+        let warn = warn.unwrap_or(base.policy.warn_days());
+        let crit = crit.unwrap_or(base.policy.crit_days());
+        // Thresholds were validated where they were written; an inconsistent mix of a
+        // profile's and a target's values falls back to the profile's.
+        let policy = if crit <= warn {
+            Policy::new().with_warn_days(warn).with_crit_days(crit)
+        } else {
+            base.policy
+        };
         let key = (
             name.to_owned(),
             timeout,
@@ -581,7 +617,7 @@ impl Validator<'_, '_> {
                 let target = match line.parse::<Target>() {
                     Ok(t) => t,
                     Err(e) => {
-                        self.p.list.push(format!("{at}: {e}"));
+                        self.p.elsewhere(format!("{at}: {e}"));
                         continue;
                     }
                 };
@@ -589,15 +625,15 @@ impl Validator<'_, '_> {
                     .insert((target.to_string(), d.profile.clone()), targets.len())
                     .is_some()
                 {
-                    self.p.list.push(format!(
+                    self.p.elsewhere(format!(
                         "{at}: {target} with profile {:?} is listed twice",
                         d.profile
                     ));
                     continue;
                 }
-                let Some(prober) = self.prober(
-                    probers, profiles, &d.profile, d.timeout, d.warn, d.crit, None,
-                ) else {
+                let Some(prober) =
+                    self.prober(probers, profiles, &d.profile, d.timeout, d.warn, d.crit)
+                else {
                     continue;
                 };
                 targets.push(TargetSpec {

@@ -1,0 +1,167 @@
+//! Config validation: every problem at once with file, line and key, from a table of
+//! fixtures; every shipped profile loads; the example config validates.
+
+use std::path::Path;
+
+use tlsward::config::{SHIPPED_PROFILES, load};
+
+use crate::util::fixture;
+
+/// The problems of a fixture, with its directory stripped from the file names.
+fn problems(name: &str) -> Vec<String> {
+    let path = fixture(&format!("config/{name}"));
+    let dir = format!("{}/", path.parent().unwrap().display());
+    let err = load(&path).expect_err("the fixture is invalid");
+    err.problems.iter().map(|p| p.replace(&dir, "")).collect()
+}
+
+#[test]
+fn invalid_configs_report_every_problem_with_file_line_and_key() {
+    let table: &[(&str, &[&str])] = &[
+        (
+            "invalid-unknown-profile.toml",
+            &[
+                r#"invalid-unknown-profile.toml:6: target[1].profile: unknown profile "htps" (did you mean "https"?)"#,
+            ],
+        ),
+        (
+            "invalid-unknown-key.toml",
+            &[
+                "invalid-unknown-key.toml:5: unknown field `adress`, expected one of `address`, `profile`, `interval`, `timeout`, `server_name`, `connect_to`, `all_addresses`, `warn_days`, `crit_days`, `labels`",
+            ],
+        ),
+        (
+            "invalid-profile.toml",
+            &[
+                r#"invalid-profile.toml:2: profile.corp.protocol: unknown protocol "smtps" (expected one of tls, smtp, imap, pop3, ftp, ldap, postgres, xmpp)"#,
+                "invalid-profile.toml:5: profile.mtls: client_cert and client_key go together",
+            ],
+        ),
+        (
+            "invalid-many.toml",
+            &[
+                "invalid-many.toml:2: server.listen: expected IP:PORT, e.g. 127.0.0.1:9219",
+                "invalid-many.toml:5: server.web.basic_auth_users.admin: must be a bcrypt hash ($2b$...), never a plain password",
+                r#"invalid-many.toml:8: defaults.interval: "soon": expected number at 0 (use e.g. 500ms, 10s, 5m)"#,
+                "invalid-many.toml:9: defaults.concurrency: must be between 1 and 100000",
+                "invalid-many.toml:10: defaults.crit_days: 30 must be between 0 and warn_days (21)",
+                r#"invalid-many.toml:13: target[0].address: invalid target "www.example.org:99999": "99999" is not a port (1-65535)"#,
+                r#"invalid-many.toml:17: target[1].labels: "target" is reserved by tlsward"#,
+                r#"invalid-many.toml:17: target[1].labels: "team-name" is not a valid Prometheus label name"#,
+                r#"invalid-many.toml:20: target[2].address: www.example.org:443 with profile "https" is already target[1]"#,
+                r#"invalid-many.toml:25: target[3].connect_to: "not-an-ip" is not an IP address"#,
+                r#"invalid-many.toml:26: target[3].timeout: "0s": must be greater than zero"#,
+            ],
+        ),
+    ];
+    for (name, expected) in table {
+        assert_eq!(problems(name), *expected, "{name}");
+    }
+}
+
+#[test]
+fn a_valid_config_becomes_module_settings() {
+    let config = load(&fixture("config/valid-full.toml")).unwrap();
+    assert_eq!(config.listen.to_string(), "127.0.0.1:19219");
+    assert_eq!(config.concurrency, 10);
+    assert_eq!(config.targets.len(), 3);
+    let mx = &config.targets[0];
+    assert_eq!(
+        (mx.name.as_str(), mx.profile.as_str()),
+        ("mx.example.org:25", "corp-smtp")
+    );
+    assert_eq!(mx.labels, [("team".to_owned(), "mail".to_owned())]);
+    assert_eq!(mx.interval.as_secs(), 120);
+    assert_eq!(mx.prober.module().protocol, tlsward::probe::Protocol::Smtp);
+    assert_eq!(mx.prober.module().timeout.as_secs(), 5);
+    // The defaults' warn_days (30.5) win over the profile's own (10).
+    assert_eq!(mx.prober.module().policy.warn_days(), 30.5);
+    let v6 = &config.targets[1];
+    assert!(v6.all_addresses);
+    assert_eq!(v6.target.server_name.as_deref(), Some("v6.example.org"));
+    let db = &config.targets[2];
+    assert_eq!(db.target.connect_to.len(), 2);
+    assert_eq!(db.target.connect_to[1].to_string(), "[2001:db8::2]:5432");
+    assert_eq!(config.default_profile, "https");
+    assert!(config.profiles.contains_key("corp-smtp"));
+}
+
+#[test]
+fn every_shipped_profile_file_is_built_in_and_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("probes");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "toml"))
+        .map(|e| e.path().file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let mut built_in: Vec<String> = SHIPPED_PROFILES
+        .iter()
+        .map(|(n, _)| (*n).to_owned())
+        .collect();
+    built_in.sort();
+    assert_eq!(
+        files, built_in,
+        "probes/ and SHIPPED_PROFILES must list the same profiles"
+    );
+    // Loading them from the folder as a profiles_dir validates each file on its own too.
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("t.toml");
+    std::fs::write(
+        &cfg,
+        format!("profiles_dir = {:?}\n", dir.display().to_string()),
+    )
+    .unwrap();
+    let config = load(&cfg).unwrap();
+    for name in &files {
+        assert!(config.profiles.contains_key(name), "{name}");
+    }
+    assert_eq!(
+        config.profiles["smtp-starttls"].module().protocol,
+        tlsward::probe::Protocol::Smtp
+    );
+    assert_eq!(
+        config.profiles["postgres"].module().protocol,
+        tlsward::probe::Protocol::Postgres
+    );
+}
+
+#[test]
+fn the_example_config_validates() {
+    // scripts/run makes demo/ca.pem; here a stand-in CA file is enough for validation.
+    let tmp = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("tlsward.example.toml");
+    std::fs::copy(&example, tmp.path().join("tlsward.toml")).unwrap();
+    std::fs::create_dir(tmp.path().join("demo")).unwrap();
+    let ca = crate::util::TestCa::root("Demo");
+    std::fs::write(tmp.path().join("demo/ca.pem"), ca.pem()).unwrap();
+    let config = load(&tmp.path().join("tlsward.toml")).unwrap();
+    assert_eq!(config.targets.len(), 2);
+    assert_eq!(config.listen.to_string(), "127.0.0.1:9219");
+}
+
+#[test]
+fn targets_files_are_globbed_and_checked_line_by_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("targets")).unwrap();
+    std::fs::write(
+        tmp.path().join("targets/web.txt"),
+        "# web\nwww.example.org\napi.example.org:8443 # api\n",
+    )
+    .unwrap();
+    std::fs::write(
+        tmp.path().join("targets/bad.txt"),
+        "ok.example.org\nnot a target\n",
+    )
+    .unwrap();
+    let cfg = tmp.path().join("t.toml");
+    std::fs::write(&cfg, "targets_files = [\"targets/*.txt\"]\n").unwrap();
+    let err = load(&cfg).unwrap_err();
+    assert_eq!(err.problems.len(), 1, "{:?}", err.problems);
+    assert!(err.problems[0].ends_with(r#"targets/bad.txt:2: invalid target "not a target": "not a target" is not a valid host name"#), "{:?}", err.problems);
+    std::fs::remove_file(tmp.path().join("targets/bad.txt")).unwrap();
+    let config = load(&cfg).unwrap();
+    let names: Vec<&str> = config.targets.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["www.example.org:443", "api.example.org:8443"]);
+}
