@@ -24,6 +24,9 @@ mod serve;
 // The config file: validation messages, shipped profiles, the example.
 mod config;
 
+// The alert rules and Alertmanager example, by promtool and amtool.
+mod alerts;
+
 // The command line as users run it: output formats, exit codes, targets files.
 mod cli;
 
