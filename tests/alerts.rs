@@ -12,7 +12,11 @@ fn run(tool: &str, args: &[&str]) -> String {
         .current_dir(&dir)
         .output()
         .unwrap_or_else(|e| panic!("{tool} (Debian packages prometheus, prometheus-alertmanager) must be installed: {e}"));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{tool} {args:?} failed:\n{text}");
     text
 }

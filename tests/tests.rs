@@ -27,6 +27,9 @@ mod config;
 // The alert rules and Alertmanager example, by promtool and amtool.
 mod alerts;
 
+// A real Prometheus scraping tlsward: metrics, alerts, dashboard queries, promtool lint.
+mod prometheus;
+
 // The command line as users run it: output formats, exit codes, targets files.
 mod cli;
 
