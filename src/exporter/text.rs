@@ -47,7 +47,10 @@ mod tests {
                   # HELP a_build Build.\n# TYPE a_build info\na_build_info{version=\"1\"} 1\n\
                   # HELP a_lag Lag.\n# TYPE a_lag histogram\n# UNIT a_lag seconds\na_lag_sum 0.0\n# EOF\n";
         let text = openmetrics_to_text(om);
-        assert!(text.contains("# TYPE a_probes_total counter\n# "), "{text}");
+        assert!(
+            text.contains("# TYPE a_probes_total counter\na_probes_total{"),
+            "{text}"
+        );
         assert!(text.contains("# HELP a_probes_total Probes.\n"));
         assert!(text.contains("# TYPE a_build_info gauge\na_build_info{version=\"1\"} 1\n"));
         assert!(!text.contains("# EOF") && !text.contains("# UNIT"));
