@@ -11,6 +11,8 @@
 //!   once (file, line, key). Knows the settings types below; they do not know it.
 //! - [`exporter`]: hyper server: `/metrics`, `/probe`, health, reload; metric families over
 //!   reports. Knows nothing of the config file.
+//! - [`store`]: SQLite, the only SQL: certificates, versions, keys sealed with age, orders,
+//!   the append-only journal. Knows nothing of ACME or HTTP.
 //! - [`schedule`]: per-target probe loops under one concurrency limit; results and history
 //!   in memory. Knows nothing of HTTP.
 //! - [`probe`]: connect, handshake with a recording verifier, and turn what was seen into a
@@ -26,3 +28,4 @@ pub mod daemon;
 pub mod exporter;
 pub mod probe;
 pub mod schedule;
+pub mod store;

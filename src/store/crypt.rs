@@ -1,0 +1,148 @@
+//! Encryption at rest for private keys and ACME account credentials, with age (X25519).
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::str::FromStr;
+
+use age::secrecy::ExposeSecret;
+
+use super::StoreError;
+
+/// Secret bytes (a private key, account credentials): never printed, zeroed on drop.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(zeroize::Zeroizing<Vec<u8>>);
+
+impl Secret {
+    /// Wraps secret bytes.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(zeroize::Zeroizing::new(bytes))
+    }
+
+    /// The bytes, for the one place that needs them.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
+}
+
+/// Where the store's age identity comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// An age identity file (`AGE-SECRET-KEY-1...`), created 0600 when missing.
+    File(std::path::PathBuf),
+    /// An age identity in an environment variable.
+    Env(String),
+}
+
+/// Encrypts to, and decrypts with, one age X25519 identity.
+pub(crate) struct Crypt {
+    identity: age::x25519::Identity,
+}
+
+impl fmt::Debug for Crypt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Crypt(age x25519)")
+    }
+}
+
+impl Crypt {
+    pub(crate) fn load(source: &KeySource) -> Result<Self, StoreError> {
+        let text = match source {
+            KeySource::Env(var) => std::env::var(var)
+                .map_err(|_| StoreError::Key(format!("environment variable {var} is not set")))?,
+            KeySource::File(path) => {
+                if !path.exists() {
+                    create_identity(path)?;
+                }
+                check_private(path)?;
+                std::fs::read_to_string(path)
+                    .map_err(|e| StoreError::Key(format!("{}: {e}", path.display())))?
+            }
+        };
+        let line = text
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+            .ok_or_else(|| StoreError::Key("no AGE-SECRET-KEY line in the store key".into()))?;
+        let identity = age::x25519::Identity::from_str(line)
+            .map_err(|_| StoreError::Key("the store key is not a valid age identity".into()))?;
+        Ok(Self { identity })
+    }
+
+    pub(crate) fn encrypt(&self, plain: &Secret) -> Result<Vec<u8>, StoreError> {
+        let recipient = self.identity.to_public();
+        let encryptor =
+            age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+                .map_err(|e| StoreError::Crypto(e.to_string()))?;
+        let mut out = Vec::new();
+        let mut writer = encryptor
+            .wrap_output(&mut out)
+            .map_err(|e| StoreError::Crypto(e.to_string()))?;
+        writer
+            .write_all(plain.expose())
+            .map_err(|e| StoreError::Crypto(e.to_string()))?;
+        writer
+            .finish()
+            .map_err(|e| StoreError::Crypto(e.to_string()))?;
+        Ok(out)
+    }
+
+    pub(crate) fn decrypt(&self, sealed: &[u8]) -> Result<Secret, StoreError> {
+        let decryptor =
+            age::Decryptor::new(sealed).map_err(|e| StoreError::Crypto(e.to_string()))?;
+        let mut reader = decryptor
+            .decrypt(std::iter::once(&self.identity as &dyn age::Identity))
+            .map_err(|_| StoreError::Crypto("cannot decrypt: wrong store key?".into()))?;
+        let mut plain = Vec::new();
+        reader
+            .read_to_end(&mut plain)
+            .map_err(|e| StoreError::Crypto(e.to_string()))?;
+        Ok(Secret::new(plain))
+    }
+}
+
+fn create_identity(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let identity = age::x25519::Identity::generate();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Key(format!("{}: {e}", dir.display())))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| StoreError::Key(format!("{}: {e}", path.display())))?;
+    let text = format!(
+        "# tlsward store key: decrypts the private keys in the store. Back it up apart from the store.\n# public key: {}\n{}\n",
+        identity.to_public(),
+        identity.to_string().expose_secret()
+    );
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| StoreError::Key(format!("{}: {e}", path.display())))
+}
+
+/// Refuses a key file that others can read.
+fn check_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| StoreError::Key(format!("{}: {e}", path.display())))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(StoreError::Key(format!(
+            "{} is readable by others (mode {:o}); chmod 600 it",
+            path.display(),
+            mode & 0o777
+        )));
+    }
+    Ok(())
+}

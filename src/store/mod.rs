@@ -1,0 +1,659 @@
+//! The store: one SQLite file in the state directory, the only place with SQL.
+//!
+//! Owns: managed certificates and every issued version, private keys and ACME account
+//! credentials encrypted at rest (age, X25519), orders, endpoints, and an append-only journal.
+//! Versioned migrations (`PRAGMA user_version`). Crash safety: WAL with full sync, and every
+//! issuance recorded in one transaction, so a kill at any point leaves either the old state or
+//! the new one. The database and key files are created 0600. Must not know ACME, HTTP or
+//! probing.
+
+mod crypt;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+
+use crypt::Crypt;
+pub use crypt::{KeySource, Secret};
+
+/// Schema migrations, applied in order; the index + 1 is the `user_version` they bring.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE certificates (
+    name       TEXT PRIMARY KEY,
+    domains    TEXT NOT NULL,             -- JSON array
+    key_type   TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE versions (
+    id          INTEGER PRIMARY KEY,
+    certificate TEXT NOT NULL REFERENCES certificates(name),
+    serial      TEXT NOT NULL,
+    sha256      TEXT NOT NULL UNIQUE,
+    not_before  INTEGER NOT NULL,
+    not_after   INTEGER NOT NULL,
+    chain_pem   TEXT NOT NULL,
+    key_sealed  BLOB NOT NULL,            -- age-encrypted PKCS#8
+    ari_id      TEXT,
+    order_id    INTEGER REFERENCES orders(id),
+    issued_at   INTEGER NOT NULL
+);
+CREATE INDEX versions_by_certificate ON versions(certificate, not_before);
+CREATE TABLE accounts (
+    directory   TEXT PRIMARY KEY,
+    account_url TEXT NOT NULL,
+    creds_sealed BLOB NOT NULL,           -- age-encrypted instant-acme credentials
+    created_at  INTEGER NOT NULL
+);
+CREATE TABLE orders (
+    id          INTEGER PRIMARY KEY,
+    certificate TEXT NOT NULL REFERENCES certificates(name),
+    url         TEXT,
+    status      TEXT NOT NULL,            -- pending, valid, failed
+    replaces    TEXT,
+    started_at  INTEGER NOT NULL,
+    finished_at INTEGER,
+    problem     TEXT                      -- the CA's problem document (JSON)
+);
+CREATE TABLE endpoints (
+    name        TEXT PRIMARY KEY,
+    certificate TEXT NOT NULL,
+    target      TEXT NOT NULL
+);
+CREATE TABLE journal (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    certificate TEXT,
+    detail      TEXT NOT NULL             -- JSON
+);
+CREATE TRIGGER journal_append_only_update BEFORE UPDATE ON journal
+BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
+CREATE TRIGGER journal_append_only_delete BEFORE DELETE ON journal
+BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
+"#];
+
+/// A store problem.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    /// The database file could not be created or secured.
+    #[error("{path}: {why}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        why: String,
+    },
+    /// The store key is missing, unreadable or not private.
+    #[error("store key: {0}")]
+    Key(String),
+    /// Encryption or decryption failed.
+    #[error("encryption: {0}")]
+    Crypto(String),
+    /// The database is newer than this tlsward.
+    #[error("the database has schema version {found}, newer than this tlsward's {known}")]
+    TooNew {
+        /// Its version.
+        found: i64,
+        /// The newest this build knows.
+        known: i64,
+    },
+    /// Stored data that does not parse.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+/// One managed certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateRow {
+    /// Its configured name.
+    pub name: String,
+    /// The names it covers.
+    pub domains: Vec<String>,
+    /// `ecdsa-p256`, `ecdsa-p384` or `rsa-2048`.
+    pub key_type: String,
+}
+
+/// One issued version of a certificate (its key stays sealed until asked for).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    /// Row id.
+    pub id: i64,
+    /// The certificate it belongs to.
+    pub certificate: String,
+    /// Serial, lowercase hex.
+    pub serial: String,
+    /// The leaf's SHA-256 fingerprint.
+    pub sha256: String,
+    /// Unix seconds.
+    pub not_before: i64,
+    /// Unix seconds.
+    pub not_after: i64,
+    /// Leaf and chain, PEM.
+    pub chain_pem: String,
+    /// The ARI certificate identifier, when known.
+    pub ari_id: Option<String>,
+    /// When it was stored (unix seconds).
+    pub issued_at: i64,
+}
+
+/// One journal entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalEntry {
+    /// Sequence number.
+    pub id: i64,
+    /// Unix seconds.
+    pub at: i64,
+    /// What happened (`order.started`, `order.valid`, `version.stored`, ...).
+    pub kind: String,
+    /// The certificate concerned.
+    pub certificate: Option<String>,
+    /// Details.
+    pub detail: Value,
+}
+
+/// A new version to store.
+#[derive(Debug)]
+pub struct NewVersion<'a> {
+    /// The certificate.
+    pub certificate: &'a str,
+    /// Serial, hex.
+    pub serial: &'a str,
+    /// Fingerprint.
+    pub sha256: &'a str,
+    /// Unix seconds.
+    pub not_before: i64,
+    /// Unix seconds.
+    pub not_after: i64,
+    /// PEM chain.
+    pub chain_pem: &'a str,
+    /// The private key (PKCS#8 DER), sealed before it touches the disk.
+    pub key: &'a Secret,
+    /// ARI identifier.
+    pub ari_id: Option<&'a str>,
+}
+
+/// The SQLite store.
+#[derive(Debug)]
+pub struct Store {
+    conn: Mutex<Connection>,
+    crypt: Crypt,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed, 0600) the database at `path`, migrates it, and loads the
+    /// encryption key.
+    pub fn open(path: &Path, key: &KeySource) -> Result<Self, StoreError> {
+        let file_err = |why: String| StoreError::File {
+            path: path.to_owned(),
+            why,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| file_err(e.to_string()))?;
+        }
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| file_err(e.to_string()))?;
+        }
+        let crypt = Crypt::load(key)?;
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let store = Self {
+            conn: Mutex::new(conn),
+            crypt,
+            path: path.to_owned(),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew {
+                found: version,
+                known,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i as i64 + 1)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// The schema version.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+
+    /// Records or updates a managed certificate's definition.
+    pub fn upsert_certificate(&self, c: &CertificateRow, now: i64) -> Result<(), StoreError> {
+        let domains = serde_json::to_string(&c.domains).expect("strings serialize");
+        self.conn().execute(
+            "INSERT INTO certificates (name, domains, key_type, created_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(name) DO UPDATE SET domains = excluded.domains, key_type = excluded.key_type",
+            params![c.name, domains, c.key_type, now],
+        )?;
+        Ok(())
+    }
+
+    /// Every managed certificate, by name.
+    pub fn certificates(&self) -> Result<Vec<CertificateRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT name, domains, key_type FROM certificates ORDER BY name")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (name, domains, key_type) = row?;
+            let domains = serde_json::from_str(&domains)
+                .map_err(|e| StoreError::Corrupt(format!("domains of {name}: {e}")))?;
+            Ok(CertificateRow {
+                name,
+                domains,
+                key_type,
+            })
+        })
+        .collect()
+    }
+
+    /// Appends to the journal.
+    pub fn journal(
+        &self,
+        now: i64,
+        kind: &str,
+        certificate: Option<&str>,
+        detail: &Value,
+    ) -> Result<(), StoreError> {
+        journal_in(&self.conn(), now, kind, certificate, detail)
+    }
+
+    /// Journal entries, oldest first, optionally for one certificate.
+    pub fn journal_entries(
+        &self,
+        certificate: Option<&str>,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, at, kind, certificate, detail FROM journal WHERE ?1 IS NULL OR certificate = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![certificate], |r| {
+            Ok(JournalEntry {
+                id: r.get(0)?,
+                at: r.get(1)?,
+                kind: r.get(2)?,
+                certificate: r.get(3)?,
+                detail: serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or(Value::Null),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Starts an order: a row in `pending` state and a journal entry, in one transaction.
+    pub fn begin_order(
+        &self,
+        certificate: &str,
+        replaces: Option<&str>,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO orders (certificate, status, replaces, started_at) VALUES (?1, 'pending', ?2, ?3)",
+            params![certificate, replaces, now],
+        )?;
+        let id = tx.last_insert_rowid();
+        journal_in(
+            &tx,
+            now,
+            "order.started",
+            Some(certificate),
+            &serde_json::json!({ "order": id, "replaces": replaces }),
+        )?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Records the ACME order URL (so an interrupted order can be found again).
+    pub fn set_order_url(&self, id: i64, url: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute("UPDATE orders SET url = ?2 WHERE id = ?1", params![id, url])?;
+        Ok(())
+    }
+
+    /// Marks an order failed with the CA's problem document.
+    pub fn fail_order(
+        &self,
+        id: i64,
+        certificate: &str,
+        problem: &Value,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE orders SET status = 'failed', finished_at = ?2, problem = ?3 WHERE id = ?1",
+            params![id, now, problem.to_string()],
+        )?;
+        journal_in(
+            &tx,
+            now,
+            "order.failed",
+            Some(certificate),
+            &serde_json::json!({ "order": id, "problem": problem }),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Stores a newly issued version and completes its order, atomically: after a crash
+    /// there is either no trace of the version and the order is still pending, or both.
+    pub fn complete_order(
+        &self,
+        order: i64,
+        v: &NewVersion<'_>,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        let sealed = self.crypt.encrypt(v.key)?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO versions (certificate, serial, sha256, not_before, not_after, chain_pem, key_sealed, ari_id, order_id, issued_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![v.certificate, v.serial, v.sha256, v.not_before, v.not_after, v.chain_pem, sealed, v.ari_id, order, now],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.execute(
+            "UPDATE orders SET status = 'valid', finished_at = ?2 WHERE id = ?1",
+            params![order, now],
+        )?;
+        journal_in(
+            &tx,
+            now,
+            "version.stored",
+            Some(v.certificate),
+            &serde_json::json!({ "order": order, "version": id, "serial": v.serial, "sha256": v.sha256, "not_after": v.not_after }),
+        )?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Orders still pending (interrupted by a crash or still running).
+    pub fn pending_orders(&self) -> Result<Vec<(i64, String, Option<String>)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, certificate, url FROM orders WHERE status = 'pending' ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every version of a certificate, newest first.
+    pub fn versions(&self, certificate: &str) -> Result<Vec<Version>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, certificate, serial, sha256, not_before, not_after, chain_pem, ari_id, issued_at
+             FROM versions WHERE certificate = ?1 ORDER BY not_before DESC, id DESC",
+        )?;
+        let rows = stmt.query_map(params![certificate], |r| {
+            Ok(Version {
+                id: r.get(0)?,
+                certificate: r.get(1)?,
+                serial: r.get(2)?,
+                sha256: r.get(3)?,
+                not_before: r.get(4)?,
+                not_after: r.get(5)?,
+                chain_pem: r.get(6)?,
+                ari_id: r.get(7)?,
+                issued_at: r.get(8)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The newest version of a certificate.
+    pub fn latest(&self, certificate: &str) -> Result<Option<Version>, StoreError> {
+        Ok(self.versions(certificate)?.into_iter().next())
+    }
+
+    /// The version with this fingerprint, if tlsward issued it.
+    pub fn version_by_sha256(&self, sha256: &str) -> Result<Option<Version>, StoreError> {
+        let conn = self.conn();
+        let cert: Option<String> = conn
+            .query_row(
+                "SELECT certificate FROM versions WHERE sha256 = ?1",
+                params![sha256],
+                |r| r.get(0),
+            )
+            .optional()?;
+        drop(conn);
+        match cert {
+            Some(c) => Ok(self.versions(&c)?.into_iter().find(|v| v.sha256 == sha256)),
+            None => Ok(None),
+        }
+    }
+
+    /// The private key of a version, decrypted.
+    pub fn version_key(&self, id: i64) -> Result<Secret, StoreError> {
+        let sealed: Vec<u8> = self.conn().query_row(
+            "SELECT key_sealed FROM versions WHERE id = ?1",
+            params![id],
+            |r| r.get(0),
+        )?;
+        self.crypt.decrypt(&sealed)
+    }
+
+    /// The stored ACME account credentials for a directory, decrypted.
+    pub fn account(&self, directory: &str) -> Result<Option<Secret>, StoreError> {
+        let sealed: Option<Vec<u8>> = self
+            .conn()
+            .query_row(
+                "SELECT creds_sealed FROM accounts WHERE directory = ?1",
+                params![directory],
+                |r| r.get(0),
+            )
+            .optional()?;
+        sealed.map(|s| self.crypt.decrypt(&s)).transpose()
+    }
+
+    /// Saves ACME account credentials (encrypted).
+    pub fn save_account(
+        &self,
+        directory: &str,
+        account_url: &str,
+        creds: &Secret,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let sealed = self.crypt.encrypt(creds)?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO accounts (directory, account_url, creds_sealed, created_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(directory) DO UPDATE SET account_url = excluded.account_url, creds_sealed = excluded.creds_sealed",
+            params![directory, account_url, sealed, now],
+        )?;
+        journal_in(
+            &tx,
+            now,
+            "account.saved",
+            None,
+            &serde_json::json!({ "directory": directory, "account": account_url }),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn journal_in(
+    conn: &Connection,
+    now: i64,
+    kind: &str,
+    certificate: Option<&str>,
+    detail: &Value,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO journal (at, kind, certificate, detail) VALUES (?1, ?2, ?3, ?4)",
+        params![now, kind, certificate, detail.to_string()],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &dir.path().join("state/tlsward.db"),
+            &KeySource::File(dir.path().join("state/store.key")),
+        )
+        .unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn files_are_private_and_the_schema_is_current() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, store) = open();
+        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        for f in ["state/tlsward.db", "state/store.key"] {
+            let mode = std::fs::metadata(dir.path().join(f))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{f}");
+        }
+        // Reopening migrates nothing and keeps the data.
+        store
+            .upsert_certificate(
+                &CertificateRow {
+                    name: "www".into(),
+                    domains: vec!["www.test".into()],
+                    key_type: "ecdsa-p256".into(),
+                },
+                1,
+            )
+            .unwrap();
+        drop(store);
+        let again = Store::open(
+            &dir.path().join("state/tlsward.db"),
+            &KeySource::File(dir.path().join("state/store.key")),
+        )
+        .unwrap();
+        assert_eq!(again.certificates().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn keys_are_sealed_at_rest_and_the_journal_is_append_only() {
+        let (dir, store) = open();
+        store
+            .upsert_certificate(
+                &CertificateRow {
+                    name: "www".into(),
+                    domains: vec!["www.test".into()],
+                    key_type: "ecdsa-p256".into(),
+                },
+                1,
+            )
+            .unwrap();
+        let order = store.begin_order("www", None, 2).unwrap();
+        let key = Secret::new(b"-----PRIVATE KEY MATERIAL-----".to_vec());
+        let v = NewVersion {
+            certificate: "www",
+            serial: "0a",
+            sha256: "ab",
+            not_before: 1,
+            not_after: 100,
+            chain_pem: "PEM",
+            key: &key,
+            ari_id: None,
+        };
+        let id = store.complete_order(order, &v, 3).unwrap();
+        assert_eq!(store.version_key(id).unwrap(), key);
+        assert_eq!(store.latest("www").unwrap().unwrap().sha256, "ab");
+        let raw = std::fs::read(dir.path().join("state/tlsward.db")).unwrap();
+        let wal = std::fs::read(dir.path().join("state/tlsward.db-wal")).unwrap_or_default();
+        let needle = b"PRIVATE KEY MATERIAL";
+        assert!(
+            !raw.windows(needle.len()).any(|w| w == needle)
+                && !wal.windows(needle.len()).any(|w| w == needle)
+        );
+        let kinds: Vec<String> = store
+            .journal_entries(Some("www"))
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(kinds, ["order.started", "version.stored"]);
+        let err = store.conn().execute("DELETE FROM journal", []).unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{err}");
+        assert!(
+            store
+                .conn()
+                .execute("UPDATE journal SET kind = 'x'", [])
+                .is_err()
+        );
+        assert!(format!("{key:?}").contains("bytes") && !format!("{key:?}").contains("PRIVATE"));
+    }
+
+    #[test]
+    fn a_wrong_or_exposed_key_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, store) = open();
+        let creds = Secret::new(b"{\"id\":\"x\"}".to_vec());
+        store
+            .save_account("https://ca.test/dir", "https://ca.test/acct/1", &creds, 1)
+            .unwrap();
+        drop(store);
+        let other = dir.path().join("other.key");
+        let wrong = Store::open(
+            &dir.path().join("state/tlsward.db"),
+            &KeySource::File(other),
+        )
+        .unwrap();
+        assert!(matches!(
+            wrong.account("https://ca.test/dir"),
+            Err(StoreError::Crypto(_))
+        ));
+        let key = dir.path().join("state/store.key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err =
+            Store::open(&dir.path().join("state/tlsward.db"), &KeySource::File(key)).unwrap_err();
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
+}
