@@ -11,6 +11,8 @@
 //!   once (file, line, key). Knows the settings types below; they do not know it.
 //! - [`exporter`]: hyper server: `/metrics`, `/probe`, health, reload; metric families over
 //!   reports. Knows nothing of the config file.
+//! - [`issuer`]: ACME via instant-acme: the account, orders, the HTTP-01 responder; records
+//!   every order and version in the store. Knows nothing of probing or metrics.
 //! - [`store`]: SQLite, the only SQL: certificates, versions, keys sealed with age, orders,
 //!   the append-only journal. Knows nothing of ACME or HTTP.
 //! - [`schedule`]: per-target probe loops under one concurrency limit; results and history
@@ -26,6 +28,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod exporter;
+pub mod issuer;
 pub mod probe;
 pub mod schedule;
 pub mod store;

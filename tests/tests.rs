@@ -30,6 +30,9 @@ mod alerts;
 // A real Prometheus scraping tlsward: metrics, alerts, dashboard queries, promtool lint.
 mod prometheus;
 
+// ACME issuance against a real Pebble, with the store.
+mod issue;
+
 // The command line as users run it: output formats, exit codes, targets files.
 mod cli;
 

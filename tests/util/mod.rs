@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod pebble;
 pub mod servers;
 
 use std::net::SocketAddr;

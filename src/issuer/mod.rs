@@ -1,0 +1,334 @@
+//! ACME issuance through instant-acme: the one place that holds the account and answers
+//! challenges (RFC 8555).
+//!
+//! Owns: the ACME account (created once, credentials sealed in the store), orders for several
+//! names, HTTP-01 through the built-in responder, keys and CSRs, and recording every order
+//! and version in the store. Must not know probing, HTTP serving of metrics or deploy hooks.
+
+mod http01;
+
+use std::path::PathBuf;
+use std::time::{Duration, UNIX_EPOCH};
+
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
+    NewOrder, OrderStatus, RetryPolicy,
+};
+use serde_json::{Value, json};
+use tracing::info;
+
+pub use http01::Http01Responder;
+
+use rustls_pki_types::pem::PemObject;
+
+use crate::cert::CertFacts;
+use crate::clock::Clock;
+use crate::store::{CertificateRow, NewVersion, Secret, Store, StoreError, Version};
+
+/// Default polling of orders: quick first, backing off, for up to two minutes.
+pub const DEFAULT_RETRY: RetryPolicy = RetryPolicy::new()
+    .initial_delay(Duration::from_millis(250))
+    .backoff(1.5)
+    .timeout(Duration::from_secs(120));
+
+/// How to reach the ACME server.
+#[derive(Debug, Clone)]
+pub struct AcmeSettings {
+    /// The directory URL.
+    pub directory: String,
+    /// Contact URIs (`mailto:...`).
+    pub contact: Vec<String>,
+    /// A PEM root to trust for a private ACME server (instead of the system's roots).
+    pub ca_file: Option<PathBuf>,
+    /// External account binding: key id and HMAC key (base64url).
+    pub eab: Option<(String, Secret)>,
+    /// How orders are polled.
+    pub retry: RetryPolicy,
+}
+
+/// The key type of a managed certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyType {
+    /// ECDSA on P-256 (the default).
+    EcdsaP256,
+    /// ECDSA on P-384.
+    EcdsaP384,
+}
+
+impl KeyType {
+    /// The stable name used in config and the store.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::EcdsaP256 => "ecdsa-p256",
+            Self::EcdsaP384 => "ecdsa-p384",
+        }
+    }
+}
+
+/// A certificate tlsward manages.
+#[derive(Debug, Clone)]
+pub struct CertificateSpec {
+    /// Its name in config and the store.
+    pub name: String,
+    /// The DNS names it covers.
+    pub domains: Vec<String>,
+    /// Its key type.
+    pub key_type: KeyType,
+}
+
+/// Why an issuance failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// The CA answered with a problem document (RFC 7807).
+    #[error("the CA refused: {detail} ({kind})")]
+    Problem {
+        /// The problem type URN.
+        kind: String,
+        /// Its explanation.
+        detail: String,
+        /// The whole document, as kept in the store.
+        document: Value,
+    },
+    /// The order did not become ready or valid in time.
+    #[error("the order did not complete in time")]
+    Timeout,
+    /// The order became invalid (a challenge failed).
+    #[error("the order became {0}")]
+    Invalid(String),
+    /// The CA offers no challenge tlsward can answer.
+    #[error("no HTTP-01 challenge for {0}")]
+    NoChallenge(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Anything else from the ACME client (network, TLS, JSON).
+    #[error("ACME client: {0}")]
+    Client(String),
+}
+
+impl IssueError {
+    /// The stable reason label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Problem { kind, .. } if kind.ends_with(":rateLimited") => "rate_limited",
+            Self::Problem { .. } => "ca_problem",
+            Self::Timeout => "timeout",
+            Self::Invalid(_) => "challenge_failed",
+            Self::NoChallenge(_) => "no_challenge",
+            Self::Store(_) => "store",
+            Self::Client(_) => "client",
+        }
+    }
+
+    /// The document kept in the store for a failed order.
+    pub fn document(&self) -> Value {
+        match self {
+            Self::Problem { document, .. } => document.clone(),
+            other => json!({ "reason": other.reason(), "detail": other.to_string() }),
+        }
+    }
+}
+
+impl From<instant_acme::Error> for IssueError {
+    fn from(e: instant_acme::Error) -> Self {
+        match e {
+            instant_acme::Error::Api(p) => {
+                let subproblems: Vec<Value> = p
+                    .subproblems
+                    .iter()
+                    .map(|s| json!({ "type": s.r#type, "detail": s.detail, "identifier": format!("{:?}", s.identifier) }))
+                    .collect();
+                let document = json!({ "type": p.r#type, "detail": p.detail, "status": p.status, "subproblems": subproblems });
+                Self::Problem {
+                    kind: p.r#type.clone().unwrap_or_default(),
+                    detail: p.detail.clone().unwrap_or_default(),
+                    document,
+                }
+            }
+            instant_acme::Error::Timeout(_) => Self::Timeout,
+            other => Self::Client(other.to_string()),
+        }
+    }
+}
+
+fn unix(clock: &dyn Clock) -> i64 {
+    clock
+        .now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// An ACME account ready to order.
+pub struct Issuer {
+    account: Account,
+    settings: AcmeSettings,
+    responder: Http01Responder,
+}
+
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuer")
+            .field("directory", &self.settings.directory)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Issuer {
+    /// Loads the account for the directory from the store, or creates one and stores its
+    /// credentials sealed.
+    pub async fn connect(
+        settings: AcmeSettings,
+        store: &Store,
+        responder: Http01Responder,
+        clock: &dyn Clock,
+    ) -> Result<Self, IssueError> {
+        let builder = || match &settings.ca_file {
+            Some(ca) => Account::builder_with_root(ca),
+            None => Account::builder(),
+        };
+        let account = match store.account(&settings.directory)? {
+            Some(creds) => {
+                let creds: AccountCredentials = serde_json::from_slice(creds.expose())
+                    .map_err(|e| IssueError::Client(format!("stored account: {e}")))?;
+                builder()?.from_credentials(creds).await?
+            }
+            None => {
+                let contact: Vec<&str> = settings.contact.iter().map(String::as_str).collect();
+                let new = NewAccount {
+                    contact: &contact,
+                    terms_of_service_agreed: true,
+                    only_return_existing: false,
+                };
+                let eab = match &settings.eab {
+                    Some((kid, key)) => Some(instant_acme::ExternalAccountKey::new(
+                        kid.clone(),
+                        key.expose(),
+                    )),
+                    None => None,
+                };
+                let (account, creds) = builder()?
+                    .create(&new, settings.directory.clone(), eab.as_ref())
+                    .await?;
+                let sealed = Secret::new(
+                    serde_json::to_vec(&creds).map_err(|e| IssueError::Client(e.to_string()))?,
+                );
+                store.save_account(&settings.directory, account.id(), &sealed, unix(clock))?;
+                info!(directory = %settings.directory, account = %account.id(), "ACME account created");
+                account
+            }
+        };
+        Ok(Self {
+            account,
+            settings,
+            responder,
+        })
+    }
+
+    /// Orders a certificate for `spec`, answers its challenges, and stores the new version
+    /// with its key sealed. Every step is journaled; a failure keeps the CA's problem document.
+    pub async fn issue(
+        &self,
+        spec: &CertificateSpec,
+        store: &Store,
+        clock: &dyn Clock,
+    ) -> Result<Version, IssueError> {
+        let row = CertificateRow {
+            name: spec.name.clone(),
+            domains: spec.domains.clone(),
+            key_type: spec.key_type.as_str().to_owned(),
+        };
+        store.upsert_certificate(&row, unix(clock))?;
+        let order_id = store.begin_order(&spec.name, None, unix(clock))?;
+        match self.order(spec, order_id, store).await {
+            Ok((chain_pem, key)) => {
+                let leaf = rustls_pki_types::CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+                    .next()
+                    .and_then(Result::ok)
+                    .ok_or_else(|| IssueError::Client("the CA sent no certificate".into()))?;
+                let facts =
+                    CertFacts::parse(&leaf).map_err(|e| IssueError::Client(e.to_string()))?;
+                let version = NewVersion {
+                    certificate: &spec.name,
+                    serial: &facts.serial,
+                    sha256: &facts.sha256,
+                    not_before: facts.not_before.unix_timestamp(),
+                    not_after: facts.not_after.unix_timestamp(),
+                    chain_pem: &chain_pem,
+                    key: &key,
+                    ari_id: None,
+                };
+                let id = store.complete_order(order_id, &version, unix(clock))?;
+                info!(certificate = %spec.name, serial = %facts.serial, not_after = %crate::cert::rfc3339(facts.not_after), "certificate issued");
+                store
+                    .versions(&spec.name)?
+                    .into_iter()
+                    .find(|v| v.id == id)
+                    .ok_or_else(|| IssueError::Client("stored version vanished".into()))
+            }
+            Err(e) => {
+                store.fail_order(order_id, &spec.name, &e.document(), unix(clock))?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn order(
+        &self,
+        spec: &CertificateSpec,
+        order_id: i64,
+        store: &Store,
+    ) -> Result<(String, Secret), IssueError> {
+        let identifiers: Vec<Identifier> = spec
+            .domains
+            .iter()
+            .map(|d| Identifier::Dns(d.clone()))
+            .collect();
+        let mut order = self.account.new_order(&NewOrder::new(&identifiers)).await?;
+        store.set_order_url(order_id, order.url())?;
+        let mut tokens = Vec::new();
+        let result = async {
+            let mut authzs = order.authorizations();
+            while let Some(authz) = authzs.next().await {
+                let mut authz = authz?;
+                match authz.status {
+                    AuthorizationStatus::Pending => {}
+                    AuthorizationStatus::Valid => continue,
+                    other => return Err(IssueError::Invalid(format!("authorization {other:?}"))),
+                }
+                let name = format!("{:?}", authz.identifier().identifier);
+                let mut challenge = authz
+                    .challenge(ChallengeType::Http01)
+                    .ok_or(IssueError::NoChallenge(name))?;
+                let ka = challenge.key_authorization();
+                self.responder.insert(&challenge.token, ka.as_str());
+                tokens.push(challenge.token.clone());
+                challenge.set_ready().await?;
+            }
+            match order.poll_ready(&self.settings.retry).await? {
+                OrderStatus::Ready => {}
+                other => return Err(IssueError::Invalid(format!("{other:?}").to_lowercase())),
+            }
+            let alg = match spec.key_type {
+                KeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+                KeyType::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+            };
+            let key =
+                rcgen::KeyPair::generate_for(alg).map_err(|e| IssueError::Client(e.to_string()))?;
+            let mut params = rcgen::CertificateParams::new(spec.domains.clone())
+                .map_err(|e| IssueError::Client(e.to_string()))?;
+            params.distinguished_name = rcgen::DistinguishedName::new();
+            let csr = params
+                .serialize_request(&key)
+                .map_err(|e| IssueError::Client(e.to_string()))?;
+            order.finalize_csr(csr.der()).await?;
+            let chain = order.poll_certificate(&self.settings.retry).await?;
+            Ok((chain, Secret::new(key.serialize_der())))
+        }
+        .await;
+        for t in tokens {
+            self.responder.remove(&t);
+        }
+        result
+    }
+}

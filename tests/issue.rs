@@ -1,0 +1,159 @@
+//! ACME issuance against a real Pebble: the account created once and reloaded from the store,
+//! an order for several names answered by the built-in HTTP-01 responder, the version stored
+//! with its key sealed, the journal, and a failed order keeping the CA's problem document.
+
+use std::time::Duration;
+
+use tlsward::cert::{CheckKind, Origin, Policy, ServerName, TrustStore};
+use tlsward::clock::SystemClock;
+use tlsward::issuer::{AcmeSettings, CertificateSpec, Http01Responder, Issuer, KeyType};
+use tlsward::store::{KeySource, Store};
+use tokio::net::TcpListener;
+
+use crate::util::pebble::Pebble;
+
+struct Setup {
+    pebble: Pebble,
+    responder: Http01Responder,
+    store: Store,
+    settings: AcmeSettings,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn setup() -> Setup {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let responder = Http01Responder::new();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(responder.clone().serve(listener, async {
+        let _ = rx.await;
+    }));
+    let pebble = Pebble::start(port, 3600).await;
+    let store = Store::open(
+        &pebble.dir.path().join("state/tlsward.db"),
+        &KeySource::File(pebble.dir.path().join("state/store.key")),
+    )
+    .unwrap();
+    let settings = AcmeSettings {
+        directory: pebble.directory.clone(),
+        contact: vec!["mailto:ops@tlsward.test".into()],
+        ca_file: Some(pebble.tls_ca_file.clone()),
+        eab: None,
+        retry: instant_acme::RetryPolicy::new()
+            .initial_delay(Duration::from_millis(50))
+            .backoff(1.5)
+            .timeout(Duration::from_secs(30)),
+    };
+    Setup {
+        pebble,
+        responder,
+        store,
+        settings,
+        _stop: tx,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issues_for_several_names_and_stores_the_version_sealed() {
+    let s = setup().await;
+    let clock = SystemClock;
+    let issuer = Issuer::connect(s.settings.clone(), &s.store, s.responder.clone(), &clock)
+        .await
+        .unwrap();
+    let spec = CertificateSpec {
+        name: "www".into(),
+        domains: vec!["a.tlsward.test".into(), "b.tlsward.test".into()],
+        key_type: KeyType::EcdsaP256,
+    };
+    let version = issuer.issue(&spec, &s.store, &clock).await.unwrap();
+    assert_eq!(version.certificate, "www");
+    assert!(version.not_after - version.not_before <= 3600 + 1);
+
+    // The chain validates to Pebble's issuing root for both names.
+    use rustls::pki_types::pem::PemObject;
+    let chain: Vec<_> =
+        rustls::pki_types::CertificateDer::pem_slice_iter(version.chain_pem.as_bytes())
+            .map(Result::unwrap)
+            .collect();
+    assert!(chain.len() >= 2, "leaf and intermediate");
+    let mut trust = TrustStore::empty();
+    trust.add_all([&s.pebble.issuing_root().await], Origin::Private);
+    for name in ["a.tlsward.test", "b.tlsward.test"] {
+        let facts = tlsward::cert::analyze(
+            &chain,
+            &ServerName::try_from(name).unwrap(),
+            None,
+            &trust,
+            &Policy::new(),
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+        assert!(
+            facts.check(CheckKind::Chain).unwrap().ok(),
+            "{:?}",
+            facts.check(CheckKind::Chain)
+        );
+        assert!(facts.check(CheckKind::Hostname).unwrap().ok());
+        assert_eq!(facts.leaf.sha256, version.sha256);
+    }
+
+    // The key is stored sealed and decrypts to PKCS#8.
+    let key = s.store.version_key(version.id).unwrap();
+    assert_eq!(key.expose()[0], 0x30);
+    assert!(rcgen::KeyPair::try_from(key.expose()).is_ok());
+
+    // The journal tells the story; the order is complete.
+    let kinds: Vec<String> = s
+        .store
+        .journal_entries(None)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, ["account.saved", "order.started", "version.stored"]);
+    assert!(s.store.pending_orders().unwrap().is_empty());
+
+    // A second connection reuses the stored account.
+    let again = Issuer::connect(s.settings.clone(), &s.store, s.responder.clone(), &clock)
+        .await
+        .unwrap();
+    let v2 = again.issue(&spec, &s.store, &clock).await.unwrap();
+    assert_ne!(v2.sha256, version.sha256);
+    assert_eq!(s.store.versions("www").unwrap().len(), 2);
+    let accounts = s
+        .store
+        .journal_entries(None)
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == "account.saved")
+        .count();
+    assert_eq!(accounts, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_challenge_keeps_the_problem_document() {
+    let s = setup().await;
+    let clock = SystemClock;
+    // A responder nobody listens for: Pebble's HTTP-01 validation fails.
+    let silent = Http01Responder::new();
+    let issuer = Issuer::connect(s.settings.clone(), &s.store, silent, &clock)
+        .await
+        .unwrap();
+    drop(s.responder);
+    let spec = CertificateSpec {
+        name: "broken".into(),
+        domains: vec!["c.tlsward.test".into()],
+        key_type: KeyType::EcdsaP384,
+    };
+    let err = issuer.issue(&spec, &s.store, &clock).await.unwrap_err();
+    assert!(
+        matches!(err.reason(), "challenge_failed" | "ca_problem"),
+        "{err}"
+    );
+    let failed = s.store.journal_entries(Some("broken")).unwrap();
+    let last = failed.last().unwrap();
+    assert_eq!(last.kind, "order.failed");
+    assert!(last.detail["problem"].is_object(), "{:?}", last.detail);
+    assert!(s.store.latest("broken").unwrap().is_none());
+    assert!(s.store.pending_orders().unwrap().is_empty());
+}

@@ -1,0 +1,147 @@
+//! A real Pebble ACME server (Debian's pebble and pebble-challtestsrv) on free loopback ports,
+//! with its own HTTPS certificate made at test time, killed by pid on drop.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::util::{TestCa, real_now};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn free_udp_and_tcp_port() -> u16 {
+    loop {
+        let port = free_port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A running Pebble plus challtestsrv (its DNS), in a temp dir.
+pub struct Pebble {
+    pub directory: String,
+    pub mgmt: SocketAddr,
+    /// The CA that signed Pebble's own HTTPS certificate (trust it to talk ACME).
+    pub tls_ca: TestCa,
+    pub tls_ca_file: PathBuf,
+    children: Vec<Child>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Pebble {
+    /// Starts Pebble validating HTTP-01 on `http_port` (where tlsward's responder listens),
+    /// issuing certificates valid for `validity_secs`.
+    pub async fn start(http_port: u16, validity_secs: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let tls_ca = TestCa::root_at("Pebble TLS CA", real_now());
+        let leaf = tls_ca
+            .leaf(&["localhost", "127.0.0.1"])
+            .valid(-1.0, 365.0)
+            .build();
+        leaf.write_pem(dir.path(), "pebble");
+        let tls_ca_file = dir.path().join("tls-ca.pem");
+        std::fs::write(&tls_ca_file, tls_ca.pem()).unwrap();
+        let (acme, mgmt, tls, dns, cts) = (
+            free_port(),
+            free_port(),
+            free_port(),
+            free_udp_and_tcp_port(),
+            free_port(),
+        );
+        let config = format!(
+            r#"{{"pebble":{{"listenAddress":"127.0.0.1:{acme}","managementListenAddress":"127.0.0.1:{mgmt}","certificate":"pebble.pem","privateKey":"pebble.key","httpPort":{http_port},"tlsPort":{tls},"ocspResponderURL":"","externalAccountBindingRequired":false,"certificateValidityPeriod":{validity_secs}}}}}"#
+        );
+        std::fs::write(dir.path().join("pebble-config.json"), config).unwrap();
+        let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
+        let cts_child = Command::new("pebble-challtestsrv")
+            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+            .args([
+                "-dns01",
+                &format!("127.0.0.1:{dns}"),
+                "-management",
+                &format!("127.0.0.1:{cts}"),
+            ])
+            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+            .stdout(log("cts.log"))
+            .stderr(Stdio::from(log("cts.err")))
+            .spawn()
+            .expect("pebble-challtestsrv (Debian package pebble) must be installed");
+        let pebble_child = Command::new("pebble")
+            .current_dir(dir.path())
+            .args([
+                "-config",
+                "pebble-config.json",
+                "-strict=false",
+                "-dnsserver",
+                &format!("127.0.0.1:{dns}"),
+            ])
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .env("PEBBLE_AUTHZREUSE", "0")
+            .stdout(log("pebble.log"))
+            .stderr(Stdio::from(log("pebble.err")))
+            .spawn()
+            .expect("pebble (Debian package pebble) must be installed");
+        let pebble = Self {
+            directory: format!("https://127.0.0.1:{acme}/dir"),
+            mgmt: format!("127.0.0.1:{mgmt}").parse().unwrap(),
+            tls_ca,
+            tls_ca_file,
+            children: vec![cts_child, pebble_child],
+            dir,
+        };
+        for port in [acme, mgmt, cts] {
+            wait_port(port, pebble.dir.path()).await;
+        }
+        pebble
+    }
+
+    /// The root Pebble issues under (generated anew at every start), as DER.
+    pub async fn issuing_root(&self) -> rustls::pki_types::CertificateDer<'static> {
+        use rustls::pki_types::pem::PemObject;
+        let r =
+            crate::util::http::request(self.mgmt, "GET", "/roots/0", &[], Some(&self.tls_ca.cert))
+                .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        rustls::pki_types::CertificateDer::from_pem_slice(r.body.as_bytes()).unwrap()
+    }
+}
+
+async fn wait_port(port: u16, dir: &Path) {
+    for _ in 0..400 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let logs: String = ["pebble.log", "pebble.err", "cts.log", "cts.err"]
+        .iter()
+        .map(|f| {
+            format!(
+                "--- {f}\n{}",
+                std::fs::read_to_string(dir.join(f)).unwrap_or_default()
+            )
+        })
+        .collect();
+    panic!("pebble did not listen on {port}:\n{logs}");
+}
