@@ -200,13 +200,9 @@ impl Issuer {
                     terms_of_service_agreed: true,
                     only_return_existing: false,
                 };
-                let eab = match &settings.eab {
-                    Some((kid, key)) => Some(instant_acme::ExternalAccountKey::new(
-                        kid.clone(),
-                        key.expose(),
-                    )),
-                    None => None,
-                };
+                let eab = settings.eab.as_ref().map(|(kid, key)| {
+                    instant_acme::ExternalAccountKey::new(kid.clone(), key.expose())
+                });
                 let (account, creds) = builder()?
                     .create(&new, settings.directory.clone(), eab.as_ref())
                     .await?;
