@@ -85,7 +85,7 @@ async fn issues_for_several_names_and_stores_the_version_sealed() {
             None,
             &trust,
             &Policy::new(),
-            std::time::SystemTime::now(),
+            tlsward::clock::Clock::now(&SystemClock),
         )
         .unwrap();
         assert!(
