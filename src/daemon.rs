@@ -20,9 +20,12 @@ use tokio::sync::mpsc;
 use tracing::{error, info};
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{self, Config};
+use crate::config::{self, Config, RemediationSettings};
 use crate::exporter::{self, ExporterState, ProbeProfiles, ReloadRequest};
+use crate::issuer::Http01Responder;
+use crate::reconcile::{Desired, Reconciler};
 use crate::schedule::{Results, ScheduleMetrics, Scheduler};
+use crate::store::Store;
 
 /// Runtime options of `serve` (not config keys).
 #[derive(Debug, Clone)]
@@ -75,6 +78,15 @@ impl DaemonMetrics {
     }
 }
 
+fn desired(r: &RemediationSettings) -> Desired {
+    Desired {
+        acme: r.acme.clone(),
+        renew_fraction: r.renew_fraction,
+        certificates: r.certificates.clone(),
+        endpoints: r.endpoints.clone(),
+    }
+}
+
 fn profiles(config: &Config) -> ProbeProfiles {
     ProbeProfiles {
         by_name: config.profiles.clone(),
@@ -116,6 +128,39 @@ pub async fn run(
     };
     daemon_metrics.loaded(true, clock.as_ref());
     let results = Arc::new(Results::default());
+    let (remediation_stop_tx, remediation_stop_rx) = tokio::sync::watch::channel(false);
+    let reconciler = match &config.remediation {
+        Some(r) => {
+            let store = Arc::new(
+                Store::open(&config.store.path, &config.store.key).with_context(|| {
+                    format!("cannot open the store {}", config.store.path.display())
+                })?,
+            );
+            let responder = Http01Responder::new();
+            let http01 = TcpListener::bind(r.http01_listen)
+                .await
+                .with_context(|| format!("cannot listen for HTTP-01 on {}", r.http01_listen))?;
+            let mut rx = remediation_stop_rx.clone();
+            tokio::spawn(responder.clone().serve(http01, async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }));
+            let reconciler = Reconciler::new(
+                store,
+                desired(r),
+                responder,
+                results.clone(),
+                clock.clone(),
+                registry.sub_registry_with_prefix("tlsward"),
+            );
+            let mut rx = remediation_stop_rx.clone();
+            tokio::spawn(reconciler.clone().run(async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }));
+            info!(certificates = r.certificates.len(), endpoints = r.endpoints.len(), http01 = %r.http01_listen, "remediation running");
+            Some(reconciler)
+        }
+        None => None,
+    };
     let scheduler = Scheduler::new(results.clone(), schedule_metrics, clock.clone());
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
     let tls = config.web.tls.clone();
@@ -145,7 +190,7 @@ pub async fn run(
                 None => break,
             },
         };
-        let outcome = reload(&path, &scheduler, &state);
+        let outcome = reload(&path, &scheduler, &state, reconciler.as_deref());
         daemon_metrics.loaded(outcome.is_ok(), clock.as_ref());
         if let Some(tx) = answer {
             let _ = tx.send(outcome);
@@ -153,6 +198,7 @@ pub async fn run(
     }
     info!("shutting down");
     scheduler.stop();
+    let _ = remediation_stop_tx.send(true);
     let _ = stop_tx.send(true);
     server
         .await
@@ -162,9 +208,19 @@ pub async fn run(
 }
 
 /// Loads the config again and applies it, or keeps the running one.
-fn reload(path: &Path, scheduler: &Scheduler, state: &ExporterState) -> Result<(), String> {
+fn reload(
+    path: &Path,
+    scheduler: &Scheduler,
+    state: &ExporterState,
+    reconciler: Option<&Reconciler>,
+) -> Result<(), String> {
     match config::load(path) {
         Ok(config) => {
+            match (reconciler, &config.remediation) {
+                (Some(r), Some(new)) => r.update(desired(new)),
+                (None, None) => {}
+                _ => return Err("adding or removing [acme] needs a restart".into()),
+            }
             *state
                 .profiles
                 .write()

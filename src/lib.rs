@@ -11,6 +11,8 @@
 //!   once (file, line, key). Knows the settings types below; they do not know it.
 //! - [`exporter`]: hyper server: `/metrics`, `/probe`, health, reload; metric families over
 //!   reports. Knows nothing of the config file.
+//! - [`reconcile`]: the only place tying issuer, store and probe results: plans orders (pure
+//!   `plan.rs`), sleeps until the next deadline, reports endpoint drift.
 //! - [`issuer`]: ACME via instant-acme: the account, orders, the HTTP-01 responder; records
 //!   every order and version in the store. Knows nothing of probing or metrics.
 //! - [`store`]: SQLite, the only SQL: certificates, versions, keys sealed with age, orders,
@@ -30,5 +32,6 @@ pub mod daemon;
 pub mod exporter;
 pub mod issuer;
 pub mod probe;
+pub mod reconcile;
 pub mod schedule;
 pub mod store;

@@ -33,6 +33,9 @@ mod prometheus;
 // ACME issuance against a real Pebble, with the store.
 mod issue;
 
+// serve with [acme]: issuance from Pebble, renewal, drift.
+mod remediation;
+
 // The command line as users run it: output formats, exit codes, targets files.
 mod cli;
 

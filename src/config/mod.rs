@@ -81,6 +81,34 @@ pub struct Config {
     pub profiles: BTreeMap<String, Arc<Prober>>,
     /// The profile used when a target or `/probe` request names none.
     pub default_profile: String,
+    /// `[store]`: where the database and its key live.
+    pub store: StoreSettings,
+    /// `[acme]` and the managed certificates and endpoints, when configured.
+    pub remediation: Option<RemediationSettings>,
+}
+
+/// Where the store lives.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// The SQLite file.
+    pub path: PathBuf,
+    /// Its encryption key.
+    pub key: crate::store::KeySource,
+}
+
+/// The issuance side of the config.
+#[derive(Debug, Clone)]
+pub struct RemediationSettings {
+    /// How to reach the CA.
+    pub acme: crate::issuer::AcmeSettings,
+    /// Where the HTTP-01 responder listens.
+    pub http01_listen: SocketAddr,
+    /// Renew when less than this fraction of the lifetime is left (ACME convention: 1/3).
+    pub renew_fraction: f64,
+    /// Managed certificates.
+    pub certificates: Vec<crate::issuer::CertificateSpec>,
+    /// Endpoints: (endpoint name, certificate name, target key `host:port`).
+    pub endpoints: Vec<crate::reconcile::EndpointSpec>,
 }
 
 /// Every problem found in a config, each on its own line.

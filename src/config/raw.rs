@@ -23,6 +23,54 @@ pub(super) struct RawConfig {
     pub(super) targets: Vec<RawTarget>,
     #[serde(default, rename = "profile")]
     pub(super) profiles: BTreeMap<String, Spanned<RawProfile>>,
+    #[serde(default)]
+    pub(super) store: RawStore,
+    pub(super) acme: Option<Spanned<RawAcme>>,
+    #[serde(default, rename = "certificate")]
+    pub(super) certificates: Vec<RawCertificate>,
+    #[serde(default, rename = "endpoint")]
+    pub(super) endpoints: Vec<RawEndpoint>,
+}
+
+/// `[store]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStore {
+    pub(super) path: Option<Spanned<String>>,
+    pub(super) key_file: Option<Spanned<String>>,
+    pub(super) key_env: Option<Spanned<String>>,
+}
+
+/// `[acme]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAcme {
+    pub(super) directory: Spanned<String>,
+    #[serde(default)]
+    pub(super) contact: Vec<String>,
+    pub(super) ca_file: Option<Spanned<String>>,
+    pub(super) eab_kid: Option<Spanned<String>>,
+    pub(super) eab_hmac_env: Option<Spanned<String>>,
+    pub(super) http01_listen: Option<Spanned<String>>,
+    pub(super) renew_fraction: Option<Spanned<f64>>,
+}
+
+/// `[[certificate]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCertificate {
+    pub(super) name: Spanned<String>,
+    pub(super) domains: Spanned<Vec<String>>,
+    pub(super) key_type: Option<Spanned<String>>,
+}
+
+/// `[[endpoint]]`: a probe target bound to a managed certificate.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEndpoint {
+    pub(super) certificate: Spanned<String>,
+    pub(super) target: Spanned<String>,
+    pub(super) name: Option<Spanned<String>>,
 }
 
 /// `[server]`.

@@ -11,13 +11,16 @@ use toml::Spanned;
 
 use super::raw::{RawConfig, RawProfile};
 use super::{
-    Config, ConfigError, DEFAULT_CONCURRENCY, DEFAULT_INTERVAL, DEFAULT_LISTEN, SHIPPED_PROFILES,
-    base_dir,
+    Config, ConfigError, DEFAULT_CONCURRENCY, DEFAULT_INTERVAL, DEFAULT_LISTEN,
+    RemediationSettings, SHIPPED_PROFILES, StoreSettings, base_dir,
 };
 use crate::cert::{DEFAULT_CRIT_DAYS, DEFAULT_WARN_DAYS, Policy, TrustStore};
 use crate::exporter::WebConfig;
+use crate::issuer::{AcmeSettings, CertificateSpec, KeyType};
 use crate::probe::{ClientIdentity, Module, Prober, Protocol, Target, load_trust};
+use crate::reconcile::EndpointSpec;
 use crate::schedule::TargetSpec;
+use crate::store::{KeySource, Secret};
 
 /// Label names tlsward sets itself, which config labels may not take.
 const RESERVED_LABELS: &[&str] = &[
@@ -327,6 +330,9 @@ impl Validator<'_, '_> {
             );
         }
 
+        let store = self.store_settings(&raw, &state_dir);
+        let remediation = self.remediation(&raw, &targets);
+
         let mut by_name = BTreeMap::new();
         for name in profiles.keys() {
             if let Some(prober) = self.prober(&mut probers, &profiles, name, None, None, None) {
@@ -342,6 +348,8 @@ impl Validator<'_, '_> {
             targets,
             profiles: by_name,
             default_profile,
+            store,
+            remediation,
         })
     }
 
@@ -712,6 +720,211 @@ impl Validator<'_, '_> {
             }
         }
         ok.then_some(web)
+    }
+}
+
+impl Validator<'_, '_> {
+    fn store_settings(&mut self, raw: &RawConfig, state_dir: &Path) -> StoreSettings {
+        let path = raw.store.path.as_ref().map_or_else(
+            || state_dir.join("tlsward.db"),
+            |p| self.base.join(p.get_ref()),
+        );
+        let key = match (&raw.store.key_env, &raw.store.key_file) {
+            (Some(env), None) => KeySource::Env(env.get_ref().clone()),
+            (None, file) => KeySource::File(file.as_ref().map_or_else(
+                || state_dir.join("store.key"),
+                |f| self.base.join(f.get_ref()),
+            )),
+            (Some(env), Some(_)) => {
+                self.p
+                    .at(env, "store.key_env", "use key_env or key_file, not both");
+                KeySource::Env(env.get_ref().clone())
+            }
+        };
+        StoreSettings { path, key }
+    }
+
+    fn remediation(
+        &mut self,
+        raw: &RawConfig,
+        targets: &[TargetSpec],
+    ) -> Option<RemediationSettings> {
+        let Some(acme) = &raw.acme else {
+            if let Some(c) = raw.certificates.first() {
+                self.p.at(
+                    &c.name,
+                    "certificate[0]",
+                    "managed certificates need an [acme] section",
+                );
+            }
+            return None;
+        };
+        let span = acme.span();
+        let acme = acme.get_ref();
+        let directory = acme.directory.get_ref().clone();
+        if !directory.starts_with("https://") {
+            self.p
+                .at(&acme.directory, "acme.directory", "must be an https:// URL");
+        }
+        let eab = match (&acme.eab_kid, &acme.eab_hmac_env) {
+            (None, None) => None,
+            (Some(kid), Some(env)) => match std::env::var(env.get_ref()) {
+                Ok(v) => {
+                    use base64::Engine;
+                    match base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .decode(v.trim().trim_end_matches('='))
+                    {
+                        Ok(key) => Some((kid.get_ref().clone(), Secret::new(key))),
+                        Err(_) => {
+                            self.p.at(
+                                env,
+                                "acme.eab_hmac_env",
+                                format!("{} is not base64url", env.get_ref()),
+                            );
+                            None
+                        }
+                    }
+                }
+                Err(_) => {
+                    self.p.at(
+                        env,
+                        "acme.eab_hmac_env",
+                        format!("environment variable {} is not set", env.get_ref()),
+                    );
+                    None
+                }
+            },
+            (Some(v), None) | (None, Some(v)) => {
+                self.p.at(v, "acme", "eab_kid and eab_hmac_env go together");
+                None
+            }
+        };
+        let http01_listen = match &acme.http01_listen {
+            Some(l) => l
+                .get_ref()
+                .parse()
+                .map_err(|_| {
+                    self.p
+                        .at(l, "acme.http01_listen", "expected IP:PORT, e.g. 0.0.0.0:80")
+                })
+                .ok()?,
+            None => "0.0.0.0:80".parse().expect("valid"),
+        };
+        let renew_fraction = match &acme.renew_fraction {
+            Some(f) if *f.get_ref() > 0.0 && *f.get_ref() < 1.0 => *f.get_ref(),
+            Some(f) => {
+                self.p.at(
+                    f,
+                    "acme.renew_fraction",
+                    "must be between 0 and 1 (e.g. 0.33: renew with a third of the lifetime left)",
+                );
+                crate::reconcile::DEFAULT_RENEW_FRACTION
+            }
+            None => crate::reconcile::DEFAULT_RENEW_FRACTION,
+        };
+        let mut certificates: Vec<CertificateSpec> = Vec::new();
+        for (i, c) in raw.certificates.iter().enumerate() {
+            let key = format!("certificate[{i}]");
+            let name = c.name.get_ref().clone();
+            if certificates.iter().any(|x| x.name == name) {
+                self.p.at(
+                    &c.name,
+                    &format!("{key}.name"),
+                    format!("{name:?} is already defined"),
+                );
+                continue;
+            }
+            if c.domains.get_ref().is_empty() {
+                self.p.at(
+                    &c.domains,
+                    &format!("{key}.domains"),
+                    "needs at least one name",
+                );
+            }
+            for d in c.domains.get_ref() {
+                if rustls_pki_types::DnsName::try_from(d.as_str()).is_err() {
+                    self.p.at(
+                        &c.domains,
+                        &format!("{key}.domains"),
+                        format!("{d:?} is not a DNS name"),
+                    );
+                }
+            }
+            let key_type = match c.key_type.as_ref().map(|k| (k, k.get_ref().as_str())) {
+                None | Some((_, "ecdsa-p256")) => KeyType::EcdsaP256,
+                Some((_, "ecdsa-p384")) => KeyType::EcdsaP384,
+                Some((k, other)) => {
+                    self.p.at(
+                        k,
+                        &format!("{key}.key_type"),
+                        format!("unknown key type {other:?} (expected ecdsa-p256 or ecdsa-p384)"),
+                    );
+                    KeyType::EcdsaP256
+                }
+            };
+            certificates.push(CertificateSpec {
+                name,
+                domains: c.domains.get_ref().clone(),
+                key_type,
+            });
+        }
+        let mut endpoints: Vec<EndpointSpec> = Vec::new();
+        for (i, e) in raw.endpoints.iter().enumerate() {
+            let key = format!("endpoint[{i}]");
+            if !certificates
+                .iter()
+                .any(|c| c.name == *e.certificate.get_ref())
+            {
+                let hint = suggest(
+                    e.certificate.get_ref(),
+                    certificates.iter().map(|c| &c.name),
+                );
+                self.p.at(
+                    &e.certificate,
+                    &format!("{key}.certificate"),
+                    format!("unknown certificate {:?}{hint}", e.certificate.get_ref()),
+                );
+                continue;
+            }
+            let target = match e.target.get_ref().parse::<Target>() {
+                Ok(t) => t.to_string(),
+                Err(err) => {
+                    self.p.at(&e.target, &format!("{key}.target"), err);
+                    continue;
+                }
+            };
+            if !targets.iter().any(|t| t.name == target) {
+                self.p.at(
+                    &e.target,
+                    &format!("{key}.target"),
+                    format!("no [[target]] has address {target}; add one so it is probed"),
+                );
+                continue;
+            }
+            let name = e
+                .name
+                .as_ref()
+                .map_or_else(|| target.clone(), |n| n.get_ref().clone());
+            endpoints.push(EndpointSpec {
+                name,
+                certificate: e.certificate.get_ref().clone(),
+                target,
+            });
+        }
+        let _ = span;
+        Some(RemediationSettings {
+            acme: AcmeSettings {
+                directory,
+                contact: acme.contact.clone(),
+                ca_file: acme.ca_file.as_ref().map(|f| self.base.join(f.get_ref())),
+                eab,
+                retry: crate::issuer::DEFAULT_RETRY,
+            },
+            http01_listen,
+            renew_fraction,
+            certificates,
+            endpoints,
+        })
     }
 }
 

@@ -239,15 +239,16 @@ pub fn rsa_key() -> KeyPair {
     KeyPair::from_pem(&pem).expect("RSA key")
 }
 
+/// Serves one certificate, which a test may swap (a deployment).
 #[derive(Debug)]
-struct FixedCert(Arc<rustls::sign::CertifiedKey>);
+struct FixedCert(std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>);
 
 impl rustls::server::ResolvesServerCert for FixedCert {
     fn resolve(
         &self,
         _hello: rustls::server::ClientHello<'_>,
     ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        Some(self.0.clone())
+        Some(self.0.read().unwrap().clone())
     }
 }
 
@@ -316,6 +317,20 @@ impl Leaf {
 pub struct TlsServer {
     pub addr: SocketAddr,
     task: JoinHandle<()>,
+    cert: Arc<FixedCert>,
+}
+
+impl TlsServer {
+    /// Serves another chain from now on, as a deployment would.
+    pub fn swap(&self, chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) {
+        let provider = rustls::crypto::ring::default_provider();
+        let signing_key = provider
+            .key_provider
+            .load_private_key(key)
+            .expect("server key");
+        *self.cert.0.write().unwrap() =
+            Arc::new(rustls::sign::CertifiedKey::new(chain, signing_key));
+    }
 }
 
 impl Drop for TlsServer {
@@ -396,7 +411,8 @@ impl ServerSpec {
             .expect("server key");
         let mut certified = rustls::sign::CertifiedKey::new(self.chain, signing_key);
         certified.ocsp = (!self.ocsp.is_empty()).then_some(self.ocsp);
-        let config = builder.with_cert_resolver(Arc::new(FixedCert(Arc::new(certified))));
+        let cert = Arc::new(FixedCert(std::sync::RwLock::new(Arc::new(certified))));
+        let config = builder.with_cert_resolver(cert.clone());
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind(bind).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -414,6 +430,6 @@ impl ServerSpec {
                 });
             }
         });
-        TlsServer { addr, task }
+        TlsServer { addr, task, cert }
     }
 }

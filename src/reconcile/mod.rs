@@ -1,0 +1,395 @@
+//! The reconciler: the only place that ties the issuer, the store and the probe results
+//! together. It sleeps until the next renewal is due (or it is notified), orders what the
+//! pure [`plan`] says, and reports drift: whether each endpoint serves the latest version of
+//! its certificate.
+
+mod plan;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, UNIX_EPOCH};
+
+pub use plan::{CertState, Drift, OrderReason, Plan, drift, plan, renewal_time};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::Registry;
+use tokio::sync::Notify;
+use tracing::{error, info, warn};
+
+use crate::clock::Clock;
+use crate::issuer::{AcmeSettings, CertificateSpec, Http01Responder, Issuer};
+use crate::schedule::Results;
+use crate::store::Store;
+
+/// Renew when a third of the lifetime is left, unless configured otherwise.
+pub const DEFAULT_RENEW_FRACTION: f64 = 1.0 / 3.0;
+/// The longest the reconciler sleeps without looking again.
+pub const MAX_SLEEP: Duration = Duration::from_secs(300);
+/// The first retry delay after a failed order; it doubles up to [`MAX_RETRY`].
+pub const FIRST_RETRY: Duration = Duration::from_secs(30);
+/// The longest wait between retries of a failing certificate.
+pub const MAX_RETRY: Duration = Duration::from_secs(3600);
+
+/// A probe target bound to a managed certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointSpec {
+    /// Its name (the `endpoint` label).
+    pub name: String,
+    /// The managed certificate it should serve.
+    pub certificate: String,
+    /// The probe target (`host:port`, as in a `[[target]]`).
+    pub target: String,
+}
+
+/// What the reconciler works from; replaced on reload.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    /// How to reach the CA.
+    pub acme: AcmeSettings,
+    /// Renewal fraction.
+    pub renew_fraction: f64,
+    /// Managed certificates.
+    pub certificates: Vec<CertificateSpec>,
+    /// Endpoints.
+    pub endpoints: Vec<EndpointSpec>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OrderLabels {
+    result: &'static str,
+    reason: &'static str,
+}
+
+/// Counters of the automation itself.
+#[derive(Debug, Clone)]
+struct OrderMetrics {
+    orders: Family<OrderLabels, Counter>,
+    last_success: Gauge<f64, AtomicU64>,
+    last_failure: Gauge<f64, AtomicU64>,
+}
+
+/// Orders certificates when due and reports drift.
+pub struct Reconciler {
+    store: Arc<Store>,
+    desired: RwLock<Desired>,
+    responder: Http01Responder,
+    clock: Arc<dyn Clock>,
+    results: Arc<Results>,
+    notify: Notify,
+    retries: Mutex<HashMap<String, (u32, i64)>>,
+    metrics: OrderMetrics,
+}
+
+impl std::fmt::Debug for Reconciler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reconciler").finish_non_exhaustive()
+    }
+}
+
+fn unix(clock: &dyn Clock) -> i64 {
+    clock
+        .now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Reconciler {
+    /// A reconciler, with its metrics registered in `reg` (prefix `tlsward`).
+    pub fn new(
+        store: Arc<Store>,
+        desired: Desired,
+        responder: Http01Responder,
+        results: Arc<Results>,
+        clock: Arc<dyn Clock>,
+        reg: &mut Registry,
+    ) -> Arc<Self> {
+        let metrics = OrderMetrics {
+            orders: Family::default(),
+            last_success: Gauge::default(),
+            last_failure: Gauge::default(),
+        };
+        reg.register(
+            "acme_orders",
+            "ACME orders finished, by result and reason",
+            metrics.orders.clone(),
+        );
+        reg.register(
+            "acme_last_success_timestamp_seconds",
+            "When an order last succeeded",
+            metrics.last_success.clone(),
+        );
+        reg.register(
+            "acme_last_failure_timestamp_seconds",
+            "When an order last failed",
+            metrics.last_failure.clone(),
+        );
+        let me = Arc::new(Self {
+            store,
+            desired: RwLock::new(desired),
+            responder,
+            clock,
+            results,
+            notify: Notify::new(),
+            retries: Mutex::new(HashMap::new()),
+            metrics,
+        });
+        reg.register_collector(Box::new(RemediationCollector {
+            reconciler: me.clone(),
+        }));
+        me
+    }
+
+    /// Replaces what is desired (a config reload) and wakes the loop.
+    pub fn update(&self, desired: Desired) {
+        *self.desired.write().unwrap_or_else(PoisonError::into_inner) = desired;
+        self.notify.notify_one();
+    }
+
+    fn desired(&self) -> Desired {
+        self.desired
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn states(&self, desired: &Desired) -> Vec<CertState> {
+        let retries = self.retries.lock().unwrap_or_else(PoisonError::into_inner);
+        desired
+            .certificates
+            .iter()
+            .map(|c| CertState {
+                name: c.name.clone(),
+                latest: self
+                    .store
+                    .latest(&c.name)
+                    .ok()
+                    .flatten()
+                    .map(|v| (v.not_before, v.not_after)),
+                retry_after: retries.get(&c.name).map(|(_, at)| *at),
+            })
+            .collect()
+    }
+
+    /// Runs until `shutdown` completes: plan, order, sleep until the next deadline.
+    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut issuer: Option<(String, Issuer)> = None;
+        loop {
+            let desired = self.desired();
+            let now = unix(self.clock.as_ref());
+            let planned = plan(&self.states(&desired), now, desired.renew_fraction);
+            for (name, reason) in &planned.orders {
+                let Some(spec) = desired.certificates.iter().find(|c| c.name == *name) else {
+                    continue;
+                };
+                if issuer
+                    .as_ref()
+                    .is_none_or(|(dir, _)| *dir != desired.acme.directory)
+                {
+                    match Issuer::connect(
+                        desired.acme.clone(),
+                        &self.store,
+                        self.responder.clone(),
+                        self.clock.as_ref(),
+                    )
+                    .await
+                    {
+                        Ok(i) => issuer = Some((desired.acme.directory.clone(), i)),
+                        Err(e) => {
+                            error!(directory = %desired.acme.directory, error = %e, "cannot reach the ACME account");
+                            self.failed(name, e.reason());
+                            continue;
+                        }
+                    }
+                }
+                let (_, iss) = issuer.as_ref().expect("connected above");
+                info!(certificate = %name, reason = ?reason, "ordering");
+                match iss.issue(spec, &self.store, self.clock.as_ref()).await {
+                    Ok(v) => {
+                        self.retries
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .remove(name);
+                        self.metrics
+                            .orders
+                            .get_or_create(&OrderLabels {
+                                result: "valid",
+                                reason: "none",
+                            })
+                            .inc();
+                        self.metrics
+                            .last_success
+                            .set(unix(self.clock.as_ref()) as f64);
+                        info!(certificate = %name, serial = %v.serial, "stored new version");
+                    }
+                    Err(e) => {
+                        warn!(certificate = %name, error = %e, "order failed");
+                        self.failed(name, e.reason());
+                    }
+                }
+            }
+            let now = unix(self.clock.as_ref());
+            let planned = plan(&self.states(&desired), now, desired.renew_fraction);
+            let sleep = planned
+                .next
+                .map(|t| Duration::from_secs(t.saturating_sub(now).max(1) as u64))
+                .unwrap_or(MAX_SLEEP)
+                .min(MAX_SLEEP);
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep(sleep) => {}
+                () = self.notify.notified() => {}
+            }
+        }
+    }
+
+    fn failed(&self, name: &str, reason: &'static str) {
+        let now = unix(self.clock.as_ref());
+        let mut retries = self.retries.lock().unwrap_or_else(PoisonError::into_inner);
+        let attempts = retries.get(name).map_or(0, |(n, _)| *n) + 1;
+        let delay = (FIRST_RETRY * 2u32.saturating_pow(attempts - 1)).min(MAX_RETRY);
+        retries.insert(name.to_owned(), (attempts, now + delay.as_secs() as i64));
+        self.metrics
+            .orders
+            .get_or_create(&OrderLabels {
+                result: "failed",
+                reason,
+            })
+            .inc();
+        self.metrics.last_failure.set(now as f64);
+    }
+
+    /// The drift of every endpoint, from the latest probe of its target.
+    pub fn drifts(&self) -> Vec<(EndpointSpec, Drift)> {
+        let desired = self.desired();
+        let served: HashMap<String, Vec<Option<String>>> = self.results.with(|map| {
+            let mut out: HashMap<String, Vec<Option<String>>> = HashMap::new();
+            for state in map.values() {
+                let entry = out.entry(state.spec.name.clone()).or_default();
+                entry.extend(
+                    state
+                        .last
+                        .iter()
+                        .map(|r| r.outcome.as_ref().ok().map(|f| f.leaf.sha256.clone())),
+                );
+            }
+            out
+        });
+        desired
+            .endpoints
+            .iter()
+            .map(|e| {
+                let versions: Vec<String> = self
+                    .store
+                    .versions(&e.certificate)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|v| v.sha256)
+                    .collect();
+                let refs: Vec<&str> = versions.iter().map(String::as_str).collect();
+                let d = match served.get(&e.target) {
+                    None => Drift::Missing,
+                    Some(list) if list.is_empty() => Drift::Missing,
+                    // With several addresses, the worst one counts.
+                    Some(list) => list
+                        .iter()
+                        .map(|s| drift(s.as_deref(), &refs))
+                        .max_by_key(|d| match d {
+                            Drift::InSync => 0,
+                            Drift::Missing => 1,
+                            Drift::Stale => 2,
+                            Drift::Foreign => 3,
+                        })
+                        .unwrap_or(Drift::Missing),
+                };
+                (e.clone(), d)
+            })
+            .collect()
+    }
+}
+
+/// Certificate and drift series, built at scrape time from the store and the probe results.
+#[derive(Debug)]
+struct RemediationCollector {
+    reconciler: Arc<Reconciler>,
+}
+
+impl Collector for RemediationCollector {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let r = &self.reconciler;
+        let desired = r.desired();
+        let latest: Vec<(String, crate::store::Version)> = desired
+            .certificates
+            .iter()
+            .filter_map(|c| {
+                r.store
+                    .latest(&c.name)
+                    .ok()
+                    .flatten()
+                    .map(|v| (c.name.clone(), v))
+            })
+            .collect();
+        if !latest.is_empty() {
+            let mut fam = enc.encode_descriptor(
+                "certificate_not_after_timestamp_seconds",
+                "notAfter of the newest issued version of a managed certificate.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (name, v) in &latest {
+                ConstGauge::new(v.not_after as f64)
+                    .encode(fam.encode_family(&[("certificate", name.as_str())])?)?;
+            }
+            let mut fam = enc.encode_descriptor(
+                "certificate_renewal_timestamp_seconds",
+                "When the newest version is due for renewal.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (name, v) in &latest {
+                let t = renewal_time(v.not_before, v.not_after, desired.renew_fraction);
+                ConstGauge::new(t as f64)
+                    .encode(fam.encode_family(&[("certificate", name.as_str())])?)?;
+            }
+        }
+        let drifts = r.drifts();
+        if !drifts.is_empty() {
+            let mut fam = enc.encode_descriptor(
+                "endpoint_drift",
+                "1 when the endpoint does not serve the latest issued version of its certificate.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (e, d) in &drifts {
+                let labels = [
+                    ("endpoint", e.name.as_str()),
+                    ("certificate", e.certificate.as_str()),
+                ];
+                ConstGauge::new(i64::from(*d != Drift::InSync))
+                    .encode(fam.encode_family(&labels)?)?;
+            }
+            let mut fam = enc.encode_descriptor(
+                "endpoint_drift_reason",
+                "Why the endpoint drifts: stale, foreign or missing.",
+                None,
+                MetricType::Info,
+            )?;
+            for (e, d) in &drifts {
+                if let Some(reason) = d.reason() {
+                    fam.encode_info(&[
+                        ("endpoint", e.name.as_str()),
+                        ("certificate", e.certificate.as_str()),
+                        ("reason", reason),
+                    ])?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

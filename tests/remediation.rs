@@ -1,0 +1,163 @@
+//! `tlsward serve` with `[acme]`: the certificate is issued from a real Pebble, stored sealed,
+//! renewed when due, and drift is reported for an endpoint that serves a foreign certificate,
+//! the latest version, then a stale one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tlsward::clock::SystemClock;
+use tlsward::store::{KeySource, Store};
+use tokio::net::TcpListener;
+
+use crate::serve::eventually;
+use crate::util::http::get;
+use crate::util::pebble::Pebble;
+use crate::util::{TestCa, TlsServer, real_now};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_issues_renews_and_reports_drift() {
+    let http01_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // 20-second certificates renewed at half their lifetime: a renewal within the test.
+    let pebble = Pebble::start(http01_port, 20).await;
+    let dir = pebble.dir.path();
+    std::fs::write(
+        dir.join("acme-root.pem"),
+        crate::util::pem(&pebble.issuing_root().await),
+    )
+    .unwrap();
+    // The endpoint starts out serving a certificate tlsward never issued.
+    let old = TestCa::root_at("Old CA", real_now())
+        .leaf(&["site.tlsward.test"])
+        .build();
+    let endpoint = TlsServer::leaf(&old).start().await;
+    let target = format!("site.tlsward.test:{}", endpoint.addr.port());
+    let config = format!(
+        r#"
+[store]
+path = "state/tlsward.db"
+key_file = "state/store.key"
+
+[acme]
+directory = "{directory}"
+ca_file = "{ca}"
+http01_listen = "127.0.0.1:{http01_port}"
+renew_fraction = 0.5
+
+[[certificate]]
+name = "site"
+domains = ["site.tlsward.test"]
+
+[profile.site]
+ca_files = ["acme-root.pem"]
+system_roots = false
+
+[[target]]
+address = "{target}"
+profile = "site"
+interval = "1s"
+connect_to = ["127.0.0.1"]
+
+[[endpoint]]
+certificate = "site"
+target = "{target}"
+"#,
+        directory = pebble.directory,
+        ca = pebble.tls_ca_file.display(),
+    );
+    let path = dir.join("tlsward.toml");
+    std::fs::write(&path, config).unwrap();
+    let loaded = tlsward::config::load(&path).expect("valid config");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(tlsward::daemon::run(
+        listener,
+        path.clone(),
+        loaded,
+        Arc::new(SystemClock),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    // The endpoint's name defaults to its target.
+    let reason_series = |reason: &str| {
+        format!(
+            "tlsward_endpoint_drift_reason_info{{endpoint=\"{target}\",certificate=\"site\",reason=\"{reason}\"}} 1"
+        )
+    };
+    let drift = |reason: &str| {
+        let series = reason_series(reason);
+        move || {
+            let series = series.clone();
+            async move { get(addr, "/metrics").await.body.contains(&series) }
+        }
+    };
+    eventually(30, "issuance and foreign drift", drift("foreign")).await;
+    let m = get(addr, "/metrics").await.body;
+    assert!(
+        m.contains("tlsward_certificate_not_after_timestamp_seconds{certificate=\"site\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains("tlsward_acme_orders_total{result=\"valid\",reason=\"none\"} 1"),
+        "{m}"
+    );
+
+    // Deploy the issued version by hand: drift clears.
+    let store = Store::open(
+        &dir.join("state/tlsward.db"),
+        &KeySource::File(dir.join("state/store.key")),
+    )
+    .unwrap();
+    let v1 = store.latest("site").unwrap().unwrap();
+    let deploy = |v: &tlsward::store::Version| {
+        use rustls::pki_types::pem::PemObject;
+        let chain: Vec<_> =
+            rustls::pki_types::CertificateDer::pem_slice_iter(v.chain_pem.as_bytes())
+                .map(Result::unwrap)
+                .collect();
+        let key = store.version_key(v.id).unwrap();
+        endpoint.swap(
+            chain,
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.expose().to_vec().into()),
+        );
+    };
+    deploy(&v1);
+    let in_sync = format!("tlsward_endpoint_drift{{endpoint=\"{target}\",certificate=\"site\"}} 0");
+    eventually(10, "drift to clear", || {
+        let in_sync = in_sync.clone();
+        async move { get(addr, "/metrics").await.body.contains(&in_sync) }
+    })
+    .await;
+
+    // At half its lifetime the certificate is renewed; the endpoint now serves a stale one.
+    eventually(40, "the renewal", || {
+        let store = &store;
+        async move { store.versions("site").unwrap().len() >= 2 }
+    })
+    .await;
+    eventually(10, "stale drift", drift("stale")).await;
+    let kinds: Vec<String> = store
+        .journal_entries(Some("site"))
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        &kinds[..4],
+        [
+            "order.started",
+            "version.stored",
+            "order.started",
+            "version.stored"
+        ],
+        "{kinds:?}"
+    );
+    let _ = stop.send(());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
