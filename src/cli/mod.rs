@@ -3,6 +3,7 @@
 //! Knows every module below it; nothing knows it. Errors here are `anyhow`, printed once by
 //! `main` with their chain.
 
+mod cert;
 mod output;
 mod probe;
 mod verify;
@@ -58,6 +59,47 @@ pub enum Command {
     ///
     /// Exit codes: 0 valid, 1 invalid.
     CheckConfig(CheckConfigArgs),
+    /// Managed certificates: list, show (versions and journal), issue or renew now.
+    Cert(CertArgs),
+}
+
+/// `tlsward cert`.
+#[derive(Debug, Args)]
+pub struct CertArgs {
+    /// The config file (its [acme], [[certificate]] and [store]).
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        default_value = "tlsward.toml",
+        global = true
+    )]
+    pub config: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CertCommand,
+}
+
+/// `tlsward cert` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Every managed certificate: versions, expiry, next renewal.
+    List,
+    /// One certificate's versions and journal.
+    Show {
+        /// The certificate's name.
+        name: String,
+    },
+    /// Order the certificate now.
+    Issue {
+        /// The certificate's name.
+        name: String,
+    },
+    /// Order a new version now, whatever its renewal time.
+    Renew {
+        /// The certificate's name.
+        name: String,
+    },
 }
 
 /// `tlsward serve`.
@@ -193,6 +235,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             }))?;
             Ok(0)
         }
+        Command::Cert(args) => cert::run(args),
         Command::CheckConfig(args) => match crate::config::load(&args.config) {
             Ok(c) => {
                 println!(

@@ -255,6 +255,37 @@ impl Store {
             .pragma_query_value(None, "user_version", |r| r.get(0))?)
     }
 
+    /// Checks the database: SQLite's own integrity check, and that every stored version
+    /// belongs to a completed order with its journal entry. Returns the problems found.
+    pub fn check(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut problems = Vec::new();
+        let integrity: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        if integrity != "ok" {
+            problems.push(format!("integrity_check: {integrity}"));
+        }
+        let orphans: i64 = conn.query_row(
+            "SELECT count(*) FROM versions v LEFT JOIN orders o ON o.id = v.order_id WHERE o.status IS NOT 'valid'",
+            [],
+            |r| r.get(0),
+        )?;
+        if orphans > 0 {
+            problems.push(format!("{orphans} version(s) without a completed order"));
+        }
+        let versions: i64 = conn.query_row("SELECT count(*) FROM versions", [], |r| r.get(0))?;
+        let journaled: i64 = conn.query_row(
+            "SELECT count(*) FROM journal WHERE kind = 'version.stored'",
+            [],
+            |r| r.get(0),
+        )?;
+        if versions != journaled {
+            problems.push(format!(
+                "{versions} version(s) but {journaled} version.stored journal entries"
+            ));
+        }
+        Ok(problems)
+    }
+
     /// Records or updates a managed certificate's definition.
     pub fn upsert_certificate(&self, c: &CertificateRow, now: i64) -> Result<(), StoreError> {
         let domains = serde_json::to_string(&c.domains).expect("strings serialize");

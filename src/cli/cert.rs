@@ -1,0 +1,136 @@
+//! `tlsward cert list|show|issue|renew`: operators' view of the store and the issuer.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use time::OffsetDateTime;
+
+use super::{CertArgs, CertCommand};
+use crate::cert::rfc3339;
+use crate::clock::SystemClock;
+use crate::config::{self, Config, RemediationSettings};
+use crate::issuer::{Http01Responder, Issuer};
+use crate::reconcile::renewal_time;
+use crate::store::Store;
+
+fn time(unix: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(unix)
+        .map(rfc3339)
+        .unwrap_or_else(|_| unix.to_string())
+}
+
+fn load(path: &Path) -> anyhow::Result<(Config, RemediationSettings, Store)> {
+    let config = config::load(path)?;
+    let Some(remediation) = config.remediation.clone() else {
+        bail!(
+            "{} has no [acme] section: no managed certificates",
+            path.display()
+        );
+    };
+    let store = Store::open(&config.store.path, &config.store.key)
+        .with_context(|| format!("cannot open the store {}", config.store.path.display()))?;
+    Ok((config, remediation, store))
+}
+
+pub(super) fn run(args: CertArgs) -> anyhow::Result<u8> {
+    let (_config, remediation, store) = load(&args.config)?;
+    let mut out = std::io::stdout().lock();
+    match args.command {
+        CertCommand::List => {
+            writeln!(
+                out,
+                "{:<20} {:<9} {:<22} {:<22} DOMAINS",
+                "NAME", "VERSIONS", "NOT AFTER", "RENEW AT"
+            )?;
+            for spec in &remediation.certificates {
+                let versions = store.versions(&spec.name)?;
+                let (not_after, renew) = match versions.first() {
+                    Some(v) => (
+                        time(v.not_after),
+                        time(renewal_time(
+                            v.not_before,
+                            v.not_after,
+                            remediation.renew_fraction,
+                        )),
+                    ),
+                    None => ("-".into(), "now (never issued)".into()),
+                };
+                writeln!(
+                    out,
+                    "{:<20} {:<9} {:<22} {:<22} {}",
+                    spec.name,
+                    versions.len(),
+                    not_after,
+                    renew,
+                    spec.domains.join(",")
+                )?;
+            }
+        }
+        CertCommand::Show { name } => {
+            let spec = remediation
+                .certificates
+                .iter()
+                .find(|c| c.name == name)
+                .with_context(|| format!("no [[certificate]] named {name:?}"))?;
+            writeln!(
+                out,
+                "certificate {} ({}): {}",
+                spec.name,
+                spec.key_type.as_str(),
+                spec.domains.join(", ")
+            )?;
+            for v in store.versions(&name)? {
+                writeln!(
+                    out,
+                    "  version {}: serial {} sha256 {}\n    valid {} .. {}, stored {}",
+                    v.id,
+                    v.serial,
+                    v.sha256,
+                    time(v.not_before),
+                    time(v.not_after),
+                    time(v.issued_at)
+                )?;
+            }
+            writeln!(out, "journal:")?;
+            for e in store.journal_entries(Some(&name))? {
+                writeln!(out, "  {} {:<16} {}", time(e.at), e.kind, e.detail)?;
+            }
+        }
+        CertCommand::Issue { name } | CertCommand::Renew { name } => {
+            let spec = remediation
+                .certificates
+                .iter()
+                .find(|c| c.name == name)
+                .with_context(|| format!("no [[certificate]] named {name:?}"))?
+                .clone();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let version = runtime.block_on(async {
+                let clock = SystemClock;
+                let responder = Http01Responder::new();
+                let listener = tokio::net::TcpListener::bind(remediation.http01_listen)
+                    .await
+                    .with_context(|| format!("cannot listen for HTTP-01 on {} (is tlsward serve running? it answers challenges itself)", remediation.http01_listen))?;
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                tokio::spawn(responder.clone().serve(listener, async {
+                    let _ = stopped.await;
+                }));
+                let issuer = Issuer::connect(remediation.acme.clone(), &store, responder, &clock).await?;
+                let version = issuer.issue(&spec, &store, &clock).await;
+                let _ = stop.send(());
+                anyhow::Ok(version?)
+            })?;
+            writeln!(
+                out,
+                "issued {}: serial {} sha256 {}, valid until {}",
+                name,
+                version.serial,
+                version.sha256,
+                time(version.not_after)
+            )?;
+        }
+    }
+    Ok(0)
+}
