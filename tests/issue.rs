@@ -65,7 +65,7 @@ async fn issues_for_several_names_and_stores_the_version_sealed() {
         domains: vec!["a.tlsward.test".into(), "b.tlsward.test".into()],
         key_type: KeyType::EcdsaP256,
     };
-    let version = issuer.issue(&spec, &s.store, &clock).await.unwrap();
+    let version = issuer.issue(&spec, &s.store, &clock, None).await.unwrap();
     assert_eq!(version.certificate, "www");
     assert!(version.not_after - version.not_before <= 3600 + 1);
 
@@ -117,7 +117,7 @@ async fn issues_for_several_names_and_stores_the_version_sealed() {
     let again = Issuer::connect(s.settings.clone(), &s.store, s.responder.clone(), &clock)
         .await
         .unwrap();
-    let v2 = again.issue(&spec, &s.store, &clock).await.unwrap();
+    let v2 = again.issue(&spec, &s.store, &clock, None).await.unwrap();
     assert_ne!(v2.sha256, version.sha256);
     assert_eq!(s.store.versions("www").unwrap().len(), 2);
     let accounts = s
@@ -145,7 +145,10 @@ async fn a_failed_challenge_keeps_the_problem_document() {
         domains: vec!["c.tlsward.test".into()],
         key_type: KeyType::EcdsaP384,
     };
-    let err = issuer.issue(&spec, &s.store, &clock).await.unwrap_err();
+    let err = issuer
+        .issue(&spec, &s.store, &clock, None)
+        .await
+        .unwrap_err();
     assert!(
         matches!(err.reason(), "challenge_failed" | "ca_problem"),
         "{err}"
@@ -259,4 +262,94 @@ async fn a_crash_mid_issuance_leaves_the_store_consistent() {
     let store = Store::open(&db, &key).unwrap();
     assert!(store.check().unwrap().is_empty());
     assert!(store.latest("site").unwrap().is_some());
+}
+
+/// ARI (RFC 9773) against Pebble 2.6: each version records its identifier, the CA's window is
+/// read, and a renewal names the version it replaces.
+#[tokio::test(flavor = "multi_thread")]
+async fn ari_windows_and_replaces_with_pebble_2_6() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let responder = Http01Responder::new();
+    tokio::spawn(responder.clone().serve(listener, std::future::pending()));
+    let pebble = Pebble::start_ari(port, 600).await;
+    let store = Store::open(
+        &pebble.dir.path().join("s/tlsward.db"),
+        &KeySource::File(pebble.dir.path().join("s/store.key")),
+    )
+    .unwrap();
+    let settings = AcmeSettings {
+        directory: pebble.directory.clone(),
+        contact: vec![],
+        ca_file: Some(pebble.tls_ca_file.clone()),
+        eab: None,
+        retry: instant_acme::RetryPolicy::new()
+            .initial_delay(Duration::from_millis(50))
+            .backoff(1.5)
+            .timeout(Duration::from_secs(30)),
+    };
+    let clock = SystemClock;
+    let issuer = Issuer::connect(settings, &store, responder, &clock)
+        .await
+        .unwrap();
+    let spec = CertificateSpec {
+        name: "ari".into(),
+        domains: vec!["ari.tlsward.test".into()],
+        key_type: KeyType::EcdsaP256,
+    };
+    let v1 = issuer.issue(&spec, &store, &clock, None).await.unwrap();
+    let ari_id = v1.ari_id.clone().expect("ARI identifier recorded");
+    assert!(ari_id.contains('.'), "{ari_id}");
+    let (start, end, _retry) = issuer
+        .renewal_window(&ari_id)
+        .await
+        .unwrap()
+        .expect("Pebble 2.6 has ARI");
+    // Pebble 2.6 suggests a two-day window around now whatever the lifetime; the reconciler
+    // clamps the point it picks to its own lifetime-fraction fallback.
+    assert!(start < end && end > v1.not_before, "window {start}..{end}");
+
+    let v2 = issuer
+        .issue(&spec, &store, &clock, Some(&ari_id))
+        .await
+        .unwrap();
+    assert_ne!(v2.sha256, v1.sha256);
+    let started: Vec<_> = store
+        .journal_entries(Some("ari"))
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "order.started")
+        .collect();
+    assert_eq!(started[1].detail["replaces"], ari_id.as_str());
+
+    // Without ARI (Pebble 2.4), `replaces` is dropped and the order still goes through.
+    drop(pebble);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replaces_is_dropped_for_a_ca_without_ari() {
+    let s = setup().await;
+    let clock = SystemClock;
+    let issuer = Issuer::connect(s.settings.clone(), &s.store, s.responder.clone(), &clock)
+        .await
+        .unwrap();
+    let spec = CertificateSpec {
+        name: "plain".into(),
+        domains: vec!["plain.tlsward.test".into()],
+        key_type: KeyType::EcdsaP256,
+    };
+    let v1 = issuer.issue(&spec, &s.store, &clock, None).await.unwrap();
+    assert_eq!(
+        issuer
+            .renewal_window(v1.ari_id.as_deref().unwrap())
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        issuer
+            .issue(&spec, &s.store, &clock, v1.ari_id.as_deref())
+            .await
+            .is_ok()
+    );
 }

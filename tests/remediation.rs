@@ -161,3 +161,72 @@ target = "{target}"
     let _ = stop.send(());
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
+
+/// The reconciler with ARI (Pebble 2.6): it reads the CA's window for the issued version,
+/// records the point chosen inside it (never later than the lifetime fraction), and the
+/// renewal order names the version it replaces.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_renews_inside_the_ari_window_with_replaces() {
+    let http01_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let pebble = Pebble::start_ari(http01_port, 20).await;
+    let dir = pebble.dir.path();
+    let config = format!(
+        "[store]\npath = \"state/tlsward.db\"\nkey_file = \"state/store.key\"\n\n[acme]\ndirectory = \"{}\"\nca_file = \"{}\"\nhttp01_listen = \"127.0.0.1:{http01_port}\"\nrenew_fraction = 0.5\n\n[[certificate]]\nname = \"ari\"\ndomains = [\"ari.tlsward.test\"]\n",
+        pebble.directory,
+        pebble.tls_ca_file.display()
+    );
+    let path = dir.join("tlsward.toml");
+    std::fs::write(&path, config).unwrap();
+    let loaded = tlsward::config::load(&path).expect("valid config");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(tlsward::daemon::run(
+        listener,
+        path.clone(),
+        loaded,
+        Arc::new(SystemClock),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    // Wait for the daemon to create the store before opening it here too.
+    eventually(10, "the store", || async {
+        dir.join("state/store.key").exists()
+    })
+    .await;
+    let store = Store::open(
+        &dir.join("state/tlsward.db"),
+        &KeySource::File(dir.join("state/store.key")),
+    )
+    .unwrap();
+    eventually(40, "a renewal", || {
+        let store = &store;
+        async move { store.versions("ari").unwrap().len() >= 2 }
+    })
+    .await;
+    let versions = store.versions("ari").unwrap();
+    let v1 = versions.last().unwrap();
+    let (start, end) = v1.ari_window.expect("the window was recorded");
+    let renew_at = v1.renew_at.expect("a point was chosen");
+    let fallback = tlsward::reconcile::renewal_time(v1.not_before, v1.not_after, 0.5);
+    assert!(
+        renew_at <= fallback && renew_at <= end && renew_at >= start.min(v1.not_before),
+        "{start}..{end}: {renew_at}, fallback {fallback}"
+    );
+    let journal = store.journal_entries(Some("ari")).unwrap();
+    assert!(
+        journal.iter().any(|e| e.kind == "ari.window"),
+        "{journal:?}"
+    );
+    let renewal = journal
+        .iter()
+        .filter(|e| e.kind == "order.started")
+        .nth(1)
+        .unwrap();
+    assert_eq!(renewal.detail["replaces"].as_str(), v1.ari_id.as_deref());
+    let _ = stop.send(());
+}

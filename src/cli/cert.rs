@@ -118,7 +118,8 @@ pub(super) fn run(args: CertArgs) -> anyhow::Result<u8> {
                     let _ = stopped.await;
                 }));
                 let issuer = Issuer::connect(remediation.acme.clone(), &store, responder, &clock).await?;
-                let version = issuer.issue(&spec, &store, &clock).await;
+                let replaces = store.latest(&spec.name)?.and_then(|v| v.ari_id);
+                let version = issuer.issue(&spec, &store, &clock, replaces.as_deref()).await;
                 let _ = stop.send(());
                 anyhow::Ok(version?)
             })?;

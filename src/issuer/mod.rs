@@ -151,6 +151,17 @@ impl From<instant_acme::Error> for IssueError {
     }
 }
 
+/// An ARI certificate identifier (`AKI.serial`, base64url) as instant-acme wants it.
+fn certificate_id(id: &str) -> Result<instant_acme::CertificateIdentifier<'_>, IssueError> {
+    let (aki, serial) = id
+        .split_once('.')
+        .ok_or_else(|| IssueError::Client(format!("ARI identifier {id:?} is not AKI.serial")))?;
+    Ok(instant_acme::CertificateIdentifier {
+        authority_key_identifier: std::borrow::Cow::Borrowed(aki),
+        serial: std::borrow::Cow::Borrowed(serial),
+    })
+}
+
 fn unix(clock: &dyn Clock) -> i64 {
     clock
         .now()
@@ -223,11 +234,15 @@ impl Issuer {
 
     /// Orders a certificate for `spec`, answers its challenges, and stores the new version
     /// with its key sealed. Every step is journaled; a failure keeps the CA's problem document.
+    ///
+    /// `replaces` is the ARI identifier of the version this one renews: sent as the order's
+    /// `replaces` (RFC 9773 §5) when the CA offers ARI.
     pub async fn issue(
         &self,
         spec: &CertificateSpec,
         store: &Store,
         clock: &dyn Clock,
+        replaces: Option<&str>,
     ) -> Result<Version, IssueError> {
         let row = CertificateRow {
             name: spec.name.clone(),
@@ -235,8 +250,8 @@ impl Issuer {
             key_type: spec.key_type.as_str().to_owned(),
         };
         store.upsert_certificate(&row, unix(clock))?;
-        let order_id = store.begin_order(&spec.name, None, unix(clock))?;
-        match self.order(spec, order_id, store).await {
+        let order_id = store.begin_order(&spec.name, replaces, unix(clock))?;
+        match self.order(spec, order_id, store, replaces).await {
             Ok((chain_pem, key)) => {
                 let leaf = rustls_pki_types::CertificateDer::pem_slice_iter(chain_pem.as_bytes())
                     .next()
@@ -244,6 +259,9 @@ impl Issuer {
                     .ok_or_else(|| IssueError::Client("the CA sent no certificate".into()))?;
                 let facts =
                     CertFacts::parse(&leaf).map_err(|e| IssueError::Client(e.to_string()))?;
+                let ari_id = instant_acme::CertificateIdentifier::try_from(&leaf)
+                    .ok()
+                    .map(|c| c.to_string());
                 let version = NewVersion {
                     certificate: &spec.name,
                     serial: &facts.serial,
@@ -252,7 +270,7 @@ impl Issuer {
                     not_after: facts.not_after.unix_timestamp(),
                     chain_pem: &chain_pem,
                     key: &key,
-                    ari_id: None,
+                    ari_id: ari_id.as_deref(),
                 };
                 let id = store.complete_order(order_id, &version, unix(clock))?;
                 info!(certificate = %spec.name, serial = %facts.serial, not_after = %crate::cert::rfc3339(facts.not_after), "certificate issued");
@@ -269,18 +287,49 @@ impl Issuer {
         }
     }
 
+    /// The CA's suggested renewal window for a certificate (RFC 9773 §4.2), with how long to
+    /// wait before asking again (its Retry-After). `None` when the CA has no ARI.
+    pub async fn renewal_window(
+        &self,
+        ari_id: &str,
+    ) -> Result<Option<(i64, i64, Duration)>, IssueError> {
+        let cid = certificate_id(ari_id)?;
+        match self.account.renewal_info(&cid).await {
+            Ok((info, retry)) => Ok(Some((
+                info.suggested_window.start.unix_timestamp(),
+                info.suggested_window.end.unix_timestamp(),
+                retry,
+            ))),
+            Err(instant_acme::Error::Unsupported(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn order(
         &self,
         spec: &CertificateSpec,
         order_id: i64,
         store: &Store,
+        replaces: Option<&str>,
     ) -> Result<(String, Secret), IssueError> {
         let identifiers: Vec<Identifier> = spec
             .domains
             .iter()
             .map(|d| Identifier::Dns(d.clone()))
             .collect();
-        let mut order = self.account.new_order(&NewOrder::new(&identifiers)).await?;
+        let mut order = match replaces {
+            Some(id) => {
+                let with = NewOrder::new(&identifiers).replaces(certificate_id(id)?);
+                match self.account.new_order(&with).await {
+                    // A CA without ARI does not know `replaces` (RFC 9773 §5): order plainly.
+                    Err(instant_acme::Error::Unsupported(_)) => {
+                        self.account.new_order(&NewOrder::new(&identifiers)).await?
+                    }
+                    other => other?,
+                }
+            }
+            None => self.account.new_order(&NewOrder::new(&identifiers)).await?,
+        };
         store.set_order_url(order_id, order.url())?;
         let mut tokens = Vec::new();
         let result = async {

@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, UNIX_EPOCH};
 
-pub use plan::{CertState, Drift, OrderReason, Plan, drift, plan, renewal_time};
+pub use plan::{CertState, Drift, OrderReason, Plan, drift, plan, point_in_window, renewal_time};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -34,6 +34,12 @@ pub const MAX_SLEEP: Duration = Duration::from_secs(300);
 pub const FIRST_RETRY: Duration = Duration::from_secs(30);
 /// The longest wait between retries of a failing certificate.
 pub const MAX_RETRY: Duration = Duration::from_secs(3600);
+
+/// The soonest the CA's renewal window is asked for again (its Retry-After may say later).
+pub const ARI_MIN_RECHECK: Duration = Duration::from_secs(5);
+/// The longest between two looks at a renewal window (RFC 9773 §4.3 suggests polling at
+/// least daily; this is more often, as short lifetimes make windows move fast).
+pub const ARI_MAX_RECHECK: Duration = Duration::from_secs(6 * 3600);
 
 /// A probe target bound to a managed certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +88,8 @@ pub struct Reconciler {
     results: Arc<Results>,
     notify: Notify,
     retries: Mutex<HashMap<String, (u32, i64)>>,
+    /// When to ask the CA again for each version's renewal window (version id -> unix time).
+    ari_checks: Mutex<HashMap<i64, i64>>,
     metrics: OrderMetrics,
 }
 
@@ -137,6 +145,7 @@ impl Reconciler {
             results,
             notify: Notify::new(),
             retries: Mutex::new(HashMap::new()),
+            ari_checks: Mutex::new(HashMap::new()),
             metrics,
         });
         reg.register_collector(Box::new(RemediationCollector {
@@ -163,15 +172,14 @@ impl Reconciler {
         desired
             .certificates
             .iter()
-            .map(|c| CertState {
-                name: c.name.clone(),
-                latest: self
-                    .store
-                    .latest(&c.name)
-                    .ok()
-                    .flatten()
-                    .map(|v| (v.not_before, v.not_after)),
-                retry_after: retries.get(&c.name).map(|(_, at)| *at),
+            .map(|c| {
+                let latest = self.store.latest(&c.name).ok().flatten();
+                CertState {
+                    name: c.name.clone(),
+                    latest: latest.as_ref().map(|v| (v.not_before, v.not_after)),
+                    retry_after: retries.get(&c.name).map(|(_, at)| *at),
+                    renew_at: latest.and_then(|v| v.renew_at),
+                }
             })
             .collect()
     }
@@ -182,35 +190,55 @@ impl Reconciler {
         let mut issuer: Option<(String, Issuer)> = None;
         loop {
             let desired = self.desired();
+            if !desired.certificates.is_empty()
+                && issuer
+                    .as_ref()
+                    .is_none_or(|(dir, _)| *dir != desired.acme.directory)
+            {
+                match Issuer::connect(
+                    desired.acme.clone(),
+                    &self.store,
+                    self.responder.clone(),
+                    self.clock.as_ref(),
+                )
+                .await
+                {
+                    Ok(i) => issuer = Some((desired.acme.directory.clone(), i)),
+                    Err(e) => {
+                        error!(directory = %desired.acme.directory, error = %e, "cannot reach the ACME account");
+                        issuer = None;
+                    }
+                }
+            }
+            if let Some((_, iss)) = &issuer {
+                self.refresh_windows(iss, &desired).await;
+            }
             let now = unix(self.clock.as_ref());
             let planned = plan(&self.states(&desired), now, desired.renew_fraction);
             for (name, reason) in &planned.orders {
                 let Some(spec) = desired.certificates.iter().find(|c| c.name == *name) else {
                     continue;
                 };
-                if issuer
-                    .as_ref()
-                    .is_none_or(|(dir, _)| *dir != desired.acme.directory)
-                {
-                    match Issuer::connect(
-                        desired.acme.clone(),
-                        &self.store,
-                        self.responder.clone(),
-                        self.clock.as_ref(),
-                    )
-                    .await
-                    {
-                        Ok(i) => issuer = Some((desired.acme.directory.clone(), i)),
-                        Err(e) => {
-                            error!(directory = %desired.acme.directory, error = %e, "cannot reach the ACME account");
-                            self.failed(name, e.reason());
-                            continue;
-                        }
-                    }
-                }
-                let (_, iss) = issuer.as_ref().expect("connected above");
+                let Some((_, iss)) = issuer.as_ref() else {
+                    self.failed(name, "client");
+                    continue;
+                };
+                // A renewal names the version it replaces, so the CA can relax rate limits
+                // and know the old one is going away (RFC 9773 §5).
+                let replaces = match reason {
+                    OrderReason::Renewal => self
+                        .store
+                        .latest(name)
+                        .ok()
+                        .flatten()
+                        .and_then(|v| v.ari_id),
+                    OrderReason::Missing => None,
+                };
                 info!(certificate = %name, reason = ?reason, "ordering");
-                match iss.issue(spec, &self.store, self.clock.as_ref()).await {
+                match iss
+                    .issue(spec, &self.store, self.clock.as_ref(), replaces.as_deref())
+                    .await
+                {
                     Ok(v) => {
                         self.retries
                             .lock()
@@ -236,8 +264,18 @@ impl Reconciler {
             }
             let now = unix(self.clock.as_ref());
             let planned = plan(&self.states(&desired), now, desired.renew_fraction);
-            let sleep = planned
-                .next
+            let next_ari = self
+                .ari_checks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .values()
+                .min()
+                .copied();
+            let next = match (planned.next, next_ari) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let sleep = next
                 .map(|t| Duration::from_secs(t.saturating_sub(now).max(1) as u64))
                 .unwrap_or(MAX_SLEEP)
                 .min(MAX_SLEEP);
@@ -246,6 +284,64 @@ impl Reconciler {
                 () = tokio::time::sleep(sleep) => {}
                 () = self.notify.notified() => {}
             }
+        }
+    }
+
+    /// Asks the CA for the renewal window of each certificate's newest version when due,
+    /// and records the point chosen inside it.
+    async fn refresh_windows(&self, issuer: &Issuer, desired: &Desired) {
+        for spec in &desired.certificates {
+            let Some(version) = self.store.latest(&spec.name).ok().flatten() else {
+                continue;
+            };
+            let Some(ari_id) = version.ari_id.clone() else {
+                continue;
+            };
+            let now = unix(self.clock.as_ref());
+            let due = self
+                .ari_checks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&version.id)
+                .copied();
+            if due.is_some_and(|t| t > now) {
+                continue;
+            }
+            let next = match issuer.renewal_window(&ari_id).await {
+                Ok(Some((start, end, retry))) => {
+                    // Never later than the lifetime fraction: a window that ends past the
+                    // fallback (or past expiry, as Pebble's may) must not delay renewal.
+                    let fallback = renewal_time(
+                        version.not_before,
+                        version.not_after,
+                        desired.renew_fraction,
+                    );
+                    let at =
+                        point_in_window((start, end), now, version.renew_at).min(fallback.max(now));
+                    if let Err(e) = self
+                        .store
+                        .set_renewal_window(&version, (start, end), at, now)
+                    {
+                        error!(certificate = %spec.name, error = %e, "cannot record the renewal window");
+                    }
+                    now + retry
+                        .as_secs()
+                        .clamp(ARI_MIN_RECHECK.as_secs(), ARI_MAX_RECHECK.as_secs())
+                        as i64
+                }
+                // No ARI at this CA: the lifetime fraction decides; look again much later.
+                Ok(None) => now + ARI_MAX_RECHECK.as_secs() as i64,
+                Err(e) => {
+                    warn!(certificate = %spec.name, error = %e, "renewal information unavailable");
+                    now + ARI_MIN_RECHECK.as_secs() as i64
+                }
+            };
+            let mut checks = self
+                .ari_checks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            checks.retain(|id, _| *id >= version.id || *id < 0);
+            checks.insert(version.id, next);
         }
     }
 
@@ -353,7 +449,9 @@ impl Collector for RemediationCollector {
                 MetricType::Gauge,
             )?;
             for (name, v) in &latest {
-                let t = renewal_time(v.not_before, v.not_after, desired.renew_fraction);
+                let t = v.renew_at.unwrap_or_else(|| {
+                    renewal_time(v.not_before, v.not_after, desired.renew_fraction)
+                });
                 ConstGauge::new(t as f64)
                     .encode(fam.encode_family(&[("certificate", name.as_str())])?)?;
             }

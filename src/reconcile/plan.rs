@@ -7,6 +7,20 @@ pub fn renewal_time(not_before: i64, not_after: i64, fraction: f64) -> i64 {
     not_after - (lifetime * fraction).round() as i64
 }
 
+/// Where to renew inside the CA's suggested window (RFC 9773 §4.2: a uniformly random point,
+/// so clients do not all renew at once): keeps `chosen` if it is still inside the window,
+/// else draws a new point; a window already over means now.
+pub fn point_in_window((start, end): (i64, i64), now: i64, chosen: Option<i64>) -> i64 {
+    if end <= now {
+        return now;
+    }
+    if let Some(t) = chosen.filter(|t| (start..=end).contains(t)) {
+        return t;
+    }
+    let from = start.max(now);
+    from + ((end - from) as f64 * fastrand::f64()) as i64
+}
+
 /// A managed certificate as planning sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertState {
@@ -16,6 +30,9 @@ pub struct CertState {
     pub latest: Option<(i64, i64)>,
     /// When a failed order may be retried (unix seconds), if one failed.
     pub retry_after: Option<i64>,
+    /// The renewal time chosen inside the CA's ARI window, when it has one; it replaces the
+    /// lifetime fraction.
+    pub renew_at: Option<i64>,
 }
 
 /// Why an order is placed.
@@ -49,7 +66,7 @@ pub fn plan(certs: &[CertState], now: i64, fraction: f64) -> Plan {
         match c.latest {
             None => orders.push((c.name.clone(), OrderReason::Missing)),
             Some((nb, na)) => {
-                let due = renewal_time(nb, na, fraction);
+                let due = c.renew_at.unwrap_or_else(|| renewal_time(nb, na, fraction));
                 if due <= now {
                     orders.push((c.name.clone(), OrderReason::Renewal));
                 } else {
@@ -108,6 +125,7 @@ mod tests {
             name: name.into(),
             latest,
             retry_after: None,
+            renew_at: None,
         }
     }
 
@@ -138,6 +156,38 @@ mod tests {
             ]
         );
         assert_eq!(p.next, Some(64 * DAY), "the 6-day certificate is due first");
+    }
+
+    #[test]
+    fn an_ari_window_overrides_the_fraction() {
+        let mut c = cert("ari", Some((0, 90 * DAY)));
+        c.renew_at = Some(30 * DAY);
+        assert_eq!(plan(&[c.clone()], 29 * DAY, 1.0 / 3.0).next, Some(30 * DAY));
+        assert_eq!(
+            plan(&[c], 30 * DAY, 1.0 / 3.0).orders.len(),
+            1,
+            "due inside the window, long before 60 days"
+        );
+    }
+
+    /// A random point inside an ARI window (RFC 9773 §4.2), or now when the window has passed.
+    #[test]
+    fn window_points_stay_inside() {
+        for _ in 0..100 {
+            let t = point_in_window((100, 200), 50, None);
+            assert!((100..=200).contains(&t));
+        }
+        assert_eq!(point_in_window((100, 200), 500, None), 500);
+        assert_eq!(
+            point_in_window((100, 200), 50, Some(150)),
+            150,
+            "a chosen point inside stays"
+        );
+        let moved = point_in_window((300, 400), 50, Some(150));
+        assert!(
+            (300..=400).contains(&moved),
+            "a window that moved gets a new point"
+        );
     }
 
     #[test]

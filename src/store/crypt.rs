@@ -58,7 +58,11 @@ impl Crypt {
                 .map_err(|_| StoreError::Key(format!("environment variable {var} is not set")))?,
             KeySource::File(path) => {
                 if !path.exists() {
-                    create_identity(path)?;
+                    match create_identity(path) {
+                        // Another process (a concurrent `tlsward cert`) created it first.
+                        Err(StoreError::Key(_)) if path.exists() => {}
+                        other => other?,
+                    }
                 }
                 check_private(path)?;
                 std::fs::read_to_string(path)

@@ -19,7 +19,8 @@ use crypt::Crypt;
 pub use crypt::{KeySource, Secret};
 
 /// Schema migrations, applied in order; the index + 1 is the `user_version` they bring.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE certificates (
     name       TEXT PRIMARY KEY,
     domains    TEXT NOT NULL,             -- JSON array
@@ -72,7 +73,14 @@ CREATE TRIGGER journal_append_only_update BEFORE UPDATE ON journal
 BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
 CREATE TRIGGER journal_append_only_delete BEFORE DELETE ON journal
 BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
-"#];
+"#,
+    r#"
+-- ARI (RFC 9773): the CA's suggested renewal window and the point chosen inside it.
+ALTER TABLE versions ADD COLUMN ari_start INTEGER;
+ALTER TABLE versions ADD COLUMN ari_end INTEGER;
+ALTER TABLE versions ADD COLUMN renew_at INTEGER;
+"#,
+];
 
 /// A store problem.
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +147,10 @@ pub struct Version {
     pub ari_id: Option<String>,
     /// When it was stored (unix seconds).
     pub issued_at: i64,
+    /// The CA's suggested renewal window (unix seconds), when it has one (ARI).
+    pub ari_window: Option<(i64, i64)>,
+    /// The renewal time chosen inside that window.
+    pub renew_at: Option<i64>,
 }
 
 /// One journal entry.
@@ -198,12 +210,17 @@ impl Store {
         }
         if !path.exists() {
             use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
+            match std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
                 .open(path)
-                .map_err(|e| file_err(e.to_string()))?;
+            {
+                // Another process created it first.
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(file_err(e.to_string())),
+            }
         }
         let crypt = Crypt::load(key)?;
         let conn = Connection::open(path)?;
@@ -457,7 +474,7 @@ impl Store {
     pub fn versions(&self, certificate: &str) -> Result<Vec<Version>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT id, certificate, serial, sha256, not_before, not_after, chain_pem, ari_id, issued_at
+            "SELECT id, certificate, serial, sha256, not_before, not_after, chain_pem, ari_id, issued_at, ari_start, ari_end, renew_at
              FROM versions WHERE certificate = ?1 ORDER BY not_before DESC, id DESC",
         )?;
         let rows = stmt.query_map(params![certificate], |r| {
@@ -471,9 +488,43 @@ impl Store {
                 chain_pem: r.get(6)?,
                 ari_id: r.get(7)?,
                 issued_at: r.get(8)?,
+                ari_window: match (r.get::<_, Option<i64>>(9)?, r.get::<_, Option<i64>>(10)?) {
+                    (Some(a), Some(b)) => Some((a, b)),
+                    _ => None,
+                },
+                renew_at: r.get(11)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records the CA's renewal window for a version and the time chosen inside it, and
+    /// journals it when it changed.
+    pub fn set_renewal_window(
+        &self,
+        version: &Version,
+        window: (i64, i64),
+        renew_at: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        if version.ari_window == Some(window) && version.renew_at == Some(renew_at) {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE versions SET ari_start = ?2, ari_end = ?3, renew_at = ?4 WHERE id = ?1",
+            params![version.id, window.0, window.1, renew_at],
+        )?;
+        journal_in(
+            &tx,
+            now,
+            "ari.window",
+            Some(&version.certificate),
+            &serde_json::json!({ "version": version.id, "start": window.0, "end": window.1, "renew_at": renew_at }),
+        )?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// The newest version of a certificate.

@@ -49,6 +49,24 @@ impl Pebble {
     /// Starts Pebble validating HTTP-01 on `http_port` (where tlsward's responder listens),
     /// issuing certificates valid for `validity_secs`.
     pub async fn start(http_port: u16, validity_secs: u64) -> Self {
+        Self::start_with(Path::new("/usr/bin"), http_port, validity_secs).await
+    }
+
+    /// Pebble 2.6 (Debian 13), which has ARI; `scripts/test` unpacks it into
+    /// `$TLSWARD_PEBBLE_ARI_DIR` (default /var/cache/tlsward/pebble-2.6).
+    pub async fn start_ari(http_port: u16, validity_secs: u64) -> Self {
+        let dir = std::env::var("TLSWARD_PEBBLE_ARI_DIR")
+            .unwrap_or_else(|_| "/var/cache/tlsward/pebble-2.6".into());
+        let bin = Path::new(&dir).join("usr/bin");
+        assert!(
+            bin.join("pebble").exists(),
+            "{} has no pebble 2.6: run scripts/test, which fetches it",
+            bin.display()
+        );
+        Self::start_with(&bin, http_port, validity_secs).await
+    }
+
+    async fn start_with(bin: &Path, http_port: u16, validity_secs: u64) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let tls_ca = TestCa::root_at("Pebble TLS CA", real_now());
         let leaf = tls_ca
@@ -70,7 +88,13 @@ impl Pebble {
         );
         std::fs::write(dir.path().join("pebble-config.json"), config).unwrap();
         let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
-        let cts_child = Command::new("pebble-challtestsrv")
+        let ari = bin != Path::new("/usr/bin");
+        let mut cts_cmd = Command::new(bin.join("pebble-challtestsrv"));
+        if ari {
+            // 2.6 adds a DNS-over-HTTPS listener on all interfaces unless told otherwise.
+            cts_cmd.args(["-doh", ""]);
+        }
+        let cts_child = cts_cmd
             .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
             .args([
                 "-dns01",
@@ -83,7 +107,7 @@ impl Pebble {
             .stderr(Stdio::from(log("cts.err")))
             .spawn()
             .expect("pebble-challtestsrv (Debian package pebble) must be installed");
-        let pebble_child = Command::new("pebble")
+        let pebble_child = Command::new(bin.join("pebble"))
             .current_dir(dir.path())
             .args([
                 "-config",
