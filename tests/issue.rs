@@ -353,3 +353,49 @@ async fn replaces_is_dropped_for_a_ca_without_ari() {
             .is_ok()
     );
 }
+
+/// External account binding (RFC 8555 §7.3.4): refused without it, accepted with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn external_account_binding() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let responder = Http01Responder::new();
+    tokio::spawn(responder.clone().serve(listener, std::future::pending()));
+    let hmac = b"an HMAC key of thirty-two bytes!";
+    use base64::Engine;
+    let hmac_b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hmac);
+    let pebble = Pebble::start_eab(port, "kid-1", &hmac_b64).await;
+    let store = Store::open(
+        &pebble.dir.path().join("e/tlsward.db"),
+        &KeySource::File(pebble.dir.path().join("e/store.key")),
+    )
+    .unwrap();
+    let mut settings = AcmeSettings {
+        directory: pebble.directory.clone(),
+        contact: vec![],
+        ca_file: Some(pebble.tls_ca_file.clone()),
+        eab: None,
+        retry: instant_acme::RetryPolicy::new()
+            .initial_delay(Duration::from_millis(50))
+            .backoff(1.5)
+            .timeout(Duration::from_secs(30)),
+    };
+    let clock = SystemClock;
+    let refused = Issuer::connect(settings.clone(), &store, responder.clone(), &clock)
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("externalAccountRequired"),
+        "{refused}"
+    );
+    settings.eab = Some(("kid-1".into(), tlsward::store::Secret::new(hmac.to_vec())));
+    let issuer = Issuer::connect(settings, &store, responder, &clock)
+        .await
+        .unwrap();
+    let spec = CertificateSpec {
+        name: "eab".into(),
+        domains: vec!["eab.tlsward.test".into()],
+        key_type: KeyType::EcdsaP256,
+    };
+    assert!(issuer.issue(&spec, &store, &clock, None).await.is_ok());
+}

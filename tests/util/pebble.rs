@@ -49,7 +49,18 @@ impl Pebble {
     /// Starts Pebble validating HTTP-01 on `http_port` (where tlsward's responder listens),
     /// issuing certificates valid for `validity_secs`.
     pub async fn start(http_port: u16, validity_secs: u64) -> Self {
-        Self::start_with(Path::new("/usr/bin"), http_port, validity_secs).await
+        Self::start_with(Path::new("/usr/bin"), http_port, validity_secs, None).await
+    }
+
+    /// Pebble requiring external account binding with this key id and base64url HMAC key.
+    pub async fn start_eab(http_port: u16, kid: &str, hmac_b64url: &str) -> Self {
+        Self::start_with(
+            Path::new("/usr/bin"),
+            http_port,
+            3600,
+            Some((kid, hmac_b64url)),
+        )
+        .await
     }
 
     /// Pebble 2.6 (Debian 13), which has ARI; `scripts/test` unpacks it into
@@ -63,10 +74,15 @@ impl Pebble {
             "{} has no pebble 2.6: run scripts/test, which fetches it",
             bin.display()
         );
-        Self::start_with(&bin, http_port, validity_secs).await
+        Self::start_with(&bin, http_port, validity_secs, None).await
     }
 
-    async fn start_with(bin: &Path, http_port: u16, validity_secs: u64) -> Self {
+    async fn start_with(
+        bin: &Path,
+        http_port: u16,
+        validity_secs: u64,
+        eab: Option<(&str, &str)>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let tls_ca = TestCa::root_at("Pebble TLS CA", real_now());
         let leaf = tls_ca
@@ -84,7 +100,11 @@ impl Pebble {
             free_port(),
         );
         let config = format!(
-            r#"{{"pebble":{{"listenAddress":"127.0.0.1:{acme}","managementListenAddress":"127.0.0.1:{mgmt}","certificate":"pebble.pem","privateKey":"pebble.key","httpPort":{http_port},"tlsPort":{tls},"ocspResponderURL":"","externalAccountBindingRequired":false,"certificateValidityPeriod":{validity_secs}}}}}"#
+            r#"{{"pebble":{{"listenAddress":"127.0.0.1:{acme}","managementListenAddress":"127.0.0.1:{mgmt}","certificate":"pebble.pem","privateKey":"pebble.key","httpPort":{http_port},"tlsPort":{tls},"ocspResponderURL":"","externalAccountBindingRequired":{eab_required},{eab_keys}"certificateValidityPeriod":{validity_secs}}}}}"#,
+            eab_required = eab.is_some(),
+            eab_keys = eab
+                .map(|(kid, key)| format!(r#""externalAccountMACKeys":{{"{kid}":"{key}"}},"#))
+                .unwrap_or_default(),
         );
         std::fs::write(dir.path().join("pebble-config.json"), config).unwrap();
         let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
