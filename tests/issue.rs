@@ -399,3 +399,85 @@ async fn external_account_binding() {
     };
     assert!(issuer.issue(&spec, &store, &clock, None).await.is_ok());
 }
+
+/// Pebble has no rate limits, so this stand-in answers the first newOrder with a real
+/// rateLimited problem and `Retry-After: 7`, as Let's Encrypt does; everything else goes
+/// to Pebble.
+struct RateLimitFirstOrder {
+    inner: Box<dyn instant_acme::HttpClient>,
+    left: std::sync::atomic::AtomicUsize,
+}
+
+impl instant_acme::HttpClient for RateLimitFirstOrder {
+    fn request(
+        &self,
+        req: http::Request<instant_acme::BodyWrapper<bytes::Bytes>>,
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = Result<instant_acme::BytesResponse, instant_acme::Error>> + Send>,
+    > {
+        use std::sync::atomic::Ordering;
+        let is_order = req.uri().path().ends_with("/order-plz");
+        if is_order && self.left.load(Ordering::SeqCst) > 0 {
+            self.left.fetch_sub(1, Ordering::SeqCst);
+            return Box::pin(async {
+                let (parts, ()) = http::Response::builder()
+                    .status(429)
+                    .header("content-type", "application/problem+json")
+                    .header("retry-after", "7")
+                    .body(())
+                    .unwrap()
+                    .into_parts();
+                let body = br#"{"type":"urn:ietf:params:acme:error:rateLimited","detail":"too many new orders recently","status":429}"#;
+                Ok(instant_acme::BytesResponse {
+                    parts,
+                    body: Box::new(bytes::Bytes::from_static(body)),
+                })
+            });
+        }
+        self.inner.request(req)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limits_keep_the_cas_retry_after() {
+    let s = setup().await;
+    let clock = SystemClock;
+    let http = Box::new(RateLimitFirstOrder {
+        inner: tlsward::issuer::https_client(Some(&s.pebble.tls_ca_file)).unwrap(),
+        left: std::sync::atomic::AtomicUsize::new(1),
+    });
+    let issuer = Issuer::connect_with_http(
+        s.settings.clone(),
+        &s.store,
+        s.responder.clone(),
+        &clock,
+        http,
+    )
+    .await
+    .unwrap();
+    let spec = CertificateSpec {
+        name: "limited".into(),
+        domains: vec!["limited.tlsward.test".into()],
+        key_type: KeyType::EcdsaP256,
+    };
+    let err = issuer
+        .issue(&spec, &s.store, &clock, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "rate_limited", "{err}");
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
+    let failed = s
+        .store
+        .journal_entries(Some("limited"))
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(failed.kind, "order.failed");
+    assert_eq!(failed.detail["problem"]["retry_after_seconds"], 7);
+    assert_eq!(
+        failed.detail["problem"]["type"],
+        "urn:ietf:params:acme:error:rateLimited"
+    );
+    // The limit passed: the next order goes through.
+    assert!(issuer.issue(&spec, &s.store, &clock, None).await.is_ok());
+}

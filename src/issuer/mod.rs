@@ -5,6 +5,7 @@
 //! names, HTTP-01 through the built-in responder, keys and CSRs, and recording every order
 //! and version in the store. Must not know probing, HTTP serving of metrics or deploy hooks.
 
+mod http;
 mod http01;
 
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ use instant_acme::{
 use serde_json::{Value, json};
 use tracing::info;
 
+pub use http::https_client;
 pub use http01::Http01Responder;
 
 use rustls_pki_types::pem::PemObject;
@@ -88,6 +90,8 @@ pub enum IssueError {
         detail: String,
         /// The whole document, as kept in the store.
         document: Value,
+        /// How long the CA asked to wait (its `Retry-After`), when it said.
+        retry_after: Option<Duration>,
     },
     /// The order did not become ready or valid in time.
     #[error("the order did not complete in time")]
@@ -120,6 +124,31 @@ impl IssueError {
         }
     }
 
+    /// How long to wait before trying again, when the CA said (rate limits).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Problem { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// Attaches the `Retry-After` the HTTP layer saw to a problem answer.
+    fn with_retry_after(mut self, seen: Option<Duration>) -> Self {
+        if let (
+            Self::Problem {
+                retry_after,
+                document,
+                ..
+            },
+            Some(d),
+        ) = (&mut self, seen)
+        {
+            *retry_after = Some(d);
+            document["retry_after_seconds"] = json!(d.as_secs());
+        }
+        self
+    }
+
     /// The document kept in the store for a failed order.
     pub fn document(&self) -> Value {
         match self {
@@ -143,6 +172,7 @@ impl From<instant_acme::Error> for IssueError {
                     kind: p.r#type.clone().unwrap_or_default(),
                     detail: p.detail.clone().unwrap_or_default(),
                     document,
+                    retry_after: None,
                 }
             }
             instant_acme::Error::Timeout(_) => Self::Timeout,
@@ -175,6 +205,7 @@ pub struct Issuer {
     account: Account,
     settings: AcmeSettings,
     responder: Http01Responder,
+    retry_after: http::RetryAfter,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -194,9 +225,31 @@ impl Issuer {
         responder: Http01Responder,
         clock: &dyn Clock,
     ) -> Result<Self, IssueError> {
-        let builder = || match &settings.ca_file {
-            Some(ca) => Account::builder_with_root(ca),
-            None => Account::builder(),
+        let http = https_client(settings.ca_file.as_deref()).map_err(IssueError::Client)?;
+        Self::connect_with_http(settings, store, responder, clock, http).await
+    }
+
+    /// [`Self::connect`] over a given HTTP client (for tests that stand in for a CA's rate
+    /// limiting, which Pebble does not have).
+    pub async fn connect_with_http(
+        settings: AcmeSettings,
+        store: &Store,
+        responder: Http01Responder,
+        clock: &dyn Clock,
+        http: Box<dyn instant_acme::HttpClient>,
+    ) -> Result<Self, IssueError> {
+        let retry_after = http::RetryAfter::default();
+        let recording = http::Recording::new(http, retry_after.clone(), || {
+            crate::clock::SystemClock.now()
+        });
+        let client = std::sync::Mutex::new(Some(recording));
+        let builder = || -> Result<instant_acme::AccountBuilder, instant_acme::Error> {
+            let http = client
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+                .expect("one account builder");
+            Ok(Account::builder_with_http(Box::new(http)))
         };
         let account = match store.account(&settings.directory)? {
             Some(creds) => {
@@ -229,6 +282,7 @@ impl Issuer {
             account,
             settings,
             responder,
+            retry_after,
         })
     }
 
@@ -281,6 +335,7 @@ impl Issuer {
                     .ok_or_else(|| IssueError::Client("stored version vanished".into()))
             }
             Err(e) => {
+                let e = e.with_retry_after(self.retry_after.take());
                 store.fail_order(order_id, &spec.name, &e.document(), unix(clock))?;
                 Err(e)
             }

@@ -220,7 +220,7 @@ impl Reconciler {
                     continue;
                 };
                 let Some((_, iss)) = issuer.as_ref() else {
-                    self.failed(name, "client");
+                    self.failed(name, "client", None);
                     continue;
                 };
                 // A renewal names the version it replaces, so the CA can relax rate limits
@@ -258,7 +258,7 @@ impl Reconciler {
                     }
                     Err(e) => {
                         warn!(certificate = %name, error = %e, "order failed");
-                        self.failed(name, e.reason());
+                        self.failed(name, e.reason(), e.retry_after());
                     }
                 }
             }
@@ -345,11 +345,14 @@ impl Reconciler {
         }
     }
 
-    fn failed(&self, name: &str, reason: &'static str) {
+    /// Schedules the next attempt after a failure: exponential back-off, but never sooner
+    /// than the CA's `Retry-After`.
+    fn failed(&self, name: &str, reason: &'static str, retry_after: Option<Duration>) {
         let now = unix(self.clock.as_ref());
         let mut retries = self.retries.lock().unwrap_or_else(PoisonError::into_inner);
         let attempts = retries.get(name).map_or(0, |(n, _)| *n) + 1;
-        let delay = (FIRST_RETRY * 2u32.saturating_pow(attempts - 1)).min(MAX_RETRY);
+        let backoff = (FIRST_RETRY * 2u32.saturating_pow(attempts - 1)).min(MAX_RETRY);
+        let delay = retry_after.map_or(backoff, |ra| ra.max(backoff));
         retries.insert(name.to_owned(), (attempts, now + delay.as_secs() as i64));
         self.metrics
             .orders

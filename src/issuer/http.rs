@@ -1,0 +1,147 @@
+//! The HTTP client under instant-acme, wrapped to keep what instant-acme drops: the
+//! `Retry-After` of an error answer (RFC 8555 §6.6: rate limits; RFC 9110 §10.2.3), so a
+//! rate-limited order is retried when the CA says, not sooner.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::Request;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use instant_acme::{BodyWrapper, BytesResponse, HttpClient};
+
+/// The last `Retry-After` a CA sent with an error status.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RetryAfter(Arc<Mutex<Option<Duration>>>);
+
+impl RetryAfter {
+    /// Takes the recorded delay, if any.
+    pub(crate) fn take(&self) -> Option<Duration> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    fn set(&self, d: Duration) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(d);
+    }
+}
+
+/// Parses `Retry-After`: delay-seconds or an HTTP-date.
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = time::PrimitiveDateTime::parse(
+        value,
+        time::macros::format_description!(
+            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+        ),
+    )
+    .ok()?
+    .assume_utc();
+    Some(
+        SystemTime::from(at)
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// Wraps an [`HttpClient`] and records `Retry-After` on 429 and 503 answers.
+pub(crate) struct Recording {
+    inner: Box<dyn HttpClient>,
+    retry_after: RetryAfter,
+    now: fn() -> SystemTime,
+}
+
+impl Recording {
+    pub(crate) fn new(
+        inner: Box<dyn HttpClient>,
+        retry_after: RetryAfter,
+        now: fn() -> SystemTime,
+    ) -> Self {
+        Self {
+            inner,
+            retry_after,
+            now,
+        }
+    }
+}
+
+impl HttpClient for Recording {
+    fn request(
+        &self,
+        req: Request<BodyWrapper<Bytes>>,
+    ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
+        let fut = self.inner.request(req);
+        let (record, now) = (self.retry_after.clone(), self.now);
+        Box::pin(async move {
+            let rsp = fut.await?;
+            let status = rsp.parts.status.as_u16();
+            let retry = rsp
+                .parts
+                .headers
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, now()));
+            if let (429 | 503, Some(d)) = (status, retry) {
+                record.set(d);
+            }
+            Ok(rsp)
+        })
+    }
+}
+
+/// An HTTPS client for the CA: the system's roots, or only `ca_file`'s for a private CA.
+pub fn https_client(ca_file: Option<&std::path::Path>) -> Result<Box<dyn HttpClient>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            for cert in crate::probe::read_pem_certs(path).map_err(|e| e.to_string())? {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .enable_http2()
+        .build();
+    Ok(Box::new(
+        Client::builder(TokioExecutor::new()).build::<_, BodyWrapper<Bytes>>(connector),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_in_seconds_and_as_a_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_784_000_000);
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        // 1_784_000_060 = Tue, 14 Jul 2026 03:34:20 GMT
+        assert_eq!(
+            parse_retry_after("Tue, 14 Jul 2026 03:34:20 GMT", now),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+}
