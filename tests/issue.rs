@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use tlsward::cert::{CheckKind, Origin, Policy, ServerName, TrustStore};
 use tlsward::clock::SystemClock;
-use tlsward::issuer::{AcmeSettings, CertificateSpec, Http01Responder, Issuer, KeyType};
+use tlsward::issuer::{
+    AcmeSettings, CertificateSpec, ChallengeKind, Http01Responder, Issuer, KeyType,
+};
 use tlsward::store::{KeySource, Store};
 use tokio::net::TcpListener;
 
@@ -43,6 +45,7 @@ async fn setup() -> Setup {
             .initial_delay(Duration::from_millis(50))
             .backoff(1.5)
             .timeout(Duration::from_secs(30)),
+        dns01: None,
     };
     Setup {
         pebble,
@@ -64,6 +67,7 @@ async fn issues_for_several_names_and_stores_the_version_sealed() {
         name: "www".into(),
         domains: vec!["a.tlsward.test".into(), "b.tlsward.test".into()],
         key_type: KeyType::EcdsaP256,
+        challenge: ChallengeKind::Http01,
     };
     let version = issuer.issue(&spec, &s.store, &clock, None).await.unwrap();
     assert_eq!(version.certificate, "www");
@@ -144,6 +148,7 @@ async fn a_failed_challenge_keeps_the_problem_document() {
         name: "broken".into(),
         domains: vec!["c.tlsward.test".into()],
         key_type: KeyType::EcdsaP384,
+        challenge: ChallengeKind::Http01,
     };
     let err = issuer
         .issue(&spec, &s.store, &clock, None)
@@ -287,6 +292,7 @@ async fn ari_windows_and_replaces_with_pebble_2_6() {
             .initial_delay(Duration::from_millis(50))
             .backoff(1.5)
             .timeout(Duration::from_secs(30)),
+        dns01: None,
     };
     let clock = SystemClock;
     let issuer = Issuer::connect(settings, &store, responder, &clock)
@@ -296,6 +302,7 @@ async fn ari_windows_and_replaces_with_pebble_2_6() {
         name: "ari".into(),
         domains: vec!["ari.tlsward.test".into()],
         key_type: KeyType::EcdsaP256,
+        challenge: ChallengeKind::Http01,
     };
     let v1 = issuer.issue(&spec, &store, &clock, None).await.unwrap();
     let ari_id = v1.ari_id.clone().expect("ARI identifier recorded");
@@ -337,6 +344,7 @@ async fn replaces_is_dropped_for_a_ca_without_ari() {
         name: "plain".into(),
         domains: vec!["plain.tlsward.test".into()],
         key_type: KeyType::EcdsaP256,
+        challenge: ChallengeKind::Http01,
     };
     let v1 = issuer.issue(&spec, &s.store, &clock, None).await.unwrap();
     assert_eq!(
@@ -379,6 +387,7 @@ async fn external_account_binding() {
             .initial_delay(Duration::from_millis(50))
             .backoff(1.5)
             .timeout(Duration::from_secs(30)),
+        dns01: None,
     };
     let clock = SystemClock;
     let refused = Issuer::connect(settings.clone(), &store, responder.clone(), &clock)
@@ -396,6 +405,7 @@ async fn external_account_binding() {
         name: "eab".into(),
         domains: vec!["eab.tlsward.test".into()],
         key_type: KeyType::EcdsaP256,
+        challenge: ChallengeKind::Http01,
     };
     assert!(issuer.issue(&spec, &store, &clock, None).await.is_ok());
 }
@@ -459,6 +469,7 @@ async fn rate_limits_keep_the_cas_retry_after() {
         name: "limited".into(),
         domains: vec!["limited.tlsward.test".into()],
         key_type: KeyType::EcdsaP256,
+        challenge: ChallengeKind::Http01,
     };
     let err = issuer
         .issue(&spec, &s.store, &clock, None)
@@ -480,4 +491,68 @@ async fn rate_limits_keep_the_cas_retry_after() {
     );
     // The limit passed: the next order goes through.
     assert!(issuer.issue(&spec, &s.store, &clock, None).await.is_ok());
+}
+
+/// DNS-01 through RFC 2136 with TSIG against a real BIND 9, which Pebble queries for the TXT
+/// records: a name and its wildcard in one certificate.
+#[tokio::test(flavor = "multi_thread")]
+async fn dns_01_through_rfc_2136_with_bind() {
+    let bind = crate::util::pebble::Bind::start().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let responder = Http01Responder::new();
+    tokio::spawn(responder.clone().serve(listener, std::future::pending()));
+    let pebble = Pebble::start_with_dns(port, bind.port).await;
+    let store = Store::open(
+        &pebble.dir.path().join("d/tlsward.db"),
+        &KeySource::File(pebble.dir.path().join("d/store.key")),
+    )
+    .unwrap();
+    let settings = AcmeSettings {
+        directory: pebble.directory.clone(),
+        contact: vec![],
+        ca_file: Some(pebble.tls_ca_file.clone()),
+        eab: None,
+        retry: instant_acme::RetryPolicy::new()
+            .initial_delay(Duration::from_millis(100))
+            .backoff(1.5)
+            .timeout(Duration::from_secs(30)),
+        dns01: Some(tlsward::issuer::Rfc2136Settings {
+            server: format!("127.0.0.1:{}", bind.port).parse().unwrap(),
+            zone: "tlsward.test".into(),
+            key_name: "tlsward".into(),
+            secret: tlsward::store::Secret::new(bind.secret.clone()),
+        }),
+    };
+    let clock = SystemClock;
+    let issuer = Issuer::connect(settings.clone(), &store, responder, &clock)
+        .await
+        .unwrap();
+    let spec = CertificateSpec {
+        name: "wild".into(),
+        domains: vec!["dns.tlsward.test".into(), "*.dns.tlsward.test".into()],
+        key_type: KeyType::EcdsaP256,
+        challenge: ChallengeKind::Dns01,
+    };
+    let v = issuer.issue(&spec, &store, &clock, None).await.unwrap();
+    use rustls::pki_types::pem::PemObject;
+    let leaf = rustls::pki_types::CertificateDer::pem_slice_iter(v.chain_pem.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap();
+    let facts = tlsward::cert::CertFacts::parse(&leaf).unwrap();
+    assert!(
+        facts.dns_names.contains(&"*.dns.tlsward.test".to_owned()),
+        "{:?}",
+        facts.dns_names
+    );
+
+    // A wrong TSIG secret is refused by the server, with the reason.
+    let mut wrong = settings.dns01.clone().unwrap();
+    wrong.secret = tlsward::store::Secret::new(vec![7; 32]);
+    let err = wrong
+        .add_txt("_acme-challenge.x.tlsward.test", "v")
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "dns_update", "{err}");
 }

@@ -53,6 +53,19 @@ pub(super) struct RawAcme {
     pub(super) eab_hmac_env: Option<Spanned<String>>,
     pub(super) http01_listen: Option<Spanned<String>>,
     pub(super) renew_fraction: Option<Spanned<f64>>,
+    pub(super) dns01: Option<Spanned<RawDns01>>,
+}
+
+/// `[acme.dns01]`: RFC 2136 updates with TSIG.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDns01 {
+    pub(super) server: Spanned<String>,
+    pub(super) zone: Spanned<String>,
+    pub(super) tsig_key_name: Spanned<String>,
+    /// A file holding the base64 TSIG secret (0600), or an environment variable holding it.
+    pub(super) tsig_secret_file: Option<Spanned<String>>,
+    pub(super) tsig_secret_env: Option<Spanned<String>>,
 }
 
 /// `[[certificate]]`.
@@ -62,6 +75,7 @@ pub(super) struct RawCertificate {
     pub(super) name: Spanned<String>,
     pub(super) domains: Spanned<Vec<String>>,
     pub(super) key_type: Option<Spanned<String>>,
+    pub(super) challenge: Option<Spanned<String>>,
 }
 
 /// `[[endpoint]]`: a probe target bound to a managed certificate.

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::cert::{DEFAULT_CRIT_DAYS, DEFAULT_WARN_DAYS, Policy, TrustStore};
 use crate::exporter::WebConfig;
-use crate::issuer::{AcmeSettings, CertificateSpec, KeyType};
+use crate::issuer::{AcmeSettings, CertificateSpec, ChallengeKind, KeyType, Rfc2136Settings};
 use crate::probe::{ClientIdentity, Module, Prober, Protocol, Target, load_trust};
 use crate::reconcile::EndpointSpec;
 use crate::schedule::TargetSpec;
@@ -862,10 +862,39 @@ impl Validator<'_, '_> {
                     KeyType::EcdsaP256
                 }
             };
+            let challenge = match c.challenge.as_ref().map(|k| (k, k.get_ref().as_str())) {
+                None | Some((_, "http-01")) => ChallengeKind::Http01,
+                Some((_, "dns-01")) => ChallengeKind::Dns01,
+                Some((k, other)) => {
+                    self.p.at(
+                        k,
+                        &format!("{key}.challenge"),
+                        format!("unknown challenge {other:?} (expected http-01 or dns-01)"),
+                    );
+                    ChallengeKind::Http01
+                }
+            };
+            if challenge == ChallengeKind::Dns01 && acme.dns01.is_none() {
+                self.p.at(
+                    &c.name,
+                    &format!("{key}.challenge"),
+                    "dns-01 needs an [acme.dns01] section",
+                );
+            }
+            if challenge == ChallengeKind::Http01
+                && c.domains.get_ref().iter().any(|d| d.starts_with("*."))
+            {
+                self.p.at(
+                    &c.domains,
+                    &format!("{key}.domains"),
+                    "wildcard names need challenge = \"dns-01\"",
+                );
+            }
             certificates.push(CertificateSpec {
                 name,
                 domains: c.domains.get_ref().clone(),
                 key_type,
+                challenge,
             });
         }
         let mut endpoints: Vec<EndpointSpec> = Vec::new();
@@ -919,11 +948,68 @@ impl Validator<'_, '_> {
                 ca_file: acme.ca_file.as_ref().map(|f| self.base.join(f.get_ref())),
                 eab,
                 retry: crate::issuer::DEFAULT_RETRY,
+                dns01: acme.dns01.as_ref().and_then(|d| self.dns01(d.get_ref())),
             },
             http01_listen,
             renew_fraction,
             certificates,
             endpoints,
+        })
+    }
+}
+
+impl Validator<'_, '_> {
+    fn dns01(&mut self, d: &super::raw::RawDns01) -> Option<Rfc2136Settings> {
+        use base64::Engine;
+        let server = d
+            .server
+            .get_ref()
+            .parse()
+            .map_err(|_| {
+                self.p.at(
+                    &d.server,
+                    "acme.dns01.server",
+                    "expected IP:PORT, e.g. 192.0.2.53:53",
+                )
+            })
+            .ok()?;
+        let text = match (&d.tsig_secret_file, &d.tsig_secret_env) {
+            (Some(f), None) => std::fs::read_to_string(self.base.join(f.get_ref()))
+                .map_err(|e| self.p.at(f, "acme.dns01.tsig_secret_file", e))
+                .ok()?,
+            (None, Some(v)) => std::env::var(v.get_ref())
+                .map_err(|_| {
+                    self.p.at(
+                        v,
+                        "acme.dns01.tsig_secret_env",
+                        format!("environment variable {} is not set", v.get_ref()),
+                    )
+                })
+                .ok()?,
+            _ => {
+                self.p.at(
+                    &d.tsig_key_name,
+                    "acme.dns01",
+                    "set one of tsig_secret_file or tsig_secret_env",
+                );
+                return None;
+            }
+        };
+        let secret = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|_| {
+                self.p.at(
+                    &d.tsig_key_name,
+                    "acme.dns01",
+                    "the TSIG secret is not base64",
+                )
+            })
+            .ok()?;
+        Some(Rfc2136Settings {
+            server,
+            zone: d.zone.get_ref().clone(),
+            key_name: d.tsig_key_name.get_ref().clone(),
+            secret: Secret::new(secret),
         })
     }
 }

@@ -5,6 +5,7 @@
 //! names, HTTP-01 through the built-in responder, keys and CSRs, and recording every order
 //! and version in the store. Must not know probing, HTTP serving of metrics or deploy hooks.
 
+mod dns01;
 mod http;
 mod http01;
 
@@ -18,6 +19,7 @@ use instant_acme::{
 use serde_json::{Value, json};
 use tracing::info;
 
+pub use dns01::Rfc2136Settings;
 pub use http::https_client;
 pub use http01::Http01Responder;
 
@@ -46,6 +48,18 @@ pub struct AcmeSettings {
     pub eab: Option<(String, Secret)>,
     /// How orders are polled.
     pub retry: RetryPolicy,
+    /// Where DNS-01 challenges are published (RFC 2136), for certificates that use DNS-01.
+    pub dns01: Option<Rfc2136Settings>,
+}
+
+/// How a certificate's names are proven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChallengeKind {
+    /// HTTP-01 through tlsward's responder.
+    #[default]
+    Http01,
+    /// DNS-01 through RFC 2136 updates (needed for wildcards).
+    Dns01,
 }
 
 /// The key type of a managed certificate.
@@ -76,6 +90,8 @@ pub struct CertificateSpec {
     pub domains: Vec<String>,
     /// Its key type.
     pub key_type: KeyType,
+    /// How its names are proven.
+    pub challenge: ChallengeKind,
 }
 
 /// Why an issuance failed.
@@ -102,6 +118,9 @@ pub enum IssueError {
     /// The CA offers no challenge tlsward can answer.
     #[error("no HTTP-01 challenge for {0}")]
     NoChallenge(String),
+    /// Publishing a DNS-01 record failed.
+    #[error("DNS update: {0}")]
+    Dns(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -119,6 +138,7 @@ impl IssueError {
             Self::Timeout => "timeout",
             Self::Invalid(_) => "challenge_failed",
             Self::NoChallenge(_) => "no_challenge",
+            Self::Dns(_) => "dns_update",
             Self::Store(_) => "store",
             Self::Client(_) => "client",
         }
@@ -387,6 +407,7 @@ impl Issuer {
         };
         store.set_order_url(order_id, order.url())?;
         let mut tokens = Vec::new();
+        let mut records: Vec<(String, String)> = Vec::new();
         let result = async {
             let mut authzs = order.authorizations();
             while let Some(authz) = authzs.next().await {
@@ -396,14 +417,36 @@ impl Issuer {
                     AuthorizationStatus::Valid => continue,
                     other => return Err(IssueError::Invalid(format!("authorization {other:?}"))),
                 }
-                let name = format!("{:?}", authz.identifier().identifier);
-                let mut challenge = authz
-                    .challenge(ChallengeType::Http01)
-                    .ok_or(IssueError::NoChallenge(name))?;
-                let ka = challenge.key_authorization();
-                self.responder.insert(&challenge.token, ka.as_str());
-                tokens.push(challenge.token.clone());
-                challenge.set_ready().await?;
+                let ident = authz.identifier();
+                let domain = match ident.identifier {
+                    Identifier::Dns(d) => d.clone(),
+                    other => format!("{other:?}"),
+                };
+                match spec.challenge {
+                    ChallengeKind::Http01 => {
+                        let mut challenge = authz
+                            .challenge(ChallengeType::Http01)
+                            .ok_or(IssueError::NoChallenge(domain))?;
+                        let ka = challenge.key_authorization();
+                        self.responder.insert(&challenge.token, ka.as_str());
+                        tokens.push(challenge.token.clone());
+                        challenge.set_ready().await?;
+                    }
+                    ChallengeKind::Dns01 => {
+                        let dns = self.settings.dns01.as_ref().ok_or_else(|| {
+                            IssueError::Dns("no [acme.dns01] server configured".into())
+                        })?;
+                        let mut challenge = authz
+                            .challenge(ChallengeType::Dns01)
+                            .ok_or(IssueError::NoChallenge(domain.clone()))?;
+                        // A wildcard's authorization carries the base name (RFC 8555 §7.1.3).
+                        let owner = format!("_acme-challenge.{domain}");
+                        let value = challenge.key_authorization().dns_value();
+                        dns.add_txt(&owner, &value).await?;
+                        records.push((owner, value));
+                        challenge.set_ready().await?;
+                    }
+                }
             }
             match order.poll_ready(&self.settings.retry).await? {
                 OrderStatus::Ready => {}
@@ -428,6 +471,13 @@ impl Issuer {
         .await;
         for t in tokens {
             self.responder.remove(&t);
+        }
+        if let Some(dns) = &self.settings.dns01 {
+            for (owner, value) in records {
+                if let Err(e) = dns.remove_txt(&owner, &value).await {
+                    tracing::warn!(record = %owner, error = %e, "could not remove a DNS-01 record");
+                }
+            }
         }
         result
     }

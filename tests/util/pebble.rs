@@ -52,6 +52,12 @@ impl Pebble {
         Self::start_with(Path::new("/usr/bin"), http_port, validity_secs, None).await
     }
 
+    /// Pebble resolving names (DNS-01 TXT lookups included) through `dns_port` instead of
+    /// challtestsrv.
+    pub async fn start_with_dns(http_port: u16, dns_port: u16) -> Self {
+        Self::start_full(Path::new("/usr/bin"), http_port, 3600, None, Some(dns_port)).await
+    }
+
     /// Pebble requiring external account binding with this key id and base64url HMAC key.
     pub async fn start_eab(http_port: u16, kid: &str, hmac_b64url: &str) -> Self {
         Self::start_with(
@@ -82,6 +88,16 @@ impl Pebble {
         http_port: u16,
         validity_secs: u64,
         eab: Option<(&str, &str)>,
+    ) -> Self {
+        Self::start_full(bin, http_port, validity_secs, eab, None).await
+    }
+
+    async fn start_full(
+        bin: &Path,
+        http_port: u16,
+        validity_secs: u64,
+        eab: Option<(&str, &str)>,
+        dns_override: Option<u16>,
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let tls_ca = TestCa::root_at("Pebble TLS CA", real_now());
@@ -134,7 +150,7 @@ impl Pebble {
                 "pebble-config.json",
                 "-strict=false",
                 "-dnsserver",
-                &format!("127.0.0.1:{dns}"),
+                &format!("127.0.0.1:{}", dns_override.unwrap_or(dns)),
             ])
             .env("PEBBLE_VA_NOSLEEP", "1")
             .env("PEBBLE_WFE_NONCEREJECT", "0")
@@ -188,4 +204,83 @@ async fn wait_port(port: u16, dir: &Path) {
         })
         .collect();
     panic!("pebble did not listen on {port}:\n{logs}");
+}
+
+/// BIND 9 from Debian, authoritative for `tlsward.test` on a free loopback port, accepting
+/// RFC 2136 updates signed with a TSIG key (hmac-sha256). Killed by pid on drop.
+pub struct Bind {
+    pub port: u16,
+    pub secret: Vec<u8>,
+    child: Child,
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for Bind {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Bind {
+    pub async fn start() -> Self {
+        use base64::Engine;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        let port = free_udp_and_tcp_port();
+        let secret: Vec<u8> = (0..32).map(|_| fastrand::u8(..)).collect();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&secret);
+        std::fs::write(
+            dir.path().join("named.conf"),
+            format!(
+                r#"options {{
+  directory "{d}";
+  listen-on port {port} {{ 127.0.0.1; }};
+  listen-on-v6 {{ none; }};
+  pid-file "{d}/named.pid";
+  session-keyfile "{d}/session.key";
+  managed-keys-directory "{d}";
+  recursion no;
+  dnssec-validation no;
+  allow-query {{ any; }};
+}};
+key "tlsward" {{ algorithm hmac-sha256; secret "{b64}"; }};
+zone "tlsward.test" {{ type primary; file "{d}/tlsward.test.zone"; allow-update {{ key "tlsward"; }}; }};
+"#
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("tlsward.test.zone"),
+            "$TTL 60\n@ IN SOA ns.tlsward.test. hostmaster.tlsward.test. 1 60 60 600 60\n@ IN NS ns.tlsward.test.\nns IN A 127.0.0.1\n",
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("named.log")).unwrap();
+        let child = Command::new("named")
+            .args(["-g", "-c"])
+            .arg(dir.path().join("named.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("named (Debian package bind9) must be installed");
+        let bind = Self {
+            port,
+            secret,
+            child,
+            dir,
+        };
+        for _ in 0..400 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return bind;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!(
+            "named did not listen:\n{}",
+            std::fs::read_to_string(bind.dir.path().join("named.log")).unwrap_or_default()
+        );
+    }
 }
