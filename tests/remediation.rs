@@ -174,15 +174,23 @@ async fn serve_renews_inside_the_ari_window_with_replaces() {
         .port();
     let pebble = Pebble::start_ari(http01_port, 20).await;
     let dir = pebble.dir.path();
+    // An endpoint for the certificate, deployed by hand with the first version below.
+    let placeholder = TestCa::root_at("Placeholder", real_now())
+        .leaf(&["ari.tlsward.test"])
+        .build();
+    let endpoint = TlsServer::leaf(&placeholder).start().await;
+    let target = format!("ari.tlsward.test:{}", endpoint.addr.port());
     let config = format!(
-        "[store]\npath = \"state/tlsward.db\"\nkey_file = \"state/store.key\"\n\n[acme]\ndirectory = \"{}\"\nca_file = \"{}\"\nhttp01_listen = \"127.0.0.1:{http01_port}\"\nrenew_fraction = 0.5\n\n[[certificate]]\nname = \"ari\"\ndomains = [\"ari.tlsward.test\"]\n",
+        "[store]\npath = \"state/tlsward.db\"\nkey_file = \"state/store.key\"\n\n[acme]\ndirectory = \"{}\"\nca_file = \"{}\"\nhttp01_listen = \"127.0.0.1:{http01_port}\"\nrenew_fraction = 0.5\n\n[[certificate]]\nname = \"ari\"\ndomains = [\"ari.tlsward.test\"]\n\n[profile.any]\nsystem_roots = false\nca_files = [\"{}\"]\n\n[[target]]\naddress = \"{target}\"\nprofile = \"any\"\ninterval = \"1s\"\nconnect_to = [\"127.0.0.1\"]\n\n[[endpoint]]\ncertificate = \"ari\"\ntarget = \"{target}\"\n",
         pebble.directory,
+        pebble.tls_ca_file.display(),
         pebble.tls_ca_file.display()
     );
     let path = dir.join("tlsward.toml");
     std::fs::write(&path, config).unwrap();
     let loaded = tlsward::config::load(&path).expect("valid config");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(tlsward::daemon::run(
         listener,
@@ -203,6 +211,24 @@ async fn serve_renews_inside_the_ari_window_with_replaces() {
         &KeySource::File(dir.join("state/store.key")),
     )
     .unwrap();
+    eventually(10, "the first version", || {
+        let store = &store;
+        async move { store.latest("ari").unwrap().is_some() }
+    })
+    .await;
+    let first = store.latest("ari").unwrap().unwrap();
+    {
+        use rustls::pki_types::pem::PemObject;
+        let chain: Vec<_> =
+            rustls::pki_types::CertificateDer::pem_slice_iter(first.chain_pem.as_bytes())
+                .map(Result::unwrap)
+                .collect();
+        let key = store.version_key(first.id).unwrap();
+        endpoint.swap(
+            chain,
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.expose().to_vec().into()),
+        );
+    }
     eventually(40, "a renewal", || {
         let store = &store;
         async move { store.versions("ari").unwrap().len() >= 2 }
@@ -228,5 +254,15 @@ async fn serve_renews_inside_the_ari_window_with_replaces() {
         .nth(1)
         .unwrap();
     assert_eq!(renewal.detail["replaces"].as_str(), v1.ari_id.as_deref());
+    // The endpoint still serves the first version: drift says stale.
+    let addr = metrics_addr;
+    let stale = format!(
+        "tlsward_endpoint_drift_reason_info{{endpoint=\"{target}\",certificate=\"ari\",reason=\"stale\"}} 1"
+    );
+    eventually(10, "stale drift after the ARI renewal", || {
+        let stale = stale.clone();
+        async move { get(addr, "/metrics").await.body.contains(&stale) }
+    })
+    .await;
     let _ = stop.send(());
 }
