@@ -517,12 +517,14 @@ async fn dns_01_through_rfc_2136_with_bind() {
             .initial_delay(Duration::from_millis(100))
             .backoff(1.5)
             .timeout(Duration::from_secs(30)),
-        dns01: Some(tlsward::issuer::Rfc2136Settings {
-            server: format!("127.0.0.1:{}", bind.port).parse().unwrap(),
-            zone: "tlsward.test".into(),
-            key_name: "tlsward".into(),
-            secret: tlsward::store::Secret::new(bind.secret.clone()),
-        }),
+        dns01: Some(tlsward::issuer::Dns01::Rfc2136(
+            tlsward::issuer::Rfc2136Settings {
+                server: format!("127.0.0.1:{}", bind.port).parse().unwrap(),
+                zone: "tlsward.test".into(),
+                key_name: "tlsward".into(),
+                secret: tlsward::store::Secret::new(bind.secret.clone()),
+            },
+        )),
     };
     let clock = SystemClock;
     let issuer = Issuer::connect(settings.clone(), &store, responder, &clock)
@@ -548,11 +550,77 @@ async fn dns_01_through_rfc_2136_with_bind() {
     );
 
     // A wrong TSIG secret is refused by the server, with the reason.
-    let mut wrong = settings.dns01.clone().unwrap();
+    let Some(tlsward::issuer::Dns01::Rfc2136(mut wrong)) = settings.dns01.clone() else {
+        unreachable!()
+    };
     wrong.secret = tlsward::store::Secret::new(vec![7; 32]);
     let err = wrong
         .add_txt("_acme-challenge.x.tlsward.test", "v")
         .await
         .unwrap_err();
     assert_eq!(err.reason(), "dns_update", "{err}");
+}
+
+/// DNS-01 through a hook command (the way to reach DNS providers with HTTP APIs): here a
+/// shell script that calls BIND's `nsupdate`, a real client of the same server.
+#[tokio::test(flavor = "multi_thread")]
+async fn dns_01_through_a_hook_command() {
+    use base64::Engine;
+    let bind = crate::util::pebble::Bind::start().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let responder = Http01Responder::new();
+    tokio::spawn(responder.clone().serve(listener, std::future::pending()));
+    let pebble = Pebble::start_with_dns(port, bind.port).await;
+    let script = pebble.dir.path().join("dns-hook.sh");
+    let secret = base64::engine::general_purpose::STANDARD.encode(&bind.secret);
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n# $1 add|remove, $2 name, $3 value\nset -e\nverb=add; ttl=60\n[ \"$1\" = remove ] && verb=delete && ttl=\nprintf 'server 127.0.0.1 {}\\nupdate %s %s. %s TXT \"%s\"\\nsend\\n' \"$verb\" \"$2\" \"$ttl\" \"$3\" | nsupdate -y hmac-sha256:tlsward:{secret}\n",
+            bind.port
+        ),
+    )
+    .unwrap();
+    let store = Store::open(
+        &pebble.dir.path().join("h/tlsward.db"),
+        &KeySource::File(pebble.dir.path().join("h/store.key")),
+    )
+    .unwrap();
+    let settings = AcmeSettings {
+        directory: pebble.directory.clone(),
+        contact: vec![],
+        ca_file: Some(pebble.tls_ca_file.clone()),
+        eab: None,
+        retry: instant_acme::RetryPolicy::new()
+            .initial_delay(Duration::from_millis(100))
+            .backoff(1.5)
+            .timeout(Duration::from_secs(30)),
+        dns01: Some(tlsward::issuer::Dns01::Command(vec![
+            "sh".into(),
+            script.display().to_string(),
+        ])),
+    };
+    let clock = SystemClock;
+    let issuer = Issuer::connect(settings, &store, responder, &clock)
+        .await
+        .unwrap();
+    let spec = CertificateSpec {
+        name: "hooked".into(),
+        domains: vec!["hook.tlsward.test".into()],
+        key_type: KeyType::EcdsaP256,
+        challenge: ChallengeKind::Dns01,
+    };
+    assert!(issuer.issue(&spec, &store, &clock, None).await.is_ok());
+    // A failing hook is an error with its output.
+    let failing = tlsward::issuer::Dns01::Command(vec![
+        "sh".into(),
+        "-c".into(),
+        "echo provider said no >&2; exit 3".into(),
+    ]);
+    let err = failing
+        .add_txt("_acme-challenge.x.tlsward.test", "v")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("provider said no"), "{err}");
 }

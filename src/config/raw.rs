@@ -60,9 +60,11 @@ pub(super) struct RawAcme {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDns01 {
-    pub(super) server: Spanned<String>,
-    pub(super) zone: Spanned<String>,
-    pub(super) tsig_key_name: Spanned<String>,
+    /// A hook command instead of RFC 2136 (for DNS providers with HTTP APIs).
+    pub(super) command: Option<Spanned<Vec<String>>>,
+    pub(super) server: Option<Spanned<String>>,
+    pub(super) zone: Option<Spanned<String>>,
+    pub(super) tsig_key_name: Option<Spanned<String>>,
     /// A file holding the base64 TSIG secret (0600), or an environment variable holding it.
     pub(super) tsig_secret_file: Option<Spanned<String>>,
     pub(super) tsig_secret_env: Option<Spanned<String>>,

@@ -16,7 +16,9 @@ use super::{
 };
 use crate::cert::{DEFAULT_CRIT_DAYS, DEFAULT_WARN_DAYS, Policy, TrustStore};
 use crate::exporter::WebConfig;
-use crate::issuer::{AcmeSettings, CertificateSpec, ChallengeKind, KeyType, Rfc2136Settings};
+use crate::issuer::{
+    AcmeSettings, CertificateSpec, ChallengeKind, Dns01, KeyType, Rfc2136Settings,
+};
 use crate::probe::{ClientIdentity, Module, Prober, Protocol, Target, load_trust};
 use crate::reconcile::EndpointSpec;
 use crate::schedule::TargetSpec;
@@ -948,7 +950,7 @@ impl Validator<'_, '_> {
                 ca_file: acme.ca_file.as_ref().map(|f| self.base.join(f.get_ref())),
                 eab,
                 retry: crate::issuer::DEFAULT_RETRY,
-                dns01: acme.dns01.as_ref().and_then(|d| self.dns01(d.get_ref())),
+                dns01: acme.dns01.as_ref().and_then(|d| self.dns01(d)),
             },
             http01_listen,
             renew_fraction,
@@ -959,15 +961,40 @@ impl Validator<'_, '_> {
 }
 
 impl Validator<'_, '_> {
-    fn dns01(&mut self, d: &super::raw::RawDns01) -> Option<Rfc2136Settings> {
+    fn dns01(&mut self, d: &Spanned<super::raw::RawDns01>) -> Option<Dns01> {
         use base64::Engine;
-        let server = d
-            .server
+        let span = d.span();
+        let d = d.get_ref();
+        if let Some(cmd) = &d.command {
+            if d.server.is_some() || d.zone.is_some() || d.tsig_key_name.is_some() {
+                self.p.at(
+                    cmd,
+                    "acme.dns01",
+                    "use command or server/zone/tsig_key_name, not both",
+                );
+                return None;
+            }
+            if cmd.get_ref().is_empty() {
+                self.p.at(cmd, "acme.dns01.command", "needs a program");
+                return None;
+            }
+            return Some(Dns01::Command(cmd.get_ref().clone()));
+        }
+        let (Some(server_s), Some(zone), Some(key_name)) = (&d.server, &d.zone, &d.tsig_key_name)
+        else {
+            self.p.add(
+                Some(span),
+                "acme.dns01",
+                "set command, or server, zone and tsig_key_name",
+            );
+            return None;
+        };
+        let server = server_s
             .get_ref()
             .parse()
             .map_err(|_| {
                 self.p.at(
-                    &d.server,
+                    server_s,
                     "acme.dns01.server",
                     "expected IP:PORT, e.g. 192.0.2.53:53",
                 )
@@ -988,7 +1015,7 @@ impl Validator<'_, '_> {
                 .ok()?,
             _ => {
                 self.p.at(
-                    &d.tsig_key_name,
+                    key_name,
                     "acme.dns01",
                     "set one of tsig_secret_file or tsig_secret_env",
                 );
@@ -998,19 +1025,16 @@ impl Validator<'_, '_> {
         let secret = base64::engine::general_purpose::STANDARD
             .decode(text.trim())
             .map_err(|_| {
-                self.p.at(
-                    &d.tsig_key_name,
-                    "acme.dns01",
-                    "the TSIG secret is not base64",
-                )
+                self.p
+                    .at(key_name, "acme.dns01", "the TSIG secret is not base64")
             })
             .ok()?;
-        Some(Rfc2136Settings {
+        Some(Dns01::Rfc2136(Rfc2136Settings {
             server,
-            zone: d.zone.get_ref().clone(),
-            key_name: d.tsig_key_name.get_ref().clone(),
+            zone: zone.get_ref().clone(),
+            key_name: key_name.get_ref().clone(),
             secret: Secret::new(secret),
-        })
+        }))
     }
 }
 

@@ -114,3 +114,70 @@ impl UnixNow for crate::clock::SystemClock {
             .unwrap_or(0)
     }
 }
+
+/// Where DNS-01 records go.
+#[derive(Debug, Clone)]
+pub enum Dns01 {
+    /// RFC 2136 updates to an authoritative server.
+    Rfc2136(Rfc2136Settings),
+    /// A command, for providers with HTTP APIs: run as `ARGV... add|remove NAME VALUE` with
+    /// a cleared environment (PATH only), a time limit, and its output kept for errors.
+    Command(Vec<String>),
+}
+
+/// How long a DNS hook command may run.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl Dns01 {
+    /// Publishes `value` as a TXT record of `fqdn`.
+    pub async fn add_txt(&self, fqdn: &str, value: &str) -> Result<(), IssueError> {
+        match self {
+            Self::Rfc2136(s) => s.add_txt(fqdn, value).await,
+            Self::Command(argv) => run_command(argv, "add", fqdn, value).await,
+        }
+    }
+
+    /// Removes it again.
+    pub async fn remove_txt(&self, fqdn: &str, value: &str) -> Result<(), IssueError> {
+        match self {
+            Self::Rfc2136(s) => s.remove_txt(fqdn, value).await,
+            Self::Command(argv) => run_command(argv, "remove", fqdn, value).await,
+        }
+    }
+}
+
+async fn run_command(
+    argv: &[String],
+    action: &str,
+    fqdn: &str,
+    value: &str,
+) -> Result<(), IssueError> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| IssueError::Dns("empty DNS hook command".into()))?;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .args([action, fqdn, value])
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(COMMAND_TIMEOUT, cmd.output())
+        .await
+        .map_err(|_| {
+            IssueError::Dns(format!(
+                "{program} {action} {fqdn}: timed out after {COMMAND_TIMEOUT:?}"
+            ))
+        })?
+        .map_err(|e| IssueError::Dns(format!("{program}: {e}")))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let mut stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    stderr.truncate(500);
+    Err(IssueError::Dns(format!(
+        "{program} {action} {fqdn} failed ({}): {}",
+        out.status,
+        stderr.trim()
+    )))
+}

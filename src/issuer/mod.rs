@@ -19,7 +19,7 @@ use instant_acme::{
 use serde_json::{Value, json};
 use tracing::info;
 
-pub use dns01::Rfc2136Settings;
+pub use dns01::{Dns01, Rfc2136Settings};
 pub use http::https_client;
 pub use http01::Http01Responder;
 
@@ -48,8 +48,8 @@ pub struct AcmeSettings {
     pub eab: Option<(String, Secret)>,
     /// How orders are polled.
     pub retry: RetryPolicy,
-    /// Where DNS-01 challenges are published (RFC 2136), for certificates that use DNS-01.
-    pub dns01: Option<Rfc2136Settings>,
+    /// Where DNS-01 challenges are published, for certificates that use DNS-01.
+    pub dns01: Option<Dns01>,
 }
 
 /// How a certificate's names are proven.
