@@ -305,6 +305,7 @@ async fn ari_windows_and_replaces_with_pebble_2_6() {
         challenge: ChallengeKind::Http01,
     };
     let v1 = issuer.issue(&spec, &store, &clock, None).await.unwrap();
+    assert!(issuer.offers_ari());
     let ari_id = v1.ari_id.clone().expect("ARI identifier recorded");
     assert!(ari_id.contains('.'), "{ari_id}");
     let (start, end, _retry) = issuer

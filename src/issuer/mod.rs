@@ -226,6 +226,8 @@ pub struct Issuer {
     settings: AcmeSettings,
     responder: Http01Responder,
     retry_after: http::RetryAfter,
+    /// Whether the CA's directory offers ARI (`renewalInfo`).
+    ari: bool,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -298,12 +300,30 @@ impl Issuer {
                 account
             }
         };
+        // instant-acme answers `Unsupported` without a request when the directory has no
+        // renewalInfo; otherwise this asks about a certificate that does not exist, which
+        // the CA refuses, and that is enough to know.
+        let probe = instant_acme::CertificateIdentifier {
+            authority_key_identifier: std::borrow::Cow::Borrowed("AA"),
+            serial: std::borrow::Cow::Borrowed("AA"),
+        };
+        let ari = !matches!(
+            account.renewal_info(&probe).await,
+            Err(instant_acme::Error::Unsupported(_))
+        );
+        retry_after.take();
         Ok(Self {
             account,
             settings,
             responder,
             retry_after,
+            ari,
         })
+    }
+
+    /// Whether the CA offers ARI renewal windows (RFC 9773).
+    pub fn offers_ari(&self) -> bool {
+        self.ari
     }
 
     /// Orders a certificate for `spec`, answers its challenges, and stores the new version
@@ -324,6 +344,8 @@ impl Issuer {
             key_type: spec.key_type.as_str().to_owned(),
         };
         store.upsert_certificate(&row, unix(clock))?;
+        // `replaces` means nothing to a CA without ARI: it is neither sent nor recorded.
+        let replaces = replaces.filter(|_| self.ari);
         let order_id = store.begin_order(&spec.name, replaces, unix(clock))?;
         match self.order(spec, order_id, store, replaces).await {
             Ok((chain_pem, key)) => {
