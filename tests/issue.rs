@@ -68,6 +68,7 @@ async fn issues_for_several_names_and_stores_the_version_sealed() {
         domains: vec!["a.tlsward.test".into(), "b.tlsward.test".into()],
         key_type: KeyType::EcdsaP256,
         challenge: ChallengeKind::Http01,
+        profile: None,
     };
     let version = issuer.issue(&spec, &s.store, &clock, None).await.unwrap();
     assert_eq!(version.certificate, "www");
@@ -149,6 +150,7 @@ async fn a_failed_challenge_keeps_the_problem_document() {
         domains: vec!["c.tlsward.test".into()],
         key_type: KeyType::EcdsaP384,
         challenge: ChallengeKind::Http01,
+        profile: None,
     };
     let err = issuer
         .issue(&spec, &s.store, &clock, None)
@@ -303,6 +305,7 @@ async fn ari_windows_and_replaces_with_pebble_2_6() {
         domains: vec!["ari.tlsward.test".into()],
         key_type: KeyType::EcdsaP256,
         challenge: ChallengeKind::Http01,
+        profile: None,
     };
     let v1 = issuer.issue(&spec, &store, &clock, None).await.unwrap();
     assert!(issuer.offers_ari());
@@ -346,6 +349,7 @@ async fn replaces_is_dropped_for_a_ca_without_ari() {
         domains: vec!["plain.tlsward.test".into()],
         key_type: KeyType::EcdsaP256,
         challenge: ChallengeKind::Http01,
+        profile: None,
     };
     let v1 = issuer.issue(&spec, &s.store, &clock, None).await.unwrap();
     assert_eq!(
@@ -407,6 +411,7 @@ async fn external_account_binding() {
         domains: vec!["eab.tlsward.test".into()],
         key_type: KeyType::EcdsaP256,
         challenge: ChallengeKind::Http01,
+        profile: None,
     };
     assert!(issuer.issue(&spec, &store, &clock, None).await.is_ok());
 }
@@ -471,6 +476,7 @@ async fn rate_limits_keep_the_cas_retry_after() {
         domains: vec!["limited.tlsward.test".into()],
         key_type: KeyType::EcdsaP256,
         challenge: ChallengeKind::Http01,
+        profile: None,
     };
     let err = issuer
         .issue(&spec, &s.store, &clock, None)
@@ -536,6 +542,7 @@ async fn dns_01_through_rfc_2136_with_bind() {
         domains: vec!["dns.tlsward.test".into(), "*.dns.tlsward.test".into()],
         key_type: KeyType::EcdsaP256,
         challenge: ChallengeKind::Dns01,
+        profile: None,
     };
     let v = issuer.issue(&spec, &store, &clock, None).await.unwrap();
     use rustls::pki_types::pem::PemObject;
@@ -611,6 +618,7 @@ async fn dns_01_through_a_hook_command() {
         domains: vec!["hook.tlsward.test".into()],
         key_type: KeyType::EcdsaP256,
         challenge: ChallengeKind::Dns01,
+        profile: None,
     };
     assert!(issuer.issue(&spec, &store, &clock, None).await.is_ok());
     // A failing hook is an error with its output.
@@ -624,4 +632,54 @@ async fn dns_01_through_a_hook_command() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("provider said no"), "{err}");
+}
+
+/// ACME profiles against sid's Pebble, which offers `default` (90 days) and `shortlived`
+/// (6 days): the configured profile is used; one the CA does not offer is left out.
+#[tokio::test(flavor = "multi_thread")]
+async fn acme_profiles_when_the_ca_offers_them() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let responder = Http01Responder::new();
+    tokio::spawn(responder.clone().serve(listener, std::future::pending()));
+    let pebble = Pebble::start_profiles(port).await;
+    let store = Store::open(
+        &pebble.dir.path().join("p/tlsward.db"),
+        &KeySource::File(pebble.dir.path().join("p/store.key")),
+    )
+    .unwrap();
+    let settings = AcmeSettings {
+        directory: pebble.directory.clone(),
+        contact: vec![],
+        ca_file: Some(pebble.tls_ca_file.clone()),
+        eab: None,
+        retry: instant_acme::RetryPolicy::new()
+            .initial_delay(Duration::from_millis(50))
+            .backoff(1.5)
+            .timeout(Duration::from_secs(30)),
+        dns01: None,
+    };
+    let clock = SystemClock;
+    let issuer = Issuer::connect(settings, &store, responder, &clock)
+        .await
+        .unwrap();
+    let mut offered = issuer.profiles();
+    offered.sort();
+    assert_eq!(offered, ["default", "shortlived"]);
+    let days = |v: &tlsward::store::Version| (v.not_after - v.not_before) as f64 / 86_400.0;
+    let mut spec = CertificateSpec {
+        name: "short".into(),
+        domains: vec!["short.tlsward.test".into()],
+        key_type: KeyType::EcdsaP256,
+        challenge: ChallengeKind::Http01,
+        profile: Some("shortlived".into()),
+    };
+    let short = issuer.issue(&spec, &store, &clock, None).await.unwrap();
+    assert!((days(&short) - 6.0).abs() < 0.01, "{} days", days(&short));
+    spec.profile = Some("default".into());
+    let long = issuer.issue(&spec, &store, &clock, None).await.unwrap();
+    assert!((days(&long) - 90.0).abs() < 0.01, "{} days", days(&long));
+    // Not offered: ordered without a profile rather than failing.
+    spec.profile = Some("tlsserver".into());
+    assert!(issuer.issue(&spec, &store, &clock, None).await.is_ok());
 }

@@ -78,6 +78,7 @@ pub(super) struct RawCertificate {
     pub(super) domains: Spanned<Vec<String>>,
     pub(super) key_type: Option<Spanned<String>>,
     pub(super) challenge: Option<Spanned<String>>,
+    pub(super) profile: Option<Spanned<String>>,
 }
 
 /// `[[endpoint]]`: a probe target bound to a managed certificate.

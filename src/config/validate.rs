@@ -897,6 +897,7 @@ impl Validator<'_, '_> {
                 domains: c.domains.get_ref().clone(),
                 key_type,
                 challenge,
+                profile: c.profile.as_ref().map(|p| p.get_ref().clone()),
             });
         }
         let mut endpoints: Vec<EndpointSpec> = Vec::new();

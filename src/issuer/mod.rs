@@ -92,6 +92,8 @@ pub struct CertificateSpec {
     pub key_type: KeyType,
     /// How its names are proven.
     pub challenge: ChallengeKind,
+    /// The ACME profile to order with (e.g. `shortlived`), used when the CA offers it.
+    pub profile: Option<String>,
 }
 
 /// Why an issuance failed.
@@ -228,6 +230,24 @@ pub struct Issuer {
     retry_after: http::RetryAfter,
     /// Whether the CA's directory offers ARI (`renewalInfo`).
     ari: bool,
+}
+
+impl Issuer {
+    /// The profiles the CA offers (its directory's `meta.profiles`).
+    pub fn profiles(&self) -> Vec<String> {
+        self.account.profiles().map(|p| p.name.to_owned()).collect()
+    }
+
+    /// The profile to send for `spec`: its own, when the CA offers it.
+    fn profile_for<'a>(&self, spec: &'a CertificateSpec) -> Option<&'a str> {
+        let wanted = spec.profile.as_deref()?;
+        if self.account.profiles().any(|p| p.name == wanted) {
+            Some(wanted)
+        } else {
+            tracing::warn!(certificate = %spec.name, profile = wanted, "the CA does not offer this profile; ordering without one");
+            None
+        }
+    }
 }
 
 impl std::fmt::Debug for Issuer {
@@ -414,18 +434,26 @@ impl Issuer {
             .iter()
             .map(|d| Identifier::Dns(d.clone()))
             .collect();
+        let profile = self.profile_for(spec);
+        let plain = || {
+            let new = NewOrder::new(&identifiers);
+            match profile {
+                Some(p) => new.profile(p),
+                None => new,
+            }
+        };
         let mut order = match replaces {
             Some(id) => {
-                let with = NewOrder::new(&identifiers).replaces(certificate_id(id)?);
+                let with = plain().replaces(certificate_id(id)?);
                 match self.account.new_order(&with).await {
                     // A CA without ARI does not know `replaces` (RFC 9773 §5): order plainly.
                     Err(instant_acme::Error::Unsupported(_)) => {
-                        self.account.new_order(&NewOrder::new(&identifiers)).await?
+                        self.account.new_order(&plain()).await?
                     }
                     other => other?,
                 }
             }
-            None => self.account.new_order(&NewOrder::new(&identifiers)).await?,
+            None => self.account.new_order(&plain()).await?,
         };
         store.set_order_url(order_id, order.url())?;
         let mut tokens = Vec::new();

@@ -83,6 +83,20 @@ impl Pebble {
         Self::start_with(&bin, http_port, validity_secs, None).await
     }
 
+    /// Pebble from Debian sid (2.10 or later), which offers ACME profiles: `default` (90 days)
+    /// and `shortlived` (6 days). `scripts/test` unpacks it into `$TLSWARD_PEBBLE_PROFILES_DIR`.
+    pub async fn start_profiles(http_port: u16) -> Self {
+        let dir = std::env::var("TLSWARD_PEBBLE_PROFILES_DIR")
+            .unwrap_or_else(|_| "/var/cache/tlsward/pebble-sid".into());
+        let bin = Path::new(&dir).join("usr/bin");
+        assert!(
+            bin.join("pebble").exists(),
+            "{} has no pebble from sid: run scripts/test, which fetches it",
+            bin.display()
+        );
+        Self::start_full(&bin, http_port, 0, None, None).await
+    }
+
     async fn start_with(
         bin: &Path,
         http_port: u16,
@@ -115,8 +129,15 @@ impl Pebble {
             free_udp_and_tcp_port(),
             free_port(),
         );
+        // A validity of 0 asks for the profiles of sid's Pebble instead of one fixed period.
+        let profiles = validity_secs == 0;
+        let validity = if profiles {
+            r#""profiles":{"default":{"description":"90 days","validityPeriod":7776000},"shortlived":{"description":"6 days","validityPeriod":518400}}"#.to_owned()
+        } else {
+            format!(r#""certificateValidityPeriod":{validity_secs}"#)
+        };
         let config = format!(
-            r#"{{"pebble":{{"listenAddress":"127.0.0.1:{acme}","managementListenAddress":"127.0.0.1:{mgmt}","certificate":"pebble.pem","privateKey":"pebble.key","httpPort":{http_port},"tlsPort":{tls},"ocspResponderURL":"","externalAccountBindingRequired":{eab_required},{eab_keys}"certificateValidityPeriod":{validity_secs}}}}}"#,
+            r#"{{"pebble":{{"listenAddress":"127.0.0.1:{acme}","managementListenAddress":"127.0.0.1:{mgmt}","certificate":"pebble.pem","privateKey":"pebble.key","httpPort":{http_port},"tlsPort":{tls},"ocspResponderURL":"","externalAccountBindingRequired":{eab_required},{eab_keys}{validity}}}}}"#,
             eab_required = eab.is_some(),
             eab_keys = eab
                 .map(|(kid, key)| format!(r#""externalAccountMACKeys":{{"{kid}":"{key}"}},"#))
@@ -133,7 +154,8 @@ impl Pebble {
         let cts_child = cts_cmd
             .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
             .args([
-                "-dns01",
+                // sid's challtestsrv renamed -dns01 to -dnsserver.
+                if profiles { "-dnsserver" } else { "-dns01" },
                 &format!("127.0.0.1:{dns}"),
                 "-management",
                 &format!("127.0.0.1:{cts}"),
