@@ -191,11 +191,7 @@ fn tlsward(args: &[&str], config: &std::path::Path) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cert_commands_issue_list_and_show() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::util::unique_port();
     let pebble = Pebble::start(port, 3600).await;
     let config = cli_config(&pebble, port);
     let list = tlsward(&["cert", "list"], &config);
@@ -227,11 +223,7 @@ async fn cert_commands_issue_list_and_show() {
 /// a later issuance succeeds.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_mid_issuance_leaves_the_store_consistent() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::util::unique_port();
     let pebble = Pebble::start(port, 3600).await;
     let config = cli_config(&pebble, port);
     let db = pebble.dir.path().join("cli/tlsward.db");

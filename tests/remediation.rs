@@ -16,11 +16,7 @@ use crate::util::{TestCa, TlsServer, real_now};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_issues_renews_and_reports_drift() {
-    let http01_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let http01_port = crate::util::unique_port();
     // 20-second certificates renewed at half their lifetime: a renewal within the test.
     let pebble = Pebble::start(http01_port, 20).await;
     let dir = pebble.dir.path();
@@ -167,11 +163,7 @@ target = "{target}"
 /// renewal order names the version it replaces.
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_renews_inside_the_ari_window_with_replaces() {
-    let http01_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let http01_port = crate::util::unique_port();
     let pebble = Pebble::start_ari(http01_port, 20).await;
     let dir = pebble.dir.path();
     // An endpoint for the certificate, deployed by hand with the first version below.
@@ -192,7 +184,7 @@ async fn serve_renews_inside_the_ari_window_with_replaces() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics_addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(tlsward::daemon::run(
+    let daemon = tokio::spawn(tlsward::daemon::run(
         listener,
         path.clone(),
         loaded,
@@ -211,11 +203,20 @@ async fn serve_renews_inside_the_ari_window_with_replaces() {
         &KeySource::File(dir.join("state/store.key")),
     )
     .unwrap();
-    eventually(10, "the first version", || {
-        let store = &store;
-        async move { store.latest("ari").unwrap().is_some() }
-    })
-    .await;
+    for _ in 0..100 {
+        if store.latest("ari").unwrap().is_some() {
+            break;
+        }
+        assert!(!daemon.is_finished(), "the daemon stopped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if store.latest("ari").unwrap().is_none() {
+        let journal = store.journal_entries(None).unwrap();
+        panic!(
+            "no first version; daemon finished: {}; journal: {journal:?}",
+            daemon.is_finished()
+        );
+    }
     let first = store.latest("ari").unwrap().unwrap();
     {
         use rustls::pki_types::pem::PemObject;
@@ -262,6 +263,15 @@ async fn serve_renews_inside_the_ari_window_with_replaces() {
     eventually(10, "stale drift after the ARI renewal", || {
         let stale = stale.clone();
         async move { get(addr, "/metrics").await.body.contains(&stale) }
+    })
+    .await;
+    // The CA's window for the certificate the endpoint actually serves is reported too.
+    let served_window = format!(
+        "tlsward_endpoint_ari_window_start_timestamp_seconds{{endpoint=\"{target}\",certificate=\"ari\"}}"
+    );
+    eventually(20, "the served certificate's ARI window", || {
+        let served_window = served_window.clone();
+        async move { get(addr, "/metrics").await.body.contains(&served_window) }
     })
     .await;
     let _ = stop.send(());

@@ -41,6 +41,26 @@ pub const ARI_MIN_RECHECK: Duration = Duration::from_secs(5);
 /// least daily; this is more often, as short lifetimes make windows move fast).
 pub const ARI_MAX_RECHECK: Duration = Duration::from_secs(6 * 3600);
 
+/// What the CA says about the certificate an endpoint serves.
+#[derive(Debug, Clone)]
+struct ServedWindow {
+    sha256: String,
+    window: Option<(i64, i64)>,
+    next_check: i64,
+}
+
+/// The ARI identifier of a certificate (RFC 9773 §4.1): base64url of the AKI keyIdentifier,
+/// a dot, base64url of the serial number's DER value bytes.
+fn ari_id(leaf: &crate::cert::CertFacts) -> Option<String> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let aki = leaf.aki.as_ref()?;
+    let serial: Vec<u8> = (0..leaf.serial.len() / 2)
+        .filter_map(|i| u8::from_str_radix(&leaf.serial[2 * i..2 * i + 2], 16).ok())
+        .collect();
+    Some(format!("{}.{}", b64.encode(aki), b64.encode(serial)))
+}
+
 /// A probe target bound to a managed certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointSpec {
@@ -90,6 +110,8 @@ pub struct Reconciler {
     retries: Mutex<HashMap<String, (u32, i64)>>,
     /// When to ask the CA again for each version's renewal window (version id -> unix time).
     ari_checks: Mutex<HashMap<i64, i64>>,
+    /// The CA's window for the certificate each endpoint serves, by endpoint name.
+    served_windows: Mutex<HashMap<String, ServedWindow>>,
     metrics: OrderMetrics,
 }
 
@@ -146,6 +168,7 @@ impl Reconciler {
             notify: Notify::new(),
             retries: Mutex::new(HashMap::new()),
             ari_checks: Mutex::new(HashMap::new()),
+            served_windows: Mutex::new(HashMap::new()),
             metrics,
         });
         reg.register_collector(Box::new(RemediationCollector {
@@ -343,6 +366,66 @@ impl Reconciler {
             checks.retain(|id, _| *id >= version.id || *id < 0);
             checks.insert(version.id, next);
         }
+        self.refresh_served_windows(issuer, desired).await;
+    }
+
+    /// Asks the CA about the certificate each endpoint actually serves (RFC 9773 applies to
+    /// any certificate it issued, deployed or not), so its advice about what is live, a
+    /// revocation for instance, is seen even when the endpoint is behind on deployments.
+    async fn refresh_served_windows(&self, issuer: &Issuer, desired: &Desired) {
+        if !issuer.offers_ari() {
+            return;
+        }
+        let served: HashMap<String, (String, String)> = self.results.with(|map| {
+            map.values()
+                .filter_map(|state| {
+                    let facts = state.last.first()?.outcome.as_ref().ok()?;
+                    Some((
+                        state.spec.name.clone(),
+                        (facts.leaf.sha256.clone(), ari_id(&facts.leaf)?),
+                    ))
+                })
+                .collect()
+        });
+        let now = unix(self.clock.as_ref());
+        for e in &desired.endpoints {
+            let Some((sha256, id)) = served.get(&e.target) else {
+                continue;
+            };
+            let known = self
+                .served_windows
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&e.name)
+                .cloned();
+            if known
+                .as_ref()
+                .is_some_and(|w| w.sha256 == *sha256 && w.next_check > now)
+            {
+                continue;
+            }
+            let window = match issuer.renewal_window(id).await {
+                Ok(Some((start, end, retry))) => ServedWindow {
+                    sha256: sha256.clone(),
+                    window: Some((start, end)),
+                    next_check: now
+                        + retry
+                            .as_secs()
+                            .clamp(ARI_MIN_RECHECK.as_secs(), ARI_MAX_RECHECK.as_secs())
+                            as i64,
+                },
+                // A certificate from another CA, or unknown to this one.
+                Ok(None) | Err(_) => ServedWindow {
+                    sha256: sha256.clone(),
+                    window: None,
+                    next_check: now + ARI_MAX_RECHECK.as_secs() as i64,
+                },
+            };
+            self.served_windows
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(e.name.clone(), window);
+        }
     }
 
     /// Schedules the next attempt after a failure: exponential back-off, but never sooner
@@ -457,6 +540,45 @@ impl Collector for RemediationCollector {
                 });
                 ConstGauge::new(t as f64)
                     .encode(fam.encode_family(&[("certificate", name.as_str())])?)?;
+            }
+        }
+        let served: Vec<(String, String, (i64, i64))> = {
+            let windows = r
+                .served_windows
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            desired
+                .endpoints
+                .iter()
+                .filter_map(|e| {
+                    windows
+                        .get(&e.name)
+                        .and_then(|w| w.window)
+                        .map(|w| (e.name.clone(), e.certificate.clone(), w))
+                })
+                .collect()
+        };
+        if !served.is_empty() {
+            for (metric, help, pick) in [
+                (
+                    "endpoint_ari_window_start_timestamp_seconds",
+                    "Start of the CA's renewal window for the certificate the endpoint serves.",
+                    0,
+                ),
+                (
+                    "endpoint_ari_window_end_timestamp_seconds",
+                    "End of the CA's renewal window for the certificate the endpoint serves.",
+                    1,
+                ),
+            ] {
+                let mut fam = enc.encode_descriptor(metric, help, None, MetricType::Gauge)?;
+                for (endpoint, certificate, (start, end)) in &served {
+                    let v = if pick == 0 { *start } else { *end };
+                    ConstGauge::new(v as f64).encode(fam.encode_family(&[
+                        ("endpoint", endpoint.as_str()),
+                        ("certificate", certificate.as_str()),
+                    ])?)?;
+                }
             }
         }
         let drifts = r.drifts();

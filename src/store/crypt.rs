@@ -111,27 +111,37 @@ impl Crypt {
     }
 }
 
+/// Writes a new identity to `path` atomically: into a private temporary file first, then
+/// hard-linked into place, which fails if another process got there first. Nobody ever
+/// reads a half-written key.
 fn create_identity(path: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::OpenOptionsExt;
+    let err = |p: &Path, e: std::io::Error| StoreError::Key(format!("{}: {e}", p.display()));
     let identity = age::x25519::Identity::generate();
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Key(format!("{}: {e}", dir.display())))?;
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| StoreError::Key(format!("{}: {e}", path.display())))?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
+    let tmp = dir.join(format!(
+        ".store.key.{}.{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
     let text = format!(
         "# tlsward store key: decrypts the private keys in the store. Back it up apart from the store.\n# public key: {}\n{}\n",
         identity.to_public(),
         identity.to_string().expose_secret()
     );
-    file.write_all(text.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| StoreError::Key(format!("{}: {e}", path.display())))
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    written.map_err(|e| err(path, e))
 }
 
 /// Refuses a key file that others can read.

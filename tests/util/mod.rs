@@ -25,6 +25,25 @@ use tokio_rustls::TlsAcceptor;
 
 use tlsward::cert::{Origin, TrustStore};
 
+/// A free loopback TCP port that this test process has not handed out before: ports are
+/// picked by binding port 0 and releasing it, so without the memory two servers started
+/// by different tests (or one test) could be given the same port.
+pub fn unique_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+}
+
 /// The instant every time-sensitive test is judged at.
 pub fn test_now() -> OffsetDateTime {
     time::macros::datetime!(2026-06-01 12:00 UTC)
@@ -378,7 +397,8 @@ impl ServerSpec {
     }
 
     pub async fn start(self) -> TlsServer {
-        self.start_on("127.0.0.1:0").await
+        // A port no other helper of this process was given (see unique_port).
+        self.start_on(&format!("127.0.0.1:{}", unique_port())).await
     }
 
     /// Starts on the given local address (e.g. `[::1]:0`).
