@@ -138,6 +138,10 @@ target = "{target}"
     })
     .await;
     eventually(10, "stale drift", drift("stale")).await;
+    assert_eq!(
+        store.endpoints().unwrap(),
+        [(target.clone(), "site".to_owned(), target.clone())]
+    );
     let kinds: Vec<String> = store
         .journal_entries(Some("site"))
         .unwrap()

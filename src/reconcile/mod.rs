@@ -171,14 +171,27 @@ impl Reconciler {
             served_windows: Mutex::new(HashMap::new()),
             metrics,
         });
+        me.record_endpoints(&me.desired());
         reg.register_collector(Box::new(RemediationCollector {
             reconciler: me.clone(),
         }));
         me
     }
 
+    fn record_endpoints(&self, desired: &Desired) {
+        let list: Vec<(String, String, String)> = desired
+            .endpoints
+            .iter()
+            .map(|e| (e.name.clone(), e.certificate.clone(), e.target.clone()))
+            .collect();
+        if let Err(e) = self.store.set_endpoints(&list, unix(self.clock.as_ref())) {
+            error!(error = %e, "cannot record the endpoints in the store");
+        }
+    }
+
     /// Replaces what is desired (a config reload) and wakes the loop.
     pub fn update(&self, desired: Desired) {
+        self.record_endpoints(&desired);
         *self.desired.write().unwrap_or_else(PoisonError::into_inner) = desired;
         self.notify.notify_one();
     }

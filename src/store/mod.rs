@@ -341,6 +341,53 @@ impl Store {
         .collect()
     }
 
+    /// Replaces the recorded endpoints (name, certificate, probe target) with the configured
+    /// ones, journaling the change when there is one.
+    pub fn set_endpoints(
+        &self,
+        endpoints: &[(String, String, String)],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let current: Vec<(String, String, String)> = {
+            let mut stmt =
+                tx.prepare("SELECT name, certificate, target FROM endpoints ORDER BY name")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut wanted = endpoints.to_vec();
+        wanted.sort();
+        if current == wanted {
+            return Ok(());
+        }
+        tx.execute("DELETE FROM endpoints", [])?;
+        for (name, certificate, target) in &wanted {
+            tx.execute(
+                "INSERT INTO endpoints (name, certificate, target) VALUES (?1, ?2, ?3)",
+                params![name, certificate, target],
+            )?;
+        }
+        journal_in(
+            &tx,
+            now,
+            "endpoints.set",
+            None,
+            &serde_json::json!({ "endpoints": wanted.iter().map(|(n, c, t)| serde_json::json!({ "name": n, "certificate": c, "target": t })).collect::<Vec<_>>() }),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The recorded endpoints: (name, certificate, target), by name.
+    pub fn endpoints(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT name, certificate, target FROM endpoints ORDER BY name")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Appends to the journal.
     pub fn journal(
         &self,

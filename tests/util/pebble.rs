@@ -106,6 +106,8 @@ impl Pebble {
         Self::start_full(bin, http_port, validity_secs, eab, None).await
     }
 
+    /// Starts Pebble, trying again with fresh ports when one was taken meanwhile (ports are
+    /// picked by binding port 0 and releasing it, so another process may grab one first).
     async fn start_full(
         bin: &Path,
         http_port: u16,
@@ -113,6 +115,23 @@ impl Pebble {
         eab: Option<(&str, &str)>,
         dns_override: Option<u16>,
     ) -> Self {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Self::try_start(bin, http_port, validity_secs, eab, dns_override).await {
+                Ok(p) => return p,
+                Err(e) => last = e,
+            }
+        }
+        panic!("{last}");
+    }
+
+    async fn try_start(
+        bin: &Path,
+        http_port: u16,
+        validity_secs: u64,
+        eab: Option<(&str, &str)>,
+        dns_override: Option<u16>,
+    ) -> Result<Self, String> {
         let dir = tempfile::tempdir().unwrap();
         let tls_ca = TestCa::root_at("Pebble TLS CA", real_now());
         let leaf = tls_ca
@@ -190,9 +209,9 @@ impl Pebble {
             dir,
         };
         for port in [acme, mgmt, cts] {
-            wait_port(port, pebble.dir.path()).await;
+            wait_port(port, pebble.dir.path()).await?;
         }
-        pebble
+        Ok(pebble)
     }
 
     /// The root Pebble issues under (generated anew at every start), as DER.
@@ -206,13 +225,13 @@ impl Pebble {
     }
 }
 
-async fn wait_port(port: u16, dir: &Path) {
+async fn wait_port(port: u16, dir: &Path) -> Result<(), String> {
     for _ in 0..400 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .is_ok()
         {
-            return;
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -225,7 +244,7 @@ async fn wait_port(port: u16, dir: &Path) {
             )
         })
         .collect();
-    panic!("pebble did not listen on {port}:\n{logs}");
+    Err(format!("pebble did not listen on {port}:\n{logs}"))
 }
 
 /// BIND 9 from Debian, authoritative for `tlsward.test` on a free loopback port, accepting
