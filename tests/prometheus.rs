@@ -25,10 +25,7 @@ impl Drop for Proc {
 }
 
 fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    SocketAddr::from(([127, 0, 0, 1], crate::util::unique_port()))
 }
 
 /// An instant query; returns the result vector.

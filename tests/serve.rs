@@ -383,11 +383,7 @@ async fn web_protection_with_basic_auth_bearer_and_tls() {
 async fn the_binary_serves_and_reloads_on_sighup() {
     let e = Endpoints::start().await;
     let path = e.write(&e.config(""));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::util::unique_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tlsward"))
         .args(["serve", "--config"])

@@ -287,11 +287,7 @@ impl Drop for OpensslServer {
 
 impl OpensslServer {
     pub async fn start(cert: &std::path::Path, key: &std::path::Path, extra: &[&str]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = unique_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let child = std::process::Command::new("openssl")
             .args(["s_server", "-quiet", "-accept"])

@@ -9,11 +9,7 @@ use std::time::Duration;
 use crate::util::{TestCa, real_now};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    crate::util::unique_port()
 }
 
 fn free_udp_and_tcp_port() -> u16 {

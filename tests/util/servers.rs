@@ -35,9 +35,7 @@ fn pg_bin() -> PathBuf {
 /// `N` distinct free ports on 127.0.0.1, all bound at once and then released (another
 /// process may take one before the daemon binds it: a small race the tests accept).
 fn free_addrs<const N: usize>() -> [SocketAddr; N] {
-    let listeners =
-        [(); N].map(|()| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"));
-    listeners.map(|l| l.local_addr().expect("local addr"))
+    [(); N].map(|()| SocketAddr::from(([127, 0, 0, 1], crate::util::unique_port())))
 }
 
 /// One free port on 127.0.0.1.
