@@ -25,22 +25,20 @@ use tokio_rustls::TlsAcceptor;
 
 use tlsward::cert::{Origin, TrustStore};
 
-/// A free loopback TCP port that this test process has not handed out before: ports are
-/// picked by binding port 0 and releasing it, so without the memory two servers started
-/// by different tests (or one test) could be given the same port.
+/// A free loopback TCP port for a server a test starts by address (Pebble, daemons, the
+/// HTTP-01 responder). It is taken below the kernel's ephemeral range (32768 and up), so no
+/// listener bound to port 0 and no outgoing connection can be handed the same port between
+/// this check and the server's bind, and never twice in one test process.
 pub fn unique_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = fastrand::u16(24_000..32_700);
         let mut given = GIVEN.lock().unwrap();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
+        if given.contains(&port) || std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
         }
+        given.push(port);
+        return port;
     }
 }
 
@@ -393,8 +391,7 @@ impl ServerSpec {
     }
 
     pub async fn start(self) -> TlsServer {
-        // A port no other helper of this process was given (see unique_port).
-        self.start_on(&format!("127.0.0.1:{}", unique_port())).await
+        self.start_on("127.0.0.1:0").await
     }
 
     /// Starts on the given local address (e.g. `[::1]:0`).
