@@ -33,8 +33,18 @@ async fn query(prom: SocketAddr, expr: &str) -> Vec<Value> {
     let q: String = form_urlencoded::Serializer::new(String::new())
         .append_pair("query", expr)
         .finish();
-    let r = get(prom, &format!("/api/v1/query?{q}")).await;
-    let v: Value = serde_json::from_str(&r.body).unwrap_or_else(|_| panic!("{expr}: {}", r.body));
+    // Prometheus may answer 503 for a moment while it is busy (seen right after start-up);
+    // only a lasting failure, or a query it rejects, fails the test.
+    let mut r = get(prom, &format!("/api/v1/query?{q}")).await;
+    for _ in 0..50 {
+        if r.status != 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        r = get(prom, &format!("/api/v1/query?{q}")).await;
+    }
+    let v: Value =
+        serde_json::from_str(&r.body).unwrap_or_else(|_| panic!("{expr}: {} {}", r.status, r.body));
     assert_eq!(v["status"], "success", "{expr}: {}", r.body);
     v["data"]["result"].as_array().cloned().unwrap_or_default()
 }
@@ -42,10 +52,14 @@ async fn query(prom: SocketAddr, expr: &str) -> Vec<Value> {
 /// Firing alerts as (alertname, target) pairs.
 async fn firing(prom: SocketAddr) -> Vec<(String, String)> {
     let r = get(prom, "/api/v1/alerts").await;
-    let v: Value = serde_json::from_str(&r.body).unwrap();
+    // A momentary 503 reads as "nothing yet"; the callers poll.
+    let Ok(v) = serde_json::from_str::<Value>(&r.body) else {
+        return Vec::new();
+    };
     let mut out: Vec<(String, String)> = v["data"]["alerts"]
         .as_array()
-        .unwrap()
+        .cloned()
+        .unwrap_or_default()
         .iter()
         .filter(|a| a["state"] == "firing")
         .map(|a| {
