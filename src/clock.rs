@@ -14,6 +14,15 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now(&self) -> SystemTime;
 }
 
+/// `clock`'s time as whole seconds since the Unix epoch (0 before it), as the store and
+/// metrics record instants.
+pub fn unix_seconds(clock: &dyn Clock) -> i64 {
+    clock
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// The real clock.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;

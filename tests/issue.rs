@@ -14,6 +14,21 @@ use tokio::net::TcpListener;
 
 use crate::util::pebble::Pebble;
 
+/// How tests reach this Pebble: its directory and TLS root, quick polling, HTTP-01.
+fn acme_settings(pebble: &Pebble) -> AcmeSettings {
+    AcmeSettings {
+        directory: pebble.directory.clone(),
+        contact: vec!["mailto:ops@tlsward.test".into()],
+        ca_file: Some(pebble.tls_ca_file.clone()),
+        eab: None,
+        retry: instant_acme::RetryPolicy::new()
+            .initial_delay(Duration::from_millis(50))
+            .backoff(1.5)
+            .timeout(Duration::from_secs(30)),
+        dns01: None,
+    }
+}
+
 struct Setup {
     pebble: Pebble,
     responder: Http01Responder,
@@ -36,17 +51,7 @@ async fn setup() -> Setup {
         &KeySource::File(pebble.dir.path().join("state/store.key")),
     )
     .unwrap();
-    let settings = AcmeSettings {
-        directory: pebble.directory.clone(),
-        contact: vec!["mailto:ops@tlsward.test".into()],
-        ca_file: Some(pebble.tls_ca_file.clone()),
-        eab: None,
-        retry: instant_acme::RetryPolicy::new()
-            .initial_delay(Duration::from_millis(50))
-            .backoff(1.5)
-            .timeout(Duration::from_secs(30)),
-        dns01: None,
-    };
+    let settings = acme_settings(&pebble);
     Setup {
         pebble,
         responder,
@@ -277,17 +282,7 @@ async fn ari_windows_and_replaces_with_pebble_2_6() {
         &KeySource::File(pebble.dir.path().join("s/store.key")),
     )
     .unwrap();
-    let settings = AcmeSettings {
-        directory: pebble.directory.clone(),
-        contact: vec![],
-        ca_file: Some(pebble.tls_ca_file.clone()),
-        eab: None,
-        retry: instant_acme::RetryPolicy::new()
-            .initial_delay(Duration::from_millis(50))
-            .backoff(1.5)
-            .timeout(Duration::from_secs(30)),
-        dns01: None,
-    };
+    let settings = acme_settings(&pebble);
     let clock = SystemClock;
     let issuer = Issuer::connect(settings, &store, responder, &clock)
         .await
@@ -375,17 +370,7 @@ async fn external_account_binding() {
         &KeySource::File(pebble.dir.path().join("e/store.key")),
     )
     .unwrap();
-    let mut settings = AcmeSettings {
-        directory: pebble.directory.clone(),
-        contact: vec![],
-        ca_file: Some(pebble.tls_ca_file.clone()),
-        eab: None,
-        retry: instant_acme::RetryPolicy::new()
-            .initial_delay(Duration::from_millis(50))
-            .backoff(1.5)
-            .timeout(Duration::from_secs(30)),
-        dns01: None,
-    };
+    let mut settings = acme_settings(&pebble);
     let clock = SystemClock;
     let refused = Issuer::connect(settings.clone(), &store, responder.clone(), &clock)
         .await
@@ -508,14 +493,6 @@ async fn dns_01_through_rfc_2136_with_bind() {
     )
     .unwrap();
     let settings = AcmeSettings {
-        directory: pebble.directory.clone(),
-        contact: vec![],
-        ca_file: Some(pebble.tls_ca_file.clone()),
-        eab: None,
-        retry: instant_acme::RetryPolicy::new()
-            .initial_delay(Duration::from_millis(100))
-            .backoff(1.5)
-            .timeout(Duration::from_secs(30)),
         dns01: Some(tlsward::issuer::Dns01::Rfc2136(
             tlsward::issuer::Rfc2136Settings {
                 server: format!("127.0.0.1:{}", bind.port).parse().unwrap(),
@@ -524,6 +501,7 @@ async fn dns_01_through_rfc_2136_with_bind() {
                 secret: tlsward::store::Secret::new(bind.secret.clone()),
             },
         )),
+        ..acme_settings(&pebble)
     };
     let clock = SystemClock;
     let issuer = Issuer::connect(settings.clone(), &store, responder, &clock)
@@ -588,18 +566,11 @@ async fn dns_01_through_a_hook_command() {
     )
     .unwrap();
     let settings = AcmeSettings {
-        directory: pebble.directory.clone(),
-        contact: vec![],
-        ca_file: Some(pebble.tls_ca_file.clone()),
-        eab: None,
-        retry: instant_acme::RetryPolicy::new()
-            .initial_delay(Duration::from_millis(100))
-            .backoff(1.5)
-            .timeout(Duration::from_secs(30)),
         dns01: Some(tlsward::issuer::Dns01::Command(vec![
             "sh".into(),
             script.display().to_string(),
         ])),
+        ..acme_settings(&pebble)
     };
     let clock = SystemClock;
     let issuer = Issuer::connect(settings, &store, responder, &clock)
@@ -640,17 +611,7 @@ async fn acme_profiles_when_the_ca_offers_them() {
         &KeySource::File(pebble.dir.path().join("p/store.key")),
     )
     .unwrap();
-    let settings = AcmeSettings {
-        directory: pebble.directory.clone(),
-        contact: vec![],
-        ca_file: Some(pebble.tls_ca_file.clone()),
-        eab: None,
-        retry: instant_acme::RetryPolicy::new()
-            .initial_delay(Duration::from_millis(50))
-            .backoff(1.5)
-            .timeout(Duration::from_secs(30)),
-        dns01: None,
-    };
+    let settings = acme_settings(&pebble);
     let clock = SystemClock;
     let issuer = Issuer::connect(settings, &store, responder, &clock)
         .await

@@ -3,7 +3,7 @@
 //! file only sends them over TCP and checks the answer.
 
 use std::net::SocketAddr;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use hickory_proto::op::{Message, ResponseCode, update_message};
 use hickory_proto::rr::rdata::TXT;
@@ -74,7 +74,8 @@ impl Rfc2136Settings {
             300,
         )
         .map_err(|e| dns(e.to_string()))?;
-        let now = crate::clock::SystemClock.now_unix();
+        // TSIG's "time signed" (RFC 8945 §4.2).
+        let now = crate::clock::unix_seconds(&crate::clock::SystemClock) as u64;
         msg.metadata.id = fastrand::u16(..);
         msg.finalize(&signer, now).map_err(|e| dns(e.to_string()))?;
         let bytes = msg.to_vec().map_err(|e| dns(e.to_string()))?;
@@ -97,21 +98,6 @@ impl Rfc2136Settings {
             ResponseCode::NoError => Ok(()),
             code => Err(dns(format!("the server refused the update: {code}"))),
         }
-    }
-}
-
-/// Seconds since the epoch, for TSIG's time signed.
-trait UnixNow {
-    fn now_unix(&self) -> u64;
-}
-
-impl UnixNow for crate::clock::SystemClock {
-    fn now_unix(&self) -> u64 {
-        use crate::clock::Clock;
-        self.now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
     }
 }
 

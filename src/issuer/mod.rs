@@ -10,7 +10,7 @@ mod http;
 mod http01;
 
 use std::path::PathBuf;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
@@ -214,13 +214,7 @@ fn certificate_id(id: &str) -> Result<instant_acme::CertificateIdentifier<'_>, I
     })
 }
 
-fn unix(clock: &dyn Clock) -> i64 {
-    clock
-        .now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+use crate::clock::unix_seconds as unix;
 
 /// An ACME account ready to order.
 pub struct Issuer {

@@ -8,7 +8,7 @@ mod plan;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 pub use plan::{CertState, Drift, OrderReason, Plan, drift, plan, point_in_window, renewal_time};
 use prometheus_client::collector::Collector;
@@ -121,13 +121,7 @@ impl std::fmt::Debug for Reconciler {
     }
 }
 
-fn unix(clock: &dyn Clock) -> i64 {
-    clock
-        .now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+use crate::clock::unix_seconds as unix;
 
 impl Reconciler {
     /// A reconciler, with its metrics registered in `reg` (prefix `tlsward`).
