@@ -53,6 +53,17 @@ fn invalid_configs_report_every_problem_with_file_line_and_key() {
                 r#"invalid-many.toml:26: target[3].timeout: "0s": must be greater than zero"#,
             ],
         ),
+        (
+            "invalid-windows.toml",
+            &[
+                r#"invalid-windows.toml:14: endpoint[0].window: unknown window "weekend-nigth" (did you mean "weekend-night"?)"#,
+                "invalid-windows.toml:17: window.weekend-night.days: `sonday` is not a weekday (use mon, tue, wed, thu, fri, sat, sun, weekdays, weekend or daily)",
+                "invalid-windows.toml:24: window.nightly.start: `24:30` is not a time of day (use HH:MM, 24-hour)",
+                r#"invalid-windows.toml:30: window.far.duration: 8days is longer than a week; use days = ["daily"] with a shorter duration"#,
+                "invalid-windows.toml:31: window.far.tz: `Europe/Atlantis` is not a known time zone (use an IANA name such as Europe/Berlin or UTC)",
+                "invalid-windows.toml:37: window.mars.tz: `Mars/Olympus_Mons` is not a known time zone (use an IANA name such as Europe/Berlin or UTC)",
+            ],
+        ),
     ];
     for (name, expected) in table {
         assert_eq!(problems(name), *expected, "{name}");
@@ -139,6 +150,44 @@ fn the_example_config_validates() {
     let config = load(&tmp.path().join("tlsward.toml")).unwrap();
     assert_eq!(config.targets.len(), 2);
     assert_eq!(config.listen.to_string(), "127.0.0.1:9219");
+}
+
+#[test]
+fn the_example_issuance_section_validates_with_its_change_window() {
+    // Uncomment the example's ACME section (everything after its heading) and load it.
+    let tmp = tempfile::tempdir().unwrap();
+    let example =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tlsward.example.toml"))
+            .unwrap();
+    let (head, tail) = example.split_once("# Issuing and renewing").unwrap();
+    let tail: String = tail
+        .lines()
+        .skip(1)
+        .map(|l| {
+            format!(
+                "{}\n",
+                l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#'))
+            )
+        })
+        .collect();
+    std::fs::write(tmp.path().join("tlsward.toml"), format!("{head}{tail}")).unwrap();
+    std::fs::create_dir(tmp.path().join("demo")).unwrap();
+    let ca = crate::util::TestCa::root("Demo");
+    std::fs::write(tmp.path().join("demo/ca.pem"), ca.pem()).unwrap();
+    // The endpoint's target must be probed too.
+    let mut text = std::fs::read_to_string(tmp.path().join("tlsward.toml")).unwrap();
+    text.push_str("\n[[target]]\naddress = \"www.example.org:443\"\n");
+    std::fs::write(tmp.path().join("tlsward.toml"), text).unwrap();
+    let config = load(&tmp.path().join("tlsward.toml")).unwrap();
+    let remediation = config.remediation.expect("the [acme] section is on");
+    let window = remediation.endpoints[0]
+        .window
+        .as_ref()
+        .expect("the endpoint is bound to its window");
+    assert_eq!(window.name(), "weekend-night");
+    // Saturday 2026-11-28 02:30 in Berlin (CET, UTC+1) is inside; Friday's is not.
+    assert!(window.is_open(time::macros::datetime!(2026-11-28 01:30 UTC)));
+    assert!(!window.is_open(time::macros::datetime!(2026-11-27 01:30 UTC)));
 }
 
 #[test]

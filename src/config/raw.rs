@@ -30,6 +30,19 @@ pub(super) struct RawConfig {
     pub(super) certificates: Vec<RawCertificate>,
     #[serde(default, rename = "endpoint")]
     pub(super) endpoints: Vec<RawEndpoint>,
+    #[serde(default, rename = "window")]
+    pub(super) windows: BTreeMap<String, Spanned<RawWindow>>,
+}
+
+/// `[window.NAME]`: a change window, when deployments to the endpoints bound to it may run.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWindow {
+    pub(super) days: Spanned<Vec<String>>,
+    pub(super) start: Spanned<String>,
+    pub(super) duration: Spanned<String>,
+    /// IANA zone name; UTC when absent.
+    pub(super) tz: Option<Spanned<String>>,
 }
 
 /// `[store]`.
@@ -88,6 +101,8 @@ pub(super) struct RawEndpoint {
     pub(super) certificate: Spanned<String>,
     pub(super) target: Spanned<String>,
     pub(super) name: Option<Spanned<String>>,
+    /// The `[window.NAME]` deployments to it wait for; none = deploy at once.
+    pub(super) window: Option<Spanned<String>>,
 }
 
 /// `[server]`.

@@ -21,6 +21,7 @@ use crate::issuer::{
 };
 use crate::probe::{ClientIdentity, Module, Prober, Protocol, Target, load_trust};
 use crate::reconcile::EndpointSpec;
+use crate::reconcile::window::{Window, WindowError};
 use crate::schedule::TargetSpec;
 use crate::store::{KeySource, Secret};
 
@@ -900,6 +901,7 @@ impl Validator<'_, '_> {
                 profile: c.profile.as_ref().map(|p| p.get_ref().clone()),
             });
         }
+        let windows = self.windows(raw);
         let mut endpoints: Vec<EndpointSpec> = Vec::new();
         for (i, e) in raw.endpoints.iter().enumerate() {
             let key = format!("endpoint[{i}]");
@@ -937,10 +939,28 @@ impl Validator<'_, '_> {
                 .name
                 .as_ref()
                 .map_or_else(|| target.clone(), |n| n.get_ref().clone());
+            let window = match &e.window {
+                None => None,
+                Some(w) => match windows.get(w.get_ref()) {
+                    Some(found) => Some(found.clone()),
+                    None => {
+                        if !raw.windows.contains_key(w.get_ref()) {
+                            let hint = suggest(w.get_ref(), raw.windows.keys());
+                            self.p.at(
+                                w,
+                                &format!("{key}.window"),
+                                format!("unknown window {:?}{hint}", w.get_ref()),
+                            );
+                        }
+                        continue;
+                    }
+                },
+            };
             endpoints.push(EndpointSpec {
                 name,
                 certificate: e.certificate.get_ref().clone(),
                 target,
+                window,
             });
         }
         let _ = span;
@@ -962,6 +982,40 @@ impl Validator<'_, '_> {
 }
 
 impl Validator<'_, '_> {
+    /// `[window.NAME]` sections, each checked key by key; a broken one is reported and left out.
+    fn windows(&mut self, raw: &RawConfig) -> BTreeMap<String, Window> {
+        let mut out = BTreeMap::new();
+        for (name, w) in &raw.windows {
+            let key = format!("window.{name}");
+            let w = w.get_ref();
+            let Some(duration) = self.duration(Some(&w.duration), &format!("{key}.duration"))
+            else {
+                continue;
+            };
+            let tz = w.tz.as_ref().map_or("UTC", |t| t.get_ref().as_str());
+            match Window::check(name, w.days.get_ref(), w.start.get_ref(), duration, tz) {
+                Ok(window) => {
+                    out.insert(name.clone(), window);
+                }
+                Err(problems) => {
+                    for e in problems {
+                        let sub = format!("{key}.{}", e.key());
+                        match e {
+                            WindowError::Days(_) => self.p.at(&w.days, &sub, &e),
+                            WindowError::Start(_) => self.p.at(&w.start, &sub, &e),
+                            WindowError::Duration(_) => self.p.at(&w.duration, &sub, &e),
+                            WindowError::TimeZone(_) => match &w.tz {
+                                Some(tz) => self.p.at(tz, &sub, &e),
+                                None => self.p.at(&w.start, &sub, &e),
+                            },
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
     fn dns01(&mut self, d: &Spanned<super::raw::RawDns01>) -> Option<Dns01> {
         use base64::Engine;
         let span = d.span();

@@ -4,6 +4,7 @@
 //! its certificate.
 
 mod plan;
+pub mod window;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -70,6 +71,8 @@ pub struct EndpointSpec {
     pub certificate: String,
     /// The probe target (`host:port`, as in a `[[target]]`).
     pub target: String,
+    /// The change window deployments to it wait for; `None` deploys at once.
+    pub window: Option<window::Window>,
 }
 
 /// What the reconciler works from; replaced on reload.
