@@ -12,11 +12,12 @@
 //! - [`exporter`]: hyper server: `/metrics`, `/probe`, health, reload; metric families over
 //!   reports. Knows nothing of the config file.
 //! - [`reconcile`]: the only place tying issuer, store and probe results: plans orders (pure
-//!   `plan.rs`), sleeps until the next deadline, reports endpoint drift.
+//!   `plan.rs`), sleeps until the next deadline, reports endpoint drift; change windows
+//!   (pure `window.rs`: is a window open at `now`, when does it next open).
 //! - [`issuer`]: ACME via instant-acme: the account, orders, the HTTP-01 responder; records
 //!   every order and version in the store. Knows nothing of probing or metrics.
 //! - [`store`]: SQLite, the only SQL: certificates, versions, keys sealed with age, orders,
-//!   the append-only journal. Knows nothing of ACME or HTTP.
+//!   the deployment queue, the append-only journal. Knows nothing of ACME or HTTP.
 //! - [`schedule`]: per-target probe loops under one concurrency limit; results and history
 //!   in memory. Knows nothing of HTTP.
 //! - [`probe`]: connect, handshake with a recording verifier, and turn what was seen into a

@@ -80,7 +80,47 @@ ALTER TABLE versions ADD COLUMN ari_start INTEGER;
 ALTER TABLE versions ADD COLUMN ari_end INTEGER;
 ALTER TABLE versions ADD COLUMN renew_at INTEGER;
 "#,
+    r#"
+-- Deployments of a version to an endpoint. One open (waiting/approved/running) deployment per
+-- endpoint; a newer version supersedes an open one. Rows are kept as history.
+CREATE TABLE deployments (
+    id          INTEGER PRIMARY KEY,
+    endpoint    TEXT NOT NULL,
+    version     INTEGER NOT NULL REFERENCES versions(id),
+    state       TEXT NOT NULL,            -- waiting, approved, running, verified, failed,
+                                          -- rolled_back, superseded
+    reason      TEXT NOT NULL,            -- why it was queued: renewed, drift, manual
+    not_before  INTEGER,                  -- when its change window opens; NULL = at once
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    detail      TEXT                      -- JSON: the last step's outcome
+);
+CREATE UNIQUE INDEX deployments_one_open ON deployments(endpoint)
+    WHERE state IN ('waiting', 'approved', 'running');
+"#,
 ];
+
+/// States a deployment can be in while it is still to run.
+const OPEN_STATES: &str = "('waiting', 'approved', 'running')";
+
+/// One deployment of a certificate version to an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
+    /// Row id.
+    pub id: i64,
+    /// The endpoint's name.
+    pub endpoint: String,
+    /// The version (row id in `versions`) it deploys.
+    pub version: i64,
+    /// waiting, approved, running, verified, failed, rolled_back or superseded.
+    pub state: String,
+    /// Why it was queued.
+    pub reason: String,
+    /// When its window opens (unix seconds); `None` = at once.
+    pub not_before: Option<i64>,
+    /// When it was queued.
+    pub created_at: i64,
+}
 
 /// A store problem.
 #[derive(Debug, thiserror::Error)]
@@ -418,6 +458,141 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Queues `version` for `endpoint`, to run from `not_before` (its change window), and
+    /// returns the deployment's id. An open deployment of the same version is kept (and its
+    /// id returned); an open one of another version is superseded. Journaled, in one
+    /// transaction, so a restart finds the queue as it was.
+    pub fn queue_deployment(
+        &self,
+        endpoint: &str,
+        version: i64,
+        reason: &str,
+        not_before: Option<i64>,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let open: Option<(i64, i64)> = tx
+            .query_row(
+                &format!(
+                    "SELECT id, version FROM deployments WHERE endpoint = ?1 AND state IN {OPEN_STATES}"
+                ),
+                params![endpoint],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let certificate: Option<String> = tx
+            .query_row(
+                "SELECT certificate FROM versions WHERE id = ?1",
+                params![version],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match open {
+            Some((id, v)) if v == version => return Ok(id),
+            Some((id, _)) => {
+                tx.execute(
+                    "UPDATE deployments SET state = 'superseded', updated_at = ?2 WHERE id = ?1",
+                    params![id, now],
+                )?;
+                journal_in(
+                    &tx,
+                    now,
+                    "deployment.superseded",
+                    certificate.as_deref(),
+                    &serde_json::json!({ "deployment": id, "endpoint": endpoint, "by_version": version }),
+                )?;
+            }
+            None => {}
+        }
+        tx.execute(
+            "INSERT INTO deployments (endpoint, version, state, reason, not_before, created_at, updated_at) \
+             VALUES (?1, ?2, 'waiting', ?3, ?4, ?5, ?5)",
+            params![endpoint, version, reason, not_before, now],
+        )?;
+        let id = tx.last_insert_rowid();
+        journal_in(
+            &tx,
+            now,
+            "deployment.queued",
+            certificate.as_deref(),
+            &serde_json::json!({
+                "deployment": id, "endpoint": endpoint, "version": version,
+                "reason": reason, "not_before": not_before,
+            }),
+        )?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Deployments still to run (waiting, approved or running), oldest first.
+    pub fn open_deployments(&self) -> Result<Vec<Deployment>, StoreError> {
+        self.deployments_where(&format!("state IN {OPEN_STATES}"))
+    }
+
+    /// Every deployment, oldest first (the history `deploy list --all` shows).
+    pub fn all_deployments(&self) -> Result<Vec<Deployment>, StoreError> {
+        self.deployments_where("1")
+    }
+
+    fn deployments_where(&self, filter: &str) -> Result<Vec<Deployment>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT id, endpoint, version, state, reason, not_before, created_at \
+             FROM deployments WHERE {filter} ORDER BY id"
+        ))?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Deployment {
+                id: r.get(0)?,
+                endpoint: r.get(1)?,
+                version: r.get(2)?,
+                state: r.get(3)?,
+                reason: r.get(4)?,
+                not_before: r.get(5)?,
+                created_at: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Moves an open deployment to `state` (approved, running, verified, failed,
+    /// rolled_back), journaling `detail`. Returns false when it is not open any more (already
+    /// finished or superseded), so two actors cannot both finish it.
+    pub fn set_deployment_state(
+        &self,
+        id: i64,
+        state: &str,
+        detail: &Value,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let changed = tx.execute(
+            &format!(
+                "UPDATE deployments SET state = ?2, updated_at = ?3, detail = ?4 \
+                 WHERE id = ?1 AND state IN {OPEN_STATES}"
+            ),
+            params![id, state, now, detail.to_string()],
+        )?;
+        if changed == 0 {
+            return Ok(false);
+        }
+        let certificate: Option<String> = tx.query_row(
+            "SELECT v.certificate FROM deployments d JOIN versions v ON v.id = d.version WHERE d.id = ?1",
+            params![id],
+            |r| r.get(0),
+        )?;
+        journal_in(
+            &tx,
+            now,
+            &format!("deployment.{state}"),
+            certificate.as_deref(),
+            &serde_json::json!({ "deployment": id, "detail": detail }),
+        )?;
+        tx.commit()?;
+        Ok(true)
     }
 
     /// Starts an order: a row in `pending` state and a journal entry, in one transaction.
@@ -760,6 +935,104 @@ mod tests {
                 .is_err()
         );
         assert!(format!("{key:?}").contains("bytes") && !format!("{key:?}").contains("PRIVATE"));
+    }
+
+    #[test]
+    fn deployments_queue_supersede_survive_reopen_and_finish_once() {
+        let (dir, store) = open();
+        store
+            .upsert_certificate(
+                &CertificateRow {
+                    name: "www".into(),
+                    domains: vec!["www.test".into()],
+                    key_type: "ecdsa-p256".into(),
+                },
+                1,
+            )
+            .unwrap();
+        let key = Secret::new(b"k".to_vec());
+        let version = |sha: &str, at| {
+            let order = store.begin_order("www", None, at).unwrap();
+            let v = NewVersion {
+                certificate: "www",
+                serial: "01",
+                sha256: sha,
+                not_before: at,
+                not_after: at + 100,
+                chain_pem: "PEM",
+                key: &key,
+                ari_id: None,
+            };
+            store.complete_order(order, &v, at).unwrap()
+        };
+        let (v1, v2) = (version("aa", 2), version("bb", 3));
+        let d1 = store
+            .queue_deployment("lb", v1, "renewed", Some(50), 4)
+            .unwrap();
+        // Queuing the same version again keeps the one deployment.
+        assert_eq!(
+            store.queue_deployment("lb", v1, "drift", None, 5).unwrap(),
+            d1
+        );
+        // Another endpoint has its own queue.
+        let other = store
+            .queue_deployment("mail", v1, "renewed", None, 5)
+            .unwrap();
+        // A newer version supersedes the waiting one.
+        let d2 = store
+            .queue_deployment("lb", v2, "renewed", Some(60), 6)
+            .unwrap();
+        assert_ne!(d1, d2);
+        drop(store);
+        let store = Store::open(
+            &dir.path().join("state/tlsward.db"),
+            &KeySource::File(dir.path().join("state/store.key")),
+        )
+        .unwrap();
+        let queue = store.open_deployments().unwrap();
+        let summary: Vec<_> = queue
+            .iter()
+            .map(|d| {
+                (
+                    d.id,
+                    d.endpoint.as_str(),
+                    d.version,
+                    d.state.as_str(),
+                    d.not_before,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (other, "mail", v1, "waiting", None),
+                (d2, "lb", v2, "waiting", Some(60))
+            ]
+        );
+        let all = store.all_deployments().unwrap();
+        assert_eq!(all[0].state, "superseded");
+        // A superseded deployment cannot be finished; an open one finishes exactly once.
+        let ok = serde_json::json!({ "served": "bb" });
+        assert!(!store.set_deployment_state(d1, "verified", &ok, 7).unwrap());
+        assert!(store.set_deployment_state(d2, "verified", &ok, 7).unwrap());
+        assert!(!store.set_deployment_state(d2, "failed", &ok, 8).unwrap());
+        let kinds: Vec<String> = store
+            .journal_entries(Some("www"))
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .filter(|k| k.starts_with("deployment."))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "deployment.queued",
+                "deployment.queued",
+                "deployment.superseded",
+                "deployment.queued",
+                "deployment.verified"
+            ]
+        );
     }
 
     #[test]
