@@ -458,3 +458,114 @@ async fn all_addresses_resolves_real_names() {
     assert_eq!(v4["status"], "ok");
     assert!(reports.iter().all(|r| r["target"] == target));
 }
+
+#[tokio::test]
+async fn deploy_list_shows_the_queue_with_windows_and_approve_lets_one_run() {
+    use tlsward::store::{CertificateRow, KeySource, NewVersion, Secret, Store};
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("tlsward.toml");
+    // A window that is never open "now" for more than a minute a week, and one with none.
+    std::fs::write(
+        &cfg,
+        "[store]\npath = \"tlsward.db\"\nkey_file = \"store.key\"\n\n\
+         [acme]\ndirectory = \"https://127.0.0.1:1/dir\"\n\n\
+         [[certificate]]\nname = \"www\"\ndomains = [\"www.tlsward.test\"]\n\n\
+         [[target]]\naddress = \"127.0.0.1:8443\"\n[[target]]\naddress = \"127.0.0.1:8444\"\n\n\
+         [[endpoint]]\nname = \"lb\"\ncertificate = \"www\"\ntarget = \"127.0.0.1:8443\"\nwindow = \"sunday\"\n\n\
+         [[endpoint]]\nname = \"mail\"\ncertificate = \"www\"\ntarget = \"127.0.0.1:8444\"\n\n\
+         [window.sunday]\ndays = [\"sun\"]\nstart = \"03:00\"\nduration = \"1m\"\ntz = \"Europe/Berlin\"\n",
+    )
+    .unwrap();
+    let store = Store::open(
+        &tmp.path().join("tlsward.db"),
+        &KeySource::File(tmp.path().join("store.key")),
+    )
+    .unwrap();
+    let row = CertificateRow {
+        name: "www".into(),
+        domains: vec!["www.tlsward.test".into()],
+        key_type: "ecdsa-p256".into(),
+    };
+    store.upsert_certificate(&row, 1).unwrap();
+    let order = store.begin_order("www", None, 2).unwrap();
+    let key = Secret::new(b"not a real key".to_vec());
+    let version = NewVersion {
+        certificate: "www",
+        serial: "01",
+        sha256: "0123456789abcdef",
+        not_before: 2,
+        not_after: 100,
+        chain_pem: "PEM",
+        key: &key,
+        ari_id: None,
+    };
+    let v = store.complete_order(order, &version, 3).unwrap();
+    let lb = store.queue_deployment("lb", v, "renewed", None, 4).unwrap();
+    let mail = store
+        .queue_deployment("mail", v, "renewed", None, 4)
+        .unwrap();
+    drop(store);
+
+    let config = cfg.to_str().unwrap();
+    let list = tlsward(&["deploy", "list", "--config", config], None).await;
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    let line = |out: &str, name: &str| {
+        out.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("no {name} row in:\n{out}"))
+            .to_owned()
+    };
+    let lb_row = line(&list.stdout, "lb");
+    assert!(
+        lb_row.contains("01234567") && lb_row.contains("waiting"),
+        "{lb_row}"
+    );
+    assert!(lb_row.contains("sunday"), "{lb_row}");
+    // The next opening is a Sunday at 03:00 Berlin time: 01:00 or 02:00 UTC.
+    // (or "now (open)" during the one minute a week it is open).
+    if !lb_row.ends_with("now (open)") {
+        let opens = lb_row.split_whitespace().last().unwrap();
+        let at = time::OffsetDateTime::parse(opens, &time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|e| panic!("{opens}: {e}"));
+        assert_eq!(at.weekday(), time::Weekday::Sunday, "{lb_row}");
+        assert!(matches!(at.hour(), 1 | 2) && at.minute() == 0, "{lb_row}");
+    }
+    assert!(line(&list.stdout, "mail").ends_with("now (no window)"));
+
+    let approve = tlsward(
+        &["deploy", "approve", &lb.to_string(), "--config", config],
+        None,
+    )
+    .await;
+    assert_eq!(approve.code, 0, "{}", approve.stderr);
+    assert!(
+        approve.stdout.contains("approved deployment"),
+        "{}",
+        approve.stdout
+    );
+    // Approving twice, or an unknown id, is a clear error.
+    let again = tlsward(
+        &["deploy", "approve", &lb.to_string(), "--config", config],
+        None,
+    )
+    .await;
+    assert_ne!(again.code, 0);
+    assert!(
+        again.stderr.contains("is approved, not waiting"),
+        "{}",
+        again.stderr
+    );
+    let unknown = tlsward(&["deploy", "approve", "999", "--config", config], None).await;
+    assert!(
+        unknown.stderr.contains("no queued deployment 999"),
+        "{}",
+        unknown.stderr
+    );
+    let list = tlsward(&["deploy", "list", "--config", config], None).await;
+    assert!(
+        line(&list.stdout, "lb").ends_with("now (approved)"),
+        "{}",
+        list.stdout
+    );
+    assert!(line(&list.stdout, "mail").contains(&mail.to_string()));
+}

@@ -14,13 +14,13 @@ use crate::issuer::{Http01Responder, Issuer};
 use crate::reconcile::renewal_time;
 use crate::store::Store;
 
-fn time(unix: i64) -> String {
+pub(super) fn time(unix: i64) -> String {
     OffsetDateTime::from_unix_timestamp(unix)
         .map(rfc3339)
         .unwrap_or_else(|_| unix.to_string())
 }
 
-fn load(path: &Path) -> anyhow::Result<(Config, RemediationSettings, Store)> {
+pub(super) fn load(path: &Path) -> anyhow::Result<(Config, RemediationSettings, Store)> {
     let config = config::load(path)?;
     let Some(remediation) = config.remediation.clone() else {
         bail!(

@@ -4,6 +4,7 @@
 //! `main` with their chain.
 
 mod cert;
+mod deploy;
 mod output;
 mod probe;
 mod verify;
@@ -61,6 +62,42 @@ pub enum Command {
     CheckConfig(CheckConfigArgs),
     /// Managed certificates: list, show (versions and journal), issue or renew now.
     Cert(CertArgs),
+    /// Deployments of issued certificates to endpoints: the queue, its change windows,
+    /// operator approval.
+    Deploy(DeployArgs),
+}
+
+/// `tlsward deploy`.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The config file (its [[endpoint]], [window.NAME] and [store]).
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        default_value = "tlsward.toml",
+        global = true
+    )]
+    pub config: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: DeployCommand,
+}
+
+/// `tlsward deploy` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DeployCommand {
+    /// Queued deployments with their change window and when it next opens.
+    List {
+        /// Also show finished and superseded deployments.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Let a waiting deployment run without waiting for its change window.
+    Approve {
+        /// The deployment's id (from `deploy list`).
+        id: i64,
+    },
 }
 
 /// `tlsward cert`.
@@ -236,6 +273,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Cert(args) => cert::run(args),
+        Command::Deploy(args) => deploy::run(args),
         Command::CheckConfig(args) => match crate::config::load(&args.config) {
             Ok(c) => {
                 println!(

@@ -773,6 +773,23 @@ impl Store {
         }
     }
 
+    /// A version by its row id.
+    pub fn version_by_id(&self, id: i64) -> Result<Option<Version>, StoreError> {
+        let conn = self.conn();
+        let cert: Option<String> = conn
+            .query_row(
+                "SELECT certificate FROM versions WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        drop(conn);
+        match cert {
+            Some(c) => Ok(self.versions(&c)?.into_iter().find(|v| v.id == id)),
+            None => Ok(None),
+        }
+    }
+
     /// The private key of a version, decrypted.
     pub fn version_key(&self, id: i64) -> Result<Secret, StoreError> {
         let sealed: Vec<u8> = self.conn().query_row(
