@@ -758,34 +758,31 @@ impl Store {
 
     /// The version with this fingerprint, if tlsward issued it.
     pub fn version_by_sha256(&self, sha256: &str) -> Result<Option<Version>, StoreError> {
-        let conn = self.conn();
-        let cert: Option<String> = conn
-            .query_row(
-                "SELECT certificate FROM versions WHERE sha256 = ?1",
-                params![sha256],
-                |r| r.get(0),
-            )
-            .optional()?;
-        drop(conn);
-        match cert {
-            Some(c) => Ok(self.versions(&c)?.into_iter().find(|v| v.sha256 == sha256)),
-            None => Ok(None),
-        }
+        self.version_where("sha256", sha256)
     }
 
     /// A version by its row id.
     pub fn version_by_id(&self, id: i64) -> Result<Option<Version>, StoreError> {
+        self.version_where("id", id)
+    }
+
+    /// The version whose unique `column` (a constant: `id` or `sha256`) equals `value`.
+    fn version_where(
+        &self,
+        column: &str,
+        value: impl rusqlite::ToSql,
+    ) -> Result<Option<Version>, StoreError> {
         let conn = self.conn();
-        let cert: Option<String> = conn
+        let found: Option<(String, i64)> = conn
             .query_row(
-                "SELECT certificate FROM versions WHERE id = ?1",
-                params![id],
-                |r| r.get(0),
+                &format!("SELECT certificate, id FROM versions WHERE {column} = ?1"),
+                params![value],
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
         drop(conn);
-        match cert {
-            Some(c) => Ok(self.versions(&c)?.into_iter().find(|v| v.id == id)),
+        match found {
+            Some((c, id)) => Ok(self.versions(&c)?.into_iter().find(|v| v.id == id)),
             None => Ok(None),
         }
     }
