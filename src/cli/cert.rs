@@ -34,7 +34,7 @@ pub(super) fn load(path: &Path) -> anyhow::Result<(Config, RemediationSettings, 
 }
 
 pub(super) fn run(args: CertArgs) -> anyhow::Result<u8> {
-    let (_config, remediation, store) = load(&args.config)?;
+    let (_config, remediation, store) = load(&args.file.config)?;
     let mut out = std::io::stdout().lock();
     match args.command {
         CertCommand::List => {

@@ -67,10 +67,10 @@ pub enum Command {
     Deploy(DeployArgs),
 }
 
-/// `tlsward deploy`.
+/// `--config FILE` for the commands that work on the store (`cert`, `deploy`).
 #[derive(Debug, Args)]
-pub struct DeployArgs {
-    /// The config file (its [[endpoint]], [window.NAME] and [store]).
+pub struct StoreConfig {
+    /// The config file (its [acme], [[certificate]], [[endpoint]], [window.NAME] and [store]).
     #[arg(
         short,
         long,
@@ -79,6 +79,14 @@ pub struct DeployArgs {
         global = true
     )]
     pub config: PathBuf,
+}
+
+/// `tlsward deploy`.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The config file.
+    #[command(flatten)]
+    pub file: StoreConfig,
     /// What to do.
     #[command(subcommand)]
     pub command: DeployCommand,
@@ -103,15 +111,9 @@ pub enum DeployCommand {
 /// `tlsward cert`.
 #[derive(Debug, Args)]
 pub struct CertArgs {
-    /// The config file (its [acme], [[certificate]] and [store]).
-    #[arg(
-        short,
-        long,
-        value_name = "FILE",
-        default_value = "tlsward.toml",
-        global = true
-    )]
-    pub config: PathBuf,
+    /// The config file.
+    #[command(flatten)]
+    pub file: StoreConfig,
     /// What to do.
     #[command(subcommand)]
     pub command: CertCommand,

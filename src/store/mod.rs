@@ -866,6 +866,40 @@ mod tests {
         (dir, store)
     }
 
+    fn reopen(dir: &tempfile::TempDir) -> Store {
+        Store::open(
+            &dir.path().join("state/tlsward.db"),
+            &KeySource::File(dir.path().join("state/store.key")),
+        )
+        .unwrap()
+    }
+
+    /// Records the managed certificate "www".
+    fn add_www(store: &Store) {
+        let row = CertificateRow {
+            name: "www".into(),
+            domains: vec!["www.test".into()],
+            key_type: "ecdsa-p256".into(),
+        };
+        store.upsert_certificate(&row, 1).unwrap();
+    }
+
+    /// Stores a version of "www" through an order, as the issuer does; returns its id.
+    fn issue(store: &Store, sha256: &str, at: i64, key: &Secret) -> i64 {
+        let order = store.begin_order("www", None, at).unwrap();
+        let v = NewVersion {
+            certificate: "www",
+            serial: "01",
+            sha256,
+            not_before: at,
+            not_after: at + 100,
+            chain_pem: "PEM",
+            key,
+            ari_id: None,
+        };
+        store.complete_order(order, &v, at).unwrap()
+    }
+
     #[test]
     fn files_are_private_and_the_schema_is_current() {
         use std::os::unix::fs::PermissionsExt;
@@ -879,51 +913,18 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600, "{f}");
         }
         // Reopening migrates nothing and keeps the data.
-        store
-            .upsert_certificate(
-                &CertificateRow {
-                    name: "www".into(),
-                    domains: vec!["www.test".into()],
-                    key_type: "ecdsa-p256".into(),
-                },
-                1,
-            )
-            .unwrap();
+        add_www(&store);
         drop(store);
-        let again = Store::open(
-            &dir.path().join("state/tlsward.db"),
-            &KeySource::File(dir.path().join("state/store.key")),
-        )
-        .unwrap();
+        let again = reopen(&dir);
         assert_eq!(again.certificates().unwrap().len(), 1);
     }
 
     #[test]
     fn keys_are_sealed_at_rest_and_the_journal_is_append_only() {
         let (dir, store) = open();
-        store
-            .upsert_certificate(
-                &CertificateRow {
-                    name: "www".into(),
-                    domains: vec!["www.test".into()],
-                    key_type: "ecdsa-p256".into(),
-                },
-                1,
-            )
-            .unwrap();
-        let order = store.begin_order("www", None, 2).unwrap();
+        add_www(&store);
         let key = Secret::new(b"-----PRIVATE KEY MATERIAL-----".to_vec());
-        let v = NewVersion {
-            certificate: "www",
-            serial: "0a",
-            sha256: "ab",
-            not_before: 1,
-            not_after: 100,
-            chain_pem: "PEM",
-            key: &key,
-            ari_id: None,
-        };
-        let id = store.complete_order(order, &v, 3).unwrap();
+        let id = issue(&store, "ab", 2, &key);
         assert_eq!(store.version_key(id).unwrap(), key);
         assert_eq!(store.latest("www").unwrap().unwrap().sha256, "ab");
         let raw = std::fs::read(dir.path().join("state/tlsward.db")).unwrap();
@@ -954,32 +955,9 @@ mod tests {
     #[test]
     fn deployments_queue_supersede_survive_reopen_and_finish_once() {
         let (dir, store) = open();
-        store
-            .upsert_certificate(
-                &CertificateRow {
-                    name: "www".into(),
-                    domains: vec!["www.test".into()],
-                    key_type: "ecdsa-p256".into(),
-                },
-                1,
-            )
-            .unwrap();
+        add_www(&store);
         let key = Secret::new(b"k".to_vec());
-        let version = |sha: &str, at| {
-            let order = store.begin_order("www", None, at).unwrap();
-            let v = NewVersion {
-                certificate: "www",
-                serial: "01",
-                sha256: sha,
-                not_before: at,
-                not_after: at + 100,
-                chain_pem: "PEM",
-                key: &key,
-                ari_id: None,
-            };
-            store.complete_order(order, &v, at).unwrap()
-        };
-        let (v1, v2) = (version("aa", 2), version("bb", 3));
+        let (v1, v2) = (issue(&store, "aa", 2, &key), issue(&store, "bb", 3, &key));
         let d1 = store
             .queue_deployment("lb", v1, "renewed", Some(50), 4)
             .unwrap();
@@ -998,11 +976,7 @@ mod tests {
             .unwrap();
         assert_ne!(d1, d2);
         drop(store);
-        let store = Store::open(
-            &dir.path().join("state/tlsward.db"),
-            &KeySource::File(dir.path().join("state/store.key")),
-        )
-        .unwrap();
+        let store = reopen(&dir);
         let queue = store.open_deployments().unwrap();
         let summary: Vec<_> = queue
             .iter()
