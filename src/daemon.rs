@@ -78,13 +78,24 @@ impl DaemonMetrics {
     }
 }
 
-fn desired(r: &RemediationSettings) -> Desired {
+/// What the reconciler works from, out of a loaded config.
+pub fn desired(config: &Config, r: &RemediationSettings) -> Desired {
     Desired {
         acme: r.acme.clone(),
         renew_fraction: r.renew_fraction,
         certificates: r.certificates.clone(),
         endpoints: r.endpoints.clone(),
+        hooks: config.hooks.clone(),
+        targets: config.targets.iter().cloned().map(Arc::new).collect(),
+        deploy: r.deploy.clone(),
     }
+}
+
+/// The hook engine, with compiled hooks cached under the state directory.
+pub fn hook_engine(config: &Config) -> anyhow::Result<Arc<crate::hooks::Hooks>> {
+    Ok(Arc::new(crate::hooks::Hooks::new(Some(
+        config.state_dir.join("hook-cache"),
+    ))?))
 }
 
 fn profiles(config: &Config) -> ProbeProfiles {
@@ -146,10 +157,11 @@ pub async fn run(
             }));
             let reconciler = Reconciler::new(
                 store,
-                desired(r),
+                desired(&config, r),
                 responder,
                 results.clone(),
                 clock.clone(),
+                hook_engine(&config)?,
                 registry.sub_registry_with_prefix("tlsward"),
             );
             let mut rx = remediation_stop_rx.clone();
@@ -217,7 +229,7 @@ fn reload(
     match config::load(path) {
         Ok(config) => {
             match (reconciler, &config.remediation) {
-                (Some(r), Some(new)) => r.update(desired(new)),
+                (Some(r), Some(new)) => r.update(desired(&config, new)),
                 (None, None) => {}
                 _ => return Err("adding or removing [acme] needs a restart".into()),
             }

@@ -31,6 +31,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod exporter;
+pub mod hooks;
 pub mod issuer;
 pub mod probe;
 pub mod reconcile;

@@ -140,7 +140,8 @@ impl Results {
         self.with(|m| m.values().all(|s| s.last_at.is_some()))
     }
 
-    fn update(&self, key: &(String, String), reports: Vec<ProbeReport>, at: SystemTime) {
+    /// Records a round of reports for `key` (the scheduler's, or a deployment's verification).
+    pub fn update(&self, key: &(String, String), reports: Vec<ProbeReport>, at: SystemTime) {
         let mut map = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(state) = map.get_mut(key) {
             state.record(reports, at);

@@ -24,7 +24,7 @@ fn run(tool: &str, args: &[&str]) -> String {
 #[test]
 fn rules_are_valid() {
     let out = run("promtool", &["check", "rules", "tlsward.rules.yml"]);
-    assert!(out.contains("SUCCESS: 16 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 20 rules found"), "{out}");
 }
 
 #[test]

@@ -41,3 +41,9 @@ mod cli;
 
 // The x509-limbo path-validation suite through `tlsward verify`.
 mod limbo;
+
+// Certificate formats for hooks, read by real consumers: openssl pkcs12 and Java's keytool.
+mod hook_formats;
+
+// The appliance stand-in for hook tests: its certificate API and data plane, by a plain client.
+mod appliance_standin;

@@ -11,7 +11,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::store::Deployment;
 
 pub(super) fn run(args: DeployArgs) -> anyhow::Result<u8> {
-    let (_config, remediation, store) = load(&args.file.config)?;
+    let (config, remediation, store) = load(&args.file.config)?;
     let now = time::OffsetDateTime::from(SystemClock.now());
     let mut out = std::io::stdout().lock();
     match args.command {
@@ -68,8 +68,112 @@ pub(super) fn run(args: DeployArgs) -> anyhow::Result<u8> {
                 d.endpoint
             )?;
         }
+        DeployCommand::RunNow { deployment } => {
+            return run_now(&config, &remediation, store, &deployment, &mut out);
+        }
     }
     Ok(0)
+}
+
+/// `deploy run-now`: claims the deployment and runs it in this process, as the daemon would.
+fn run_now(
+    config: &crate::config::Config,
+    remediation: &crate::config::RemediationSettings,
+    store: crate::store::Store,
+    which: &str,
+    out: &mut impl Write,
+) -> anyhow::Result<u8> {
+    let now = SystemClock.now();
+    let unix = crate::clock::unix_seconds(&SystemClock);
+    let open = store.open_deployments()?;
+    let d = match which.parse::<i64>() {
+        Ok(id) => open.into_iter().find(|d| d.id == id).with_context(|| {
+            format!("no queued deployment {id} (see `tlsward deploy list --all`)")
+        })?,
+        Err(_) => match open.into_iter().find(|d| d.endpoint == which) {
+            Some(d) => d,
+            None => {
+                let e = remediation
+                    .endpoints
+                    .iter()
+                    .find(|e| e.name == which)
+                    .with_context(|| format!("no endpoint or deployment {which:?}"))?;
+                let latest = store
+                    .latest(&e.certificate)?
+                    .with_context(|| format!("{} has no issued version yet", e.certificate))?;
+                let id = store.queue_deployment(&e.name, latest.id, "manual", None, unix)?;
+                store
+                    .open_deployments()?
+                    .into_iter()
+                    .find(|d| d.id == id)
+                    .context("the queued deployment vanished")?
+            }
+        },
+    };
+    if d.state == "running" {
+        bail!("deployment {} is already running", d.id);
+    }
+    let desired = crate::daemon::desired(config, remediation);
+    let e = remediation
+        .endpoints
+        .iter()
+        .find(|e| e.name == d.endpoint)
+        .with_context(|| format!("endpoint {} is no longer in the config", d.endpoint))?;
+    let Some(job) = crate::reconcile::job(e, &desired) else {
+        bail!(
+            "endpoint {} has no hook (add hook = \"NAME\" to its [[endpoint]])",
+            e.name
+        );
+    };
+    let store = std::sync::Arc::new(store);
+    let hooks = crate::daemon::hook_engine(config)?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let deployer = crate::reconcile::Deployer::new(
+        store,
+        hooks,
+        std::sync::Arc::new(SystemClock),
+        std::sync::Arc::new(crate::schedule::Results::default()),
+        &mut registry,
+    );
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let why = serde_json::json!({ "trigger": "run_now", "by": user });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let _ = now;
+    writeln!(
+        out,
+        "running deployment {} to {} with hook {}",
+        d.id, d.endpoint, job.hook.name
+    )?;
+    let finished = runtime
+        .block_on(deployer.execute(&d, &job, why))?
+        .with_context(|| format!("deployment {} was claimed by another process", d.id))?;
+    let detail = &finished.detail;
+    if let Some(calls) = detail["hook"]["calls"].as_array() {
+        for c in calls {
+            writeln!(
+                out,
+                "  {}({}) -> {}",
+                c["function"].as_str().unwrap_or("?"),
+                c["args"].as_str().unwrap_or(""),
+                c["outcome"].as_str().unwrap_or("")
+            )?;
+        }
+    }
+    if let Some(v) = detail.get("verification") {
+        writeln!(out, "  verification: {v}")?;
+    }
+    if let Some(r) = detail.get("rollback") {
+        writeln!(out, "  rollback: {r}")?;
+        writeln!(out, "  after rollback: {}", detail["after_rollback"])?;
+    }
+    if let Some(e) = detail.get("error") {
+        writeln!(out, "  error: {}", e.as_str().unwrap_or_default())?;
+    }
+    writeln!(out, "deployment {}: {}", d.id, finished.state)?;
+    Ok(u8::from(finished.state != "verified"))
 }
 
 /// When a deployment may run: "open now", the next opening, or what holds it.

@@ -5,6 +5,7 @@
 
 mod cert;
 mod deploy;
+mod hook;
 mod output;
 mod probe;
 mod verify;
@@ -63,8 +64,61 @@ pub enum Command {
     /// Managed certificates: list, show (versions and journal), issue or renew now.
     Cert(CertArgs),
     /// Deployments of issued certificates to endpoints: the queue, its change windows,
-    /// operator approval.
+    /// operator approval, running one now.
     Deploy(DeployArgs),
+    /// Deploy hooks: run one in its sandbox against a certificate on disk.
+    Hook(HookArgs),
+}
+
+/// `tlsward hook`.
+#[derive(Debug, Args)]
+pub struct HookArgs {
+    /// The config file (its [hook.NAME] sections).
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        default_value = "tlsward.toml",
+        global = true
+    )]
+    pub config: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: HookCommand,
+}
+
+/// `tlsward hook` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum HookCommand {
+    /// Run a hook in its sandbox, with its grant, against a certificate on disk, and print
+    /// every host call it made. For hook authors: this really writes files and runs the
+    /// granted commands.
+    ///
+    /// Exit codes: 0 the hook succeeded, 1 it failed, 3 usage or config error.
+    Run {
+        /// The hook's name ([hook.NAME]).
+        name: String,
+        /// A directory with cert.pem (the leaf, optionally followed by the chain), chain.pem
+        /// (optional) and key.pem (PKCS#8).
+        #[arg(long, value_name = "DIR")]
+        bundle: PathBuf,
+        /// A setting laid over the hook's own (repeatable).
+        #[arg(long = "settings", value_name = "KEY=VALUE", value_parser = parse_setting)]
+        settings: Vec<(String, String)>,
+        /// The endpoint name the hook sees (also the default JKS alias).
+        #[arg(long, default_value = "hook-run")]
+        endpoint: String,
+        /// After the run, undo it: restore the files it wrote and re-run its commands.
+        #[arg(long)]
+        rollback: bool,
+    },
+}
+
+fn parse_setting(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
 }
 
 /// `--config FILE` for the commands that work on the store (`cert`, `deploy`).
@@ -105,6 +159,15 @@ pub enum DeployCommand {
     Approve {
         /// The deployment's id (from `deploy list`).
         id: i64,
+    },
+    /// Run a deployment here and now, window or not: its hook, the verification probes,
+    /// and the rollback if it fails. Given an endpoint with nothing queued, queues the
+    /// latest version for it first (to retry after a failure).
+    ///
+    /// Exit codes: 0 verified, 1 failed or rolled back, 3 usage or config error.
+    RunNow {
+        /// A deployment id (from `deploy list`) or an endpoint name.
+        deployment: String,
     },
 }
 
@@ -276,6 +339,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Cert(args) => cert::run(args),
         Command::Deploy(args) => deploy::run(args),
+        Command::Hook(args) => hook::run(args),
         Command::CheckConfig(args) => match crate::config::load(&args.config) {
             Ok(c) => {
                 println!(

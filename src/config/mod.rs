@@ -85,6 +85,8 @@ pub struct Config {
     pub store: StoreSettings,
     /// `[acme]` and the managed certificates and endpoints, when configured.
     pub remediation: Option<RemediationSettings>,
+    /// `[hook.NAME]`: deploy hooks with their grants.
+    pub hooks: BTreeMap<String, crate::hooks::HookSpec>,
 }
 
 /// Where the store lives.
@@ -109,6 +111,8 @@ pub struct RemediationSettings {
     pub certificates: Vec<crate::issuer::CertificateSpec>,
     /// Endpoints: (endpoint name, certificate name, target key `host:port`).
     pub endpoints: Vec<crate::reconcile::EndpointSpec>,
+    /// `[deploy]`: verification and the emergency override.
+    pub deploy: crate::reconcile::DeploySettings,
 }
 
 /// Every problem found in a config, each on its own line.

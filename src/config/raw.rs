@@ -32,6 +32,36 @@ pub(super) struct RawConfig {
     pub(super) endpoints: Vec<RawEndpoint>,
     #[serde(default, rename = "window")]
     pub(super) windows: BTreeMap<String, Spanned<RawWindow>>,
+    /// `[hook.NAME]`: deploy hooks and their grants.
+    #[serde(default, rename = "hook")]
+    pub(super) hooks: BTreeMap<String, Spanned<RawHook>>,
+    /// `[deploy]`: how deployments are verified and when they skip their window.
+    pub(super) deploy: Option<Spanned<RawDeploy>>,
+}
+
+/// `[hook.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHook {
+    pub(super) component: Spanned<String>,
+    pub(super) write_paths: Option<Spanned<Vec<String>>>,
+    pub(super) commands: Option<Spanned<Vec<Vec<String>>>>,
+    pub(super) http_hosts: Option<Spanned<Vec<String>>>,
+    pub(super) http_ca_file: Option<Spanned<String>>,
+    pub(super) key_access: Option<Spanned<bool>>,
+    pub(super) memory_mb: Option<Spanned<i64>>,
+    pub(super) timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) settings: BTreeMap<String, Spanned<String>>,
+}
+
+/// `[deploy]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDeploy {
+    pub(super) verify_timeout: Option<Spanned<String>>,
+    pub(super) verify_interval: Option<Spanned<String>>,
+    pub(super) emergency_days: Option<Spanned<f64>>,
 }
 
 /// `[window.NAME]`: a change window, when deployments to the endpoints bound to it may run.
@@ -103,6 +133,11 @@ pub(super) struct RawEndpoint {
     pub(super) name: Option<Spanned<String>>,
     /// The `[window.NAME]` deployments to it wait for; none = deploy at once.
     pub(super) window: Option<Spanned<String>>,
+    /// The hook that deploys to it.
+    pub(super) hook: Option<Spanned<String>>,
+    /// Settings laid over the hook's own.
+    #[serde(default)]
+    pub(super) settings: BTreeMap<String, Spanned<String>>,
 }
 
 /// `[server]`.

@@ -95,6 +95,23 @@ impl HttpClient for Recording {
 
 /// An HTTPS client for the CA: the system's roots, or only `ca_file`'s for a private CA.
 pub fn https_client(ca_file: Option<&std::path::Path>) -> Result<Box<dyn HttpClient>, String> {
+    let tls = tls_client_config(ca_file)?;
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .enable_http2()
+        .build();
+    Ok(Box::new(
+        Client::builder(TokioExecutor::new()).build::<_, BodyWrapper<Bytes>>(connector),
+    ))
+}
+
+/// TLS settings for an HTTPS client: the system's roots, or only `ca_file`'s certificates
+/// for a private CA (an ACME server, an appliance's API).
+pub(crate) fn tls_client_config(
+    ca_file: Option<&std::path::Path>,
+) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(path) => {
@@ -110,20 +127,11 @@ pub fn https_client(ca_file: Option<&std::path::Path>) -> Result<Box<dyn HttpCli
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_only()
-        .enable_http1()
-        .enable_http2()
-        .build();
-    Ok(Box::new(
-        Client::builder(TokioExecutor::new()).build::<_, BodyWrapper<Bytes>>(connector),
-    ))
+        .with_no_client_auth())
 }
 
 #[cfg(test)]

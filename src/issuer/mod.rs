@@ -7,6 +7,7 @@
 
 mod dns01;
 mod http;
+pub(crate) use http::tls_client_config;
 mod http01;
 
 use std::path::PathBuf;

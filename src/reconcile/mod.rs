@@ -3,7 +3,9 @@
 //! pure [`plan`] says, and reports drift: whether each endpoint serves the latest version of
 //! its certificate.
 
+mod deploy;
 mod plan;
+mod rollout;
 pub mod window;
 
 use std::collections::HashMap;
@@ -11,6 +13,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
+pub use deploy::{DeployJob, DeploySettings, Deployer, Finished};
 pub use plan::{CertState, Drift, OrderReason, Plan, drift, plan, point_in_window, renewal_time};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -19,6 +22,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
+pub use rollout::job;
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
@@ -73,6 +77,10 @@ pub struct EndpointSpec {
     pub target: String,
     /// The change window deployments to it wait for; `None` deploys at once.
     pub window: Option<window::Window>,
+    /// The hook that deploys to it; `None`: tlsward only reports its drift.
+    pub hook: Option<String>,
+    /// Settings laid over the hook's own for this endpoint.
+    pub settings: std::collections::BTreeMap<String, String>,
 }
 
 /// What the reconciler works from; replaced on reload.
@@ -86,6 +94,12 @@ pub struct Desired {
     pub certificates: Vec<CertificateSpec>,
     /// Endpoints.
     pub endpoints: Vec<EndpointSpec>,
+    /// Hooks by name.
+    pub hooks: std::collections::BTreeMap<String, crate::hooks::HookSpec>,
+    /// Every scheduled target (a deployment re-probes its endpoint's as monitoring does).
+    pub targets: Vec<Arc<crate::schedule::TargetSpec>>,
+    /// Verification and the emergency override.
+    pub deploy: DeploySettings,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -116,6 +130,9 @@ pub struct Reconciler {
     /// The CA's window for the certificate each endpoint serves, by endpoint name.
     served_windows: Mutex<HashMap<String, ServedWindow>>,
     metrics: OrderMetrics,
+    deployer: Deployer,
+    /// Deployments running in this process.
+    running: Mutex<std::collections::HashSet<i64>>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -134,6 +151,7 @@ impl Reconciler {
         responder: Http01Responder,
         results: Arc<Results>,
         clock: Arc<dyn Clock>,
+        hooks: Arc<crate::hooks::Hooks>,
         reg: &mut Registry,
     ) -> Arc<Self> {
         let metrics = OrderMetrics {
@@ -156,6 +174,8 @@ impl Reconciler {
             "When an order last failed",
             metrics.last_failure.clone(),
         );
+        let deployer = Deployer::new(store.clone(), hooks, clock.clone(), results.clone(), reg);
+        deployer.touch(&desired.endpoints);
         let me = Arc::new(Self {
             store,
             desired: RwLock::new(desired),
@@ -167,8 +187,11 @@ impl Reconciler {
             ari_checks: Mutex::new(HashMap::new()),
             served_windows: Mutex::new(HashMap::new()),
             metrics,
+            deployer,
+            running: Mutex::new(std::collections::HashSet::new()),
         });
         me.record_endpoints(&me.desired());
+        me.interrupted_deployments();
         reg.register_collector(Box::new(RemediationCollector {
             reconciler: me.clone(),
         }));
@@ -189,6 +212,7 @@ impl Reconciler {
     /// Replaces what is desired (a config reload) and wakes the loop.
     pub fn update(&self, desired: Desired) {
         self.record_endpoints(&desired);
+        self.deployer.touch(&desired.endpoints);
         *self.desired.write().unwrap_or_else(PoisonError::into_inner) = desired;
         self.notify.notify_one();
     }
@@ -304,10 +328,11 @@ impl Reconciler {
                 .values()
                 .min()
                 .copied();
-            let next = match (planned.next, next_ari) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let next_deploy = self.deployments(&desired);
+            let next = [planned.next, next_ari, next_deploy]
+                .into_iter()
+                .flatten()
+                .min();
             let sleep = next
                 .map(|t| Duration::from_secs(t.saturating_sub(now).max(1) as u64))
                 .unwrap_or(MAX_SLEEP)
@@ -591,6 +616,7 @@ impl Collector for RemediationCollector {
                 }
             }
         }
+        r.encode_deployments(&desired, &mut enc)?;
         let drifts = r.drifts();
         if !drifts.is_empty() {
             let mut fam = enc.encode_descriptor(

@@ -529,21 +529,25 @@ impl Store {
 
     /// Deployments still to run (waiting, approved or running), oldest first.
     pub fn open_deployments(&self) -> Result<Vec<Deployment>, StoreError> {
-        self.deployments_where(&format!("state IN {OPEN_STATES}"))
+        self.deployments_where(&format!("state IN {OPEN_STATES}"), [])
     }
 
     /// Every deployment, oldest first (the history `deploy list --all` shows).
     pub fn all_deployments(&self) -> Result<Vec<Deployment>, StoreError> {
-        self.deployments_where("1")
+        self.deployments_where("1", [])
     }
 
-    fn deployments_where(&self, filter: &str) -> Result<Vec<Deployment>, StoreError> {
+    fn deployments_where(
+        &self,
+        filter: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<Deployment>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
             "SELECT id, endpoint, version, state, reason, not_before, created_at \
              FROM deployments WHERE {filter} ORDER BY id"
         ))?;
-        let rows = stmt.query_map([], |r| {
+        let rows = stmt.query_map(args, |r| {
             Ok(Deployment {
                 id: r.get(0)?,
                 endpoint: r.get(1)?,
@@ -555,6 +559,63 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Takes a waiting or approved deployment to `running`, journaling `detail` (why it
+    /// runs now). Returns false when it is not waiting or approved any more, so two
+    /// processes (the daemon and `deploy run-now`) cannot both run it.
+    pub fn claim_deployment(&self, id: i64, detail: &Value, now: i64) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let changed = tx.execute(
+            "UPDATE deployments SET state = 'running', updated_at = ?2, detail = ?3 \
+             WHERE id = ?1 AND state IN ('waiting', 'approved')",
+            params![id, now, detail.to_string()],
+        )?;
+        if changed == 0 {
+            return Ok(false);
+        }
+        let certificate: Option<String> = tx.query_row(
+            "SELECT v.certificate FROM deployments d JOIN versions v ON v.id = d.version WHERE d.id = ?1",
+            params![id],
+            |r| r.get(0),
+        )?;
+        journal_in(
+            &tx,
+            now,
+            "deployment.running",
+            certificate.as_deref(),
+            &serde_json::json!({ "deployment": id, "detail": detail }),
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// The newest deployment of `version` to `endpoint` that was not superseded, if any:
+    /// a version that failed there is not queued again by itself.
+    pub fn deployment_of(
+        &self,
+        endpoint: &str,
+        version: i64,
+    ) -> Result<Option<Deployment>, StoreError> {
+        Ok(self
+            .deployments_where(
+                "endpoint = ?1 AND version = ?2 AND state != 'superseded'",
+                params![endpoint, version],
+            )?
+            .pop())
+    }
+
+    /// The detail recorded with a deployment's last state change.
+    pub fn deployment_detail(&self, id: i64) -> Result<Value, StoreError> {
+        let text: Option<String> = self.conn().query_row(
+            "SELECT detail FROM deployments WHERE id = ?1",
+            params![id],
+            |r| r.get(0),
+        )?;
+        Ok(text
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null))
     }
 
     /// Moves an open deployment to `state` (approved, running, verified, failed,

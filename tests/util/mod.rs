@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod appliance;
 pub mod http;
 pub mod pebble;
 pub mod servers;

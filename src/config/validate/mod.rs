@@ -1,5 +1,6 @@
 //! From the raw mirror to each module's settings, collecting every problem with its line.
 
+mod hooks;
 mod remediation;
 
 use std::collections::{BTreeMap, HashMap};
@@ -22,8 +23,8 @@ use crate::issuer::{
     AcmeSettings, CertificateSpec, ChallengeKind, Dns01, KeyType, Rfc2136Settings,
 };
 use crate::probe::{ClientIdentity, Module, Prober, Protocol, Target, load_trust};
-use crate::reconcile::EndpointSpec;
 use crate::reconcile::window::{Window, WindowError};
+use crate::reconcile::{DeploySettings, EndpointSpec};
 use crate::schedule::TargetSpec;
 use crate::store::{KeySource, Secret};
 
@@ -336,7 +337,8 @@ impl Validator<'_, '_> {
         }
 
         let store = self.store_settings(&raw, &state_dir);
-        let remediation = self.remediation(&raw, &targets);
+        let hooks = self.hooks(&raw);
+        let remediation = self.remediation(&raw, &targets, &hooks);
 
         let mut by_name = BTreeMap::new();
         for name in profiles.keys() {
@@ -355,6 +357,7 @@ impl Validator<'_, '_> {
             default_profile,
             store,
             remediation,
+            hooks,
         })
     }
 

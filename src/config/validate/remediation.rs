@@ -29,6 +29,7 @@ impl Validator<'_, '_> {
         &mut self,
         raw: &RawConfig,
         targets: &[TargetSpec],
+        hooks: &BTreeMap<String, crate::hooks::HookSpec>,
     ) -> Option<RemediationSettings> {
         let Some(acme) = &raw.acme else {
             if let Some(c) = raw.certificates.first() {
@@ -234,11 +235,41 @@ impl Validator<'_, '_> {
                     }
                 },
             };
+            let hook = match &e.hook {
+                None => None,
+                Some(h) if hooks.contains_key(h.get_ref()) => Some(h.get_ref().clone()),
+                Some(h) => {
+                    if !raw.hooks.contains_key(h.get_ref()) {
+                        let hint = suggest(h.get_ref(), raw.hooks.keys());
+                        self.p.at(
+                            h,
+                            &format!("{key}.hook"),
+                            format!("unknown hook {:?}{hint}", h.get_ref()),
+                        );
+                    }
+                    continue;
+                }
+            };
+            if hook.is_none()
+                && let Some((k, v)) = e.settings.iter().next()
+            {
+                self.p.at(
+                    v,
+                    &format!("{key}.settings.{k}"),
+                    "settings without a hook: add hook = \"NAME\"",
+                );
+            }
             endpoints.push(EndpointSpec {
                 name,
                 certificate: e.certificate.get_ref().clone(),
                 target,
                 window,
+                hook,
+                settings: e
+                    .settings
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.get_ref().clone()))
+                    .collect(),
             });
         }
         let _ = span;
@@ -255,11 +286,45 @@ impl Validator<'_, '_> {
             renew_fraction,
             certificates,
             endpoints,
+            deploy: self.deploy_settings(raw),
         })
     }
 }
 
 impl Validator<'_, '_> {
+    /// `[deploy]`: defaults for what is not written.
+    fn deploy_settings(&mut self, raw: &RawConfig) -> DeploySettings {
+        let mut out = DeploySettings::default();
+        let Some(d) = &raw.deploy else {
+            return out;
+        };
+        let d = d.get_ref();
+        if let Some(t) = self.duration(d.verify_timeout.as_ref(), "deploy.verify_timeout") {
+            out.verify_timeout = t;
+        }
+        if let Some(t) = self.duration(d.verify_interval.as_ref(), "deploy.verify_interval") {
+            if t.is_zero() {
+                if let Some(v) = &d.verify_interval {
+                    self.p.at(v, "deploy.verify_interval", "must be above zero");
+                }
+            } else {
+                out.verify_interval = t;
+            }
+        }
+        if let Some(days) = &d.emergency_days {
+            if days.get_ref().is_finite() && *days.get_ref() >= 0.0 {
+                out.emergency_days = *days.get_ref();
+            } else {
+                self.p.at(
+                    days,
+                    "deploy.emergency_days",
+                    "must be a number of days, 0 or more",
+                );
+            }
+        }
+        out
+    }
+
     /// `[window.NAME]` sections, each checked key by key; a broken one is reported and left out.
     fn windows(&mut self, raw: &RawConfig) -> BTreeMap<String, Window> {
         let mut out = BTreeMap::new();

@@ -1,0 +1,155 @@
+//! `tlsward hook run`: one hook in its sandbox against a certificate on disk, for hook
+//! authors, printing every host call it made.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::{HookArgs, HookCommand};
+use crate::clock::{Clock, SystemClock};
+use crate::hooks::{HookRun, Hooks, Material};
+use crate::store::Secret;
+
+pub(super) fn run(args: HookArgs) -> anyhow::Result<u8> {
+    let config = crate::config::load(&args.config)?;
+    let HookCommand::Run {
+        name,
+        bundle,
+        settings,
+        endpoint,
+        rollback,
+    } = args.command;
+    let Some(spec) = config.hooks.get(&name) else {
+        let known: Vec<&str> = config.hooks.keys().map(String::as_str).collect();
+        bail!(
+            "{} has no [hook.{name}] (hooks: {})",
+            args.config.display(),
+            if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            }
+        );
+    };
+    let material = read_bundle(&bundle, &endpoint)?;
+    let extra: BTreeMap<String, String> = settings.into_iter().collect();
+    let hooks = Hooks::new(Some(config.state_dir.join("hook-cache")))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let handle = runtime.handle().clone();
+    let run = runtime.block_on(async {
+        let spec = spec.clone();
+        let h = handle.clone();
+        tokio::task::spawn_blocking(move || {
+            hooks.run(&spec, &material, &extra, h, SystemClock.now())
+        })
+        .await
+    })?;
+    let mut out = std::io::stdout().lock();
+    print_run(&mut out, &run, &spec.component)?;
+    if rollback {
+        let limit = spec.grant.timeout;
+        let undo = runtime.block_on(async {
+            let run = run.clone();
+            tokio::task::spawn_blocking(move || Hooks::roll_back(&run, &handle, limit)).await
+        })?;
+        for p in &undo.restored {
+            writeln!(out, "  rollback: restored {}", p.display())?;
+        }
+        for p in &undo.removed {
+            writeln!(out, "  rollback: removed {}", p.display())?;
+        }
+        for (argv, code) in &undo.commands {
+            writeln!(out, "  rollback: ran {argv:?} -> exit {code}")?;
+        }
+        for e in &undo.errors {
+            writeln!(out, "  rollback: FAILED {e}")?;
+        }
+    }
+    Ok(u8::from(run.outcome.is_err()))
+}
+
+/// The run as a hook author reads it: timings, each host call, output, the result.
+pub(super) fn print_run(
+    out: &mut impl Write,
+    run: &HookRun,
+    component: &Path,
+) -> anyhow::Result<()> {
+    let t = &run.timings;
+    writeln!(
+        out,
+        "hook {} ({}): loaded in {:.1?} ({}), instantiated in {:.1?}, ran in {:.1?}",
+        run.hook,
+        component.display(),
+        t.load,
+        match t.load_kind {
+            crate::hooks::LoadKind::Memory => "in memory",
+            crate::hooks::LoadKind::Disk => "compiled cache",
+            crate::hooks::LoadKind::Compiled => "compiled now",
+        },
+        t.instantiate,
+        t.call
+    )?;
+    for c in &run.calls {
+        if c.function == "log" {
+            writeln!(out, "  log[{}] {}", c.args, c.outcome)?;
+        } else {
+            writeln!(out, "  {}({}) -> {}", c.function, c.args, c.outcome)?;
+        }
+    }
+    for line in run.output.lines() {
+        writeln!(out, "  | {line}")?;
+    }
+    match &run.outcome {
+        Ok(s) => writeln!(out, "result: ok: {s}")?,
+        Err(e) => writeln!(out, "result: failed ({}): {e}", run.reason())?,
+    }
+    Ok(())
+}
+
+/// cert.pem (leaf, maybe followed by the chain), chain.pem (optional), key.pem (PKCS#8).
+fn read_bundle(dir: &Path, endpoint: &str) -> anyhow::Result<Material> {
+    let certs = |name: &str| -> anyhow::Result<Vec<Vec<u8>>> {
+        let path = dir.join(name);
+        CertificateDer::pem_file_iter(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .map(|c| c.map(|c| c.to_vec()))
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("{}: bad PEM", path.display()))
+    };
+    let mut chain = certs("cert.pem")?;
+    if chain.is_empty() {
+        bail!("{}: no certificate", dir.join("cert.pem").display());
+    }
+    if dir.join("chain.pem").exists() {
+        chain.extend(certs("chain.pem")?);
+    }
+    let key_path = dir.join("key.pem");
+    let key = PrivateKeyDer::from_pem_file(&key_path)
+        .with_context(|| format!("cannot read a private key from {}", key_path.display()))?;
+    let PrivateKeyDer::Pkcs8(pkcs8) = key else {
+        bail!(
+            "{}: the key must be PKCS#8 (\"BEGIN PRIVATE KEY\"); convert it with \
+             `openssl pkcs8 -topk8 -nocrypt -in OLD -out key.pem`",
+            key_path.display()
+        );
+    };
+    let leaf = crate::cert::CertFacts::parse(&chain[0])
+        .map_err(|e| anyhow::anyhow!("{}: the leaf: {e}", dir.join("cert.pem").display()))?;
+    Ok(Material {
+        endpoint: endpoint.to_owned(),
+        certificate: leaf
+            .dns_names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "bundle".into()),
+        chain_der: chain,
+        key: Secret::new(pkcs8.secret_pkcs8_der().to_vec()),
+    })
+}

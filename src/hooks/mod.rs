@@ -1,0 +1,497 @@
+//! Deploy hooks: WebAssembly components (the `tlsward:hook@0.1.0` world in `hooks/wit/`)
+//! that put a certificate where a device needs it, run in a sandbox that can do only what
+//! their grant allows.
+//!
+//! Each run gets a fresh wasmtime `Store` with an empty WASI context (no preopened
+//! directories, environment, arguments, sockets or name lookup; stdout and stderr go to
+//! bounded in-memory pipes), a memory cap over all its memories, and a deadline: epoch
+//! interruption stops the guest's own code, and every host call gets only the time left.
+//! The host functions ([`host`]) check the grant ([`grant`]) on every call. Compiled
+//! components are kept in memory and on disk, keyed by the component's SHA-256.
+//!
+//! Owns: the wasmtime engine, the host functions, format conversion. Knows nothing of the
+//! store, the reconciler, metrics or the config file.
+
+pub mod convert;
+pub mod grant;
+pub mod host;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, Trap};
+use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+pub use grant::Grant;
+use host::{Cert, MemoryCap, State};
+pub use host::{HostCall, Rollback, Written};
+
+use crate::cert::{CertFacts, sha256_hex};
+use crate::store::Secret;
+
+/// The generated bindings of `hooks/wit/hook.wit`.
+mod bindings {
+    #![allow(missing_docs, unreachable_pub, unused_qualifications, clippy::all)]
+    wasmtime::component::bindgen!({ world: "hook", path: "hooks/wit" });
+}
+
+/// How often the engine's epoch advances: the granularity of hook deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// The largest component file accepted.
+pub const MAX_COMPONENT: u64 = 256 << 20;
+
+/// One configured hook: `[hook.NAME]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookSpec {
+    /// Its name.
+    pub name: String,
+    /// The component file.
+    pub component: PathBuf,
+    /// What it may do.
+    pub grant: Grant,
+    /// Its settings (an endpoint's settings and the command line's are laid over them).
+    pub settings: BTreeMap<String, String>,
+}
+
+/// The certificate a run deploys.
+#[derive(Debug)]
+pub struct Material {
+    /// The endpoint deployed to.
+    pub endpoint: String,
+    /// The managed certificate's name.
+    pub certificate: String,
+    /// Leaf first, then intermediates (DER).
+    pub chain_der: Vec<Vec<u8>>,
+    /// The private key, PKCS#8 DER.
+    pub key: Secret,
+}
+
+/// Why a run failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HookFailure {
+    /// The component could not be read, compiled or instantiated.
+    #[error("cannot load the hook: {0}")]
+    Load(String),
+    /// The hook returned an error.
+    #[error("the hook failed: {0}")]
+    Hook(String),
+    /// The deadline passed.
+    #[error("the hook ran past its deadline of {0}")]
+    Timeout(String),
+    /// It hit its memory cap.
+    #[error("the hook hit its memory cap: {0}")]
+    OutOfMemory(String),
+    /// It trapped (a crash in the guest: stack overflow, unreachable, ...).
+    #[error("the hook crashed: {0}")]
+    Trap(String),
+}
+
+/// Where the compiled component came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadKind {
+    /// Already in this process.
+    Memory,
+    /// From the on-disk cache.
+    Disk,
+    /// Compiled now.
+    Compiled,
+}
+
+/// How long each phase took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Timings {
+    /// Where the compiled code came from.
+    pub load_kind: LoadKind,
+    /// Reading, compiling or deserializing, and linking.
+    pub load: Duration,
+    /// Instantiating in a fresh store.
+    pub instantiate: Duration,
+    /// The `deploy` call, host calls included.
+    pub call: Duration,
+}
+
+/// What one run did.
+#[derive(Debug, Clone)]
+pub struct HookRun {
+    /// The hook's name.
+    pub hook: String,
+    /// The hook's summary, or why it failed.
+    pub outcome: Result<String, HookFailure>,
+    /// Every host call, in order.
+    pub calls: Vec<HostCall>,
+    /// What the guest wrote to stdout and stderr (bounded).
+    pub output: String,
+    /// Files written, with their previous versions.
+    pub written: Vec<Written>,
+    /// Commands run, in order.
+    pub commands: Vec<Vec<String>>,
+    /// Whether any call was refused for lack of a grant.
+    pub denied: bool,
+    /// Phase timings.
+    pub timings: Timings,
+}
+
+impl HookRun {
+    /// The `reason` label: `none`, `hook_error`, `access_denied`, `timeout`,
+    /// `out_of_memory`, `trap` or `load_error`.
+    pub fn reason(&self) -> &'static str {
+        match &self.outcome {
+            Ok(_) => "none",
+            Err(HookFailure::Load(_)) => "load_error",
+            Err(HookFailure::Timeout(_)) => "timeout",
+            Err(HookFailure::OutOfMemory(_)) => "out_of_memory",
+            Err(_) if self.denied => "access_denied",
+            Err(HookFailure::Hook(_)) => "hook_error",
+            Err(HookFailure::Trap(_)) => "trap",
+        }
+    }
+}
+
+/// The hook engine: one per process, shared by every run.
+pub struct Hooks {
+    engine: Engine,
+    linker: Linker<State>,
+    cache_dir: Option<PathBuf>,
+    loaded: Mutex<HashMap<String, bindings::HookPre<State>>>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("cache_dir", &self.cache_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hooks {
+    /// An engine with epoch interruption (a ticker thread advances it every
+    /// [`EPOCH_TICK`] while the engine lives) and, when `cache_dir` is given, an on-disk
+    /// cache of compiled components there (created 0700).
+    pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("tlsward-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        bindings::Hook::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+        if let Some(dir) = &cache_dir {
+            fs::create_dir_all(dir)?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(Self {
+            engine,
+            linker,
+            cache_dir,
+            loaded: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Reads, compiles (or finds compiled) and links a component.
+    fn load(&self, path: &Path) -> Result<(bindings::HookPre<State>, LoadKind), String> {
+        let size = fs::metadata(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .len();
+        if size > MAX_COMPONENT {
+            return Err(format!(
+                "{}: {size} bytes is over the {MAX_COMPONENT}-byte limit",
+                path.display()
+            ));
+        }
+        let bytes = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let sha = sha256_hex(&bytes);
+        if let Some(pre) = self
+            .loaded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&sha)
+        {
+            return Ok((pre.clone(), LoadKind::Memory));
+        }
+        let cached = self.cache_path(&sha);
+        let (component, kind) = match cached.as_deref().and_then(|p| self.from_cache(p)) {
+            Some(c) => (c, LoadKind::Disk),
+            None => {
+                let c = Component::new(&self.engine, &bytes)
+                    .map_err(|e| format!("{}: not a usable component: {e:#}", path.display()))?;
+                if let Some(p) = &cached {
+                    self.to_cache(&c, p);
+                }
+                (c, LoadKind::Compiled)
+            }
+        };
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(bindings::HookPre::new)
+            .map_err(|e| {
+                format!(
+                    "{}: does not fit the tlsward:hook@0.1.0 world: {e:#}",
+                    path.display()
+                )
+            })?;
+        self.loaded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(sha, pre.clone());
+        Ok((pre, kind))
+    }
+
+    fn cache_path(&self, sha: &str) -> Option<PathBuf> {
+        let dir = self.cache_dir.as_ref()?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        Some(dir.join(format!("{sha}-{:016x}.cwasm", h.finish())))
+    }
+
+    /// A compiled component from the cache, when the file is there and safe to trust.
+    fn from_cache(&self, path: &Path) -> Option<Component> {
+        let dir = path.parent()?;
+        let (dm, fm) = (fs::metadata(dir).ok()?, fs::symlink_metadata(path).ok()?);
+        // Only files this process's user wrote into its own private directory: loading
+        // compiled code runs it, so anything another user could have written is refused.
+        let private = dm.mode() & 0o077 == 0
+            && fm.is_file()
+            && fm.mode() & 0o077 == 0
+            && fm.uid() == dm.uid();
+        if !private {
+            tracing::warn!(path = %path.display(), "ignoring a compiled hook that is not private to this user");
+            return None;
+        }
+        deserialize(&self.engine, path)
+            .inspect_err(|e| tracing::warn!(path = %path.display(), error = %e, "ignoring an unusable compiled hook"))
+            .ok()
+    }
+
+    fn to_cache(&self, component: &Component, path: &Path) {
+        let write = || -> anyhow::Result<()> {
+            let bytes = component.serialize()?;
+            let tmp = path.with_extension(format!("tmp{}", fastrand::u64(..)));
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            std::io::Write::write_all(&mut f, &bytes)?;
+            f.sync_all()?;
+            fs::rename(&tmp, path)?;
+            Ok(())
+        };
+        if let Err(e) = write() {
+            tracing::warn!(path = %path.display(), error = %e, "cannot cache the compiled hook");
+        }
+    }
+
+    /// Runs `spec`'s `deploy` for `material` in a fresh sandbox, blocking this thread (call
+    /// it from a blocking thread: host calls use `rt` for commands and HTTPS). `extra`
+    /// settings are laid over the hook's own.
+    pub fn run(
+        &self,
+        spec: &HookSpec,
+        material: &Material,
+        extra: &BTreeMap<String, String>,
+        rt: tokio::runtime::Handle,
+        now: SystemTime,
+    ) -> HookRun {
+        let started = Instant::now();
+        let mut run = HookRun {
+            hook: spec.name.clone(),
+            outcome: Ok(String::new()),
+            calls: Vec::new(),
+            output: String::new(),
+            written: Vec::new(),
+            commands: Vec::new(),
+            denied: false,
+            timings: Timings {
+                load_kind: LoadKind::Compiled,
+                load: Duration::ZERO,
+                instantiate: Duration::ZERO,
+                call: Duration::ZERO,
+            },
+        };
+        let (pre, kind) = match self.load(&spec.component) {
+            Ok(x) => x,
+            Err(e) => {
+                run.outcome = Err(HookFailure::Load(e));
+                return run;
+            }
+        };
+        run.timings.load_kind = kind;
+        run.timings.load = started.elapsed();
+        let mut settings = spec.settings.clone();
+        settings.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let (bundle, cert) = match bundle(spec, material, &settings, now) {
+            Ok(x) => x,
+            Err(e) => {
+                run.outcome = Err(HookFailure::Load(e));
+                return run;
+            }
+        };
+        let stdout = MemoryOutputPipe::new(host::MAX_LOG);
+        let stderr = MemoryOutputPipe::new(host::MAX_LOG);
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let timeout = spec.grant.timeout;
+        let mut store = Store::new(
+            &self.engine,
+            State {
+                wasi,
+                table: ResourceTable::new(),
+                memory: MemoryCap {
+                    cap: usize::try_from(spec.grant.memory_bytes).unwrap_or(usize::MAX),
+                    used: 0,
+                    refused: false,
+                },
+                hook: spec.name.clone(),
+                endpoint: material.endpoint.clone(),
+                grant: Arc::new(spec.grant.clone()),
+                cert,
+                deadline: Instant::now() + timeout,
+                rt,
+                calls: Vec::new(),
+                written: Vec::new(),
+                commands: Vec::new(),
+                log_bytes: 0,
+                denied: false,
+            },
+        );
+        store.limiter(|s| &mut s.memory);
+        store.set_epoch_deadline((timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64);
+        store.epoch_deadline_trap();
+        let t = Instant::now();
+        let instance = pre.instantiate(&mut store);
+        run.timings.instantiate = t.elapsed();
+        let t = Instant::now();
+        let result = instance.and_then(|hook| {
+            let settings: Vec<(String, String)> = settings.into_iter().collect();
+            hook.call_deploy(&mut store, &bundle, &settings)
+        });
+        run.timings.call = t.elapsed();
+        let state = store.into_data();
+        run.outcome = match result {
+            Ok(Ok(summary)) => Ok(summary),
+            Ok(Err(msg)) if state.memory.refused => Err(HookFailure::OutOfMemory(msg)),
+            Ok(Err(msg)) => Err(HookFailure::Hook(msg)),
+            Err(e) => Err(classify(&e, state.memory.refused, timeout)),
+        };
+        let mut output = String::from_utf8_lossy(&stdout.contents()).into_owned();
+        output.push_str(&String::from_utf8_lossy(&stderr.contents()));
+        run.output = output;
+        run.calls = state.calls;
+        run.written = state.written;
+        run.commands = state.commands;
+        run.denied = state.denied;
+        run
+    }
+
+    /// Undoes a run: restores the files it wrote and re-runs its commands (the reload).
+    pub fn roll_back(run: &HookRun, rt: &tokio::runtime::Handle, limit: Duration) -> Rollback {
+        host::roll_back(rt, &run.written, &run.commands, limit)
+    }
+}
+
+/// Loads a compiled component written by [`Hooks::to_cache`].
+#[allow(unsafe_code)]
+fn deserialize(engine: &Engine, path: &Path) -> anyhow::Result<Component> {
+    // SAFETY: wasmtime requires that the file be a component this wasmtime version
+    // serialized (it checks the version and engine settings itself, but not that the code is
+    // what it compiled). The file is named by the SHA-256 of the component it was compiled
+    // from and was written by this user into a directory only this user can write
+    // (checked by the caller), so it is as trusted as the binary itself.
+    let c = unsafe { Component::deserialize_file(engine, path) }?;
+    Ok(c)
+}
+
+fn classify(e: &wasmtime::Error, memory_refused: bool, timeout: Duration) -> HookFailure {
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => {
+            HookFailure::Timeout(humantime::format_duration(timeout).to_string())
+        }
+        Some(Trap::StackOverflow) => HookFailure::Trap("stack overflow".into()),
+        _ if memory_refused => HookFailure::OutOfMemory(format!("{e:#}")),
+        Some(t) => HookFailure::Trap(t.to_string()),
+        None if format!("{e:#}").contains("exceeds memory limits") => {
+            HookFailure::OutOfMemory(format!("{e:#}"))
+        }
+        None => HookFailure::Trap(format!("{e:#}")),
+    }
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// The guest's view of the certificate, and the host's.
+fn bundle(
+    spec: &HookSpec,
+    m: &Material,
+    settings: &BTreeMap<String, String>,
+    now: SystemTime,
+) -> Result<(bindings::CertBundle, Cert), String> {
+    let (leaf, chain) = m
+        .chain_der
+        .split_first()
+        .ok_or("the certificate has no leaf")?;
+    let facts = CertFacts::parse(leaf).map_err(|e| format!("the leaf: {e}"))?;
+    let mut domains = facts.dns_names.clone();
+    domains.extend(facts.ip_addresses.iter().map(ToString::to_string));
+    let key_pem = if spec.grant.key_access {
+        pem("PRIVATE KEY", m.key.expose())
+    } else {
+        String::new()
+    };
+    let bundle = bindings::CertBundle {
+        cert_pem: pem("CERTIFICATE", leaf),
+        chain_pem: chain.iter().map(|c| pem("CERTIFICATE", c)).collect(),
+        key_pem,
+        domains,
+        not_after: u64::try_from(facts.not_after.unix_timestamp()).unwrap_or(0),
+        sha256: facts.sha256,
+        certificate: m.certificate.clone(),
+        endpoint: m.endpoint.clone(),
+    };
+    let now_ms = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let cert = Cert {
+        leaf_der: leaf.clone(),
+        chain_der: chain.to_vec(),
+        key: Some(Secret::new(m.key.expose().to_vec())),
+        alias: settings
+            .get("alias")
+            .cloned()
+            .unwrap_or_else(|| m.endpoint.clone()),
+        now_unix_ms: now_ms,
+    };
+    Ok((bundle, cert))
+}

@@ -1,0 +1,509 @@
+//! One deployment, end to end: claim it, run the endpoint's hook in its sandbox, then
+//! re-probe the endpoint (same target, SNI and profile as monitoring) until it serves the
+//! new leaf or the deadline passes. A failure rolls back what the hook wrote, probes again
+//! and is left for an operator: nothing here retries by itself.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+use tracing::{error, info, warn};
+
+use super::EndpointSpec;
+use crate::clock::{Clock, unix_seconds};
+use crate::hooks::{HookRun, HookSpec, Hooks, Material};
+use crate::probe::ProbeReport;
+use crate::schedule::{Results, TargetSpec};
+use crate::store::{Deployment, Store, StoreError, Version};
+
+/// `[deploy]`: how deployments are verified and when they skip their window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploySettings {
+    /// How long after the hook the endpoint has to serve the new certificate.
+    pub verify_timeout: Duration,
+    /// Time between verification probes.
+    pub verify_interval: Duration,
+    /// A waiting deployment runs at once, window or not, when the endpoint's certificate
+    /// expires within this many days.
+    pub emergency_days: f64,
+}
+
+impl Default for DeploySettings {
+    fn default() -> Self {
+        Self {
+            verify_timeout: Duration::from_secs(120),
+            verify_interval: Duration::from_secs(2),
+            emergency_days: 3.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HookRunLabels {
+    hook: String,
+    result: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HookLabel {
+    hook: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointResult {
+    endpoint: String,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabel {
+    endpoint: String,
+}
+
+/// The hook reasons counted, so every series exists from the start at 0.
+const HOOK_REASONS: [&str; 6] = [
+    "hook_error",
+    "access_denied",
+    "timeout",
+    "out_of_memory",
+    "trap",
+    "load_error",
+];
+
+/// Counters of deployments and hook runs.
+#[derive(Debug, Clone)]
+struct DeployMetrics {
+    hook_runs: Family<HookRunLabels, Counter>,
+    hook_seconds: Family<HookLabel, Histogram>,
+    deployments: Family<EndpointResult, Counter>,
+    verification_failures: Family<EndpointLabel, Counter>,
+    rollbacks: Family<EndpointResult, Counter>,
+    last_success: Family<EndpointLabel, Gauge<f64, AtomicU64>>,
+}
+
+impl DeployMetrics {
+    fn register(reg: &mut Registry) -> Self {
+        let m = Self {
+            hook_runs: Family::default(),
+            hook_seconds: Family::new_with_constructor(|| {
+                Histogram::new([0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0])
+            }),
+            deployments: Family::default(),
+            verification_failures: Family::default(),
+            rollbacks: Family::default(),
+            last_success: Family::default(),
+        };
+        reg.register(
+            "hook_runs",
+            "Hook runs, by hook, result (ok, failed) and reason",
+            m.hook_runs.clone(),
+        );
+        reg.register(
+            "hook_run_duration_seconds",
+            "How long hook runs took, loading included",
+            m.hook_seconds.clone(),
+        );
+        reg.register(
+            "deployments",
+            "Finished deployments, by endpoint and result (verified, failed, rolled_back)",
+            m.deployments.clone(),
+        );
+        reg.register(
+            "deployment_verification_failures",
+            "Deployments whose hook succeeded but whose endpoint never served the new certificate",
+            m.verification_failures.clone(),
+        );
+        reg.register(
+            "deployment_rollbacks",
+            "Rollbacks after a failed deployment, by result (restored, failed)",
+            m.rollbacks.clone(),
+        );
+        reg.register(
+            "deployment_last_success_timestamp_seconds",
+            "When a deployment to the endpoint was last verified",
+            m.last_success.clone(),
+        );
+        m
+    }
+
+    /// Creates every series of `hook` and `endpoint` at zero, so the first failure is an
+    /// increase alerts can see.
+    fn touch(&self, hook: &str, endpoint: &str) {
+        let _ = self.hook_runs.get_or_create(&HookRunLabels {
+            hook: hook.into(),
+            result: "ok",
+            reason: "none",
+        });
+        for reason in HOOK_REASONS {
+            let _ = self.hook_runs.get_or_create(&HookRunLabels {
+                hook: hook.into(),
+                result: "failed",
+                reason,
+            });
+        }
+        for result in ["restored", "failed"] {
+            let _ = self.rollbacks.get_or_create(&EndpointResult {
+                endpoint: endpoint.into(),
+                result,
+            });
+        }
+        for result in ["verified", "failed", "rolled_back"] {
+            let _ = self.deployments.get_or_create(&EndpointResult {
+                endpoint: endpoint.into(),
+                result,
+            });
+        }
+        let _ = self.verification_failures.get_or_create(&EndpointLabel {
+            endpoint: endpoint.into(),
+        });
+    }
+}
+
+/// Everything one deployment needs besides the queue row.
+#[derive(Debug, Clone)]
+pub struct DeployJob {
+    /// The endpoint.
+    pub endpoint: EndpointSpec,
+    /// Its hook.
+    pub hook: HookSpec,
+    /// How monitoring probes it.
+    pub target: Arc<TargetSpec>,
+    /// Verification settings.
+    pub settings: DeploySettings,
+}
+
+/// How a deployment ended.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// verified, failed or rolled_back.
+    pub state: &'static str,
+    /// What was journaled with it.
+    pub detail: Value,
+}
+
+/// Runs deployments.
+#[derive(Debug)]
+pub struct Deployer {
+    store: Arc<Store>,
+    hooks: Arc<Hooks>,
+    clock: Arc<dyn Clock>,
+    results: Arc<Results>,
+    metrics: DeployMetrics,
+}
+
+impl Deployer {
+    /// A deployer whose metrics go to `reg` (prefix `tlsward`).
+    pub fn new(
+        store: Arc<Store>,
+        hooks: Arc<Hooks>,
+        clock: Arc<dyn Clock>,
+        results: Arc<Results>,
+        reg: &mut Registry,
+    ) -> Self {
+        Self {
+            store,
+            hooks,
+            clock,
+            results,
+            metrics: DeployMetrics::register(reg),
+        }
+    }
+
+    /// Creates the metric series of the endpoints that have hooks.
+    pub fn touch(&self, endpoints: &[EndpointSpec]) {
+        for e in endpoints {
+            if let Some(h) = &e.hook {
+                self.metrics.touch(h, &e.name);
+            }
+        }
+    }
+
+    fn now(&self) -> i64 {
+        unix_seconds(self.clock.as_ref())
+    }
+
+    /// Claims `d` (it must be waiting or approved) and runs it to the end. `why` says why
+    /// it runs now (window open, approved, emergency, run-now) and is journaled. `None`
+    /// when another process claimed it first.
+    pub async fn execute(
+        &self,
+        d: &Deployment,
+        job: &DeployJob,
+        why: Value,
+    ) -> Result<Option<Finished>, StoreError> {
+        if !self.store.claim_deployment(d.id, &why, self.now())? {
+            return Ok(None);
+        }
+        let finished = match self.material(d, &job.endpoint) {
+            Ok((version, material)) => self.run(d, job, &version, material).await,
+            Err(e) => Finished {
+                state: "failed",
+                detail: json!({ "error": e }),
+            },
+        };
+        match finished.state {
+            "verified" => {
+                info!(deployment = d.id, endpoint = %job.endpoint.name, "deployment verified")
+            }
+            state => {
+                error!(deployment = d.id, endpoint = %job.endpoint.name, state, detail = %finished.detail, "deployment failed")
+            }
+        }
+        self.metrics
+            .deployments
+            .get_or_create(&EndpointResult {
+                endpoint: job.endpoint.name.clone(),
+                result: finished.state,
+            })
+            .inc();
+        if finished.state == "verified" {
+            self.metrics
+                .last_success
+                .get_or_create(&EndpointLabel {
+                    endpoint: job.endpoint.name.clone(),
+                })
+                .set(self.now() as f64);
+        }
+        self.store
+            .set_deployment_state(d.id, finished.state, &finished.detail, self.now())?;
+        Ok(Some(finished))
+    }
+
+    fn material(
+        &self,
+        d: &Deployment,
+        endpoint: &EndpointSpec,
+    ) -> Result<(Version, Material), String> {
+        use rustls_pki_types::pem::PemObject;
+        let version = self
+            .store
+            .version_by_id(d.version)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("version {} is not in the store", d.version))?;
+        let chain_der =
+            rustls_pki_types::CertificateDer::pem_slice_iter(version.chain_pem.as_bytes())
+                .map(|c| c.map(|c| c.to_vec()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("the stored chain: {e}"))?;
+        let key = self
+            .store
+            .version_key(version.id)
+            .map_err(|e| format!("cannot unseal the key: {e}"))?;
+        let material = Material {
+            endpoint: endpoint.name.clone(),
+            certificate: version.certificate.clone(),
+            chain_der,
+            key,
+        };
+        Ok((version, material))
+    }
+
+    async fn run(
+        &self,
+        d: &Deployment,
+        job: &DeployJob,
+        version: &Version,
+        material: Material,
+    ) -> Finished {
+        let run = self.run_hook(job, material).await;
+        let mut detail = json!({
+            "deployment": d.id,
+            "endpoint": job.endpoint.name,
+            "version": version.id,
+            "sha256": version.sha256,
+            "hook": run_detail(&run),
+        });
+        let failure = match &run.outcome {
+            Ok(_) => {
+                let (ok, verification) = self.verify(job, &version.sha256).await;
+                detail["verification"] = verification;
+                if ok {
+                    return Finished {
+                        state: "verified",
+                        detail,
+                    };
+                }
+                self.metrics
+                    .verification_failures
+                    .get_or_create(&EndpointLabel {
+                        endpoint: job.endpoint.name.clone(),
+                    })
+                    .inc();
+                format!(
+                    "the endpoint did not serve the new certificate within {}",
+                    humantime::format_duration(job.settings.verify_timeout)
+                )
+            }
+            Err(e) => e.to_string(),
+        };
+        detail["error"] = json!(failure);
+        if run.written.is_empty() && run.commands.is_empty() {
+            return Finished {
+                state: "failed",
+                detail,
+            };
+        }
+        let rollback = {
+            let handle = tokio::runtime::Handle::current();
+            let limit = job.hook.grant.timeout;
+            let run = run.clone();
+            tokio::task::spawn_blocking(move || Hooks::roll_back(&run, &handle, limit))
+                .await
+                .unwrap_or_default()
+        };
+        self.metrics
+            .rollbacks
+            .get_or_create(&EndpointResult {
+                endpoint: job.endpoint.name.clone(),
+                result: if rollback.ok() { "restored" } else { "failed" },
+            })
+            .inc();
+        if !rollback.ok() {
+            error!(endpoint = %job.endpoint.name, errors = ?rollback.errors, "rollback failed: the endpoint may be broken");
+        }
+        detail["rollback"] = json!(rollback);
+        let after = self.probe(&job.target).await;
+        detail["after_rollback"] = probe_detail(&after);
+        self.results
+            .update(&job.target.key(), after, self.clock.now());
+        Finished {
+            state: "rolled_back",
+            detail,
+        }
+    }
+
+    async fn run_hook(&self, job: &DeployJob, material: Material) -> HookRun {
+        let hooks = self.hooks.clone();
+        let spec = job.hook.clone();
+        let extra: BTreeMap<String, String> = job.endpoint.settings.clone();
+        let handle = tokio::runtime::Handle::current();
+        let now = self.clock.now();
+        let name = spec.name.clone();
+        let run =
+            tokio::task::spawn_blocking(move || hooks.run(&spec, &material, &extra, handle, now))
+                .await;
+        let run = match run {
+            Ok(r) => r,
+            Err(e) => {
+                error!(hook = %name, error = %e, "the hook's thread failed");
+                return HookRun {
+                    hook: name,
+                    outcome: Err(crate::hooks::HookFailure::Trap(e.to_string())),
+                    calls: Vec::new(),
+                    output: String::new(),
+                    written: Vec::new(),
+                    commands: Vec::new(),
+                    denied: false,
+                    timings: crate::hooks::Timings {
+                        load_kind: crate::hooks::LoadKind::Compiled,
+                        load: Duration::ZERO,
+                        instantiate: Duration::ZERO,
+                        call: Duration::ZERO,
+                    },
+                };
+            }
+        };
+        let t = &run.timings;
+        self.metrics
+            .hook_seconds
+            .get_or_create(&HookLabel {
+                hook: run.hook.clone(),
+            })
+            .observe((t.load + t.instantiate + t.call).as_secs_f64());
+        self.metrics
+            .hook_runs
+            .get_or_create(&HookRunLabels {
+                hook: run.hook.clone(),
+                result: if run.outcome.is_ok() { "ok" } else { "failed" },
+                reason: run.reason(),
+            })
+            .inc();
+        match &run.outcome {
+            Ok(s) => {
+                info!(hook = %run.hook, endpoint = %job.endpoint.name, summary = %s, "hook succeeded")
+            }
+            Err(e) => {
+                warn!(hook = %run.hook, endpoint = %job.endpoint.name, error = %e, "hook failed")
+            }
+        }
+        run
+    }
+
+    async fn probe(&self, target: &TargetSpec) -> Vec<ProbeReport> {
+        if target.all_addresses {
+            target
+                .prober
+                .probe_each_address(&target.target, self.clock.as_ref())
+                .await
+        } else {
+            vec![
+                target
+                    .prober
+                    .probe(&target.target, self.clock.as_ref())
+                    .await,
+            ]
+        }
+    }
+
+    /// Probes until every address serves `sha256` or the deadline passes.
+    async fn verify(&self, job: &DeployJob, sha256: &str) -> (bool, Value) {
+        let started = tokio::time::Instant::now();
+        let deadline = started + job.settings.verify_timeout;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let reports = self.probe(&job.target).await;
+            let served_new = !reports.is_empty()
+                && reports
+                    .iter()
+                    .all(|r| r.outcome.as_ref().is_ok_and(|f| f.leaf.sha256 == sha256));
+            let detail = json!({
+                "attempts": attempts,
+                "seconds": started.elapsed().as_secs_f64(),
+                "served": probe_detail(&reports),
+            });
+            if served_new {
+                self.results
+                    .update(&job.target.key(), reports, self.clock.now());
+                return (true, detail);
+            }
+            if tokio::time::Instant::now() + job.settings.verify_interval > deadline {
+                return (false, detail);
+            }
+            tokio::time::sleep(job.settings.verify_interval).await;
+        }
+    }
+}
+
+fn probe_detail(reports: &[ProbeReport]) -> Value {
+    reports
+        .iter()
+        .map(|r| {
+            json!({
+                "address": r.address.map(|a| a.to_string()),
+                "status": r.status().as_str(),
+                "reason": r.reason(),
+                "sha256": r.outcome.as_ref().ok().map(|f| f.leaf.sha256.clone()),
+            })
+        })
+        .collect()
+}
+
+fn run_detail(run: &HookRun) -> Value {
+    json!({
+        "name": run.hook,
+        "result": match &run.outcome { Ok(s) => json!({ "ok": s }), Err(e) => json!({ "error": e.to_string(), "reason": run.reason() }) },
+        "calls": run.calls,
+        "written": run.written,
+        "timings": run.timings,
+    })
+}
