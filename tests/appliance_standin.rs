@@ -16,7 +16,13 @@ use crate::probe_chain::{facts, probe};
 use crate::util::appliance::{Appliance, ApplianceMode, MAX_UPLOAD, Upload};
 use crate::util::{Leaf, TestCa, TlsServer, pem_chain, real_now};
 
-const TOKEN: &str = "s3cret-token";
+macro_rules! token {
+    () => {
+        "s3cret-token"
+    };
+}
+const TOKEN: &str = token!();
+const BEARER: (&str, &str) = ("authorization", concat!("Bearer ", token!()));
 const DATA_NAME: &str = "appliance.test";
 
 /// An appliance whose API certificate is issued by `api_ca` (valid now, as the client
@@ -66,8 +72,6 @@ async fn call(
         .unwrap_or_else(|e| panic!("{method} {path}: non-JSON body {bytes:?}: {e}"));
     (status, json)
 }
-
-const BEARER: (&str, &str) = ("authorization", "Bearer s3cret-token");
 
 /// The leaf as PKCS#12 under `password`.
 fn pkcs12(leaf: &Leaf, password: &str) -> Vec<u8> {

@@ -36,6 +36,9 @@ mod issue;
 // serve with [acme]: issuance from Pebble, renewal, drift.
 mod remediation;
 
+// Evil guests against the hook sandbox: escapes refused with typed reasons, runaways stopped.
+mod hooks_sandbox;
+
 // The command line as users run it: output formats, exit codes, targets files.
 mod cli;
 

@@ -226,13 +226,13 @@ impl Hooks {
             return Ok((pre.clone(), LoadKind::Memory));
         }
         let cached = self.cache_path(&sha);
-        let (component, kind) = match cached.as_deref().and_then(|p| self.from_cache(p)) {
+        let (component, kind) = match cached.as_deref().and_then(|p| self.load_cached(p)) {
             Some(c) => (c, LoadKind::Disk),
             None => {
                 let c = Component::new(&self.engine, &bytes)
                     .map_err(|e| format!("{}: not a usable component: {e:#}", path.display()))?;
                 if let Some(p) = &cached {
-                    self.to_cache(&c, p);
+                    self.store_cached(&c, p);
                 }
                 (c, LoadKind::Compiled)
             }
@@ -262,7 +262,7 @@ impl Hooks {
     }
 
     /// A compiled component from the cache, when the file is there and safe to trust.
-    fn from_cache(&self, path: &Path) -> Option<Component> {
+    fn load_cached(&self, path: &Path) -> Option<Component> {
         let dir = path.parent()?;
         let (dm, fm) = (fs::metadata(dir).ok()?, fs::symlink_metadata(path).ok()?);
         // Only files this process's user wrote into its own private directory: loading
@@ -280,7 +280,7 @@ impl Hooks {
             .ok()
     }
 
-    fn to_cache(&self, component: &Component, path: &Path) {
+    fn store_cached(&self, component: &Component, path: &Path) {
         let write = || -> anyhow::Result<()> {
             let bytes = component.serialize()?;
             let tmp = path.with_extension(format!("tmp{}", fastrand::u64(..)));
@@ -412,7 +412,7 @@ impl Hooks {
     }
 }
 
-/// Loads a compiled component written by [`Hooks::to_cache`].
+/// Loads a compiled component written by [`Hooks::store_cached`].
 #[allow(unsafe_code)]
 fn deserialize(engine: &Engine, path: &Path) -> anyhow::Result<Component> {
     // SAFETY: wasmtime requires that the file be a component this wasmtime version

@@ -138,9 +138,13 @@ impl Appliance {
         let api_addr = listener.local_addr().expect("addr");
         let served = shared.clone();
         let api_task = tokio::spawn(async move {
+            // Connections live in this set, so aborting the task (on drop) ends them too,
+            // and with them the last references to the data plane.
+            let mut connections = tokio::task::JoinSet::new();
             while let Ok((tcp, _)) = listener.accept().await {
+                while connections.try_join_next().is_some() {}
                 let (acceptor, shared) = (acceptor.clone(), served.clone());
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };

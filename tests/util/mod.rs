@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod appliance;
+pub mod hooks;
 pub mod http;
 pub mod pebble;
 pub mod servers;
