@@ -31,7 +31,9 @@ async fn setup() -> Attack {
     std::fs::create_dir(&allowed).unwrap();
     std::fs::create_dir(dir.path().join("allowed-sibling")).unwrap();
     let ca = TestCa::root("Sandbox CA");
-    let server = TlsServer::leaf(&ca.leaf(&["127.0.0.1"]).build()).start().await;
+    let server = TlsServer::leaf(&ca.leaf(&["127.0.0.1"]).build())
+        .start()
+        .await;
     Attack {
         dir,
         allowed,
@@ -67,13 +69,25 @@ async fn grant_escapes_are_refused_with_typed_errors() {
         (
             "write-outside",
             &[
-                ("access-denied", "/etc/tlsward-evil is not beneath write_paths"),
+                (
+                    "access-denied",
+                    "/etc/tlsward-evil is not beneath write_paths",
+                ),
                 ("access-denied", "/tmp/evil.pem is not beneath write_paths"),
             ],
         ),
         ("traversal", &[("invalid-argument", "contains '..'")]),
-        ("prefix-trick", &[("access-denied", "allowed-sibling/x is not beneath write_paths")]),
-        ("relative", &[("invalid-argument", "is not an absolute path")]),
+        (
+            "prefix-trick",
+            &[(
+                "access-denied",
+                "allowed-sibling/x is not beneath write_paths",
+            )],
+        ),
+        (
+            "relative",
+            &[("invalid-argument", "is not an absolute path")],
+        ),
         (
             "setuid-mode",
             &[
@@ -81,7 +95,13 @@ async fn grant_escapes_are_refused_with_typed_errors() {
                 ("invalid-argument", "lets group or others write"),
             ],
         ),
-        ("key-world-readable", &[("invalid-argument", "lets others read a file holding the private key")]),
+        (
+            "key-world-readable",
+            &[(
+                "invalid-argument",
+                "lets others read a file holding the private key",
+            )],
+        ),
         (
             "command",
             &[
@@ -115,7 +135,10 @@ async fn grant_escapes_are_refused_with_typed_errors() {
         assert_eq!(parts.len(), expected.len(), "{name}: {msg}");
         for (part, (tag, text)) in parts.iter().zip(expected.iter()) {
             assert!(part.starts_with(&format!("{tag}: ")), "{name}: {part}");
-            assert!(part.contains(text), "{name}: {part:?} should mention {text:?}");
+            assert!(
+                part.contains(text),
+                "{name}: {part:?} should mention {text:?}"
+            );
         }
         assert!(r.written.is_empty(), "{name} wrote {:?}", r.written);
         assert!(r.commands.is_empty(), "{name} ran {:?}", r.commands);
@@ -129,7 +152,11 @@ async fn grant_escapes_are_refused_with_typed_errors() {
         assert_eq!(r.denied, denied, "{name}");
         assert_eq!(
             r.reason(),
-            if denied { "access_denied" } else { "hook_error" },
+            if denied {
+                "access_denied"
+            } else {
+                "hook_error"
+            },
             "{name}"
         );
     }
@@ -168,7 +195,10 @@ async fn a_symlink_inside_the_grant_does_not_lead_out() {
         let err = format!("{:?}", r.outcome);
         assert!(r.denied && err.contains(text), "{err}");
         let refused = r.calls.iter().find(|c| c.function == "write-cert").unwrap();
-        assert!(refused.outcome.starts_with("access-denied: "), "{refused:?}");
+        assert!(
+            refused.outcome.starts_with("access-denied: "),
+            "{refused:?}"
+        );
     }
     assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
 }
@@ -262,7 +292,10 @@ async fn the_wasi_runtime_sees_no_files_environment_network_or_processes() {
         assert!(v.starts_with("refused"), "{k}: {v}");
     }
     for (k, v) in obj {
-        assert!(!v.as_str().unwrap_or_default().starts_with("ESCAPED"), "{k}: {v}");
+        assert!(
+            !v.as_str().unwrap_or_default().starts_with("ESCAPED"),
+            "{k}: {v}"
+        );
     }
     assert!(r.written.is_empty() && r.calls.is_empty(), "{:?}", r.calls);
 }
@@ -276,6 +309,10 @@ async fn a_broken_component_is_a_load_error() {
     let mut s = spec("bogus", "evil", Grant::default(), &[]);
     s.component = bogus;
     let r = run(&s, material(&leaf, "web"), &[]).await;
-    assert!(matches!(r.outcome, Err(HookFailure::Load(_))), "{:?}", r.outcome);
+    assert!(
+        matches!(r.outcome, Err(HookFailure::Load(_))),
+        "{:?}",
+        r.outcome
+    );
     assert_eq!(r.reason(), "load_error");
 }

@@ -36,6 +36,10 @@ mod issue;
 // serve with [acme]: issuance from Pebble, renewal, drift.
 mod remediation;
 
+// Window-gated deployments to a real nginx with the stock pem-files hook; verification,
+// rollback of a broken reload.
+mod deploy;
+
 // Evil guests against the hook sandbox: escapes refused with typed reasons, runaways stopped.
 mod hooks_sandbox;
 
@@ -50,3 +54,6 @@ mod hook_formats;
 
 // The appliance stand-in for hook tests: its certificate API and data plane, by a plain client.
 mod appliance_standin;
+
+// The stock hooks in their sandbox, their outputs read by real consumers.
+mod hooks_stock;

@@ -13,14 +13,22 @@ use super::Leaf;
 /// A built component: `hooks/dist/NAME.wasm`, or `hooks/dist/test/NAME.wasm` for test
 /// guests (`$TLSWARD_HOOKS_DIR` overrides `hooks/dist`).
 pub fn component(name: &str) -> PathBuf {
-    let dist = std::env::var_os("TLSWARD_HOOKS_DIR")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("hooks/dist"), PathBuf::from);
-    for p in [dist.join(format!("{name}.wasm")), dist.join(format!("test/{name}.wasm"))] {
+    let dist = std::env::var_os("TLSWARD_HOOKS_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("hooks/dist"),
+        PathBuf::from,
+    );
+    for p in [
+        dist.join(format!("{name}.wasm")),
+        dist.join(format!("test/{name}.wasm")),
+    ] {
         if p.is_file() {
             return p;
         }
     }
-    panic!("no component {name} in {}: run scripts/build-hooks first", dist.display());
+    panic!(
+        "no component {name} in {}: run scripts/build-hooks first",
+        dist.display()
+    );
 }
 
 /// One engine for the whole test binary, caching compiled components in the target
@@ -68,7 +76,13 @@ pub async fn run(spec: &HookSpec, material: Material, extra: &[(&str, &str)]) ->
         .collect();
     let rt = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
-        engine.run(&spec, &material, &extra, rt, tlsward::clock::SystemClock.now())
+        engine.run(
+            &spec,
+            &material,
+            &extra,
+            rt,
+            tlsward::clock::SystemClock.now(),
+        )
     })
     .await
     .expect("hook thread")

@@ -528,3 +528,94 @@ VirtualHost \"{domain}\"
         Self { addr, daemon }
     }
 }
+
+/// nginx serving HTTPS on several ports, each from its own certificate files in
+/// `certs/<n>.crt` and `certs/<n>.key` under its directory: the files a deploy hook replaces,
+/// followed by `reload_argv()`.
+pub struct NginxHttps {
+    /// One address per site.
+    pub addrs: Vec<SocketAddr>,
+    /// The directory holding `certs/`.
+    pub certs: PathBuf,
+    conf: PathBuf,
+    prefix: PathBuf,
+    daemon: Daemon,
+}
+
+impl NginxHttps {
+    /// Starts nginx (package nginx) with `sites` HTTPS sites, each first serving `cert`
+    /// (chain PEM) and `key`.
+    pub async fn start(sites: usize, cert: &Path, key: &Path) -> Self {
+        let dir = daemon_dir("nginx-https");
+        let d = dir.path().to_path_buf();
+        let certs = d.join("certs");
+        fs::create_dir(&certs).expect("certs dir");
+        let mut addrs = Vec::new();
+        let mut servers = String::new();
+        for n in 0..sites {
+            let addr = free_addr();
+            let (crt, k) = (
+                certs.join(format!("{n}.crt")),
+                certs.join(format!("{n}.key")),
+            );
+            fs::copy(cert, &crt).expect("copy cert");
+            fs::copy(key, &k).expect("copy key");
+            fs::set_permissions(&k, fs::Permissions::from_mode(0o600)).expect("chmod key");
+            servers.push_str(&format!(
+                "    server {{ listen {addr} ssl; ssl_certificate {}; ssl_certificate_key {}; return 200 \"site {n}\\n\"; }}\n",
+                quoted(&crt),
+                quoted(&k)
+            ));
+            addrs.push(addr);
+        }
+        let conf = format!(
+            "daemon off;
+pid {pid};
+error_log {error_log};
+worker_processes 1;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    ssl_protocols TLSv1.2 TLSv1.3;
+{servers}}}
+",
+            pid = quoted(&d.join("nginx.pid")),
+            error_log = quoted(&d.join("error.log")),
+        );
+        let conf = write_config(&d, "nginx.conf", &conf);
+        let mut cmd = Command::new("/usr/sbin/nginx");
+        cmd.arg("-p")
+            .arg(&d)
+            .arg("-e")
+            .arg(d.join("error.log"))
+            .arg("-c")
+            .arg(&conf);
+        let logs = vec![d.join("error.log")];
+        let mut daemon = Daemon::spawn("nginx", "nginx", dir, cmd, logs);
+        daemon.wait_ready(&addrs).await;
+        Self {
+            addrs,
+            certs,
+            conf,
+            prefix: d,
+            daemon,
+        }
+    }
+
+    /// The argv that makes this nginx reload its certificates (for a hook's grant).
+    pub fn reload_argv(&self) -> Vec<String> {
+        [
+            "/usr/sbin/nginx",
+            "-p",
+            self.prefix.to_str().expect("UTF-8"),
+            "-e",
+            self.prefix.join("error.log").to_str().expect("UTF-8"),
+            "-c",
+            self.conf.to_str().expect("UTF-8"),
+            "-s",
+            "reload",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+}

@@ -1,0 +1,310 @@
+//! Window-gated deployments end to end: a real nginx serves an old certificate; `tlsward
+//! serve` issues a new one from Pebble, queues a deployment that waits for its change window
+//! (the test moves the clock), runs the stock `pem-files` hook, which writes the files and
+//! reloads nginx through its grant, and the re-probe confirms nginx serves the new
+//! fingerprint. A second endpoint's reload is broken on purpose: verification fails, the
+//! old files come back, nginx still serves a valid certificate, and nothing retries.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tlsward::clock::{Clock, TestClock};
+use tlsward::store::{KeySource, Store};
+use tokio::net::TcpListener;
+
+use crate::serve::eventually;
+use crate::util::http::{get, request};
+use crate::util::pebble::Pebble;
+use crate::util::servers::NginxHttps;
+use crate::util::{TestCa, real_now};
+
+fn sha256_served(addr: std::net::SocketAddr, name: &str) -> String {
+    // The live certificate, read by openssl as an outside observer would.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect {addr} -servername {name} </dev/null 2>/dev/null \
+             | openssl x509 -noout -fingerprint -sha256"
+        ))
+        .output()
+        .expect("openssl");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap_or_default()
+        .replace(':', "")
+        .to_lowercase()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_window_gated_deployment_reaches_nginx_and_a_broken_reload_rolls_back() {
+    let http01_port = crate::util::unique_port();
+    let pebble = Pebble::start(http01_port, 30 * 86_400).await;
+    let dir = pebble.dir.path();
+    let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+    write(
+        "acme-root.pem",
+        &crate::util::pem(&pebble.issuing_root().await),
+    );
+    // nginx starts out serving a certificate from another CA, trusted too: valid but foreign.
+    let old_ca = TestCa::root_at("Old CA", real_now());
+    write("old-root.pem", &old_ca.pem());
+    let old = old_ca.leaf(&["site.tlsward.test"]).build();
+    let old_dir = tempfile::tempdir().unwrap();
+    let (old_cert, old_key) = old.write_pem(old_dir.path(), "old");
+    let nginx = NginxHttps::start(2, &old_cert, &old_key).await;
+    let old_sha = tlsward::cert::sha256_hex(old.der());
+    let [web, web2] = [nginx.addrs[0], nginx.addrs[1]];
+    assert_eq!(sha256_served(web, "site.tlsward.test"), old_sha);
+
+    // A daily one-hour window that opens two hours from now (UTC), so it is closed now.
+    let now = real_now();
+    let opens = (now.hour() + 2) % 24;
+    let reload = nginx.reload_argv();
+    let certs = nginx.certs.display().to_string();
+    let config = format!(
+        r#"
+[server]
+state_dir = "state"
+
+[store]
+path = "state/tlsward.db"
+key_file = "state/store.key"
+
+[acme]
+directory = "{directory}"
+ca_file = "{ca}"
+http01_listen = "127.0.0.1:{http01_port}"
+
+[deploy]
+verify_timeout = "8s"
+verify_interval = "500ms"
+emergency_days = 1
+
+[window.nightly]
+days = ["daily"]
+start = "{opens:02}:00"
+duration = "1h"
+
+[[certificate]]
+name = "site"
+domains = ["site.tlsward.test"]
+
+[profile.site]
+ca_files = ["acme-root.pem", "old-root.pem"]
+system_roots = false
+
+[[target]]
+address = "site.tlsward.test:{p1}"
+profile = "site"
+interval = "1s"
+connect_to = ["127.0.0.1"]
+
+[[target]]
+address = "site.tlsward.test:{p2}"
+profile = "site"
+interval = "1s"
+connect_to = ["127.0.0.1"]
+
+[hook.nginx]
+component = "{pem_files}"
+write_paths = ["{certs}"]
+commands = [{reload:?}]
+timeout = "60s"
+
+[hook.nginx.settings]
+reload = "{reload_str}"
+
+[hook.nginx-broken]
+component = "{pem_files}"
+write_paths = ["{certs}"]
+commands = [["/bin/true"]]
+timeout = "60s"
+
+[hook.nginx-broken.settings]
+reload = "/bin/true"
+
+[[endpoint]]
+name = "web"
+certificate = "site"
+target = "site.tlsward.test:{p1}"
+window = "nightly"
+hook = "nginx"
+settings = {{ fullchain_path = "{certs}/0.crt", key_path = "{certs}/0.key" }}
+
+[[endpoint]]
+name = "web2"
+certificate = "site"
+target = "site.tlsward.test:{p2}"
+hook = "nginx-broken"
+settings = {{ fullchain_path = "{certs}/1.crt", key_path = "{certs}/1.key" }}
+"#,
+        directory = pebble.directory,
+        ca = pebble.tls_ca_file.display(),
+        p1 = web.port(),
+        p2 = web2.port(),
+        pem_files = crate::util::hooks::component("pem-files").display(),
+        reload_str = reload.join(" "),
+    );
+    let path = dir.join("tlsward.toml");
+    std::fs::write(&path, config).unwrap();
+    let loaded = tlsward::config::load(&path).expect("valid config");
+    let clock = Arc::new(TestClock::at(SystemTime::from(now)));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(tlsward::daemon::run(
+        listener,
+        path.clone(),
+        loaded,
+        clock.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let metric = |series: String| {
+        move || {
+            let series = series.clone();
+            async move { get(addr, "/metrics").await.body.contains(&series) }
+        }
+    };
+
+    // Issued, queued for web (window closed); web2 has no window: deployed at once, and its
+    // broken reload fails verification, so its files are rolled back.
+    eventually(
+        60,
+        "web's deployment waiting for its window",
+        metric("tlsward_deployments_pending{endpoint=\"web\",state=\"waiting\"} 1".into()),
+    )
+    .await;
+    eventually(
+        60,
+        "web2's deployment rolled back",
+        metric("tlsward_deployments_total{endpoint=\"web2\",result=\"rolled_back\"} 1".into()),
+    )
+    .await;
+    let store = Store::open(
+        &dir.join("state/tlsward.db"),
+        &KeySource::File(dir.join("state/store.key")),
+    )
+    .unwrap();
+    let new_sha = store.latest("site").unwrap().unwrap().sha256;
+    assert_ne!(new_sha, old_sha);
+    // web still serves the old certificate: its window has not opened.
+    assert_eq!(sha256_served(web, "site.tlsward.test"), old_sha);
+    // web2: the old files are back and nginx serves the old, still valid, certificate.
+    assert_eq!(
+        std::fs::read(nginx.certs.join("1.crt")).unwrap(),
+        std::fs::read(&old_cert).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(nginx.certs.join("1.key")).unwrap(),
+        std::fs::read(&old_key).unwrap()
+    );
+    assert_eq!(sha256_served(web2, "site.tlsward.test"), old_sha);
+    let m = get(addr, "/metrics").await.body;
+    for series in [
+        "tlsward_deployment_failed{endpoint=\"web2\",certificate=\"site\"} 1",
+        "tlsward_deployment_verification_failures_total{endpoint=\"web2\"} 1",
+        "tlsward_deployment_rollbacks_total{endpoint=\"web2\",result=\"restored\"} 1",
+        "tlsward_hook_runs_total{hook=\"nginx-broken\",result=\"ok\",reason=\"none\"} 1",
+        "tlsward_deployment_failed{endpoint=\"web\",certificate=\"site\"} 0",
+    ] {
+        assert!(m.contains(series), "{series} missing from\n{m}");
+    }
+
+    // `deploy list` (the real CLI, on the same store) shows web waiting for "nightly".
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tlsward"))
+        .args(["deploy", "list", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&out.stdout);
+    let web_line = list
+        .lines()
+        .find(|l| l.contains(" web ") && l.contains("waiting"))
+        .unwrap_or_else(|| panic!("no waiting web deployment in\n{list}"));
+    assert!(web_line.contains("nightly"), "{web_line}");
+
+    // Move the clock into the window and wake the reconciler (a reload does).
+    clock.advance(Duration::from_secs(2 * 3600 + 60));
+    let r = request(addr, "POST", "/-/reload", &[], None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    eventually(
+        60,
+        "web's deployment verified",
+        metric("tlsward_deployments_total{endpoint=\"web\",result=\"verified\"} 1".into()),
+    )
+    .await;
+    assert_eq!(sha256_served(web, "site.tlsward.test"), new_sha);
+    eventually(
+        10,
+        "web's drift to clear",
+        metric("tlsward_endpoint_drift{endpoint=\"web\",certificate=\"site\"} 0".into()),
+    )
+    .await;
+
+    // The journal of the window-gated deployment, in order.
+    let journal = store.journal_entries(Some("site")).unwrap();
+    let web_steps: Vec<&tlsward::store::JournalEntry> = journal
+        .iter()
+        .filter(|e| e.kind.starts_with("deployment."))
+        .filter(|e| {
+            e.detail["endpoint"] == "web" || e.detail["detail"]["endpoint"] == "web" || {
+                let id = e.detail["deployment"].as_i64();
+                store
+                    .all_deployments()
+                    .unwrap()
+                    .iter()
+                    .any(|d| Some(d.id) == id && d.endpoint == "web")
+            }
+        })
+        .collect();
+    for e in &web_steps {
+        eprintln!("journal {} {} {}", e.at, e.kind, e.detail);
+    }
+    let kinds: Vec<&str> = web_steps.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "deployment.queued",
+            "deployment.running",
+            "deployment.verified"
+        ]
+    );
+    assert_eq!(web_steps[1].detail["detail"]["trigger"], "window_open");
+    let verified = &web_steps[2].detail["detail"];
+    let calls: Vec<&str> = verified["hook"]["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["function"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        calls,
+        ["write-cert", "write-cert", "run-command"],
+        "{verified}"
+    );
+    assert_eq!(
+        verified["verification"]["served"][0]["sha256"],
+        new_sha.as_str()
+    );
+
+    // Nothing retries web2 by itself: after another pass it still has one deployment.
+    let r = request(addr, "POST", "/-/reload", &[], None).await;
+    assert_eq!(r.status, 200);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let web2: Vec<_> = store
+        .all_deployments()
+        .unwrap()
+        .into_iter()
+        .filter(|d| d.endpoint == "web2")
+        .collect();
+    assert_eq!(web2.len(), 1, "{web2:?}");
+    assert_eq!(web2[0].state, "rolled_back");
+
+    let _ = stop.send(());
+    let _ = daemon.await;
+    let _ = clock.now();
+}
