@@ -64,6 +64,24 @@ fn invalid_configs_report_every_problem_with_file_line_and_key() {
                 "invalid-windows.toml:37: window.mars.tz: `Mars/Olympus_Mons` is not a known time zone (use an IANA name such as Europe/Berlin or UTC)",
             ],
         ),
+        (
+            "invalid-hooks.toml",
+            &[
+                r#"invalid-hooks.toml:14: endpoint[0].hook: unknown hook "ngnix" (did you mean "nginx"?)"#,
+                r#"invalid-hooks.toml:20: endpoint[1].settings.key_path: settings without a hook: add hook = "NAME""#,
+                "invalid-hooks.toml:23: hook.nginx.component: no-such-hook.wasm is not a file (build the stock hooks with scripts/build-hooks)",
+                r#"invalid-hooks.toml:24: hook.nginx.write_paths: "/etc/nginx/../ssl" contains '..'"#,
+                r#"invalid-hooks.toml:24: hook.nginx.write_paths: "certs" is not an absolute path"#,
+                "invalid-hooks.toml:25: hook.nginx.commands: an empty argv",
+                r#"invalid-hooks.toml:26: hook.nginx.http_hosts: "LB1.example.net:443" is not a lowercase host:port (e.g. "lb1.example.net:443")"#,
+                r#"invalid-hooks.toml:26: hook.nginx.http_hosts: "lb2.example.net" is not a lowercase host:port (e.g. "lb1.example.net:443")"#,
+                "invalid-hooks.toml:27: hook.nginx.memory_mb: 8 is outside 16..=4096",
+                "invalid-hooks.toml:28: hook.nginx.timeout: 2h is outside 1s..=1h",
+                "invalid-hooks.toml:32: hook.bad-ca.http_ca_file: missing-ca.pem: I/O error: No such file or directory (os error 2)",
+                r#"invalid-hooks.toml:35: deploy.verify_interval: "0s": must be greater than zero"#,
+                "invalid-hooks.toml:36: deploy.emergency_days: must be a number of days, 0 or more",
+            ],
+        ),
     ];
     for (name, expected) in table {
         assert_eq!(problems(name), *expected, "{name}");

@@ -58,6 +58,15 @@ pub enum Refusal {
     InvalidArgument(String),
 }
 
+impl Refusal {
+    /// The message without its tag.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::AccessDenied(m) | Self::InvalidArgument(m) => m,
+        }
+    }
+}
+
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -224,7 +233,7 @@ impl Grant {
                         clean.display()
                     ),
                 )),
-                Some(Err(e)) => out.push(("write_paths", format!("{}: {e}", p.display()))),
+                Some(Err(e)) => out.push(("write_paths", e.message().to_owned())),
                 None => out.push(("write_paths", format!("{} is not UTF-8", p.display()))),
             }
         }
