@@ -308,3 +308,238 @@ settings = {{ fullchain_path = "{certs}/1.crt", key_path = "{certs}/1.key" }}
     let _ = daemon.await;
     let _ = clock.now();
 }
+
+/// An appliance that cannot run ACME, through its REST API (the stand-in) and the stock
+/// `http-appliance` hook: one endpoint whose certificate expires within `emergency_days`
+/// deploys at once despite its closed window; another waits until an operator runs
+/// `tlsward deploy run-now` from the shell.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_emergency_skips_the_window_and_run_now_deploys_from_the_shell() {
+    use crate::util::TlsServer;
+    use crate::util::appliance::{Appliance, ApplianceMode};
+
+    let http01_port = crate::util::unique_port();
+    let pebble = Pebble::start(http01_port, 30 * 86_400).await;
+    let dir = pebble.dir.path();
+    let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+    write(
+        "acme-root.pem",
+        &crate::util::pem(&pebble.issuing_root().await),
+    );
+    let old_ca = TestCa::root_at("Old CA", real_now());
+    write("old-root.pem", &old_ca.pem());
+    let api_ca = TestCa::root_at("Appliance API CA", real_now());
+    write("api-ca.pem", &api_ca.pem());
+    let api_leaf = api_ca.leaf(&["127.0.0.1"]).build();
+    // "urgent" serves a certificate with half a day left; "manual" one with 60 days.
+    let urgent = Appliance::start(
+        &api_leaf,
+        TlsServer::leaf(&old_ca.leaf(&["app.tlsward.test"]).valid(-10.0, 0.5).build()),
+        "tok-urgent",
+        ApplianceMode::Honest,
+    )
+    .await;
+    let manual = Appliance::start(
+        &api_leaf,
+        TlsServer::leaf(
+            &old_ca
+                .leaf(&["app.tlsward.test"])
+                .valid(-10.0, 60.0)
+                .build(),
+        ),
+        "tok-manual",
+        ApplianceMode::Honest,
+    )
+    .await;
+    let now = real_now();
+    let config = format!(
+        r#"
+[server]
+state_dir = "state"
+
+[store]
+path = "state/tlsward.db"
+key_file = "state/store.key"
+
+[acme]
+directory = "{directory}"
+ca_file = "{ca}"
+http01_listen = "127.0.0.1:{http01_port}"
+
+[deploy]
+verify_timeout = "20s"
+verify_interval = "500ms"
+emergency_days = 2
+
+[window.nightly]
+days = ["daily"]
+start = "{opens:02}:00"
+duration = "1h"
+
+[[certificate]]
+name = "app"
+domains = ["app.tlsward.test"]
+
+[profile.app]
+ca_files = ["acme-root.pem", "old-root.pem"]
+system_roots = false
+
+[[target]]
+address = "app.tlsward.test:{urgent_port}"
+profile = "app"
+interval = "1s"
+connect_to = ["127.0.0.1"]
+
+[[target]]
+address = "app.tlsward.test:{manual_port}"
+profile = "app"
+interval = "1s"
+connect_to = ["127.0.0.1"]
+
+[hook.appliance]
+component = "{component}"
+http_hosts = ["127.0.0.1:{urgent_api}", "127.0.0.1:{manual_api}"]
+http_ca_file = "api-ca.pem"
+key_access = true
+timeout = "60s"
+
+[hook.appliance.settings]
+password = "pfx-pass"
+poll_interval = "0.2"
+
+[[endpoint]]
+name = "urgent"
+certificate = "app"
+target = "app.tlsward.test:{urgent_port}"
+window = "nightly"
+hook = "appliance"
+settings = {{ url = "https://127.0.0.1:{urgent_api}", token = "tok-urgent" }}
+
+[[endpoint]]
+name = "manual"
+certificate = "app"
+target = "app.tlsward.test:{manual_port}"
+window = "nightly"
+hook = "appliance"
+settings = {{ url = "https://127.0.0.1:{manual_api}", token = "tok-manual" }}
+"#,
+        directory = pebble.directory,
+        ca = pebble.tls_ca_file.display(),
+        opens = (now.hour() + 2) % 24,
+        urgent_port = urgent.data_port(),
+        manual_port = manual.data_port(),
+        urgent_api = urgent.api_port(),
+        manual_api = manual.api_port(),
+        component = crate::util::hooks::component("http-appliance").display(),
+    );
+    let path = dir.join("tlsward.toml");
+    std::fs::write(&path, config).unwrap();
+    let loaded = tlsward::config::load(&path).expect("valid config");
+    let clock = Arc::new(TestClock::at(SystemTime::from(now)));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(tlsward::daemon::run(
+        listener,
+        path.clone(),
+        loaded,
+        clock,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let metric = |series: &str| {
+        let series = series.to_owned();
+        move || {
+            let series = series.clone();
+            async move { get(addr, "/metrics").await.body.contains(&series) }
+        }
+    };
+    eventually(
+        90,
+        "the urgent deployment verified",
+        metric("tlsward_deployments_total{endpoint=\"urgent\",result=\"verified\"} 1"),
+    )
+    .await;
+    eventually(
+        10,
+        "the manual deployment waiting",
+        metric("tlsward_deployments_pending{endpoint=\"manual\",state=\"waiting\"} 1"),
+    )
+    .await;
+    let store = Store::open(
+        &dir.join("state/tlsward.db"),
+        &KeySource::File(dir.join("state/store.key")),
+    )
+    .unwrap();
+    let new_sha = store.latest("app").unwrap().unwrap().sha256;
+    assert_eq!(urgent.serving_sha256(), new_sha);
+    let uploads = urgent.uploads();
+    assert_eq!(uploads.len(), 1, "{uploads:?}");
+    assert_eq!(uploads[0].passphrase_ok, Some(true));
+    let running = store
+        .journal_entries(Some("app"))
+        .unwrap()
+        .into_iter()
+        .find(|e| e.kind == "deployment.running")
+        .unwrap();
+    assert_eq!(running.detail["detail"]["trigger"], "emergency");
+    assert!(
+        running.detail["detail"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("within emergency_days"),
+        "{}",
+        running.detail
+    );
+    assert_ne!(manual.serving_sha256(), new_sha);
+
+    // The operator deploys the waiting one now, from the shell, while the daemon runs.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tlsward"))
+        .args(["deploy", "run-now", "manual", "--config"])
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("http(POST https://127.0.0.1:"), "{text}");
+    assert!(text.contains(": verified"), "{text}");
+    assert_eq!(manual.serving_sha256(), new_sha);
+    let running: Vec<_> = store
+        .journal_entries(Some("app"))
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "deployment.running")
+        .collect();
+    assert_eq!(running.len(), 2);
+    assert_eq!(running[1].detail["detail"]["trigger"], "run_now");
+    // Run again with nothing left to do: the finished deployment is not claimable.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tlsward"))
+        .args(["deploy", "run-now"])
+        .arg(
+            store
+                .all_deployments()
+                .unwrap()
+                .last()
+                .unwrap()
+                .id
+                .to_string(),
+        )
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no queued deployment"),
+        "{out:?}"
+    );
+    let _ = stop.send(());
+    let _ = daemon.await;
+}

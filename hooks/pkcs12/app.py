@@ -85,10 +85,15 @@ def parse_mode(cfg, name, default, holds_key):
     if not re.fullmatch(r"0?[0-7]{3}", text):
         raise Err(f"{name} must be octal permission bits like {default}, got {text!r}")
     mode = int(text, 8)
+    # The same rules as the host's, checked here so a bad mode stops the hook before its
+    # first write rather than halfway through.
     if mode & 0o022:
         raise Err(f"{name} {text} would let group or others write the file")
-    if holds_key and mode & 0o004:
-        raise Err(f"{name} {text} would let every user read the private key; use 0600 or 0640")
+    if holds_key and mode & 0o007:
+        raise Err(f"{name} {text} would give every user access to the private key; "
+                  "use 0600 or 0640")
+    if mode & 0o600 != 0o600:
+        raise Err(f"{name} {text} must let the owner read and write the file, like {default}")
     return mode
 
 
