@@ -192,12 +192,28 @@ fn the_example_issuance_section_validates_with_its_change_window() {
     std::fs::create_dir(tmp.path().join("demo")).unwrap();
     let ca = crate::util::TestCa::root("Demo");
     std::fs::write(tmp.path().join("demo/ca.pem"), ca.pem()).unwrap();
+    std::fs::create_dir_all(tmp.path().join("hooks/dist")).unwrap();
+    std::os::unix::fs::symlink(
+        crate::util::hooks::component("pem-files"),
+        tmp.path().join("hooks/dist/pem-files.wasm"),
+    )
+    .unwrap();
     // The endpoint's target must be probed too.
     let mut text = std::fs::read_to_string(tmp.path().join("tlsward.toml")).unwrap();
     text.push_str("\n[[target]]\naddress = \"www.example.org:443\"\n");
     std::fs::write(tmp.path().join("tlsward.toml"), text).unwrap();
     let config = load(&tmp.path().join("tlsward.toml")).unwrap();
+    let hook = &config.hooks["nginx"];
+    assert_eq!(hook.grant.write_paths, [Path::new("/etc/nginx/certs")]);
+    assert_eq!(hook.grant.commands.len(), 2);
+    assert_eq!(hook.settings["reload"], "/usr/sbin/nginx -s reload");
     let remediation = config.remediation.expect("the [acme] section is on");
+    assert_eq!(remediation.endpoints[0].hook.as_deref(), Some("nginx"));
+    assert_eq!(
+        remediation.endpoints[0].settings["key_path"],
+        "/etc/nginx/certs/www.key"
+    );
+    assert_eq!(remediation.deploy.emergency_days, 3.0);
     let window = remediation.endpoints[0]
         .window
         .as_ref()

@@ -83,7 +83,6 @@ fn run_now(
     which: &str,
     out: &mut impl Write,
 ) -> anyhow::Result<u8> {
-    let now = SystemClock.now();
     let unix = crate::clock::unix_seconds(&SystemClock);
     let open = store.open_deployments()?;
     let d = match which.parse::<i64>() {
@@ -141,7 +140,6 @@ fn run_now(
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let _ = now;
     writeln!(
         out,
         "running deployment {} to {} with hook {}",
