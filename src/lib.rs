@@ -11,9 +11,14 @@
 //!   once (file, line, key). Knows the settings types below; they do not know it.
 //! - [`exporter`]: hyper server: `/metrics`, `/probe`, health, reload; metric families over
 //!   reports. Knows nothing of the config file.
-//! - [`reconcile`]: the only place tying issuer, store and probe results: plans orders (pure
-//!   `plan.rs`), sleeps until the next deadline, reports endpoint drift; change windows
-//!   (pure `window.rs`: is a window open at `now`, when does it next open).
+//! - [`reconcile`]: the only place tying issuer, store, hooks and probe results: plans orders
+//!   (pure `plan.rs`), sleeps until the next deadline, reports endpoint drift; change windows
+//!   (pure `window.rs`: is a window open at `now`, when does it next open); queues
+//!   deployments (`rollout.rs`) and runs them: hook, verification probes, rollback
+//!   (`deploy.rs`).
+//! - [`hooks`]: the wasmtime host for deploy hooks: grants (pure `grant.rs`), the host
+//!   functions each checked against the grant, certificate formats (pure `convert.rs`).
+//!   Knows nothing of the store, the reconciler or metrics.
 //! - [`issuer`]: ACME via instant-acme: the account, orders, the HTTP-01 responder; records
 //!   every order and version in the store. Knows nothing of probing or metrics.
 //! - [`store`]: SQLite, the only SQL: certificates, versions, keys sealed with age, orders,

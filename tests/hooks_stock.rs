@@ -643,7 +643,7 @@ async fn pem_files_settings_are_checked_before_anything_is_written() {
                 ("key_path", key.as_str()),
                 ("key_mode", "0644"),
             ],
-            "key_mode 0644 would let every user read the private key",
+            "key_mode 0644 would give every user access to the private key",
         ),
         (
             vec![
@@ -651,7 +651,7 @@ async fn pem_files_settings_are_checked_before_anything_is_written() {
                 ("key_path", key.as_str()),
                 ("key_mode", "0601"),
             ],
-            "key_mode 0601",
+            "key_mode 0601 would give every user access to the private key",
         ),
         (
             vec![
@@ -659,11 +659,15 @@ async fn pem_files_settings_are_checked_before_anything_is_written() {
                 ("key_path", key.as_str()),
                 ("key_mode", "0400"),
             ],
-            "key_mode 0400",
+            "key_mode 0400 must let the owner read and write the file, like 0600",
         ),
         (
             vec![("cert_path", cert.as_str()), ("mode", "0664")],
             "mode 0664 would let group or others write",
+        ),
+        (
+            vec![("cert_path", cert.as_str()), ("mode", "0444")],
+            "mode 0444 must let the owner read and write the file, like 0644",
         ),
         (
             vec![("cert_path", "relative.pem")],
@@ -867,7 +871,7 @@ async fn pkcs12_is_read_by_openssl_modern_and_legacy() {
         ),
         (
             vec![("mode", "0644")],
-            "mode 0644 would let every user read the private key",
+            "mode 0644 would give every user access to the private key",
         ),
     ] {
         let mut extra = extra;
