@@ -66,36 +66,18 @@ impl Reconciler {
         desired: &Desired,
         now: i64,
     ) -> Option<String> {
-        let margin = (desired.deploy.emergency_days * 86_400.0) as i64;
         let soonest = self
             .served(&e.target)?
             .iter()
             .filter_map(|s| s.not_after)
             .min();
-        if let Some(t) = soonest
-            && t - now < margin
-        {
-            return Some(format!(
-                "the served certificate expires in {:.1} days, within emergency_days = {}",
-                (t - now) as f64 / 86_400.0,
-                desired.deploy.emergency_days
-            ));
-        }
-        // RFC 9773 §4.2: a window that has already ended means "renew now" (a revocation,
-        // for instance), unlike a window that has merely opened.
         let window = self
             .served_windows
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&e.name)
             .and_then(|w| w.window);
-        match window {
-            Some((_, end)) if end <= now => Some(
-                "the CA's renewal window for the served certificate has ended: renew now (ARI)"
-                    .into(),
-            ),
-            _ => None,
-        }
+        emergency_reason(soonest, window, now, desired.deploy.emergency_days)
     }
 
     /// Queues what is due and starts what may run; returns when to look again.
@@ -321,6 +303,33 @@ impl Reconciler {
     }
 }
 
+/// Why a deployment should skip its window, from what the endpoint serves: the soonest
+/// notAfter among its addresses, and the CA's renewal window (ARI) for that certificate.
+pub(super) fn emergency_reason(
+    served_not_after: Option<i64>,
+    ari_window: Option<(i64, i64)>,
+    now: i64,
+    emergency_days: f64,
+) -> Option<String> {
+    let margin = (emergency_days * 86_400.0) as i64;
+    if let Some(t) = served_not_after
+        && t - now < margin
+    {
+        return Some(format!(
+            "the served certificate expires in {:.1} days, within emergency_days = {emergency_days}",
+            (t - now) as f64 / 86_400.0
+        ));
+    }
+    // RFC 9773 §4.2: a window that has already ended means "renew now" (a revocation, for
+    // instance), unlike a window that has merely opened, which is the usual renewal time.
+    match ari_window {
+        Some((_, end)) if end <= now => Some(
+            "the CA's renewal window for the served certificate has ended: renew now (ARI)".into(),
+        ),
+        _ => None,
+    }
+}
+
 /// The job for an endpoint: its hook and how it is probed; `None` when it has no hook.
 pub fn job(e: &EndpointSpec, desired: &Desired) -> Option<DeployJob> {
     let hook = desired.hooks.get(e.hook.as_ref()?)?.clone();
@@ -331,4 +340,42 @@ pub fn job(e: &EndpointSpec, desired: &Desired) -> Option<DeployJob> {
         target,
         settings: desired.deploy.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::emergency_reason as emergency;
+
+    #[test]
+    fn emergencies_are_near_expiry_or_an_ari_window_in_the_past() {
+        let now = 1_800_000_000;
+        let day = 86_400;
+        // Expiring within the margin, or already expired.
+        assert!(
+            emergency(Some(now + day), None, now, 3.0)
+                .unwrap()
+                .contains("1.0 days")
+        );
+        assert!(emergency(Some(now - day), None, now, 3.0).is_some());
+        // Outside the margin; a margin of zero never triggers before expiry.
+        assert_eq!(emergency(Some(now + 4 * day), None, now, 3.0), None);
+        assert_eq!(emergency(Some(now + 1), None, now, 0.0), None);
+        // ARI: an open window is the usual renewal time, not an emergency; an ended one is.
+        assert_eq!(
+            emergency(Some(now + 30 * day), Some((now - day, now + day)), now, 3.0),
+            None
+        );
+        assert!(
+            emergency(
+                Some(now + 30 * day),
+                Some((now - 2 * day, now - day)),
+                now,
+                3.0
+            )
+            .unwrap()
+            .contains("ARI")
+        );
+        // Nothing known about the endpoint: no emergency.
+        assert_eq!(emergency(None, None, now, 3.0), None);
+    }
 }
