@@ -91,6 +91,23 @@ pub fn desired(config: &Config, r: &RemediationSettings) -> Desired {
     }
 }
 
+/// Compiles every configured hook in the background, so a broken component is reported at
+/// startup and the first deployment does not wait for the compiler.
+fn preload(hooks: &Arc<crate::hooks::Hooks>, config: &Config) {
+    for spec in config.hooks.values() {
+        let (hooks, spec) = (hooks.clone(), spec.clone());
+        tokio::task::spawn_blocking(move || {
+            let t = std::time::Instant::now();
+            match hooks.preload(&spec.component) {
+                Ok(kind) => {
+                    info!(hook = %spec.name, from = ?kind, seconds = t.elapsed().as_secs_f64(), "hook ready");
+                }
+                Err(e) => error!(hook = %spec.name, error = %e, "hook cannot be loaded"),
+            }
+        });
+    }
+}
+
 /// The hook engine, with compiled hooks cached under the state directory.
 pub fn hook_engine(config: &Config) -> anyhow::Result<Arc<crate::hooks::Hooks>> {
     Ok(Arc::new(crate::hooks::Hooks::new(Some(
@@ -155,13 +172,15 @@ pub async fn run(
             tokio::spawn(responder.clone().serve(http01, async move {
                 let _ = rx.wait_for(|s| *s).await;
             }));
+            let hooks = hook_engine(&config)?;
+            preload(&hooks, &config);
             let reconciler = Reconciler::new(
                 store,
                 desired(&config, r),
                 responder,
                 results.clone(),
                 clock.clone(),
-                hook_engine(&config)?,
+                hooks,
                 registry.sub_registry_with_prefix("tlsward"),
             );
             let mut rx = remediation_stop_rx.clone();

@@ -18,6 +18,12 @@ use crate::util::pebble::Pebble;
 use crate::util::servers::NginxHttps;
 use crate::util::{TestCa, real_now};
 
+/// The daemons' state directory: only their compiled-hook cache lives there (the stores are
+/// per test), kept in the target directory so later runs skip compiling the Python hooks.
+fn daemon_state_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("deploy-daemon-state")
+}
+
 fn sha256_served(addr: std::net::SocketAddr, name: &str) -> String {
     // The live certificate, read by openssl as an outside observer would.
     let out = std::process::Command::new("sh")
@@ -66,7 +72,7 @@ async fn a_window_gated_deployment_reaches_nginx_and_a_broken_reload_rolls_back(
     let config = format!(
         r#"
 [server]
-state_dir = "state"
+state_dir = "{state_dir}"
 
 [store]
 path = "state/tlsward.db"
@@ -141,6 +147,7 @@ hook = "nginx-broken"
 settings = {{ fullchain_path = "{certs}/1.crt", key_path = "{certs}/1.key" }}
 "#,
         directory = pebble.directory,
+        state_dir = daemon_state_dir().display(),
         ca = pebble.tls_ca_file.display(),
         p1 = web.port(),
         p2 = web2.port(),
@@ -355,7 +362,7 @@ async fn an_emergency_skips_the_window_and_run_now_deploys_from_the_shell() {
     let config = format!(
         r#"
 [server]
-state_dir = "state"
+state_dir = "{state_dir}"
 
 [store]
 path = "state/tlsward.db"
@@ -424,6 +431,7 @@ hook = "appliance"
 settings = {{ url = "https://127.0.0.1:{manual_api}", token = "tok-manual" }}
 "#,
         directory = pebble.directory,
+        state_dir = daemon_state_dir().display(),
         ca = pebble.tls_ca_file.display(),
         opens = (now.hour() + 2) % 24,
         urgent_port = urgent.data_port(),
@@ -539,6 +547,175 @@ settings = {{ url = "https://127.0.0.1:{manual_api}", token = "tok-manual" }}
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("no queued deployment"),
         "{out:?}"
+    );
+    let _ = stop.send(());
+    let _ = daemon.await;
+}
+
+/// An appliance that says "done" but keeps serving the old certificate is caught by the
+/// re-probe; as nothing on this host changed, the rollback puts the version last verified
+/// there back through the same hook, and checks the appliance serves it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lying_appliance_is_caught_and_the_previous_version_put_back() {
+    use crate::util::TlsServer;
+    use crate::util::appliance::{Appliance, ApplianceMode};
+
+    let http01_port = crate::util::unique_port();
+    // 100-second certificates renewed at half their lifetime: v2 comes 50 s after v1.
+    let pebble = Pebble::start(http01_port, 100).await;
+    let dir = pebble.dir.path();
+    let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+    write(
+        "acme-root.pem",
+        &crate::util::pem(&pebble.issuing_root().await),
+    );
+    let old_ca = TestCa::root_at("Old CA", real_now());
+    write("old-root.pem", &old_ca.pem());
+    let api_ca = TestCa::root_at("Appliance API CA", real_now());
+    write("api-ca.pem", &api_ca.pem());
+    let appliance = Appliance::start(
+        &api_ca.leaf(&["127.0.0.1"]).build(),
+        TlsServer::leaf(&old_ca.leaf(&["lb.tlsward.test"]).build()),
+        "tok",
+        ApplianceMode::Honest,
+    )
+    .await;
+    let config = format!(
+        r#"
+[server]
+state_dir = "{state_dir}"
+
+[store]
+path = "state/tlsward.db"
+key_file = "state/store.key"
+
+[acme]
+directory = "{directory}"
+ca_file = "{ca}"
+http01_listen = "127.0.0.1:{http01_port}"
+renew_fraction = 0.5
+
+[deploy]
+verify_timeout = "4s"
+verify_interval = "250ms"
+emergency_days = 0
+
+[[certificate]]
+name = "lb"
+domains = ["lb.tlsward.test"]
+
+[profile.lb]
+ca_files = ["acme-root.pem", "old-root.pem"]
+system_roots = false
+
+[[target]]
+address = "lb.tlsward.test:{port}"
+profile = "lb"
+interval = "1s"
+connect_to = ["127.0.0.1"]
+
+[hook.appliance]
+component = "{component}"
+http_hosts = ["127.0.0.1:{api}"]
+http_ca_file = "api-ca.pem"
+key_access = true
+
+[hook.appliance.settings]
+url = "https://127.0.0.1:{api}"
+token = "tok"
+password = "pfx-pass"
+poll_interval = "0.1"
+
+[[endpoint]]
+name = "lb"
+certificate = "lb"
+target = "lb.tlsward.test:{port}"
+hook = "appliance"
+"#,
+        directory = pebble.directory,
+        state_dir = daemon_state_dir().display(),
+        ca = pebble.tls_ca_file.display(),
+        port = appliance.data_port(),
+        api = appliance.api_port(),
+        component = crate::util::hooks::component("http-appliance").display(),
+    );
+    let path = dir.join("tlsward.toml");
+    std::fs::write(&path, config).unwrap();
+    let loaded = tlsward::config::load(&path).expect("valid config");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(tlsward::daemon::run(
+        listener,
+        path.clone(),
+        loaded,
+        Arc::new(tlsward::clock::SystemClock),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let metric = |series: &str| {
+        let series = series.to_owned();
+        move || {
+            let series = series.clone();
+            async move { get(addr, "/metrics").await.body.contains(&series) }
+        }
+    };
+    eventually(
+        45,
+        "v1 deployed",
+        metric("tlsward_deployments_total{endpoint=\"lb\",result=\"verified\"} 1"),
+    )
+    .await;
+    let store = Store::open(
+        &dir.join("state/tlsward.db"),
+        &KeySource::File(dir.join("state/store.key")),
+    )
+    .unwrap();
+    let v1 = store.latest("lb").unwrap().unwrap();
+    assert_eq!(appliance.serving_sha256(), v1.sha256);
+    // From now on the appliance claims success without activating anything.
+    appliance.set_mode(ApplianceMode::Lying);
+    eventually(
+        75,
+        "v2's deployment rolled back",
+        metric("tlsward_deployments_total{endpoint=\"lb\",result=\"rolled_back\"} 1"),
+    )
+    .await;
+    let v2 = store.latest("lb").unwrap().unwrap();
+    assert_ne!(v2.id, v1.id);
+    // The appliance claims v2 is active, but the probe saw v1 all along.
+    assert_eq!(appliance.serving_sha256(), v1.sha256);
+    let m = get(addr, "/metrics").await.body;
+    for series in [
+        "tlsward_deployment_verification_failures_total{endpoint=\"lb\"} 1",
+        "tlsward_deployment_rollbacks_total{endpoint=\"lb\",result=\"restored\"} 1",
+        "tlsward_deployment_failed{endpoint=\"lb\",certificate=\"lb\"} 1",
+    ] {
+        assert!(m.contains(series), "{series} missing from\n{m}");
+    }
+    let failed = store
+        .all_deployments()
+        .unwrap()
+        .into_iter()
+        .find(|d| d.state == "rolled_back")
+        .unwrap();
+    assert_eq!(failed.version, v2.id);
+    let detail = store.deployment_detail(failed.id).unwrap();
+    assert_eq!(detail["rollback"]["redeployed_version"], v1.id);
+    assert_eq!(
+        detail["rollback"]["verification"]["served"][0]["sha256"],
+        v1.sha256.as_str()
+    );
+    // v2 and its rollback both uploaded: v1, v2, v1 again.
+    let uploads: Vec<Option<String>> = appliance.uploads().into_iter().map(|u| u.sha256).collect();
+    assert_eq!(
+        uploads,
+        [
+            Some(v1.sha256.clone()),
+            Some(v2.sha256.clone()),
+            Some(v1.sha256.clone())
+        ]
     );
     let _ = stop.send(());
     let _ = daemon.await;

@@ -105,17 +105,24 @@ pub enum LoadKind {
     Compiled,
 }
 
-/// How long each phase took.
+/// How long each phase took (in seconds, when serialized).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Timings {
     /// Where the compiled code came from.
     pub load_kind: LoadKind,
     /// Reading, compiling or deserializing, and linking.
+    #[serde(serialize_with = "seconds")]
     pub load: Duration,
     /// Instantiating in a fresh store.
+    #[serde(serialize_with = "seconds")]
     pub instantiate: Duration,
     /// The `deploy` call, host calls included.
+    #[serde(serialize_with = "seconds")]
     pub call: Duration,
+}
+
+fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
 }
 
 /// What one run did.
@@ -161,6 +168,9 @@ pub struct Hooks {
     linker: Linker<State>,
     cache_dir: Option<PathBuf>,
     loaded: Mutex<HashMap<String, bindings::HookPre<State>>>,
+    /// Held while compiling or reading the cache, so a component is compiled once even
+    /// when several runs (or the startup preload) want it at the same time.
+    compiling: Mutex<()>,
 }
 
 impl std::fmt::Debug for Hooks {
@@ -201,7 +211,14 @@ impl Hooks {
             linker,
             cache_dir,
             loaded: Mutex::new(HashMap::new()),
+            compiling: Mutex::new(()),
         })
+    }
+
+    /// Compiles and links a component ahead of its first run (at startup, so the first
+    /// deployment does not wait for the compiler), and reports where it came from.
+    pub fn preload(&self, component: &Path) -> Result<LoadKind, String> {
+        self.load(component).map(|(_, kind)| kind)
     }
 
     /// Reads, compiles (or finds compiled) and links a component.
@@ -217,13 +234,22 @@ impl Hooks {
         }
         let bytes = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let sha = sha256_hex(&bytes);
-        if let Some(pre) = self
-            .loaded
+        let in_memory = || {
+            self.loaded
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&sha)
+                .cloned()
+        };
+        if let Some(pre) = in_memory() {
+            return Ok((pre, LoadKind::Memory));
+        }
+        let _compiling = self
+            .compiling
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&sha)
-        {
-            return Ok((pre.clone(), LoadKind::Memory));
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(pre) = in_memory() {
+            return Ok((pre, LoadKind::Memory));
         }
         let cached = self.cache_path(&sha);
         let (component, kind) = match cached.as_deref().and_then(|p| self.load_cached(p)) {

@@ -346,31 +346,46 @@ impl Deployer {
             Err(e) => e.to_string(),
         };
         detail["error"] = json!(failure);
-        if run.written.is_empty() && run.commands.is_empty() {
+        let local = !run.written.is_empty() || !run.commands.is_empty();
+        let remote = run.calls.iter().any(|c| c.function == "http");
+        let (rollback_ok, rollback) = if local {
+            let rollback = {
+                let handle = tokio::runtime::Handle::current();
+                let limit = job.hook.grant.timeout;
+                let run = run.clone();
+                tokio::task::spawn_blocking(move || Hooks::roll_back(&run, &handle, limit))
+                    .await
+                    .unwrap_or_default()
+            };
+            (rollback.ok(), json!(rollback))
+        } else if remote {
+            // Nothing on this host to undo: the hook talked to a device (an appliance's
+            // API). Put back the version last verified there, through the same hook.
+            match self.previous_verified(d) {
+                Some(previous) => self.redeploy(job, previous).await,
+                None => (
+                    false,
+                    json!({ "errors": ["no earlier version was verified on this endpoint: nothing to put back"] }),
+                ),
+            }
+        } else {
             return Finished {
                 state: "failed",
                 detail,
             };
-        }
-        let rollback = {
-            let handle = tokio::runtime::Handle::current();
-            let limit = job.hook.grant.timeout;
-            let run = run.clone();
-            tokio::task::spawn_blocking(move || Hooks::roll_back(&run, &handle, limit))
-                .await
-                .unwrap_or_default()
         };
-        self.metrics
+        let _ = self
+            .metrics
             .rollbacks
             .get_or_create(&EndpointResult {
                 endpoint: job.endpoint.name.clone(),
-                result: if rollback.ok() { "restored" } else { "failed" },
+                result: if rollback_ok { "restored" } else { "failed" },
             })
             .inc();
-        if !rollback.ok() {
-            error!(endpoint = %job.endpoint.name, errors = ?rollback.errors, "rollback failed: the endpoint may be broken");
+        if !rollback_ok {
+            error!(endpoint = %job.endpoint.name, rollback = %rollback, "rollback failed: the endpoint may be broken");
         }
-        detail["rollback"] = json!(rollback);
+        detail["rollback"] = rollback;
         let after = self.probe(&job.target).await;
         detail["after_rollback"] = probe_detail(&after);
         self.results
@@ -379,6 +394,42 @@ impl Deployer {
             state: "rolled_back",
             detail,
         }
+    }
+
+    /// The newest other version verified on `d`'s endpoint.
+    fn previous_verified(&self, d: &Deployment) -> Option<Deployment> {
+        self.store
+            .all_deployments()
+            .ok()?
+            .into_iter()
+            .rev()
+            .find(|p| p.endpoint == d.endpoint && p.state == "verified" && p.version != d.version)
+    }
+
+    /// Deploys `previous`'s version again and checks the endpoint serves it.
+    async fn redeploy(&self, job: &DeployJob, previous: Deployment) -> (bool, Value) {
+        let (version, material) = match self.material(&previous, &job.endpoint) {
+            Ok(x) => x,
+            Err(e) => return (false, json!({ "errors": [e] })),
+        };
+        let run = self.run_hook(job, material).await;
+        let mut out = json!({
+            "redeployed_version": version.id,
+            "sha256": version.sha256,
+            "hook": run_detail(&run),
+        });
+        if let Err(e) = &run.outcome {
+            out["errors"] = json!([format!(
+                "the hook failed putting the previous version back: {e}"
+            )]);
+            return (false, out);
+        }
+        let (ok, verification) = self.verify(job, &version.sha256).await;
+        out["verification"] = verification;
+        if !ok {
+            out["errors"] = json!(["the endpoint does not serve the previous version either"]);
+        }
+        (ok, out)
     }
 
     async fn run_hook(&self, job: &DeployJob, material: Material) -> HookRun {

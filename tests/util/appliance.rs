@@ -89,7 +89,7 @@ struct State {
 
 struct Shared {
     token: String,
-    mode: ApplianceMode,
+    mode: Mutex<ApplianceMode>,
     data_plane: TlsServer,
     state: Mutex<State>,
 }
@@ -119,7 +119,7 @@ impl Appliance {
         let claimed = sha256_hex(&data_plane.chain[0]);
         let shared = Arc::new(Shared {
             token: token.to_owned(),
-            mode,
+            mode: Mutex::new(mode),
             data_plane: data_plane.start().await,
             state: Mutex::new(State {
                 claimed,
@@ -168,6 +168,11 @@ impl Appliance {
     /// The API's address (HTTPS).
     pub fn api_addr(&self) -> SocketAddr {
         self.api_addr
+    }
+
+    /// Changes how later activations behave (an appliance that starts lying).
+    pub fn set_mode(&self, mode: ApplianceMode) {
+        *self.shared.mode.lock().unwrap() = mode;
     }
 
     /// The API's port on 127.0.0.1.
@@ -361,7 +366,8 @@ impl Shared {
         if job.finished.is_none() {
             let cert = &state.certs[job.cert];
             let sha256 = sha256_hex(&cert.chain[0]);
-            job.finished = Some(match self.mode {
+            let mode = *self.mode.lock().unwrap();
+            job.finished = Some(match mode {
                 ApplianceMode::Honest => {
                     self.data_plane
                         .swap(cert.chain.clone(), cert.key.clone_key());
