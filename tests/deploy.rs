@@ -12,7 +12,6 @@ use tlsward::clock::{Clock, TestClock};
 use tlsward::store::{KeySource, Store};
 use tokio::net::TcpListener;
 
-use crate::serve::eventually;
 use crate::util::http::{get, request};
 use crate::util::pebble::Pebble;
 use crate::util::servers::NginxHttps;
@@ -22,6 +21,44 @@ use crate::util::{TestCa, real_now};
 /// per test), kept in the target directory so later runs skip compiling the Python hooks.
 fn daemon_state_dir() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("deploy-daemon-state")
+}
+
+/// Waits for a series on /metrics; on a timeout, shows the deployment series and the
+/// journal, so a failure says where the deployment stopped.
+async fn wait_metric(
+    addr: std::net::SocketAddr,
+    secs: u64,
+    what: &str,
+    series: &str,
+    store_dir: &std::path::Path,
+) {
+    for _ in 0..secs * 10 {
+        if get(addr, "/metrics").await.body.contains(series) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = get(addr, "/metrics").await.body;
+    let relevant: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.contains("deploy") || l.contains("hook_runs") || l.contains("drift"))
+        .collect();
+    let journal = Store::open(
+        &store_dir.join("state/tlsward.db"),
+        &KeySource::File(store_dir.join("state/store.key")),
+    )
+    .and_then(|s| s.journal_entries(None))
+    .map(|j| {
+        j.iter()
+            .map(|e| format!("{} {} {}", e.at, e.kind, e.detail))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+    .unwrap_or_else(|e| e.to_string());
+    panic!(
+        "timed out waiting for {what} ({series})\n--- metrics ---\n{}\n--- journal ---\n{journal}",
+        relevant.join("\n")
+    );
 }
 
 fn sha256_served(addr: std::net::SocketAddr, name: &str) -> String {
@@ -170,25 +207,23 @@ settings = {{ fullchain_path = "{certs}/1.crt", key_path = "{certs}/1.key" }}
             let _ = stopped.await;
         },
     ));
-    let metric = |series: String| {
-        move || {
-            let series = series.clone();
-            async move { get(addr, "/metrics").await.body.contains(&series) }
-        }
-    };
 
     // Issued, queued for web (window closed); web2 has no window: deployed at once, and its
     // broken reload fails verification, so its files are rolled back.
-    eventually(
+    wait_metric(
+        addr,
         60,
         "web's deployment waiting for its window",
-        metric("tlsward_deployments_pending{endpoint=\"web\",state=\"waiting\"} 1".into()),
+        "tlsward_deployments_pending{endpoint=\"web\",state=\"waiting\"} 1",
+        dir,
     )
     .await;
-    eventually(
+    wait_metric(
+        addr,
         60,
         "web2's deployment rolled back",
-        metric("tlsward_deployments_total{endpoint=\"web2\",result=\"rolled_back\"} 1".into()),
+        "tlsward_deployments_total{endpoint=\"web2\",result=\"rolled_back\"} 1",
+        dir,
     )
     .await;
     let store = Store::open(
@@ -238,17 +273,21 @@ settings = {{ fullchain_path = "{certs}/1.crt", key_path = "{certs}/1.key" }}
     clock.advance(Duration::from_secs(2 * 3600 + 60));
     let r = request(addr, "POST", "/-/reload", &[], None).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    eventually(
+    wait_metric(
+        addr,
         60,
         "web's deployment verified",
-        metric("tlsward_deployments_total{endpoint=\"web\",result=\"verified\"} 1".into()),
+        "tlsward_deployments_total{endpoint=\"web\",result=\"verified\"} 1",
+        dir,
     )
     .await;
     assert_eq!(sha256_served(web, "site.tlsward.test"), new_sha);
-    eventually(
+    wait_metric(
+        addr,
         10,
         "web's drift to clear",
-        metric("tlsward_endpoint_drift{endpoint=\"web\",certificate=\"site\"} 0".into()),
+        "tlsward_endpoint_drift{endpoint=\"web\",certificate=\"site\"} 0",
+        dir,
     )
     .await;
 
@@ -456,23 +495,20 @@ settings = {{ url = "https://127.0.0.1:{manual_api}", token = "tok-manual" }}
             let _ = stopped.await;
         },
     ));
-    let metric = |series: &str| {
-        let series = series.to_owned();
-        move || {
-            let series = series.clone();
-            async move { get(addr, "/metrics").await.body.contains(&series) }
-        }
-    };
-    eventually(
+    wait_metric(
+        addr,
         90,
         "the urgent deployment verified",
-        metric("tlsward_deployments_total{endpoint=\"urgent\",result=\"verified\"} 1"),
+        "tlsward_deployments_total{endpoint=\"urgent\",result=\"verified\"} 1",
+        dir,
     )
     .await;
-    eventually(
+    wait_metric(
+        addr,
         10,
         "the manual deployment waiting",
-        metric("tlsward_deployments_pending{endpoint=\"manual\",state=\"waiting\"} 1"),
+        "tlsward_deployments_pending{endpoint=\"manual\",state=\"waiting\"} 1",
+        dir,
     )
     .await;
     let store = Store::open(
@@ -654,17 +690,12 @@ hook = "appliance"
             let _ = stopped.await;
         },
     ));
-    let metric = |series: &str| {
-        let series = series.to_owned();
-        move || {
-            let series = series.clone();
-            async move { get(addr, "/metrics").await.body.contains(&series) }
-        }
-    };
-    eventually(
+    wait_metric(
+        addr,
         45,
         "v1 deployed",
-        metric("tlsward_deployments_total{endpoint=\"lb\",result=\"verified\"} 1"),
+        "tlsward_deployments_total{endpoint=\"lb\",result=\"verified\"} 1",
+        dir,
     )
     .await;
     let store = Store::open(
@@ -676,10 +707,12 @@ hook = "appliance"
     assert_eq!(appliance.serving_sha256(), v1.sha256);
     // From now on the appliance claims success without activating anything.
     appliance.set_mode(ApplianceMode::Lying);
-    eventually(
+    wait_metric(
+        addr,
         75,
         "v2's deployment rolled back",
-        metric("tlsward_deployments_total{endpoint=\"lb\",result=\"rolled_back\"} 1"),
+        "tlsward_deployments_total{endpoint=\"lb\",result=\"rolled_back\"} 1",
+        dir,
     )
     .await;
     let v2 = store.latest("lb").unwrap().unwrap();

@@ -13,6 +13,11 @@ use tracing::{error, info, warn};
 use super::{DeployJob, Desired, Drift, EndpointSpec, Reconciler, drift, unix};
 use crate::store::Deployment;
 
+/// How soon to look again at an endpoint with a hook whose target has not been probed yet.
+const UNPROBED_RECHECK: i64 = 1;
+/// How often drift of endpoints with hooks is looked at, besides renewals.
+const DRIFT_RECHECK: i64 = 30;
+
 /// What the last probe of an endpoint's target saw at one address.
 #[derive(Debug, Clone)]
 pub(super) struct Served {
@@ -80,16 +85,24 @@ impl Reconciler {
         emergency_reason(soonest, window, now, desired.deploy.emergency_days)
     }
 
-    /// Queues what is due and starts what may run; returns when to look again.
+    /// Queues what is due and starts what may run; returns when to look again: soon when
+    /// an endpoint has not been probed yet, and at most `DRIFT_RECHECK` later while any
+    /// endpoint has a hook, so drift that appears between renewals is deployed too.
     pub(super) fn deployments(self: &Arc<Self>, desired: &Desired) -> Option<i64> {
         let now = unix(self.clock.as_ref());
         let at = time::OffsetDateTime::from(self.clock.now());
+        let mut next: Option<i64> = None;
         for e in desired.endpoints.iter().filter(|e| e.hook.is_some()) {
+            let recheck = if self.served(&e.target).is_none() {
+                UNPROBED_RECHECK
+            } else {
+                DRIFT_RECHECK
+            };
+            next = Some(next.map_or(now + recheck, |n| n.min(now + recheck)));
             if let Err(err) = self.queue(e, now, at) {
                 error!(endpoint = %e.name, error = %err, "cannot queue a deployment");
             }
         }
-        let mut next: Option<i64> = None;
         let open = match self.store.open_deployments() {
             Ok(o) => o,
             Err(err) => {
