@@ -270,7 +270,14 @@ settings = {{ fullchain_path = "{certs}/1.crt", key_path = "{certs}/1.key" }}
     assert!(web_line.contains("nightly"), "{web_line}");
 
     // Move the clock into the window and wake the reconciler (a reload does).
-    clock.advance(Duration::from_secs(2 * 3600 + 60));
+    let this_hour = now
+        .replace_minute(0)
+        .and_then(|t| t.replace_second(0))
+        .and_then(|t| t.replace_nanosecond(0))
+        .unwrap();
+    clock.set(SystemTime::from(
+        this_hour + time::Duration::hours(2) + time::Duration::minutes(1),
+    ));
     let r = request(addr, "POST", "/-/reload", &[], None).await;
     assert_eq!(r.status, 200, "{}", r.body);
     wait_metric(
