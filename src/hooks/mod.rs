@@ -465,18 +465,6 @@ fn classify(e: &wasmtime::Error, memory_refused: bool, timeout: Duration) -> Hoo
     }
 }
 
-fn pem(label: &str, der: &[u8]) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
 /// The guest's view of the certificate, and the host's.
 fn bundle(
     spec: &HookSpec,
@@ -491,14 +479,25 @@ fn bundle(
     let facts = CertFacts::parse(leaf).map_err(|e| format!("the leaf: {e}"))?;
     let mut domains = facts.dns_names.clone();
     domains.extend(facts.ip_addresses.iter().map(ToString::to_string));
+    let material = convert::Material {
+        leaf_der: leaf,
+        chain_der: chain,
+        key_pkcs8_der: Some(m.key.expose()),
+        alias: &m.endpoint,
+    };
+    let text = |format| {
+        convert::convert(format, &material, None, 0)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .map_err(|e| e.to_string())
+    };
     let key_pem = if spec.grant.key_access {
-        pem("PRIVATE KEY", m.key.expose())
+        text(convert::Format::PemKey)?
     } else {
         String::new()
     };
     let bundle = bindings::CertBundle {
-        cert_pem: pem("CERTIFICATE", leaf),
-        chain_pem: chain.iter().map(|c| pem("CERTIFICATE", c)).collect(),
+        cert_pem: text(convert::Format::PemCert)?,
+        chain_pem: text(convert::Format::PemChain)?,
         key_pem,
         domains,
         not_after: u64::try_from(facts.not_after.unix_timestamp()).unwrap_or(0),
