@@ -10,7 +10,6 @@ use std::time::{Duration, SystemTime};
 
 use tlsward::clock::TestClock;
 use tlsward::store::{KeySource, Store};
-use tokio::net::TcpListener;
 
 use crate::util::http::{get, request};
 use crate::util::pebble::Pebble;
@@ -193,20 +192,9 @@ settings = {{ fullchain_path = "{certs}/1.crt", key_path = "{certs}/1.key" }}
     );
     let path = dir.join("tlsward.toml");
     std::fs::write(&path, config).unwrap();
-    let loaded = tlsward::config::load(&path).expect("valid config");
     let clock = Arc::new(TestClock::at(SystemTime::from(now)));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn(tlsward::daemon::run(
-        listener,
-        path.clone(),
-        loaded,
-        clock.clone(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let daemon = crate::serve::start_with_clock(&path, clock.clone()).await;
+    let addr = daemon.addr;
 
     // Issued, queued for web (window closed); web2 has no window: deployed at once, and its
     // broken reload fails verification, so its files are rolled back.
@@ -357,8 +345,7 @@ settings = {{ fullchain_path = "{certs}/1.crt", key_path = "{certs}/1.key" }}
     assert_eq!(web2.len(), 1, "{web2:?}");
     assert_eq!(web2[0].state, "rolled_back");
 
-    let _ = stop.send(());
-    let _ = daemon.await;
+    drop(daemon);
 }
 
 /// An appliance that cannot run ACME, through its REST API (the stand-in) and the stock
@@ -487,20 +474,9 @@ settings = {{ url = "https://127.0.0.1:{manual_api}", token = "tok-manual" }}
     );
     let path = dir.join("tlsward.toml");
     std::fs::write(&path, config).unwrap();
-    let loaded = tlsward::config::load(&path).expect("valid config");
     let clock = Arc::new(TestClock::at(SystemTime::from(now)));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn(tlsward::daemon::run(
-        listener,
-        path.clone(),
-        loaded,
-        clock,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let daemon = crate::serve::start_with_clock(&path, clock).await;
+    let addr = daemon.addr;
     wait_metric(
         addr,
         90,
@@ -590,8 +566,7 @@ settings = {{ url = "https://127.0.0.1:{manual_api}", token = "tok-manual" }}
         String::from_utf8_lossy(&out.stderr).contains("no queued deployment"),
         "{out:?}"
     );
-    let _ = stop.send(());
-    let _ = daemon.await;
+    drop(daemon);
 }
 
 /// An appliance that says "done" but keeps serving the old certificate is caught by the
@@ -683,19 +658,8 @@ hook = "appliance"
     );
     let path = dir.join("tlsward.toml");
     std::fs::write(&path, config).unwrap();
-    let loaded = tlsward::config::load(&path).expect("valid config");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn(tlsward::daemon::run(
-        listener,
-        path.clone(),
-        loaded,
-        Arc::new(tlsward::clock::SystemClock),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let daemon = crate::serve::start_with_clock(&path, Arc::new(tlsward::clock::SystemClock)).await;
+    let addr = daemon.addr;
     wait_metric(
         addr,
         45,
@@ -756,6 +720,5 @@ hook = "appliance"
             Some(v1.sha256.clone())
         ]
     );
-    let _ = stop.send(());
-    let _ = daemon.await;
+    drop(daemon);
 }

@@ -66,19 +66,8 @@ target = "{target}"
     );
     let path = dir.join("tlsward.toml");
     std::fs::write(&path, config).unwrap();
-    let loaded = tlsward::config::load(&path).expect("valid config");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(tlsward::daemon::run(
-        listener,
-        path.clone(),
-        loaded,
-        Arc::new(SystemClock),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let daemon = crate::serve::start_with_clock(&path, Arc::new(SystemClock)).await;
+    let addr = daemon.addr;
 
     // The endpoint's name defaults to its target.
     let reason_series = |reason: &str| {
@@ -158,7 +147,7 @@ target = "{target}"
         ],
         "{kinds:?}"
     );
-    let _ = stop.send(());
+    drop(daemon);
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 

@@ -72,8 +72,8 @@ impl Endpoints {
 }
 
 /// A daemon running in this process, stopped on drop.
-struct Daemon {
-    addr: SocketAddr,
+pub struct Daemon {
+    pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -86,13 +86,18 @@ impl Drop for Daemon {
 }
 
 async fn start(path: &Path) -> Daemon {
+    start_with_clock(path, Arc::new(SystemClock)).await
+}
+
+/// `tlsward serve` in this process with the config at `path`, on a free port, with `clock`.
+pub async fn start_with_clock(path: &Path, clock: Arc<dyn tlsward::clock::Clock>) -> Daemon {
     let config = tlsward::config::load(path).expect("valid config");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
     let path = path.to_owned();
     tokio::spawn(async move {
-        tlsward::daemon::run(listener, path, config, Arc::new(SystemClock), async {
+        tlsward::daemon::run(listener, path, config, clock, async {
             let _ = rx.await;
         })
         .await

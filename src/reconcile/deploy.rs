@@ -24,6 +24,9 @@ use crate::probe::ProbeReport;
 use crate::schedule::{Results, TargetSpec};
 use crate::store::{Deployment, Store, StoreError, Version};
 
+/// Verification rounds in a row that must see the new certificate.
+pub const CONFIRMATIONS: u32 = 2;
+
 /// `[deploy]`: how deployments are verified and when they skip their window.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeploySettings {
@@ -505,11 +508,13 @@ impl Deployer {
         }
     }
 
-    /// Probes until every address serves `sha256` or the deadline passes.
+    /// Probes until every address serves `sha256` in [`CONFIRMATIONS`] rounds in a row, or
+    /// the deadline passes. One good round is not enough: while a service reloads
+    /// gracefully (nginx), old workers may still answer new connections for a moment.
     async fn verify(&self, job: &DeployJob, sha256: &str) -> (bool, Value) {
         let started = tokio::time::Instant::now();
         let deadline = started + job.settings.verify_timeout;
-        let mut attempts = 0;
+        let (mut attempts, mut in_a_row) = (0, 0);
         loop {
             attempts += 1;
             let reports = self.probe(&job.target).await;
@@ -517,12 +522,13 @@ impl Deployer {
                 && reports
                     .iter()
                     .all(|r| r.outcome.as_ref().is_ok_and(|f| f.leaf.sha256 == sha256));
+            in_a_row = if served_new { in_a_row + 1 } else { 0 };
             let detail = json!({
                 "attempts": attempts,
                 "seconds": started.elapsed().as_secs_f64(),
                 "served": probe_detail(&reports),
             });
-            if served_new {
+            if in_a_row >= CONFIRMATIONS {
                 self.results
                     .update(&job.target.key(), reports, self.clock.now());
                 return (true, detail);

@@ -565,30 +565,7 @@ impl Store {
     /// runs now). Returns false when it is not waiting or approved any more, so two
     /// processes (the daemon and `deploy run-now`) cannot both run it.
     pub fn claim_deployment(&self, id: i64, detail: &Value, now: i64) -> Result<bool, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let changed = tx.execute(
-            "UPDATE deployments SET state = 'running', updated_at = ?2, detail = ?3 \
-             WHERE id = ?1 AND state IN ('waiting', 'approved')",
-            params![id, now, detail.to_string()],
-        )?;
-        if changed == 0 {
-            return Ok(false);
-        }
-        let certificate: Option<String> = tx.query_row(
-            "SELECT v.certificate FROM deployments d JOIN versions v ON v.id = d.version WHERE d.id = ?1",
-            params![id],
-            |r| r.get(0),
-        )?;
-        journal_in(
-            &tx,
-            now,
-            "deployment.running",
-            certificate.as_deref(),
-            &serde_json::json!({ "deployment": id, "detail": detail }),
-        )?;
-        tx.commit()?;
-        Ok(true)
+        self.move_deployment(id, "running", "('waiting', 'approved')", detail, now)
     }
 
     /// The newest deployment of `version` to `endpoint` that was not superseded, if any:
@@ -628,14 +605,27 @@ impl Store {
         detail: &Value,
         now: i64,
     ) -> Result<bool, StoreError> {
+        self.move_deployment(id, state, OPEN_STATES, detail, now)
+    }
+
+    /// Moves a deployment in one of the `from` states (an SQL list) to `to`, journaling
+    /// `deployment.<to>` with `detail`, in one transaction; false when it was in none of them.
+    fn move_deployment(
+        &self,
+        id: i64,
+        to: &str,
+        from: &str,
+        detail: &Value,
+        now: i64,
+    ) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let changed = tx.execute(
             &format!(
                 "UPDATE deployments SET state = ?2, updated_at = ?3, detail = ?4 \
-                 WHERE id = ?1 AND state IN {OPEN_STATES}"
+                 WHERE id = ?1 AND state IN {from}"
             ),
-            params![id, state, now, detail.to_string()],
+            params![id, to, now, detail.to_string()],
         )?;
         if changed == 0 {
             return Ok(false);
@@ -648,7 +638,7 @@ impl Store {
         journal_in(
             &tx,
             now,
-            &format!("deployment.{state}"),
+            &format!("deployment.{to}"),
             certificate.as_deref(),
             &serde_json::json!({ "deployment": id, "detail": detail }),
         )?;
