@@ -19,7 +19,8 @@ from wit_world.imports.types import (
     HookError_Timeout,
 )
 
-SETTINGS = {"path", "password", "legacy", "mode", "check", "reload"}
+# `alias` is read by the host: the friendlyName Java uses as the key entry's alias.
+SETTINGS = {"path", "password", "legacy", "alias", "mode", "check", "reload"}
 
 
 class WitWorld(wit_world.WitWorld):
