@@ -344,6 +344,22 @@ settings = {{ fullchain_path = "{certs}/1.crt", key_path = "{certs}/1.key" }}
         .collect();
     assert_eq!(web2.len(), 1, "{web2:?}");
     assert_eq!(web2[0].state, "rolled_back");
+    // `deploy show` tells an operator what happened.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tlsward"))
+        .args(["deploy", "show", &web2[0].id.to_string(), "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    for text in [
+        "to web2: rolled_back (foreign)",
+        "the endpoint did not serve the new certificate within 8s",
+        "\"restored\"",
+        "1.crt.tlsward-prev",
+    ] {
+        assert!(shown.contains(text), "{text:?} missing from\n{shown}");
+    }
 
     drop(daemon);
 }

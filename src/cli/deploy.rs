@@ -46,6 +46,23 @@ pub(super) fn run(args: DeployArgs) -> anyhow::Result<u8> {
                 )?;
             }
         }
+        DeployCommand::Show { id } => {
+            let Some(d) = store.all_deployments()?.into_iter().find(|d| d.id == id) else {
+                bail!("no deployment {id} (see `tlsward deploy list --all`)");
+            };
+            let sha = store
+                .version_by_id(d.version)?
+                .map_or_else(|| "?".into(), |v| v.sha256);
+            writeln!(
+                out,
+                "deployment {} to {}: {} ({})",
+                d.id, d.endpoint, d.state, d.reason
+            )?;
+            writeln!(out, "version {} sha256 {sha}", d.version)?;
+            writeln!(out, "queued {}", super::cert::time(d.created_at))?;
+            let detail = store.deployment_detail(id)?;
+            writeln!(out, "{}", serde_json::to_string_pretty(&detail)?)?;
+        }
         DeployCommand::Approve { id } => {
             let Some(d) = store.open_deployments()?.into_iter().find(|d| d.id == id) else {
                 bail!("no queued deployment {id} (see `tlsward deploy list --all`)");

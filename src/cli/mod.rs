@@ -155,6 +155,12 @@ pub enum DeployCommand {
         #[arg(long)]
         all: bool,
     },
+    /// One deployment: its state and what its last step recorded (the hook's calls, the
+    /// verification probes, the error and the rollback), as JSON.
+    Show {
+        /// The deployment's id (from `deploy list --all`).
+        id: i64,
+    },
     /// Let a waiting deployment run without waiting for its change window.
     Approve {
         /// The deployment's id (from `deploy list`).
