@@ -310,6 +310,30 @@ async fn the_wasi_runtime_sees_no_files_environment_network_or_processes() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_guest_asleep_in_the_wasi_runtime_is_abandoned_at_its_deadline() {
+    let a = setup().await;
+    let leaf = TestCa::root("Deployed CA").leaf(&["site.test"]).build();
+    // Long enough for CPython to start in a loaded debug build, far shorter than the sleep.
+    let mut g = python_grant(&a.allowed);
+    g.timeout = Duration::from_secs(8);
+    let s = spec("sleepy", "escape-py", g, &[("sleep", "3600")]);
+    let r = run(&s, material(&leaf, "web"), &[]).await;
+    // From the guest's start (compiling it is not part of its deadline) to its abandonment.
+    let took = r.timings.call;
+    match &r.outcome {
+        Err(HookFailure::Timeout(m)) => assert!(m.contains("abandoned"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(r.reason(), "timeout");
+    assert!(
+        took >= Duration::from_secs(8)
+            && took
+                < Duration::from_secs(8) + tlsward::hooks::ABANDON_GRACE + Duration::from_secs(3),
+        "{took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_broken_component_is_a_load_error() {
     let dir = tempfile::tempdir().unwrap();
     let bogus = dir.path().join("bogus.wasm");

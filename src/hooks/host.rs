@@ -6,7 +6,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -120,6 +120,13 @@ pub(crate) struct State {
     pub(crate) cert: Cert,
     pub(crate) deadline: Instant,
     pub(crate) rt: tokio::runtime::Handle,
+    pub(crate) record: Arc<Mutex<Record>>,
+}
+
+/// What a run did, shared with the caller: it stays readable when a guest blocked in a host
+/// call past its deadline is abandoned.
+#[derive(Debug, Default)]
+pub(crate) struct Record {
     pub(crate) calls: Vec<HostCall>,
     pub(crate) written: Vec<Written>,
     pub(crate) commands: Vec<Vec<String>>,
@@ -173,6 +180,10 @@ fn format_of(f: CertFormat) -> Format {
 }
 
 impl State {
+    fn rec(&self) -> MutexGuard<'_, Record> {
+        self.record.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn record<T>(
         &mut self,
         function: &'static str,
@@ -184,14 +195,14 @@ impl State {
             Ok(v) => summary(v).map_or_else(|| "ok".to_owned(), |s| format!("ok: {s}")),
             Err(e) => {
                 if matches!(e, HookError::AccessDenied(_)) {
-                    self.denied = true;
+                    self.rec().denied = true;
                     warn!(hook = %self.hook, endpoint = %self.endpoint, function, error = %render_error(e), "hook refused");
                 }
                 render_error(e)
             }
         };
         debug!(hook = %self.hook, function, %args, %outcome, "host call");
-        self.calls.push(HostCall {
+        self.rec().calls.push(HostCall {
             function,
             args,
             outcome,
@@ -213,6 +224,7 @@ impl State {
         format: Format,
         password: Option<&str>,
     ) -> Result<zeroize::Zeroizing<Vec<u8>>, HookError> {
+        self.remaining()?;
         let m = Material {
             leaf_der: &self.cert.leaf_der,
             chain_der: &self.cert.chain_der,
@@ -231,6 +243,7 @@ impl State {
         mode: u32,
         holds_key: bool,
     ) -> Result<(), HookError> {
+        self.remaining()?;
         let clean = self.grant.check_write_path(path)?;
         check_mode(mode, holds_key)?;
         if data.len() > MAX_WRITE {
@@ -274,7 +287,7 @@ impl State {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(HookError::Failed(format!("{}: {e}", clean.display()))),
         };
-        let first_write = !self.written.iter().any(|w| w.path == target);
+        let first_write = !self.rec().written.iter().any(|w| w.path == target);
         if first_write {
             let previous = match &existing {
                 Some(_) => {
@@ -293,7 +306,7 @@ impl State {
                 }
                 None => None,
             };
-            self.written.push(Written {
+            self.rec().written.push(Written {
                 path: target.clone(),
                 previous,
             });
@@ -326,7 +339,7 @@ impl State {
         self.grant.check_command(argv)?;
         let left = self.remaining()?;
         let out = run_command(&self.rt, argv, left)?;
-        self.commands.push(argv.to_vec());
+        self.rec().commands.push(argv.to_vec());
         Ok(out)
     }
 
@@ -462,9 +475,13 @@ pub(crate) fn run_command(
 
 impl Host for State {
     fn log(&mut self, level: LogLevel, message: String) {
-        let before = self.log_bytes;
-        self.log_bytes = self.log_bytes.saturating_add(message.len());
-        if self.log_bytes > MAX_LOG {
+        let (before, after) = {
+            let mut rec = self.rec();
+            let before = rec.log_bytes;
+            rec.log_bytes = before.saturating_add(message.len());
+            (before, rec.log_bytes)
+        };
+        if after > MAX_LOG {
             if before <= MAX_LOG {
                 warn!(hook = %self.hook, endpoint = %self.endpoint, "hook log over {MAX_LOG} bytes: the rest of this run's log is dropped");
             }
@@ -478,7 +495,7 @@ impl Host for State {
             LogLevel::Error => error!(hook = %hook, endpoint = %endpoint, "{message}"),
         }
         let level = format!("{level:?}").to_lowercase();
-        self.calls.push(HostCall {
+        self.rec().calls.push(HostCall {
             function: "log",
             args: level,
             outcome: message,

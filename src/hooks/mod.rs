@@ -30,7 +30,7 @@ use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 pub use grant::Grant;
-use host::{Cert, MemoryCap, State};
+use host::{Cert, MemoryCap, Record, State};
 pub use host::{HostCall, Rollback, Written};
 
 use crate::cert::{CertFacts, sha256_hex};
@@ -44,6 +44,9 @@ mod bindings {
 
 /// How often the engine's epoch advances: the granularity of hook deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// How long past its deadline a run is waited for before the guest is abandoned (it is
+/// blocked inside the WASI runtime, which epoch interruption does not reach).
+pub const ABANDON_GRACE: Duration = Duration::from_secs(2);
 /// The largest component file accepted.
 pub const MAX_COMPONENT: u64 = 256 << 20;
 
@@ -380,55 +383,85 @@ impl Hooks {
             .allow_ip_name_lookup(false)
             .build();
         let timeout = spec.grant.timeout;
-        let mut store = Store::new(
-            &self.engine,
-            State {
-                wasi,
-                table: ResourceTable::new(),
-                memory: MemoryCap {
-                    cap: usize::try_from(spec.grant.memory_bytes).unwrap_or(usize::MAX),
-                    used: 0,
-                    refused: false,
-                },
-                hook: spec.name.clone(),
-                endpoint: material.endpoint.clone(),
-                grant: Arc::new(spec.grant.clone()),
-                cert,
-                deadline: Instant::now() + timeout,
-                rt,
-                calls: Vec::new(),
-                written: Vec::new(),
-                commands: Vec::new(),
-                log_bytes: 0,
-                denied: false,
+        let record = Arc::new(Mutex::new(Record::default()));
+        let state = State {
+            wasi,
+            table: ResourceTable::new(),
+            memory: MemoryCap {
+                cap: usize::try_from(spec.grant.memory_bytes).unwrap_or(usize::MAX),
+                used: 0,
+                refused: false,
             },
-        );
-        store.limiter(|s| &mut s.memory);
-        store.set_epoch_deadline((timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64);
-        store.epoch_deadline_trap();
+            hook: spec.name.clone(),
+            endpoint: material.endpoint.clone(),
+            grant: Arc::new(spec.grant.clone()),
+            cert,
+            deadline: Instant::now() + timeout,
+            rt,
+            record: record.clone(),
+        };
+        // The guest runs on its own thread. Epoch interruption stops its code at the
+        // deadline and every host call of ours gets only the time left, but a call inside
+        // the WASI runtime (a sleep) is not interrupted: such a guest is abandoned, its
+        // thread ends when the call returns and the trap comes.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let engine = self.engine.clone();
+        let settings: Vec<(String, String)> = settings.into_iter().collect();
+        let spawned = std::thread::Builder::new()
+            .name(format!("hook-{}", spec.name))
+            .spawn(move || {
+                let mut store = Store::new(&engine, state);
+                store.limiter(|s| &mut s.memory);
+                store.set_epoch_deadline(
+                    (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+                );
+                store.epoch_deadline_trap();
+                let t = Instant::now();
+                let instance = pre.instantiate(&mut store);
+                let instantiate = t.elapsed();
+                let t = Instant::now();
+                let result =
+                    instance.and_then(|hook| hook.call_deploy(&mut store, &bundle, &settings));
+                let call = t.elapsed();
+                let refused = store.data().memory.refused;
+                let outcome = match result {
+                    Ok(Ok(summary)) => Ok(summary),
+                    Ok(Err(msg)) if refused => Err(HookFailure::OutOfMemory(msg)),
+                    Ok(Err(msg)) => Err(HookFailure::Hook(msg)),
+                    Err(e) => Err(classify(&e, refused, timeout)),
+                };
+                let _ = tx.send((outcome, instantiate, call));
+            });
         let t = Instant::now();
-        let instance = pre.instantiate(&mut store);
-        run.timings.instantiate = t.elapsed();
-        let t = Instant::now();
-        let result = instance.and_then(|hook| {
-            let settings: Vec<(String, String)> = settings.into_iter().collect();
-            hook.call_deploy(&mut store, &bundle, &settings)
-        });
-        run.timings.call = t.elapsed();
-        let state = store.into_data();
-        run.outcome = match result {
-            Ok(Ok(summary)) => Ok(summary),
-            Ok(Err(msg)) if state.memory.refused => Err(HookFailure::OutOfMemory(msg)),
-            Ok(Err(msg)) => Err(HookFailure::Hook(msg)),
-            Err(e) => Err(classify(&e, state.memory.refused, timeout)),
+        run.outcome = match spawned {
+            Err(e) => Err(HookFailure::Load(format!(
+                "cannot start the hook's thread: {e}"
+            ))),
+            Ok(_) => match rx.recv_timeout(timeout + ABANDON_GRACE) {
+                Ok((outcome, instantiate, call)) => {
+                    run.timings.instantiate = instantiate;
+                    run.timings.call = call;
+                    outcome
+                }
+                Err(_) => {
+                    run.timings.call = t.elapsed();
+                    tracing::error!(hook = %spec.name, "the hook is blocked in a host call past its deadline; abandoned");
+                    Err(HookFailure::Timeout(format!(
+                        "{} (blocked in a runtime call; abandoned)",
+                        humantime::format_duration(timeout)
+                    )))
+                }
+            },
         };
         let mut output = String::from_utf8_lossy(&stdout.contents()).into_owned();
         output.push_str(&String::from_utf8_lossy(&stderr.contents()));
         run.output = output;
-        run.calls = state.calls;
-        run.written = state.written;
-        run.commands = state.commands;
-        run.denied = state.denied;
+        let mut rec = record.lock().unwrap_or_else(PoisonError::into_inner);
+        run.calls = std::mem::take(&mut rec.calls);
+        run.written = std::mem::take(&mut rec.written);
+        run.commands = std::mem::take(&mut rec.commands);
+        run.denied = rec.denied;
+        drop(rec);
         run
     }
 

@@ -4,10 +4,14 @@ tlsward host functions.
 
 deploy() returns Ok with a JSON object mapping each attempt to "refused: <type>: <message>"
 or "ESCAPED: <what it got>", so a test can check that every attempt was refused.
+
+With the setting `sleep = "SECONDS"` it only sleeps that long instead: a call into the WASI
+runtime that the host's deadline must still bound.
 """
 
 import json
 import os
+import time
 
 import wit_world
 
@@ -66,4 +70,8 @@ def _try(attempt):
 
 class WitWorld(wit_world.WitWorld):
     def deploy(self, bundle, settings):
+        seconds = dict(settings).get("sleep")
+        if seconds is not None:
+            time.sleep(float(seconds))
+            return "slept"
         return json.dumps({name: _try(attempt) for name, attempt in ATTEMPTS.items()})
