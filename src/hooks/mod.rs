@@ -150,6 +150,25 @@ pub struct HookRun {
 }
 
 impl HookRun {
+    /// A run that failed before the guest ran.
+    pub fn failed(hook: &str, failure: HookFailure) -> Self {
+        Self {
+            hook: hook.to_owned(),
+            outcome: Err(failure),
+            calls: Vec::new(),
+            output: String::new(),
+            written: Vec::new(),
+            commands: Vec::new(),
+            denied: false,
+            timings: Timings {
+                load_kind: LoadKind::Compiled,
+                load: Duration::ZERO,
+                instantiate: Duration::ZERO,
+                call: Duration::ZERO,
+            },
+        }
+    }
+
     /// The `reason` label: `none`, `hook_error`, `access_denied`, `timeout`,
     /// `out_of_memory`, `trap` or `load_error`.
     pub fn reason(&self) -> &'static str {
@@ -340,38 +359,18 @@ impl Hooks {
         now: SystemTime,
     ) -> HookRun {
         let started = Instant::now();
-        let mut run = HookRun {
-            hook: spec.name.clone(),
-            outcome: Ok(String::new()),
-            calls: Vec::new(),
-            output: String::new(),
-            written: Vec::new(),
-            commands: Vec::new(),
-            denied: false,
-            timings: Timings {
-                load_kind: LoadKind::Compiled,
-                load: Duration::ZERO,
-                instantiate: Duration::ZERO,
-                call: Duration::ZERO,
-            },
-        };
         let (pre, kind) = match self.load(&spec.component) {
             Ok(x) => x,
-            Err(e) => {
-                run.outcome = Err(HookFailure::Load(e));
-                return run;
-            }
+            Err(e) => return HookRun::failed(&spec.name, HookFailure::Load(e)),
         };
+        let mut run = HookRun::failed(&spec.name, HookFailure::Load(String::new()));
         run.timings.load_kind = kind;
         run.timings.load = started.elapsed();
         let mut settings = spec.settings.clone();
         settings.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
         let (bundle, cert) = match bundle(spec, material, &settings, now) {
             Ok(x) => x,
-            Err(e) => {
-                run.outcome = Err(HookFailure::Load(e));
-                return run;
-            }
+            Err(e) => return HookRun::failed(&spec.name, HookFailure::Load(e)),
         };
         let stdout = MemoryOutputPipe::new(host::MAX_LOG);
         let stderr = MemoryOutputPipe::new(host::MAX_LOG);

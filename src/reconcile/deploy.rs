@@ -449,21 +449,7 @@ impl Deployer {
             Ok(r) => r,
             Err(e) => {
                 error!(hook = %name, error = %e, "the hook's thread failed");
-                return HookRun {
-                    hook: name,
-                    outcome: Err(crate::hooks::HookFailure::Trap(e.to_string())),
-                    calls: Vec::new(),
-                    output: String::new(),
-                    written: Vec::new(),
-                    commands: Vec::new(),
-                    denied: false,
-                    timings: crate::hooks::Timings {
-                        load_kind: crate::hooks::LoadKind::Compiled,
-                        load: Duration::ZERO,
-                        instantiate: Duration::ZERO,
-                        call: Duration::ZERO,
-                    },
-                };
+                return HookRun::failed(&name, crate::hooks::HookFailure::Trap(e.to_string()));
             }
         };
         let t = &run.timings;
