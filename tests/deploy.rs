@@ -16,6 +16,86 @@ use crate::util::pebble::Pebble;
 use crate::util::servers::NginxHttps;
 use crate::util::{TestCa, real_now};
 
+/// Pebble and the CA files the configs trust: its issuing root (`acme-root.pem`) and an
+/// "Old CA" (`old-root.pem`) whose certificates the endpoints serve before tlsward deploys.
+struct Acme {
+    pebble: Pebble,
+    http01_port: u16,
+    old_ca: TestCa,
+}
+
+impl Acme {
+    /// Pebble issuing certificates valid for `validity_secs`.
+    async fn start(validity_secs: u64) -> Self {
+        let http01_port = crate::util::unique_port();
+        let pebble = Pebble::start(http01_port, validity_secs).await;
+        let old_ca = TestCa::root_at("Old CA", real_now());
+        let dir = pebble.dir.path();
+        let root = crate::util::pem(&pebble.issuing_root().await);
+        std::fs::write(dir.join("acme-root.pem"), root).unwrap();
+        std::fs::write(dir.join("old-root.pem"), old_ca.pem()).unwrap();
+        Self {
+            pebble,
+            http01_port,
+            old_ca,
+        }
+    }
+
+    /// Where the config, the store and the CA files go.
+    fn dir(&self) -> &std::path::Path {
+        self.pebble.dir.path()
+    }
+
+    /// What every config here shares: the state and store, `[acme]` (plus `acme_extra`
+    /// lines), `[deploy]`, the certificate `name` for `name.tlsward.test`, a profile `name`
+    /// trusting both CAs, and a target probed every second on 127.0.0.1 per address.
+    fn config_head(
+        &self,
+        name: &str,
+        addresses: &[String],
+        acme_extra: &str,
+        deploy: &str,
+    ) -> String {
+        let mut head = format!(
+            r#"
+[server]
+state_dir = "{state_dir}"
+
+[store]
+path = "state/tlsward.db"
+key_file = "state/store.key"
+
+[acme]
+directory = "{directory}"
+ca_file = "{ca}"
+http01_listen = "127.0.0.1:{port}"
+{acme_extra}
+
+[deploy]
+{deploy}
+
+[[certificate]]
+name = "{name}"
+domains = ["{name}.tlsward.test"]
+
+[profile.{name}]
+ca_files = ["acme-root.pem", "old-root.pem"]
+system_roots = false
+"#,
+            state_dir = daemon_state_dir().display(),
+            directory = self.pebble.directory,
+            ca = self.pebble.tls_ca_file.display(),
+            port = self.http01_port,
+        );
+        for address in addresses {
+            head.push_str(&format!(
+                "\n[[target]]\naddress = \"{address}\"\nprofile = \"{name}\"\ninterval = \"1s\"\nconnect_to = [\"127.0.0.1\"]\n"
+            ));
+        }
+        head
+    }
+}
+
 /// The daemons' state directory: only their compiled-hook cache lives there (the stores are
 /// per test), kept in the target directory so later runs skip compiling the Python hooks.
 fn daemon_state_dir() -> std::path::PathBuf {
@@ -81,17 +161,10 @@ fn sha256_served(addr: std::net::SocketAddr, name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_window_gated_deployment_reaches_nginx_and_a_broken_reload_rolls_back() {
-    let http01_port = crate::util::unique_port();
-    let pebble = Pebble::start(http01_port, 30 * 86_400).await;
-    let dir = pebble.dir.path();
-    let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
-    write(
-        "acme-root.pem",
-        &crate::util::pem(&pebble.issuing_root().await),
-    );
+    let acme = Acme::start(30 * 86_400).await;
+    let dir = acme.dir();
     // nginx starts out serving a certificate from another CA, trusted too: valid but foreign.
-    let old_ca = TestCa::root_at("Old CA", real_now());
-    write("old-root.pem", &old_ca.pem());
+    let old_ca = &acme.old_ca;
     let old = old_ca.leaf(&["site.tlsward.test"]).build();
     let old_dir = tempfile::tempdir().unwrap();
     let (old_cert, old_key) = old.write_pem(old_dir.path(), "old");
@@ -105,49 +178,21 @@ async fn a_window_gated_deployment_reaches_nginx_and_a_broken_reload_rolls_back(
     let opens = (now.hour() + 2) % 24;
     let reload = nginx.reload_argv();
     let certs = nginx.certs.display().to_string();
+    let head = acme.config_head(
+        "site",
+        &[
+            format!("site.tlsward.test:{}", web.port()),
+            format!("site.tlsward.test:{}", web2.port()),
+        ],
+        "",
+        "verify_timeout = \"8s\"\nverify_interval = \"500ms\"\nemergency_days = 1",
+    );
     let config = format!(
-        r#"
-[server]
-state_dir = "{state_dir}"
-
-[store]
-path = "state/tlsward.db"
-key_file = "state/store.key"
-
-[acme]
-directory = "{directory}"
-ca_file = "{ca}"
-http01_listen = "127.0.0.1:{http01_port}"
-
-[deploy]
-verify_timeout = "8s"
-verify_interval = "500ms"
-emergency_days = 1
-
+        r#"{head}
 [window.nightly]
 days = ["daily"]
 start = "{opens:02}:00"
 duration = "1h"
-
-[[certificate]]
-name = "site"
-domains = ["site.tlsward.test"]
-
-[profile.site]
-ca_files = ["acme-root.pem", "old-root.pem"]
-system_roots = false
-
-[[target]]
-address = "site.tlsward.test:{p1}"
-profile = "site"
-interval = "1s"
-connect_to = ["127.0.0.1"]
-
-[[target]]
-address = "site.tlsward.test:{p2}"
-profile = "site"
-interval = "1s"
-connect_to = ["127.0.0.1"]
 
 [hook.nginx]
 component = "{pem_files}"
@@ -182,9 +227,6 @@ target = "site.tlsward.test:{p2}"
 hook = "nginx-broken"
 settings = {{ fullchain_path = "{certs}/1.crt", key_path = "{certs}/1.key" }}
 "#,
-        directory = pebble.directory,
-        state_dir = daemon_state_dir().display(),
-        ca = pebble.tls_ca_file.display(),
         p1 = web.port(),
         p2 = web2.port(),
         pem_files = crate::util::hooks::component("pem-files").display(),
@@ -373,18 +415,10 @@ async fn an_emergency_skips_the_window_and_run_now_deploys_from_the_shell() {
     use crate::util::TlsServer;
     use crate::util::appliance::{Appliance, ApplianceMode};
 
-    let http01_port = crate::util::unique_port();
-    let pebble = Pebble::start(http01_port, 30 * 86_400).await;
-    let dir = pebble.dir.path();
-    let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
-    write(
-        "acme-root.pem",
-        &crate::util::pem(&pebble.issuing_root().await),
-    );
-    let old_ca = TestCa::root_at("Old CA", real_now());
-    write("old-root.pem", &old_ca.pem());
+    let acme = Acme::start(30 * 86_400).await;
+    let (dir, old_ca) = (acme.dir(), &acme.old_ca);
     let api_ca = TestCa::root_at("Appliance API CA", real_now());
-    write("api-ca.pem", &api_ca.pem());
+    std::fs::write(dir.join("api-ca.pem"), api_ca.pem()).unwrap();
     let api_leaf = api_ca.leaf(&["127.0.0.1"]).build();
     // "urgent" serves a certificate with half a day left; "manual" one with 60 days.
     let urgent = Appliance::start(
@@ -407,49 +441,21 @@ async fn an_emergency_skips_the_window_and_run_now_deploys_from_the_shell() {
     )
     .await;
     let now = real_now();
+    let head = acme.config_head(
+        "app",
+        &[
+            format!("app.tlsward.test:{}", urgent.data_port()),
+            format!("app.tlsward.test:{}", manual.data_port()),
+        ],
+        "",
+        "verify_timeout = \"20s\"\nverify_interval = \"500ms\"\nemergency_days = 2",
+    );
     let config = format!(
-        r#"
-[server]
-state_dir = "{state_dir}"
-
-[store]
-path = "state/tlsward.db"
-key_file = "state/store.key"
-
-[acme]
-directory = "{directory}"
-ca_file = "{ca}"
-http01_listen = "127.0.0.1:{http01_port}"
-
-[deploy]
-verify_timeout = "20s"
-verify_interval = "500ms"
-emergency_days = 2
-
+        r#"{head}
 [window.nightly]
 days = ["daily"]
 start = "{opens:02}:00"
 duration = "1h"
-
-[[certificate]]
-name = "app"
-domains = ["app.tlsward.test"]
-
-[profile.app]
-ca_files = ["acme-root.pem", "old-root.pem"]
-system_roots = false
-
-[[target]]
-address = "app.tlsward.test:{urgent_port}"
-profile = "app"
-interval = "1s"
-connect_to = ["127.0.0.1"]
-
-[[target]]
-address = "app.tlsward.test:{manual_port}"
-profile = "app"
-interval = "1s"
-connect_to = ["127.0.0.1"]
 
 [hook.appliance]
 component = "{component}"
@@ -478,9 +484,6 @@ window = "nightly"
 hook = "appliance"
 settings = {{ url = "https://127.0.0.1:{manual_api}", token = "tok-manual" }}
 "#,
-        directory = pebble.directory,
-        state_dir = daemon_state_dir().display(),
-        ca = pebble.tls_ca_file.display(),
         opens = (now.hour() + 2) % 24,
         urgent_port = urgent.data_port(),
         manual_port = manual.data_port(),
@@ -593,19 +596,11 @@ async fn a_lying_appliance_is_caught_and_the_previous_version_put_back() {
     use crate::util::TlsServer;
     use crate::util::appliance::{Appliance, ApplianceMode};
 
-    let http01_port = crate::util::unique_port();
     // 100-second certificates renewed at half their lifetime: v2 comes 50 s after v1.
-    let pebble = Pebble::start(http01_port, 100).await;
-    let dir = pebble.dir.path();
-    let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
-    write(
-        "acme-root.pem",
-        &crate::util::pem(&pebble.issuing_root().await),
-    );
-    let old_ca = TestCa::root_at("Old CA", real_now());
-    write("old-root.pem", &old_ca.pem());
+    let acme = Acme::start(100).await;
+    let (dir, old_ca) = (acme.dir(), &acme.old_ca);
     let api_ca = TestCa::root_at("Appliance API CA", real_now());
-    write("api-ca.pem", &api_ca.pem());
+    std::fs::write(dir.join("api-ca.pem"), api_ca.pem()).unwrap();
     let appliance = Appliance::start(
         &api_ca.leaf(&["127.0.0.1"]).build(),
         TlsServer::leaf(&old_ca.leaf(&["lb.tlsward.test"]).build()),
@@ -613,40 +608,14 @@ async fn a_lying_appliance_is_caught_and_the_previous_version_put_back() {
         ApplianceMode::Honest,
     )
     .await;
+    let head = acme.config_head(
+        "lb",
+        &[format!("lb.tlsward.test:{}", appliance.data_port())],
+        "renew_fraction = 0.5",
+        "verify_timeout = \"4s\"\nverify_interval = \"250ms\"\nemergency_days = 0",
+    );
     let config = format!(
-        r#"
-[server]
-state_dir = "{state_dir}"
-
-[store]
-path = "state/tlsward.db"
-key_file = "state/store.key"
-
-[acme]
-directory = "{directory}"
-ca_file = "{ca}"
-http01_listen = "127.0.0.1:{http01_port}"
-renew_fraction = 0.5
-
-[deploy]
-verify_timeout = "4s"
-verify_interval = "250ms"
-emergency_days = 0
-
-[[certificate]]
-name = "lb"
-domains = ["lb.tlsward.test"]
-
-[profile.lb]
-ca_files = ["acme-root.pem", "old-root.pem"]
-system_roots = false
-
-[[target]]
-address = "lb.tlsward.test:{port}"
-profile = "lb"
-interval = "1s"
-connect_to = ["127.0.0.1"]
-
+        r#"{head}
 [hook.appliance]
 component = "{component}"
 http_hosts = ["127.0.0.1:{api}"]
@@ -665,9 +634,6 @@ certificate = "lb"
 target = "lb.tlsward.test:{port}"
 hook = "appliance"
 "#,
-        directory = pebble.directory,
-        state_dir = daemon_state_dir().display(),
-        ca = pebble.tls_ca_file.display(),
         port = appliance.data_port(),
         api = appliance.api_port(),
         component = crate::util::hooks::component("http-appliance").display(),
