@@ -363,15 +363,16 @@ impl Hooks {
             Ok(x) => x,
             Err(e) => return HookRun::failed(&spec.name, HookFailure::Load(e)),
         };
-        let mut run = HookRun::failed(&spec.name, HookFailure::Load(String::new()));
-        run.timings.load_kind = kind;
-        run.timings.load = started.elapsed();
         let mut settings = spec.settings.clone();
         settings.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
         let (bundle, cert) = match bundle(spec, material, &settings, now) {
             Ok(x) => x,
             Err(e) => return HookRun::failed(&spec.name, HookFailure::Load(e)),
         };
+        // Its outcome, calls and timings are filled in below, as the run goes.
+        let mut run = HookRun::failed(&spec.name, HookFailure::Load(String::new()));
+        run.timings.load_kind = kind;
+        run.timings.load = started.elapsed();
         let stdout = MemoryOutputPipe::new(host::MAX_LOG);
         let stderr = MemoryOutputPipe::new(host::MAX_LOG);
         let wasi = WasiCtx::builder()

@@ -93,13 +93,18 @@ impl Reconciler {
         let at = time::OffsetDateTime::from(self.clock.now());
         let mut next: Option<i64> = None;
         for e in desired.endpoints.iter().filter(|e| e.hook.is_some()) {
-            let recheck = if self.served(&e.target).is_none() {
-                UNPROBED_RECHECK
-            } else {
-                DRIFT_RECHECK
+            let served = self.served(&e.target);
+            let recheck = now
+                + if served.is_some() {
+                    DRIFT_RECHECK
+                } else {
+                    UNPROBED_RECHECK
+                };
+            next = Some(next.map_or(recheck, |n| n.min(recheck)));
+            let Some(served) = served else {
+                continue;
             };
-            next = Some(next.map_or(now + recheck, |n| n.min(now + recheck)));
-            if let Err(err) = self.queue(e, now, at) {
+            if let Err(err) = self.queue(e, &served, now, at) {
                 error!(endpoint = %e.name, error = %err, "cannot queue a deployment");
             }
         }
@@ -146,16 +151,16 @@ impl Reconciler {
         next
     }
 
+    /// Queues the latest version for `e` unless `served` (its last probe) is that version
+    /// or it was queued there before.
     fn queue(
         &self,
         e: &EndpointSpec,
+        served: &[Served],
         now: i64,
         at: time::OffsetDateTime,
     ) -> Result<(), crate::store::StoreError> {
         let Some(latest) = self.store.latest(&e.certificate)? else {
-            return Ok(());
-        };
-        let Some(served) = self.served(&e.target) else {
             return Ok(());
         };
         if !served.is_empty()
