@@ -29,6 +29,8 @@
 //!   [`probe::ProbeReport`]. Owns sockets; knows nothing of HTTP, SQL or metrics.
 //! - [`cert`]: pure X.509 facts and checks over DER bytes and `now`. No I/O, no clock, no logs.
 //! - [`clock`]: the only reader of wall time.
+//! - [`files`]: reading files a config names: regular files only, size-capped, errors
+//!   without their content.
 
 pub mod cert;
 pub mod cli;
@@ -36,6 +38,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod exporter;
+pub mod files;
 pub mod hooks;
 pub mod issuer;
 pub mod probe;

@@ -237,6 +237,91 @@ async fn exit_codes_follow_the_monitoring_plugin_convention() {
     assert_eq!(tlsward(&["--version"], None).await.code, 0);
 }
 
+/// Durations too large for any deadline are refused where they are parsed, with a message,
+/// instead of overflowing a clock later.
+#[tokio::test(flavor = "multi_thread")]
+async fn huge_durations_are_usage_errors() {
+    for t in ["500000000000y", "367d"] {
+        let run = tlsward(&["probe", "--timeout", t, "127.0.0.1:1"], None).await;
+        assert_eq!(run.code, 3, "{t}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("must be at most 366d") || run.stderr.contains("too large"),
+            "{t}: {}",
+            run.stderr
+        );
+    }
+}
+
+/// Read-only commands never create a store or its key: with neither there, `cert list`
+/// says so and leaves the directory as it was; `store init` makes a store for a key that
+/// came first, and a store whose database was lost is not silently started over.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_never_recreates_a_lost_store_or_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("tlsward.toml");
+    std::fs::write(
+        &cfg,
+        "[store]\npath = \"state/tlsward.db\"\nkey_file = \"state/store.key\"\n\n\
+         [acme]\ndirectory = \"https://127.0.0.1:1/dir\"\n\n\
+         [[certificate]]\nname = \"www\"\ndomains = [\"www.tlsward.test\"]\n",
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let list = tlsward(&["cert", "list", "--config", cfg], None).await;
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    assert!(list.stdout.contains("never issued"), "{}", list.stdout);
+    assert!(
+        !tmp.path().join("state").exists(),
+        "cert list created files"
+    );
+
+    // A key provisioned first (e.g. from a secrets manager): serve would refuse, init creates.
+    let key = age_identity();
+    std::fs::create_dir(tmp.path().join("state")).unwrap();
+    let key_path = tmp.path().join("state/store.key");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key_path)
+            .unwrap();
+        std::io::Write::write_all(&mut f, key.as_bytes()).unwrap();
+    }
+    let list = tlsward(&["cert", "list", "--config", cfg], None).await;
+    assert_eq!(list.code, 3);
+    assert!(
+        list.stderr.contains("database is missing"),
+        "{}",
+        list.stderr
+    );
+    let init = tlsward(&["store", "init", "--config", cfg], None).await;
+    assert_eq!(init.code, 0, "{}", init.stderr);
+    let list = tlsward(&["cert", "list", "--config", cfg], None).await;
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    assert!(list.stdout.contains("never issued"), "{}", list.stdout);
+    assert_eq!(
+        std::fs::read_to_string(&key_path).unwrap(),
+        key,
+        "the key is untouched"
+    );
+}
+
+/// A fresh age identity, as `age-keygen` writes it.
+fn age_identity() -> String {
+    // Made through the store itself: a throwaway store's key file is a valid identity.
+    let tmp = tempfile::tempdir().unwrap();
+    drop(
+        tlsward::store::Store::open(
+            &tmp.path().join("x.db"),
+            &tlsward::store::KeySource::File(tmp.path().join("x.key")),
+        )
+        .unwrap(),
+    );
+    std::fs::read_to_string(tmp.path().join("x.key")).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn targets_file_with_comments_and_stdin() {
     let f = Fixture::new().await;

@@ -27,7 +27,21 @@ fn invalid_configs_report_every_problem_with_file_line_and_key() {
         (
             "invalid-unknown-key.toml",
             &[
-                "invalid-unknown-key.toml:5: unknown field `adress`, expected one of `address`, `profile`, `interval`, `timeout`, `server_name`, `connect_to`, `all_addresses`, `warn_days`, `crit_days`, `labels`",
+                "invalid-unknown-key.toml:5: target[0].adress: unknown field `adress`, expected one of `address`, `profile`, `interval`, `timeout`, `server_name`, `connect_to`, `all_addresses`, `warn_days`, `crit_days`, `labels` (the file's structure is checked first and stops at its first error: fix it to see the rest)",
+            ],
+        ),
+        (
+            "invalid-type.toml",
+            &[
+                "invalid-type.toml:5: defaults.concurrency: invalid type: string \"many\", expected i64 (the file's structure is checked first and stops at its first error: fix it to see the rest)",
+            ],
+        ),
+        (
+            "invalid-durations.toml",
+            &[
+                r#"invalid-durations.toml:2: defaults.interval: "500000000000y": must be at most 366d"#,
+                r#"invalid-durations.toml:3: defaults.timeout: "400days": must be at most 366d"#,
+                r#"invalid-durations.toml:7: target[0].interval: "1y 2d": must be at most 366d"#,
             ],
         ),
         (
@@ -77,7 +91,7 @@ fn invalid_configs_report_every_problem_with_file_line_and_key() {
                 r#"invalid-hooks.toml:26: hook.nginx.http_hosts: "lb2.example.net" is not a lowercase host:port (e.g. "lb1.example.net:443")"#,
                 "invalid-hooks.toml:27: hook.nginx.memory_mb: 8 is outside 16..=4096",
                 "invalid-hooks.toml:28: hook.nginx.timeout: 2h is outside 1s..=1h",
-                "invalid-hooks.toml:32: hook.bad-ca.http_ca_file: missing-ca.pem: I/O error: No such file or directory (os error 2)",
+                "invalid-hooks.toml:32: hook.bad-ca.http_ca_file: missing-ca.pem: No such file or directory (os error 2)",
                 r#"invalid-hooks.toml:35: deploy.verify_interval: "0s": must be greater than zero"#,
                 "invalid-hooks.toml:36: deploy.emergency_days: must be a number of days, 0 or more",
             ],
@@ -247,4 +261,69 @@ fn targets_files_are_globbed_and_checked_line_by_line() {
     let config = load(&cfg).unwrap();
     let names: Vec<&str> = config.targets.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["www.example.org:443", "api.example.org:8443"]);
+}
+
+/// Files a config names are read only when they are regular files of a bounded size, and
+/// their content never comes back in an error: /dev/zero, a FIFO with no writer (which
+/// would hang a blocking read) and a file of secrets are each refused with a clear line.
+#[test]
+fn files_named_in_a_config_are_bounded_and_never_echoed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("fifo.txt");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::write(
+        tmp.path().join("shadow.txt"),
+        "root:$y$j9T$SALTSALTSALT$HASHHASHHASHHASHHASH:20000:0:99999:7:::\n\
+         daemon:*:20000:0:99999:7:::\n",
+    )
+    .unwrap();
+    let cfg = tmp.path().join("t.toml");
+    std::fs::write(
+        &cfg,
+        "targets_files = [\"/dev/zero\", \"fifo.txt\", \"shadow.txt\"]\n\n\
+         [profile.corp]\nprotocol = \"tls\"\nca_files = [\"/dev/zero\"]\n\n\
+         [acme]\ndirectory = \"https://127.0.0.1:14000/dir\"\nca_file = \"no-such-ca.pem\"\n\
+         http01_listen = \"127.0.0.1:5002\"\n",
+    )
+    .unwrap();
+    // On a thread, so that a hang (a blocking open of the FIFO) fails the test instead of
+    // stalling the suite; the deadline is far beyond what loading takes.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = cfg.clone();
+    std::thread::spawn(move || tx.send(load(&path).map(|_| ())).unwrap());
+    let err = rx
+        .recv_timeout(std::time::Duration::from_secs(300))
+        .expect("loading the config returned")
+        .expect_err("the config is invalid");
+    let text = err.problems.join("\n");
+    let dir = format!("{}/", tmp.path().display());
+    let text = text.replace(&dir, "");
+    assert!(
+        text.contains(
+            "t.toml:1: targets_files: /dev/zero: is a character device, not a regular file"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("t.toml:1: targets_files: fifo.txt: is a FIFO, not a regular file"),
+        "{text}"
+    );
+    assert!(text.contains("/dev/zero: is a character device"), "{text}");
+    assert!(
+        text.contains("acme.ca_file: no-such-ca.pem: No such file or directory"),
+        "{text}"
+    );
+    assert!(text.contains("shadow.txt:1: invalid target"), "{text}");
+    assert!(text.contains("shadow.txt:2: invalid target"), "{text}");
+    // A short escaped prefix at most: never the rest of the line.
+    assert!(!text.contains("HASH"), "echoed:\n{text}");
+    for line in text.lines() {
+        assert!(line.chars().count() < 120, "{line}");
+    }
 }

@@ -20,7 +20,12 @@ pub(super) fn time(unix: i64) -> String {
         .unwrap_or_else(|_| unix.to_string())
 }
 
-pub(super) fn load(path: &Path) -> anyhow::Result<(Config, RemediationSettings, Store)> {
+/// The config, its issuance side and the store. `create`: a store and key may be created on
+/// first use (issuing); otherwise (listing, showing, deploying) the store must exist.
+pub(super) fn load(
+    path: &Path,
+    create: bool,
+) -> anyhow::Result<(Config, RemediationSettings, Store)> {
     let config = config::load(path)?;
     let Some(remediation) = config.remediation.clone() else {
         bail!(
@@ -28,13 +33,22 @@ pub(super) fn load(path: &Path) -> anyhow::Result<(Config, RemediationSettings, 
             path.display()
         );
     };
-    let store = Store::open(&config.store.path, &config.store.key)
+    let open = if create {
+        Store::open
+    } else {
+        Store::open_existing
+    };
+    let store = open(&config.store.path, &config.store.key)
         .with_context(|| format!("cannot open the store {}", config.store.path.display()))?;
     Ok((config, remediation, store))
 }
 
 pub(super) fn run(args: CertArgs) -> anyhow::Result<u8> {
-    let (_config, remediation, store) = load(&args.file.config)?;
+    let writes = matches!(
+        args.command,
+        CertCommand::Issue { .. } | CertCommand::Renew { .. }
+    );
+    let (_config, remediation, store) = load(&args.file.config, writes)?;
     let mut out = std::io::stdout().lock();
     match args.command {
         CertCommand::List => {

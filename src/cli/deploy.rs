@@ -11,7 +11,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::store::Deployment;
 
 pub(super) fn run(args: DeployArgs) -> anyhow::Result<u8> {
-    let (config, remediation, store) = load(&args.file.config)?;
+    let (config, remediation, store) = load(&args.file.config, false)?;
     let now = time::OffsetDateTime::from(SystemClock.now());
     let mut out = std::io::stdout().lock();
     match args.command {

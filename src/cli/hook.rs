@@ -5,9 +5,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{Context, bail};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use anyhow::bail;
+use rustls_pki_types::PrivateKeyDer;
 
 use super::{HookArgs, HookCommand};
 use crate::clock::{Clock, SystemClock};
@@ -117,22 +116,17 @@ pub(super) fn print_run(
 fn read_bundle(dir: &Path, endpoint: &str) -> anyhow::Result<Material> {
     let certs = |name: &str| -> anyhow::Result<Vec<Vec<u8>>> {
         let path = dir.join(name);
-        CertificateDer::pem_file_iter(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?
-            .map(|c| c.map(|c| c.to_vec()))
-            .collect::<Result<Vec<_>, _>>()
-            .with_context(|| format!("{}: bad PEM", path.display()))
+        Ok(crate::files::read_pem_certs(&path)?
+            .into_iter()
+            .map(|c| c.to_vec())
+            .collect())
     };
     let mut chain = certs("cert.pem")?;
-    if chain.is_empty() {
-        bail!("{}: no certificate", dir.join("cert.pem").display());
-    }
     if dir.join("chain.pem").exists() {
         chain.extend(certs("chain.pem")?);
     }
     let key_path = dir.join("key.pem");
-    let key = PrivateKeyDer::from_pem_file(&key_path)
-        .with_context(|| format!("cannot read a private key from {}", key_path.display()))?;
+    let key = crate::files::read_pem_key(&key_path)?;
     let PrivateKeyDer::Pkcs8(pkcs8) = key else {
         bail!(
             "{}: the key must be PKCS#8 (\"BEGIN PRIVATE KEY\"); convert it with \

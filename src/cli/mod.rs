@@ -8,6 +8,7 @@ mod deploy;
 mod hook;
 mod output;
 mod probe;
+mod store;
 mod verify;
 
 use std::path::PathBuf;
@@ -68,6 +69,28 @@ pub enum Command {
     Deploy(DeployArgs),
     /// Deploy hooks: run one in its sandbox against a certificate on disk.
     Hook(HookArgs),
+    /// The store: create a new one for a key you provide.
+    Store(StoreArgs),
+}
+
+/// `tlsward store`.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// The config file (its [store] and [server] state_dir).
+    #[command(flatten)]
+    pub file: StoreConfig,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: StoreCommand,
+}
+
+/// `tlsward store` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Create a new, empty store for a key that already exists ([store] key_env, or a key
+    /// file provisioned beforehand). `tlsward serve` creates a store and its key file
+    /// together on first start, so this is only needed when the key comes first.
+    Init,
 }
 
 /// `tlsward hook`.
@@ -346,6 +369,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Cert(args) => cert::run(args),
         Command::Deploy(args) => deploy::run(args),
         Command::Hook(args) => hook::run(args),
+        Command::Store(args) => store::run(args),
         Command::CheckConfig(args) => match crate::config::load(&args.config) {
             Ok(c) => {
                 println!(

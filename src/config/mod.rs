@@ -142,11 +142,20 @@ pub(crate) fn base_dir(config: &Path) -> PathBuf {
     config.parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
-/// Parses a human duration: `500ms`, `10s`, `5m`, `2h`. Zero is refused.
+/// The longest duration accepted anywhere, in the config or on the command line: a year
+/// (366 days). Anything longer is a mistake, and the bound keeps every deadline computed from a
+/// duration (`now + timeout`, `due + interval`) far from overflowing.
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(366 * 86_400);
+
+/// Parses a human duration: `500ms`, `10s`, `5m`, `2h`. Zero and anything over
+/// [`MAX_DURATION`] are refused.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 500ms, 10s, 5m)"))?;
     if d.is_zero() {
         return Err("must be greater than zero".into());
+    }
+    if d > MAX_DURATION {
+        return Err("must be at most 366d".into());
     }
     Ok(d)
 }

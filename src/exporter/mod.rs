@@ -41,11 +41,8 @@ impl WebConfig {
 
 /// Loads a PEM certificate chain and key for serving HTTPS.
 pub fn load_server_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
-    use rustls_pki_types::PrivateKeyDer;
-    use rustls_pki_types::pem::PemObject;
     let chain = crate::probe::read_pem_certs(cert).map_err(|e| e.to_string())?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("{}: cannot read private key: {e}", key.display()))?;
+    let key = crate::files::read_pem_key(key).map_err(|e| e.to_string())?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -225,7 +225,7 @@ impl Hooks {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         bindings::Hook::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
         if let Some(dir) = &cache_dir {
-            fs::create_dir_all(dir)?;
+            crate::files::create_private_dir(dir)?;
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
         }
         Ok(Self {
@@ -245,16 +245,7 @@ impl Hooks {
 
     /// Reads, compiles (or finds compiled) and links a component.
     fn load(&self, path: &Path) -> Result<(bindings::HookPre<State>, LoadKind), String> {
-        let size = fs::metadata(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?
-            .len();
-        if size > MAX_COMPONENT {
-            return Err(format!(
-                "{}: {size} bytes is over the {MAX_COMPONENT}-byte limit",
-                path.display()
-            ));
-        }
-        let bytes = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let bytes = crate::files::read(path, MAX_COMPONENT).map_err(|e| e.to_string())?;
         let sha = sha256_hex(&bytes);
         let in_memory = || {
             self.loaded

@@ -44,16 +44,18 @@ pub struct Target {
 
 /// A target string that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid target {input:?}: {why}")]
+#[error("invalid target {input}: {why}")]
 pub struct TargetError {
     input: String,
     why: String,
 }
 
 impl TargetError {
+    /// `input` is shown as a short escaped excerpt: targets come from files too, and an
+    /// error must not echo a whole line of whatever file was named.
     fn new(input: &str, why: impl Into<String>) -> Self {
         Self {
-            input: input.to_owned(),
+            input: excerpt(input),
             why: why.into(),
         }
     }
@@ -110,7 +112,7 @@ impl FromStr for Target {
             Some((scheme, _)) => {
                 return Err(TargetError::new(
                     input,
-                    format!("unsupported scheme {scheme:?}"),
+                    format!("unsupported scheme {}", excerpt(scheme)),
                 ));
             }
             None => s,
@@ -120,15 +122,31 @@ impl FromStr for Target {
             return Err(TargetError::new(input, "empty host"));
         }
         if let Ok(ip) = s.parse::<Ipv6Addr>() {
+            // `::1:8443` is a valid address, but more likely `::1` with a port: when the part
+            // before the last colon is a complete address and the last group reads as a
+            // port, ask for brackets instead of guessing.
+            if let Some((addr, last)) = s.rsplit_once(':')
+                && addr.parse::<Ipv6Addr>().is_ok()
+                && parse_port(last).is_some()
+                && last.bytes().all(|b| b.is_ascii_digit())
+            {
+                return Err(TargetError::new(
+                    input,
+                    format!(
+                        "an IPv6 address with a port needs brackets: write [{addr}]:{last} \
+                         (or [{s}] for the address {ip} on port 443)"
+                    ),
+                ));
+            }
             return Ok(Self::new(Host::Ip(IpAddr::V6(ip)), DEFAULT_PORT));
         }
         let (host, port) = if let Some(rest) = s.strip_prefix('[') {
             let (ip, after) = rest
                 .split_once(']')
                 .ok_or_else(|| TargetError::new(input, "missing ']' after IPv6 address"))?;
-            let ip: Ipv6Addr = ip
-                .parse()
-                .map_err(|_| TargetError::new(input, format!("{ip:?} is not an IPv6 address")))?;
+            let ip: Ipv6Addr = ip.parse().map_err(|_| {
+                TargetError::new(input, format!("{} is not an IPv6 address", excerpt(ip)))
+            })?;
             let port = match after {
                 "" => None,
                 p => Some(
@@ -146,11 +164,17 @@ impl FromStr for Target {
         };
         let port = match port {
             None => DEFAULT_PORT,
-            Some(p) => parse_port(p)
-                .ok_or_else(|| TargetError::new(input, format!("{p:?} is not a port (1-65535)")))?,
+            Some(p) => parse_port(p).ok_or_else(|| {
+                TargetError::new(input, format!("{} is not a port (1-65535)", excerpt(p)))
+            })?,
         };
         Ok(Self::new(host, port))
     }
+}
+
+/// Input echoed in an error: quoted, escaped, at most 24 characters.
+fn excerpt(s: &str) -> String {
+    crate::files::excerpt(s, 24)
 }
 
 fn parse_port(p: &str) -> Option<u16> {
@@ -170,7 +194,7 @@ fn parse_host(input: &str, h: &str) -> Result<Host, TargetError> {
     }
     let name = h.trim_end_matches('.').to_ascii_lowercase();
     DnsName::try_from(name.as_str())
-        .map_err(|_| TargetError::new(input, format!("{h:?} is not a valid host name")))?;
+        .map_err(|_| TargetError::new(input, format!("{} is not a valid host name", excerpt(h))))?;
     Ok(Host::Name(name))
 }
 
@@ -279,6 +303,40 @@ mod tests {
             let err = bad.parse::<Target>().unwrap_err();
             assert!(err.to_string().contains("invalid target"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn an_unbracketed_ipv6_address_with_a_port_is_refused_with_a_hint() {
+        let err = "::1:8443".parse::<Target>().unwrap_err().to_string();
+        assert!(err.contains("write [::1]:8443"), "{err}");
+        assert!("2001:db8::1:443".parse::<Target>().is_err());
+        // Unambiguous bare addresses still work.
+        for ok in [
+            "::1",
+            "2001:db8::1",
+            "fe80::1",
+            "::ffff:192.0.2.1",
+            "1:2:3:4:5:6:7:8",
+        ] {
+            let t = t(ok);
+            assert_eq!(
+                (t.host, t.port),
+                (Host::Ip(ok.parse().unwrap()), 443),
+                "{ok}"
+            );
+        }
+        assert_eq!(t("[::1:8443]").host, Host::Ip("::1:8443".parse().unwrap()));
+    }
+
+    #[test]
+    fn errors_echo_only_a_short_escaped_excerpt_of_the_input() {
+        let line = format!(
+            "root:$y$j9T$abcdefghijklmnopqrstuvwxyz0123456789\x1b]0;x\x07{}:",
+            "z".repeat(500)
+        );
+        let err = line.parse::<Target>().unwrap_err().to_string();
+        assert!(err.len() < 200, "{err}");
+        assert!(!err.contains("mnopq") && !err.contains('\x1b'), "{err}");
     }
 
     #[test]

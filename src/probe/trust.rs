@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::cert::{Origin, TrustStore};
@@ -34,16 +33,10 @@ fn file_err(path: &Path, why: impl fmt::Display) -> TrustError {
     }
 }
 
-/// Reads every certificate of a PEM file. A file with none is an error.
+/// Reads every certificate of a PEM file (a regular file, size-capped). A file with none is
+/// an error.
 pub fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TrustError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| file_err(path, e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_err(path, e))?;
-    if certs.is_empty() {
-        return Err(file_err(path, "no PEM certificates found"));
-    }
-    Ok(certs)
+    crate::files::read_pem_certs(path).map_err(|e| file_err(path, e.why()))
 }
 
 /// Builds a trust store: the system's roots (unless `system` is false) plus every certificate
@@ -92,8 +85,7 @@ impl ClientIdentity {
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, TrustError> {
         let certs = read_pem_certs(cert)?;
         // The error text of a key parse never contains key bytes.
-        let der = PrivateKeyDer::from_pem_file(key)
-            .map_err(|e| file_err(key, format!("cannot read private key: {e}")))?;
+        let der = crate::files::read_pem_key(key).map_err(|e| file_err(key, e.why()))?;
         Self::new(certs, der).map_err(|e| file_err(key, e))
     }
 

@@ -65,8 +65,8 @@ impl Crypt {
                     }
                 }
                 check_private(path)?;
-                std::fs::read_to_string(path)
-                    .map_err(|e| StoreError::Key(format!("{}: {e}", path.display())))?
+                crate::files::read_to_string(path, crate::files::MAX_SECRET)
+                    .map_err(|e| StoreError::Key(e.to_string()))?
             }
         };
         let line = text
@@ -77,6 +77,13 @@ impl Crypt {
         let identity = age::x25519::Identity::from_str(line)
             .map_err(|_| StoreError::Key("the store key is not a valid age identity".into()))?;
         Ok(Self { identity })
+    }
+
+    /// A key that lives only in memory, for a store that does not exist on disk.
+    pub(crate) fn ephemeral() -> Self {
+        Self {
+            identity: age::x25519::Identity::generate(),
+        }
     }
 
     pub(crate) fn encrypt(&self, plain: &Secret) -> Result<Vec<u8>, StoreError> {
@@ -122,7 +129,7 @@ fn create_identity(path: &Path) -> Result<(), StoreError> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
+    crate::files::create_private_dir(dir).map_err(|e| err(dir, e))?;
     let tmp = dir.join(format!(
         ".store.key.{}.{}",
         std::process::id(),
@@ -144,13 +151,21 @@ fn create_identity(path: &Path) -> Result<(), StoreError> {
     written.map_err(|e| err(path, e))
 }
 
-/// Refuses a key file that others can read.
+/// Refuses a key file that others can read, or that another user owns (and so could have
+/// replaced with a key of their choosing).
 fn check_private(path: &Path) -> Result<(), StoreError> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)
-        .map_err(|e| StoreError::Key(format!("{}: {e}", path.display())))?
-        .permissions()
-        .mode();
+    use std::os::unix::fs::MetadataExt;
+    let meta =
+        std::fs::metadata(path).map_err(|e| StoreError::Key(format!("{}: {e}", path.display())))?;
+    let mode = meta.mode();
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(StoreError::Key(format!(
+            "{} is owned by uid {}, not by this user (uid {me}); chown it to the user that runs tlsward",
+            path.display(),
+            meta.uid()
+        )));
+    }
     if mode & 0o077 != 0 {
         return Err(StoreError::Key(format!(
             "{} is readable by others (mode {:o}); chmod 600 it",

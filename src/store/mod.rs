@@ -238,17 +238,106 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed, 0600) the database at `path`, migrates it, and loads the
-    /// encryption key.
+    /// Opens the store at `path` with its key, creating both on first use: the database
+    /// (0600, in a 0700 directory) and, for a key file, a new age identity beside it.
+    ///
+    /// The two are only ever created together. An existing database whose key file is gone,
+    /// or an existing key (a file, or the environment) whose database is missing or empty,
+    /// is refused with what to do: silently starting over would mean a new ACME account and
+    /// every certificate ordered again, and a new key could decrypt nothing stored so far.
     pub fn open(path: &Path, key: &KeySource) -> Result<Self, StoreError> {
+        Self::open_with(path, key, Create::IfNew)
+    }
+
+    /// Opens a store for reading, creating nothing: for commands that only look. Where no
+    /// store exists yet (neither database nor key file), this is an empty store in memory,
+    /// so `cert list` on a new installation lists every certificate as never issued.
+    pub fn open_existing(path: &Path, key: &KeySource) -> Result<Self, StoreError> {
+        let key_missing = matches!(key, KeySource::File(f) if !f.exists());
+        if key_missing && !path.exists() {
+            let mut conn = Connection::open_in_memory()?;
+            Self::migrate(&mut conn)?;
+            return Ok(Self {
+                conn: Mutex::new(conn),
+                crypt: Crypt::ephemeral(),
+                path: path.to_owned(),
+            });
+        }
+        Self::open_with(path, key, Create::Never)
+    }
+
+    /// Creates a new, empty store at `path` for an existing key (one from the environment, or
+    /// a key file provisioned beforehand): `tlsward store init`.
+    pub fn init(path: &Path, key: &KeySource) -> Result<Self, StoreError> {
+        Self::open_with(path, key, Create::WithExistingKey)
+    }
+
+    fn open_with(path: &Path, key: &KeySource, create: Create) -> Result<Self, StoreError> {
         let file_err = |why: String| StoreError::File {
             path: path.to_owned(),
             why,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| file_err(e.to_string()))?;
+        let key_file = match key {
+            KeySource::File(f) => Some(f.as_path()),
+            KeySource::Env(_) => None,
+        };
+        let key_exists = key_file.is_none_or(Path::exists);
+        // Opening an existing file creates nothing new; a missing one is created (0600) only
+        // once it is clear that a new store is wanted.
+        let existing = if path.exists() {
+            Some(Connection::open(path)?)
+        } else {
+            None
+        };
+        let db_state = match &existing {
+            None => DbState::Missing,
+            Some(conn) => DbState::of(conn)?,
+        };
+        match (db_state, key_exists, create) {
+            (DbState::Missing, false, Create::Never) => {
+                return Err(file_err(
+                    "no store here yet (`tlsward serve` or `tlsward cert issue` creates it)".into(),
+                ));
+            }
+            (_, false, Create::Never) => {
+                return Err(StoreError::Key(format!(
+                    "{} is missing: restore it from your backup (without it the store's keys \
+                     cannot be decrypted)",
+                    key_file.unwrap_or(Path::new("")).display()
+                )));
+            }
+            (DbState::Missing | DbState::Empty, true, Create::IfNew | Create::Never) => {
+                let how = match db_state {
+                    DbState::Missing => "is missing",
+                    _ => "is empty",
+                };
+                let key_name = match key {
+                    KeySource::File(f) => f.display().to_string(),
+                    KeySource::Env(v) => format!("the key in ${v}"),
+                };
+                return Err(file_err(format!(
+                    "the database {how}, but {key_name} exists: if the database was lost, \
+                     restore it from a backup (starting over means a new ACME account and \
+                     every certificate ordered again); for a new store with this key, run \
+                     `tlsward store init --config FILE`"
+                )));
+            }
+            (DbState::Missing | DbState::Empty, false, Create::WithExistingKey) => {
+                return Err(StoreError::Key(format!(
+                    "{} does not exist: `store init` is for an existing key; \
+                     `tlsward serve` creates a store and its key together",
+                    key_file.unwrap_or(Path::new("")).display()
+                )));
+            }
+            (DbState::Initialized, _, Create::WithExistingKey) => {
+                return Err(file_err("a store already exists here".into()));
+            }
+            _ => {}
         }
-        if !path.exists() {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            crate::files::create_private_dir(dir).map_err(|e| file_err(e.to_string()))?;
+        }
+        if db_state == DbState::Missing {
             use std::os::unix::fs::OpenOptionsExt;
             match std::fs::OpenOptions::new()
                 .write(true)
@@ -262,19 +351,60 @@ impl Store {
                 Err(e) => return Err(file_err(e.to_string())),
             }
         }
-        let crypt = Crypt::load(key)?;
-        let conn = Connection::open(path)?;
+        let conn = match existing {
+            Some(conn) => conn,
+            None => Connection::open(path)?,
+        };
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        if !key_exists {
+            // The database is new, or was created by a run that stopped before it made
+            // the key: a new key is safe only while nothing is sealed under an old one.
+            let held = holds_data(&conn)?;
+            if held > 0 {
+                return Err(StoreError::Key(format!(
+                    "{} is missing, but {} holds {held} sealed record(s) encrypted to it: \
+                     restore the key file from your backup (a new key could not decrypt them)",
+                    key_file.unwrap_or(Path::new("")).display(),
+                    path.display()
+                )));
+            }
+        }
+        // The schema before the key: a run killed in between leaves a database with no data
+        // and no key, which the next start completes, never a key beside an empty database.
+        let mut conn = conn;
+        Self::migrate(&mut conn)?;
+        let crypt = Crypt::load(key)?;
         let store = Self {
             conn: Mutex::new(conn),
             crypt,
             path: path.to_owned(),
         };
-        store.migrate()?;
+        store.check_key()?;
         Ok(store)
+    }
+
+    /// Decrypts one sealed record, so a wrong key is refused at open, not at first use.
+    fn check_key(&self) -> Result<(), StoreError> {
+        let sealed: Option<Vec<u8>> = self
+            .conn()
+            .query_row(
+                "SELECT creds_sealed FROM accounts UNION ALL SELECT key_sealed FROM versions LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(sealed) = sealed {
+            self.crypt.decrypt(&sealed).map_err(|_| {
+                StoreError::Key(format!(
+                    "the store key does not decrypt {}: is it the key this store was created with?",
+                    self.path.display()
+                ))
+            })?;
+        }
+        Ok(())
     }
 
     /// The database file.
@@ -288,8 +418,7 @@ impl Store {
 
     /// Applies the missing migrations in one write transaction: a second process opening
     /// the store at the same moment waits, then finds the schema current.
-    fn migrate(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn();
+    fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
         let known = MIGRATIONS.len() as i64;
@@ -903,6 +1032,56 @@ fn journal_in(
     Ok(())
 }
 
+/// What `Store::open_with` may create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Create {
+    /// The database and its key together, when neither exists.
+    IfNew,
+    /// Nothing.
+    Never,
+    /// A new database for a key that exists already.
+    WithExistingKey,
+}
+
+/// The database file before opening.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DbState {
+    Missing,
+    /// Exists but has no schema (0 bytes, or a run stopped before its first migration).
+    Empty,
+    Initialized,
+}
+
+impl DbState {
+    fn of(conn: &Connection) -> Result<Self, rusqlite::Error> {
+        let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+        Ok(if tables == 0 {
+            Self::Empty
+        } else {
+            Self::Initialized
+        })
+    }
+}
+
+/// How many records of the store's content exist (accounts, certificates, versions, orders);
+/// zero for a database that has no schema yet.
+fn holds_data(conn: &Connection) -> Result<i64, rusqlite::Error> {
+    let mut total = 0;
+    for table in ["accounts", "certificates", "versions", "orders"] {
+        let exists: i64 = conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [table],
+            |r| r.get(0),
+        )?;
+        if exists > 0 {
+            total += conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| {
+                r.get::<_, i64>(0)
+            })?;
+        }
+    }
+    Ok(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1083,20 +1262,156 @@ mod tests {
             .save_account("https://ca.test/dir", "https://ca.test/acct/1", &creds, 1)
             .unwrap();
         drop(store);
-        let other = dir.path().join("other.key");
-        let wrong = Store::open(
-            &dir.path().join("state/tlsward.db"),
-            &KeySource::File(other),
-        )
-        .unwrap();
-        assert!(matches!(
-            wrong.account("https://ca.test/dir"),
-            Err(StoreError::Crypto(_))
-        ));
+        let db = dir.path().join("state/tlsward.db");
+        // A key of its own, made for another store.
+        let other = dir.path().join("other/store.key");
+        drop(
+            Store::open(
+                &dir.path().join("other/tlsward.db"),
+                &KeySource::File(other.clone()),
+            )
+            .unwrap(),
+        );
+        let err = Store::open(&db, &KeySource::File(other)).unwrap_err();
+        assert!(err.to_string().contains("does not decrypt"), "{err}");
+
         let key = dir.path().join("state/store.key");
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Store::open(&db, &KeySource::File(key)).unwrap_err();
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
+
+    /// The files of a directory, recursively, relative to it.
+    fn files(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                }
+                out.push(e.path().strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn the_store_and_its_key_are_created_together_in_a_private_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, store) = open();
+        drop(store);
+        let mode = |p: &str| {
+            std::fs::metadata(dir.path().join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("state"), 0o700);
+        assert_eq!(mode("state/store.key"), 0o600);
+        assert_eq!(mode("state/tlsward.db"), 0o600);
+        // Read-only commands create nothing.
+        let empty = tempfile::tempdir().unwrap();
+        let looked = Store::open_existing(
+            &empty.path().join("state/tlsward.db"),
+            &KeySource::File(empty.path().join("state/store.key")),
+        )
+        .unwrap();
+        assert!(looked.certificates().unwrap().is_empty());
+        drop(looked);
+        assert!(files(empty.path()).is_empty(), "{:?}", files(empty.path()));
+    }
+
+    #[test]
+    fn an_empty_or_missing_database_beside_an_existing_key_is_refused() {
+        let (dir, store) = open();
+        add_www(&store);
+        drop(store);
+        let db = dir.path().join("state/tlsward.db");
+        let key = KeySource::File(dir.path().join("state/store.key"));
+        let key_text = std::fs::read(dir.path().join("state/store.key")).unwrap();
+        for f in ["state/tlsward.db-wal", "state/tlsward.db-shm"] {
+            let _ = std::fs::remove_file(dir.path().join(f));
+        }
+        // Truncated to 0 bytes (a botched copy, a full disk).
+        std::fs::write(&db, b"").unwrap();
+        let err = Store::open(&db, &key).unwrap_err();
+        assert!(err.to_string().contains("database is empty"), "{err}");
+        assert!(err.to_string().contains("store init"), "{err}");
+        assert_eq!(std::fs::metadata(&db).unwrap().len(), 0, "nothing written");
+        // Gone altogether.
+        std::fs::remove_file(&db).unwrap();
+        let err = Store::open(&db, &key).unwrap_err();
+        assert!(err.to_string().contains("database is missing"), "{err}");
+        assert!(!db.exists());
+        assert_eq!(
+            std::fs::read(dir.path().join("state/store.key")).unwrap(),
+            key_text
+        );
+        // The operator who means it says so.
+        let store = Store::init(&db, &key).unwrap();
+        assert!(store.certificates().unwrap().is_empty());
+        drop(store);
+        assert!(
+            Store::init(&db, &key).is_err(),
+            "init never replaces a store"
+        );
+    }
+
+    #[test]
+    fn a_lost_key_is_never_regenerated_for_a_store_with_data() {
+        let (dir, store) = open();
+        add_www(&store);
+        let key_bytes = Secret::new(vec![7; 32]);
+        issue(&store, "aa", 10, &key_bytes);
+        drop(store);
+        let db = dir.path().join("state/tlsward.db");
+        let key_path = dir.path().join("state/store.key");
+        std::fs::remove_file(&key_path).unwrap();
+        for open in [Store::open, Store::open_existing] {
+            let err = open(&db, &KeySource::File(key_path.clone())).unwrap_err();
+            assert!(err.to_string().contains("restore"), "{err}");
+            assert!(!key_path.exists(), "no new key was made");
+        }
+    }
+
+    #[test]
+    fn a_store_created_by_a_run_that_stopped_before_its_key_is_finished() {
+        // The database is created first; a kill before the key leaves a schema and no data.
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("tlsward.db");
+        let conn = Connection::open(&db).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        drop(conn);
+        let key = KeySource::File(dir.path().join("store.key"));
+        let store = Store::open(&db, &key).unwrap();
+        add_www(&store);
+        drop(store);
+        assert!(dir.path().join("store.key").exists());
+        assert!(Store::open_existing(&db, &key).is_ok());
+    }
+
+    #[test]
+    fn a_key_owned_by_another_user_is_refused() {
+        use std::os::unix::fs::MetadataExt;
+        let (dir, store) = open();
+        drop(store);
+        let key = dir.path().join("state/store.key");
+        let me = std::fs::metadata(&key).unwrap().uid();
+        let other = if me == 0 { 65534 } else { 0 };
+        // Only root can give a file away; as anyone else this case cannot be set up.
+        if std::os::unix::fs::chown(&key, Some(other), None).is_err() {
+            assert_ne!(me, 0, "root must be able to chown");
+            return;
+        }
         let err =
             Store::open(&dir.path().join("state/tlsward.db"), &KeySource::File(key)).unwrap_err();
-        assert!(err.to_string().contains("chmod 600"), "{err}");
+        assert!(
+            err.to_string().contains(&format!("owned by uid {other}")),
+            "{err}"
+        );
     }
 }

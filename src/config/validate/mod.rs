@@ -2,6 +2,7 @@
 
 mod hooks;
 mod remediation;
+mod shape;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -35,9 +36,10 @@ const RESERVED_LABELS: &[&str] = &[
 
 /// Reads and validates the config at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        problems: vec![format!("{}: cannot read: {e}", path.display())],
-    })?;
+    let text =
+        crate::files::read_to_string(path, crate::files::MAX_CONFIG).map_err(|e| ConfigError {
+            problems: vec![format!("{}: cannot read: {}", path.display(), e.why())],
+        })?;
     load_str(path, &text)
 }
 
@@ -47,7 +49,12 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let raw: RawConfig = match toml::from_str(text) {
         Ok(raw) => raw,
         Err(e) => {
-            p.add(e.span(), "", e.message());
+            let key = e
+                .span()
+                .and_then(|span| shape::key_path_at(text, &span))
+                .unwrap_or_default();
+            let msg = format!("{} {}", e.message().trim_end(), shape::FIRST_ONLY);
+            p.add(e.span(), &key, msg);
             return Err(p.into_error());
         }
     };
@@ -426,10 +433,17 @@ impl Validator<'_, '_> {
                             .unwrap_or_default()
                             .to_string_lossy()
                             .into_owned();
-                        match std::fs::read_to_string(&file)
-                            .map_err(|e| e.to_string())
+                        match crate::files::read_to_string(&file, crate::files::MAX_CONFIG)
+                            .map_err(|e| e.why())
                             .and_then(|t| {
-                                toml::from_str::<RawProfile>(&t).map_err(|e| e.to_string())
+                                // The message and line only: toml's full error quotes the
+                                // file's line, and the file may be anything.
+                                toml::from_str::<RawProfile>(&t).map_err(|e| {
+                                    let line = e.span().map_or(0, |s| {
+                                        t[..s.start.min(t.len())].matches('\n').count() + 1
+                                    });
+                                    format!("line {line}: {}", e.message().trim_end())
+                                })
                             }) {
                             Ok(rp) => {
                                 if let Some(p) =
@@ -616,11 +630,10 @@ impl Validator<'_, '_> {
             );
         }
         for path in paths {
-            let text = match std::fs::read_to_string(&path) {
+            let text = match crate::files::read_to_string(&path, crate::files::MAX_TARGETS) {
                 Ok(t) => t,
                 Err(e) => {
-                    self.p
-                        .at(pattern, "targets_files", format!("{}: {e}", path.display()));
+                    self.p.at(pattern, "targets_files", e);
                     continue;
                 }
             };

@@ -273,11 +273,17 @@ impl Validator<'_, '_> {
             });
         }
         let _ = span;
+        let ca_file = acme.ca_file.as_ref().map(|f| self.base.join(f.get_ref()));
+        if let (Some(raw), Some(path)) = (&acme.ca_file, &ca_file)
+            && let Err(e) = crate::files::read_pem_certs(path)
+        {
+            self.p.at(raw, "acme.ca_file", e);
+        }
         Some(RemediationSettings {
             acme: AcmeSettings {
                 directory,
                 contact: acme.contact.clone(),
-                ca_file: acme.ca_file.as_ref().map(|f| self.base.join(f.get_ref())),
+                ca_file,
                 eab,
                 retry: crate::issuer::DEFAULT_RETRY,
                 dns01: acme.dns01.as_ref().and_then(|d| self.dns01(d)),
@@ -399,9 +405,11 @@ impl Validator<'_, '_> {
             })
             .ok()?;
         let text = match (&d.tsig_secret_file, &d.tsig_secret_env) {
-            (Some(f), None) => std::fs::read_to_string(self.base.join(f.get_ref()))
-                .map_err(|e| self.p.at(f, "acme.dns01.tsig_secret_file", e))
-                .ok()?,
+            (Some(f), None) => {
+                crate::files::read_to_string(&self.base.join(f.get_ref()), crate::files::MAX_SECRET)
+                    .map_err(|e| self.p.at(f, "acme.dns01.tsig_secret_file", e))
+                    .ok()?
+            }
             (None, Some(v)) => std::env::var(v.get_ref())
                 .map_err(|_| {
                     self.p.at(
