@@ -27,13 +27,25 @@ fn invalid_configs_report_every_problem_with_file_line_and_key() {
         (
             "invalid-unknown-key.toml",
             &[
-                "invalid-unknown-key.toml:5: target[0].adress: unknown field `adress`, expected one of `address`, `profile`, `interval`, `timeout`, `server_name`, `connect_to`, `all_addresses`, `warn_days`, `crit_days`, `labels` (the file's structure is checked first and stops at its first error: fix it to see the rest)",
+                "invalid-unknown-key.toml:5: target[0].adress: unknown field `adress`, expected one of `address`, `profile`, `interval`, `timeout`, `server_name`, `connect_to`, `all_addresses`, `warn_days`, `crit_days`, `labels`; `address` is then missing (checking stopped here: fix this to see any further problems)",
             ],
         ),
         (
             "invalid-type.toml",
             &[
-                "invalid-type.toml:5: defaults.concurrency: invalid type: string \"many\", expected i64 (the file's structure is checked first and stops at its first error: fix it to see the rest)",
+                "invalid-type.toml:5: defaults.concurrency: invalid type: string \"many\", expected i64",
+            ],
+        ),
+        (
+            // Unknown keys and wrong types do not hide each other, nor the checks after them.
+            "invalid-shape-many.toml",
+            &[
+                "invalid-shape-many.toml:2: server.listn: unknown field `listn`, expected one of `listen`, `state_dir`, `web`",
+                "invalid-shape-many.toml:4: defualts: unknown field `defualts`, expected one of `server`, `defaults`, `targets_files`, `profiles_dir`, `target`, `profile`, `store`, `acme`, `certificate`, `endpoint`, `window`, `hook`, `deploy`",
+                "invalid-shape-many.toml:8: defaults.timeout: invalid type: integer `5`, expected a string",
+                "invalid-shape-many.toml:13: target[0].labels.team: invalid type: integer `1`, expected a string",
+                "invalid-shape-many.toml:14: target[0].profil: unknown field `profil`, expected one of `address`, `profile`, `interval`, `timeout`, `server_name`, `connect_to`, `all_addresses`, `warn_days`, `crit_days`, `labels`",
+                r#"invalid-shape-many.toml:17: target[1].address: invalid target "www.example.org:99999": "99999" is not a port (1-65535)"#,
             ],
         ),
         (

@@ -46,15 +46,17 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Validates `text` as if read from `path` (relative paths resolve against its folder).
 pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let mut p = Problems::new(path.display().to_string(), text);
-    let raw: RawConfig = match toml::from_str(text) {
-        Ok(raw) => raw,
-        Err(e) => {
-            let key = e
-                .span()
-                .and_then(|span| shape::key_path_at(text, &span))
-                .unwrap_or_default();
-            let msg = format!("{} {}", e.message().trim_end(), shape::FIRST_ONLY);
-            p.add(e.span(), &key, msg);
+    let raw: RawConfig = match shape::deserialize(text) {
+        Ok((raw, errors)) => {
+            for e in errors {
+                p.add(e.span, &e.key, e.message);
+            }
+            raw
+        }
+        Err(errors) => {
+            for e in errors {
+                p.add(e.span, &e.key, e.message);
+            }
             return Err(p.into_error());
         }
     };
