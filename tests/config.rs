@@ -49,6 +49,24 @@ fn invalid_configs_report_every_problem_with_file_line_and_key() {
             ],
         ),
         (
+            // Every mistake of an endpoint at once; a profile whose CA file is missing is
+            // reported for that, never as an unknown profile where it is used.
+            "invalid-endpoints.toml",
+            &[
+                "invalid-endpoints.toml:6: profile.corp.ca_files: missing.pem: No such file or directory (os error 2)",
+                r#"invalid-endpoints.toml:16: endpoint[0].certificate: unknown certificate "www" (did you mean "web"?)"#,
+                "invalid-endpoints.toml:17: endpoint[0].target: no [[target]] has address zzz:443; add one so it is probed",
+                r#"invalid-endpoints.toml:18: endpoint[0].window: unknown window "nope""#,
+                r#"invalid-endpoints.toml:19: endpoint[0].hook: unknown hook "nohook""#,
+            ],
+        ),
+        (
+            "invalid-endpoint-no-acme.toml",
+            &[
+                "invalid-endpoint-no-acme.toml:5: endpoint[0]: endpoints are bound to managed certificates, which need an [acme] section",
+            ],
+        ),
+        (
             "invalid-durations.toml",
             &[
                 r#"invalid-durations.toml:2: defaults.interval: "500000000000y": must be at most 366d"#,

@@ -178,6 +178,8 @@ impl Validator<'_, '_> {
             .filter(|n| !profiles.contains_key(*n))
             .collect();
         let default_profile = match &d.profile {
+            // A profile with problems of its own is reported there, not as unknown.
+            Some(name) if broken.contains(&name.get_ref()) => name.get_ref().clone(),
             Some(name) if !profiles.contains_key(name.get_ref()) => {
                 self.p.at(
                     name,

@@ -39,6 +39,13 @@ impl Validator<'_, '_> {
                     "managed certificates need an [acme] section",
                 );
             }
+            if let Some(e) = raw.endpoints.first() {
+                self.p.at(
+                    &e.certificate,
+                    "endpoint[0]",
+                    "endpoints are bound to managed certificates, which need an [acme] section",
+                );
+            }
             return None;
         };
         let span = acme.span();
@@ -184,6 +191,8 @@ impl Validator<'_, '_> {
         let mut endpoints: Vec<EndpointSpec> = Vec::new();
         for (i, e) in raw.endpoints.iter().enumerate() {
             let key = format!("endpoint[{i}]");
+            // Every mistake of an endpoint is reported, not only its first.
+            let mut ok = true;
             if !certificates
                 .iter()
                 .any(|c| c.name == *e.certificate.get_ref())
@@ -197,22 +206,23 @@ impl Validator<'_, '_> {
                     &format!("{key}.certificate"),
                     format!("unknown certificate {:?}{hint}", e.certificate.get_ref()),
                 );
-                continue;
+                ok = false;
             }
             let target = match e.target.get_ref().parse::<Target>() {
                 Ok(t) => t.to_string(),
                 Err(err) => {
                     self.p.at(&e.target, &format!("{key}.target"), err);
-                    continue;
+                    ok = false;
+                    String::new()
                 }
             };
-            if !targets.iter().any(|t| t.name == target) {
+            if !target.is_empty() && !targets.iter().any(|t| t.name == target) {
                 self.p.at(
                     &e.target,
                     &format!("{key}.target"),
                     format!("no [[target]] has address {target}; add one so it is probed"),
                 );
-                continue;
+                ok = false;
             }
             let name = e
                 .name
@@ -231,7 +241,8 @@ impl Validator<'_, '_> {
                                 format!("unknown window {:?}{hint}", w.get_ref()),
                             );
                         }
-                        continue;
+                        ok = false;
+                        None
                     }
                 },
             };
@@ -247,10 +258,11 @@ impl Validator<'_, '_> {
                             format!("unknown hook {:?}{hint}", h.get_ref()),
                         );
                     }
-                    continue;
+                    ok = false;
+                    None
                 }
             };
-            if hook.is_none()
+            if e.hook.is_none()
                 && let Some((k, v)) = e.settings.iter().next()
             {
                 self.p.at(
@@ -258,6 +270,9 @@ impl Validator<'_, '_> {
                     &format!("{key}.settings.{k}"),
                     "settings without a hook: add hook = \"NAME\"",
                 );
+            }
+            if !ok {
+                continue;
             }
             endpoints.push(EndpointSpec {
                 name,
