@@ -28,6 +28,9 @@
 //! - [`probe`]: connect, handshake with a recording verifier, and turn what was seen into a
 //!   [`probe::ProbeReport`]. Owns sockets; knows nothing of HTTP, SQL or metrics.
 //! - [`cert`]: pure X.509 facts and checks over DER bytes and `now`. No I/O, no clock, no logs.
+//! - [`escape`]: text from outside made safe to show: control and bidi characters rendered
+//!   visibly, lengths capped, and [`escape::LabelValue`], the one way into a metric label.
+//!   Knows nothing else.
 //! - [`clock`]: the only reader of wall time.
 
 pub mod cert;
@@ -35,6 +38,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod escape;
 pub mod exporter;
 pub mod hooks;
 pub mod issuer;

@@ -19,6 +19,7 @@ use tracing::{error, info, warn};
 
 use super::EndpointSpec;
 use crate::clock::{Clock, unix_seconds};
+use crate::escape::LabelValue;
 use crate::hooks::{HookRun, HookSpec, Hooks, Material};
 use crate::probe::ProbeReport;
 use crate::schedule::{Results, TargetSpec};
@@ -51,25 +52,25 @@ impl Default for DeploySettings {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HookRunLabels {
-    hook: String,
+    hook: LabelValue<'static>,
     result: &'static str,
     reason: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HookLabel {
-    hook: String,
+    hook: LabelValue<'static>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointResult {
-    endpoint: String,
+    endpoint: LabelValue<'static>,
     result: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabel {
-    endpoint: String,
+    endpoint: LabelValue<'static>,
 }
 
 /// The hook reasons counted, so every series exists from the start at 0.
@@ -142,31 +143,31 @@ impl DeployMetrics {
     /// increase alerts can see.
     fn touch(&self, hook: &str, endpoint: &str) {
         let _ = self.hook_runs.get_or_create(&HookRunLabels {
-            hook: hook.into(),
+            hook: hook.to_owned().into(),
             result: "ok",
             reason: "none",
         });
         for reason in HOOK_REASONS {
             let _ = self.hook_runs.get_or_create(&HookRunLabels {
-                hook: hook.into(),
+                hook: hook.to_owned().into(),
                 result: "failed",
                 reason,
             });
         }
         for result in ["restored", "failed"] {
             let _ = self.rollbacks.get_or_create(&EndpointResult {
-                endpoint: endpoint.into(),
+                endpoint: endpoint.to_owned().into(),
                 result,
             });
         }
         for result in ["verified", "failed", "rolled_back"] {
             let _ = self.deployments.get_or_create(&EndpointResult {
-                endpoint: endpoint.into(),
+                endpoint: endpoint.to_owned().into(),
                 result,
             });
         }
         let _ = self.verification_failures.get_or_create(&EndpointLabel {
-            endpoint: endpoint.into(),
+            endpoint: endpoint.to_owned().into(),
         });
     }
 }
@@ -264,7 +265,7 @@ impl Deployer {
         self.metrics
             .deployments
             .get_or_create(&EndpointResult {
-                endpoint: job.endpoint.name.clone(),
+                endpoint: job.endpoint.name.clone().into(),
                 result: finished.state,
             })
             .inc();
@@ -272,7 +273,7 @@ impl Deployer {
             self.metrics
                 .last_success
                 .get_or_create(&EndpointLabel {
-                    endpoint: job.endpoint.name.clone(),
+                    endpoint: job.endpoint.name.clone().into(),
                 })
                 .set(self.now() as f64);
         }
@@ -338,7 +339,7 @@ impl Deployer {
                 self.metrics
                     .verification_failures
                     .get_or_create(&EndpointLabel {
-                        endpoint: job.endpoint.name.clone(),
+                        endpoint: job.endpoint.name.clone().into(),
                     })
                     .inc();
                 format!(
@@ -381,7 +382,7 @@ impl Deployer {
             .metrics
             .rollbacks
             .get_or_create(&EndpointResult {
-                endpoint: job.endpoint.name.clone(),
+                endpoint: job.endpoint.name.clone().into(),
                 result: if rollback_ok { "restored" } else { "failed" },
             })
             .inc();
@@ -456,13 +457,13 @@ impl Deployer {
         self.metrics
             .hook_seconds
             .get_or_create(&HookLabel {
-                hook: run.hook.clone(),
+                hook: run.hook.clone().into(),
             })
             .observe((t.load + t.instantiate + t.call).as_secs_f64());
         self.metrics
             .hook_runs
             .get_or_create(&HookRunLabels {
-                hook: run.hook.clone(),
+                hook: run.hook.clone().into(),
                 result: if run.outcome.is_ok() { "ok" } else { "failed" },
                 reason: run.reason(),
             })
