@@ -28,10 +28,10 @@
 //! - [`probe`]: connect, handshake with a recording verifier, and turn what was seen into a
 //!   [`probe::ProbeReport`]. Owns sockets; knows nothing of HTTP, SQL or metrics.
 //! - [`cert`]: pure X.509 facts and checks over DER bytes and `now`. No I/O, no clock, no logs.
+//! - [`clock`]: the only reader of wall time.
 //! - [`escape`]: text from outside made safe to show: control and bidi characters rendered
 //!   visibly, lengths capped, and [`escape::LabelValue`], the one way into a metric label.
 //!   Knows nothing else.
-//! - [`clock`]: the only reader of wall time.
 
 pub mod cert;
 pub mod cli;

@@ -19,7 +19,7 @@ use tracing::{error, info, warn};
 
 use super::EndpointSpec;
 use crate::clock::{Clock, unix_seconds};
-use crate::escape::LabelValue;
+use crate::escape::{LabelValue, Visible};
 use crate::hooks::{HookRun, HookSpec, Hooks, Material};
 use crate::probe::ProbeReport;
 use crate::schedule::{Results, TargetSpec};
@@ -259,7 +259,7 @@ impl Deployer {
                 info!(deployment = d.id, endpoint = %job.endpoint.name, "deployment verified")
             }
             state => {
-                error!(deployment = d.id, endpoint = %job.endpoint.name, state, detail = %finished.detail, "deployment failed")
+                error!(deployment = d.id, endpoint = %job.endpoint.name, state, detail = %Visible(&finished.detail), "deployment failed")
             }
         }
         self.metrics
@@ -387,7 +387,7 @@ impl Deployer {
             })
             .inc();
         if !rollback_ok {
-            error!(endpoint = %job.endpoint.name, rollback = %rollback, "rollback failed: the endpoint may be broken");
+            error!(endpoint = %job.endpoint.name, rollback = %Visible(&rollback), "rollback failed: the endpoint may be broken");
         }
         detail["rollback"] = rollback;
         let after = self.probe(&job.target).await;
@@ -470,10 +470,10 @@ impl Deployer {
             .inc();
         match &run.outcome {
             Ok(s) => {
-                info!(hook = %run.hook, endpoint = %job.endpoint.name, summary = %s, "hook succeeded")
+                info!(hook = %run.hook, endpoint = %job.endpoint.name, summary = %Visible(s), "hook succeeded")
             }
             Err(e) => {
-                warn!(hook = %run.hook, endpoint = %job.endpoint.name, error = %e, "hook failed")
+                warn!(hook = %run.hook, endpoint = %job.endpoint.name, error = %Visible(e), "hook failed")
             }
         }
         run

@@ -24,6 +24,9 @@ pub enum Format {
     OpenMetrics,
 }
 
+/// Label names and decoded values, in the order written.
+pub type Labels = Vec<(String, String)>;
+
 /// A metric family's metadata.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Family {
@@ -39,7 +42,7 @@ pub struct Sample {
     pub family: String,
     /// The sample's own name (`x_total`, `x_bucket`, ...).
     pub name: String,
-    pub labels: Vec<(String, String)>,
+    pub labels: Labels,
     pub value: f64,
 }
 
@@ -99,7 +102,7 @@ struct Parser {
     /// Families whose lines have ended: seeing them again is an error.
     closed: BTreeSet<String>,
     /// (name, sorted labels) of every sample so far.
-    series: BTreeSet<(String, Vec<(String, String)>)>,
+    series: BTreeSet<(String, Labels)>,
 }
 
 impl Parser {
@@ -322,8 +325,8 @@ impl Parser {
     }
 
     /// Reads `name="value",...}` after the opening brace; returns the labels and the rest.
-    fn labels<'l>(&self, mut s: &'l str) -> Result<(Vec<(String, String)>, &'l str), String> {
-        let mut labels: Vec<(String, String)> = Vec::new();
+    fn labels<'l>(&self, mut s: &'l str) -> Result<(Labels, &'l str), String> {
+        let mut labels = Labels::new();
         if let Some(rest) = s.strip_prefix('}') {
             return Ok((labels, rest));
         }
