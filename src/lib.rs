@@ -31,12 +31,16 @@
 //! - [`clock`]: the only reader of wall time.
 //! - [`files`]: reading files a config names: regular files only, size-capped, errors
 //!   without their content.
+//! - [`escape`]: text from outside made safe to show: control and bidi characters rendered
+//!   visibly, lengths capped, and [`escape::LabelValue`], the one way into a metric label.
+//!   Knows nothing else.
 
 pub mod cert;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod escape;
 pub mod exporter;
 pub mod files;
 pub mod hooks;

@@ -36,7 +36,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tlsward: {e:#}");
+            eprintln!("{}", cli::render_error(&e));
             ExitCode::from(EXIT_UNKNOWN)
         }
     }

@@ -84,6 +84,8 @@ target = "{target}"
     };
     eventually(30, "issuance and foreign drift", drift("foreign")).await;
     let m = get(addr, "/metrics").await.body;
+    // The remediation families (counters, histograms, drift infos) are well formed too.
+    crate::util::exposition::parse_or_panic(crate::util::exposition::Format::Text, &m);
     assert!(
         m.contains("tlsward_certificate_not_after_timestamp_seconds{certificate=\"site\"}"),
         "{m}"

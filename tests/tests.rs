@@ -21,6 +21,10 @@ mod probe_starttls;
 // `tlsward serve`: scheduled probes, HTTP endpoints, reloads, web protection.
 mod serve;
 
+// Certificates and replies carrying exposition syntax, terminal escapes and huge names:
+// /metrics and /probe by a strict parser and promtool, the probe and verify tables.
+mod hostile_text;
+
 // The config file: validation messages, shipped profiles, the example.
 mod config;
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use output::OutputFormat;
+pub use output::{OutputFormat, render_error};
 
 /// Exit code for usage, configuration and internal errors (monitoring-plugin "unknown").
 pub const EXIT_UNKNOWN: u8 = 3;

@@ -1,4 +1,9 @@
 //! Rendering reports for people: a coloured table. (The JSON contract is `probe::json`.)
+//!
+//! Every cell goes through [`cell`]: subjects, issuers, error messages (which quote STARTTLS
+//! replies and certificate names) and targets come from the peer or the command line, and a
+//! raw ESC, CR or bidi override in them would reach the operator's terminal under any
+//! `--color` mode (`never` strips ANSI sequences but keeps CR and LF, which forge rows).
 
 use std::io::{self, Write};
 
@@ -8,7 +13,18 @@ use time::OffsetDateTime;
 
 use super::ColorWhen;
 use crate::cert::Status;
+use crate::escape;
 use crate::probe::ProbeReport;
+
+/// The widest a table cell gets, in bytes; longer text is cut with a visible marker (JSON
+/// output keeps it whole). A 60 KB subject would otherwise pad every row to 60 KB.
+const MAX_CELL_BYTES: usize = 512;
+
+/// A table cell: control and bidi characters rendered visibly (`\x1b`, `\r`, `\u{202e}`),
+/// capped at [`MAX_CELL_BYTES`].
+fn cell(text: &str) -> String {
+    escape::visible_within(text, MAX_CELL_BYTES).into_owned()
+}
 
 /// How to print results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -88,6 +104,7 @@ pub(super) fn write_table(
                 issuer,
                 reason,
             ]
+            .map(|c| cell(&c))
         })
         .collect();
     let mut widths = header.map(str::len);
@@ -116,4 +133,49 @@ pub(super) fn write_table(
         }
     }
     Ok(())
+}
+
+/// An error chain as one `tlsward: ...` line for stderr, `{:#}`-style (causes joined by `: `),
+/// with every unsafe character rendered visibly: an error can quote a peer (a CA's problem
+/// detail, a server's reply). Only a config error keeps its line breaks, one problem a line,
+/// and each of its lines is rendered the same way.
+pub fn render_error(e: &anyhow::Error) -> String {
+    let causes: Vec<String> = e
+        .chain()
+        .map(
+            |cause| match cause.downcast_ref::<crate::config::ConfigError>() {
+                Some(config) => config
+                    .to_string()
+                    .lines()
+                    .map(|line| escape::visible(line).into_owned())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                None => escape::Visible(cause).to_string(),
+            },
+        )
+        .collect();
+    format!("tlsward: {}", causes.join(": "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_lines_show_controls_visibly_and_keep_config_problems_on_their_lines() {
+        let e = anyhow::anyhow!("the CA said \x1b]0;pwned\x07\r\ntlsward: forged")
+            .context("ordering cert \u{202e}a");
+        assert_eq!(
+            render_error(&e),
+            "tlsward: ordering cert \\u{202e}a: the CA said \\x1b]0;pwned\\x07\\r\\ntlsward: forged"
+        );
+        let config = crate::config::ConfigError {
+            problems: vec!["a.toml:1: x: bad \x1b[2J".into(), "a.toml:2: y: bad".into()],
+        };
+        let e = anyhow::Error::new(config).context("cannot load a.toml");
+        assert_eq!(
+            render_error(&e),
+            "tlsward: cannot load a.toml: 2 problems in the configuration:\n  a.toml:1: x: bad \\x1b[2J\n  a.toml:2: y: bad"
+        );
+    }
 }

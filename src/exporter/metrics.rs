@@ -3,7 +3,8 @@
 //!
 //! Labels come from the config (`target`, `profile`, config labels, and `address` for targets
 //! probed at every address); facts from the peer (subject, issuer, serial, fingerprint, names,
-//! TLS version) appear only on `_info` series.
+//! TLS version) appear only on `_info` series. Every value is a [`LabelValue`], escaped when
+//! encoded; the peer's are capped at [`crate::escape::MAX_PEER_LABEL_BYTES`].
 
 use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,10 +16,11 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Unit;
 
 use crate::cert::CheckKind;
+use crate::escape::LabelValue;
 use crate::probe::ProbeReport;
 use crate::schedule::Results;
 
-type Labels = Vec<(Cow<'static, str>, Cow<'static, str>)>;
+type Labels = Vec<(Cow<'static, str>, LabelValue<'static>)>;
 
 /// One report with the labels it is exposed under.
 pub(crate) struct Row<'a> {
@@ -34,13 +36,9 @@ fn secs(t: SystemTime) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn with(labels: &Labels, extra: &[(&'static str, String)]) -> Labels {
+fn with(labels: &Labels, extra: &[(&'static str, LabelValue<'static>)]) -> Labels {
     let mut l = labels.clone();
-    l.extend(
-        extra
-            .iter()
-            .map(|(k, v)| (Cow::Borrowed(*k), Cow::Owned(v.clone()))),
-    );
+    l.extend(extra.iter().map(|(k, v)| (Cow::Borrowed(*k), v.clone())));
     l
 }
 
@@ -154,7 +152,7 @@ pub(crate) fn encode_rows(
         |r| {
             r.report
                 .reason()
-                .map(|reason| with(&r.labels, &[("reason", reason.to_owned())]))
+                .map(|reason| with(&r.labels, &[("reason", LabelValue::new(reason))]))
         },
     )?;
     gauge_family(
@@ -206,7 +204,7 @@ pub(crate) fn encode_rows(
                         .iter()
                         .map(|c| {
                             (
-                                with(&r.labels, &[("check", c.kind.as_str().to_owned())]),
+                                with(&r.labels, &[("check", LabelValue::new(c.kind.as_str()))]),
                                 f64::from(u8::from(c.ok())),
                             )
                         })
@@ -225,11 +223,11 @@ pub(crate) fn encode_rows(
                 with(
                     &r.labels,
                     &[
-                        ("subject", f.leaf.subject.clone()),
-                        ("issuer", f.leaf.issuer.clone()),
-                        ("serial", f.leaf.serial.clone()),
-                        ("sha256", f.leaf.sha256.clone()),
-                        ("dns_names", f.leaf.dns_names.join(",")),
+                        ("subject", LabelValue::peer(&f.leaf.subject)),
+                        ("issuer", LabelValue::peer(&f.leaf.issuer)),
+                        ("serial", LabelValue::peer(&f.leaf.serial)),
+                        ("sha256", LabelValue::new(f.leaf.sha256.clone())),
+                        ("dns_names", LabelValue::peer(&f.leaf.dns_names.join(","))),
                     ],
                 )
             })
@@ -244,7 +242,7 @@ pub(crate) fn encode_rows(
             r.report
                 .tls
                 .as_ref()
-                .map(|t| with(&r.labels, &[("version", t.version.clone())]))
+                .map(|t| with(&r.labels, &[("version", LabelValue::peer(&t.version))]))
         },
     )?;
     Ok(())
@@ -263,13 +261,16 @@ impl Collector for TargetCollector {
             for state in map.values() {
                 let spec = &state.spec;
                 let mut base: Labels = vec![
-                    (Cow::Borrowed("target"), Cow::Owned(spec.name.clone())),
-                    (Cow::Borrowed("profile"), Cow::Owned(spec.profile.clone())),
+                    (Cow::Borrowed("target"), LabelValue::new(spec.name.clone())),
+                    (
+                        Cow::Borrowed("profile"),
+                        LabelValue::new(spec.profile.clone()),
+                    ),
                 ];
                 base.extend(
                     spec.labels
                         .iter()
-                        .map(|(k, v)| (Cow::Owned(k.clone()), Cow::Owned(v.clone()))),
+                        .map(|(k, v)| (Cow::Owned(k.clone()), LabelValue::new(v.clone()))),
                 );
                 for report in &state.last {
                     let mut labels = base.clone();
@@ -278,7 +279,7 @@ impl Collector for TargetCollector {
                             .address
                             .map(|a| a.ip().to_string())
                             .unwrap_or_default();
-                        labels.push((Cow::Borrowed("address"), Cow::Owned(addr)));
+                        labels.push((Cow::Borrowed("address"), LabelValue::new(addr)));
                     }
                     rows.push(Row {
                         labels,
@@ -383,10 +384,7 @@ impl Collector for BlackboxCompat {
                 None,
                 MetricType::Info,
             )?;
-            fam.encode_info(&vec![(
-                Cow::Borrowed("version"),
-                Cow::Owned(tls.version.clone()),
-            )])?;
+            fam.encode_info(&[("version", LabelValue::peer(&tls.version))])?;
         }
         Ok(())
     }

@@ -19,6 +19,7 @@ use tracing::{error, info, warn};
 
 use super::EndpointSpec;
 use crate::clock::{Clock, unix_seconds};
+use crate::escape::{LabelValue, Visible};
 use crate::hooks::{HookRun, HookSpec, Hooks, Material};
 use crate::probe::ProbeReport;
 use crate::schedule::{Results, TargetSpec};
@@ -51,25 +52,25 @@ impl Default for DeploySettings {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HookRunLabels {
-    hook: String,
+    hook: LabelValue<'static>,
     result: &'static str,
     reason: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HookLabel {
-    hook: String,
+    hook: LabelValue<'static>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointResult {
-    endpoint: String,
+    endpoint: LabelValue<'static>,
     result: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabel {
-    endpoint: String,
+    endpoint: LabelValue<'static>,
 }
 
 /// The hook reasons counted, so every series exists from the start at 0.
@@ -142,31 +143,31 @@ impl DeployMetrics {
     /// increase alerts can see.
     fn touch(&self, hook: &str, endpoint: &str) {
         let _ = self.hook_runs.get_or_create(&HookRunLabels {
-            hook: hook.into(),
+            hook: hook.to_owned().into(),
             result: "ok",
             reason: "none",
         });
         for reason in HOOK_REASONS {
             let _ = self.hook_runs.get_or_create(&HookRunLabels {
-                hook: hook.into(),
+                hook: hook.to_owned().into(),
                 result: "failed",
                 reason,
             });
         }
         for result in ["restored", "failed"] {
             let _ = self.rollbacks.get_or_create(&EndpointResult {
-                endpoint: endpoint.into(),
+                endpoint: endpoint.to_owned().into(),
                 result,
             });
         }
         for result in ["verified", "failed", "rolled_back"] {
             let _ = self.deployments.get_or_create(&EndpointResult {
-                endpoint: endpoint.into(),
+                endpoint: endpoint.to_owned().into(),
                 result,
             });
         }
         let _ = self.verification_failures.get_or_create(&EndpointLabel {
-            endpoint: endpoint.into(),
+            endpoint: endpoint.to_owned().into(),
         });
     }
 }
@@ -258,13 +259,13 @@ impl Deployer {
                 info!(deployment = d.id, endpoint = %job.endpoint.name, "deployment verified")
             }
             state => {
-                error!(deployment = d.id, endpoint = %job.endpoint.name, state, detail = %finished.detail, "deployment failed")
+                error!(deployment = d.id, endpoint = %job.endpoint.name, state, detail = %Visible(&finished.detail), "deployment failed")
             }
         }
         self.metrics
             .deployments
             .get_or_create(&EndpointResult {
-                endpoint: job.endpoint.name.clone(),
+                endpoint: job.endpoint.name.clone().into(),
                 result: finished.state,
             })
             .inc();
@@ -272,7 +273,7 @@ impl Deployer {
             self.metrics
                 .last_success
                 .get_or_create(&EndpointLabel {
-                    endpoint: job.endpoint.name.clone(),
+                    endpoint: job.endpoint.name.clone().into(),
                 })
                 .set(self.now() as f64);
         }
@@ -338,7 +339,7 @@ impl Deployer {
                 self.metrics
                     .verification_failures
                     .get_or_create(&EndpointLabel {
-                        endpoint: job.endpoint.name.clone(),
+                        endpoint: job.endpoint.name.clone().into(),
                     })
                     .inc();
                 format!(
@@ -381,12 +382,12 @@ impl Deployer {
             .metrics
             .rollbacks
             .get_or_create(&EndpointResult {
-                endpoint: job.endpoint.name.clone(),
+                endpoint: job.endpoint.name.clone().into(),
                 result: if rollback_ok { "restored" } else { "failed" },
             })
             .inc();
         if !rollback_ok {
-            error!(endpoint = %job.endpoint.name, rollback = %rollback, "rollback failed: the endpoint may be broken");
+            error!(endpoint = %job.endpoint.name, rollback = %Visible(&rollback), "rollback failed: the endpoint may be broken");
         }
         detail["rollback"] = rollback;
         let after = self.probe(&job.target).await;
@@ -456,23 +457,23 @@ impl Deployer {
         self.metrics
             .hook_seconds
             .get_or_create(&HookLabel {
-                hook: run.hook.clone(),
+                hook: run.hook.clone().into(),
             })
             .observe((t.load + t.instantiate + t.call).as_secs_f64());
         self.metrics
             .hook_runs
             .get_or_create(&HookRunLabels {
-                hook: run.hook.clone(),
+                hook: run.hook.clone().into(),
                 result: if run.outcome.is_ok() { "ok" } else { "failed" },
                 reason: run.reason(),
             })
             .inc();
         match &run.outcome {
             Ok(s) => {
-                info!(hook = %run.hook, endpoint = %job.endpoint.name, summary = %s, "hook succeeded")
+                info!(hook = %run.hook, endpoint = %job.endpoint.name, summary = %Visible(s), "hook succeeded")
             }
             Err(e) => {
-                warn!(hook = %run.hook, endpoint = %job.endpoint.name, error = %e, "hook failed")
+                warn!(hook = %run.hook, endpoint = %job.endpoint.name, error = %Visible(e), "hook failed")
             }
         }
         run

@@ -27,6 +27,7 @@ use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
 use crate::clock::Clock;
+use crate::escape::LabelValue;
 use crate::issuer::{AcmeSettings, CertificateSpec, Http01Responder, Issuer};
 use crate::schedule::Results;
 use crate::store::Store;
@@ -560,8 +561,9 @@ impl Collector for RemediationCollector {
                 MetricType::Gauge,
             )?;
             for (name, v) in &latest {
-                ConstGauge::new(v.not_after as f64)
-                    .encode(fam.encode_family(&[("certificate", name.as_str())])?)?;
+                ConstGauge::new(v.not_after as f64).encode(
+                    fam.encode_family(&[("certificate", LabelValue::from(name.as_str()))])?,
+                )?;
             }
             let mut fam = enc.encode_descriptor(
                 "certificate_renewal_timestamp_seconds",
@@ -573,8 +575,9 @@ impl Collector for RemediationCollector {
                 let t = v.renew_at.unwrap_or_else(|| {
                     renewal_time(v.not_before, v.not_after, desired.renew_fraction)
                 });
-                ConstGauge::new(t as f64)
-                    .encode(fam.encode_family(&[("certificate", name.as_str())])?)?;
+                ConstGauge::new(t as f64).encode(
+                    fam.encode_family(&[("certificate", LabelValue::from(name.as_str()))])?,
+                )?;
             }
         }
         let served: Vec<(String, String, (i64, i64))> = {
@@ -610,8 +613,8 @@ impl Collector for RemediationCollector {
                 for (endpoint, certificate, (start, end)) in &served {
                     let v = if pick == 0 { *start } else { *end };
                     ConstGauge::new(v as f64).encode(fam.encode_family(&[
-                        ("endpoint", endpoint.as_str()),
-                        ("certificate", certificate.as_str()),
+                        ("endpoint", LabelValue::from(endpoint.as_str())),
+                        ("certificate", LabelValue::from(certificate.as_str())),
                     ])?)?;
                 }
             }
@@ -627,8 +630,8 @@ impl Collector for RemediationCollector {
             )?;
             for (e, d) in &drifts {
                 let labels = [
-                    ("endpoint", e.name.as_str()),
-                    ("certificate", e.certificate.as_str()),
+                    ("endpoint", LabelValue::from(e.name.as_str())),
+                    ("certificate", LabelValue::from(e.certificate.as_str())),
                 ];
                 ConstGauge::new(i64::from(*d != Drift::InSync))
                     .encode(fam.encode_family(&labels)?)?;
@@ -642,9 +645,9 @@ impl Collector for RemediationCollector {
             for (e, d) in &drifts {
                 if let Some(reason) = d.reason() {
                     fam.encode_info(&[
-                        ("endpoint", e.name.as_str()),
-                        ("certificate", e.certificate.as_str()),
-                        ("reason", reason),
+                        ("endpoint", LabelValue::from(e.name.as_str())),
+                        ("certificate", LabelValue::from(e.certificate.as_str())),
+                        ("reason", LabelValue::from(reason)),
                     ])?;
                 }
             }

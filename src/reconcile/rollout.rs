@@ -11,6 +11,7 @@ use serde_json::json;
 use tracing::{error, info, warn};
 
 use super::{DeployJob, Desired, Drift, EndpointSpec, Reconciler, drift, unix};
+use crate::escape::LabelValue;
 use crate::store::Deployment;
 
 /// How soon to look again at an endpoint with a hook whose target has not been probed yet.
@@ -269,9 +270,10 @@ impl Reconciler {
                     .iter()
                     .filter(|d| d.endpoint == e.name && d.state == state)
                     .count();
-                ConstGauge::new(n as i64).encode(
-                    fam.encode_family(&[("endpoint", e.name.as_str()), ("state", state)])?,
-                )?;
+                ConstGauge::new(n as i64).encode(fam.encode_family(&[
+                    ("endpoint", LabelValue::from(e.name.as_str())),
+                    ("state", LabelValue::from(state)),
+                ])?)?;
             }
         }
         let waiting: Vec<(&str, i64)> = with_hooks
@@ -294,7 +296,7 @@ impl Reconciler {
             )?;
             for (endpoint, wait) in waiting {
                 ConstGauge::new(wait.max(0) as f64)
-                    .encode(fam.encode_family(&[("endpoint", endpoint)])?)?;
+                    .encode(fam.encode_family(&[("endpoint", LabelValue::from(endpoint))])?)?;
             }
         }
         let mut fam = enc.encode_descriptor(
@@ -313,8 +315,8 @@ impl Reconciler {
                 })
                 .is_some_and(|d| d.state != "verified");
             ConstGauge::new(i64::from(failed)).encode(fam.encode_family(&[
-                ("endpoint", e.name.as_str()),
-                ("certificate", e.certificate.as_str()),
+                ("endpoint", LabelValue::from(e.name.as_str())),
+                ("certificate", LabelValue::from(e.certificate.as_str())),
             ])?)?;
         }
         Ok(())

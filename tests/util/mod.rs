@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod appliance;
+pub mod exposition;
 pub mod hooks;
 pub mod http;
 pub mod pebble;
@@ -192,6 +193,12 @@ impl LeafSpec<'_> {
     /// Use this key instead of a fresh P-256 key.
     pub fn key(mut self, key: KeyPair) -> Self {
         self.key = Some(key);
+        self
+    }
+
+    /// This common name instead of the first name: any text, as a hostile server may send.
+    pub fn cn(mut self, cn: &str) -> Self {
+        self.cn = Some(cn.to_owned());
         self
     }
 
