@@ -382,7 +382,10 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 Ok(0)
             }
             Err(e) => {
-                eprint!("{e}");
+                // Problems quote the file (keys, values): shown visibly, never as raw escapes.
+                for line in e.to_string().lines() {
+                    eprintln!("{}", crate::escape::visible(line));
+                }
                 Ok(1)
             }
         },
