@@ -221,6 +221,21 @@ async fn exit_codes_follow_the_monitoring_plugin_convention() {
     assert_eq!(warn.code, 1);
     let v: Value = serde_json::from_str(&warn.stdout).unwrap();
     assert_eq!(v[0]["reason"], "cert_expiring");
+    // The same as a share of its 90-day lifetime: all of it left is still under 100%.
+    let share = f
+        .probe(&["-o", "json", "--warn", "95%", &f.good()], None)
+        .await;
+    assert_eq!(share.code, 1, "{}", share.stderr);
+    let v: Value = serde_json::from_str(&share.stdout).unwrap();
+    let detail = v[0]["checks"]["expiry"]["detail"].as_str().unwrap();
+    assert!(detail.contains("95% of its 90-day lifetime"), "{detail}");
+    let bad = f.probe(&["--warn", "5%", &f.good()], None).await;
+    assert_eq!(bad.code, 3);
+    assert!(
+        bad.stderr.contains("comes before the warning"),
+        "{}",
+        bad.stderr
+    );
     assert_eq!(
         f.probe(&["-o", "json", &f.good(), &f.expired()], None)
             .await

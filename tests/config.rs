@@ -27,7 +27,7 @@ fn invalid_configs_report_every_problem_with_file_line_and_key() {
         (
             "invalid-unknown-key.toml",
             &[
-                "invalid-unknown-key.toml:5: target[0].adress: unknown field `adress`, expected one of `address`, `profile`, `interval`, `timeout`, `server_name`, `connect_to`, `all_addresses`, `warn_days`, `crit_days`, `labels`; `address` is then missing (checking stopped here: fix this to see any further problems)",
+                "invalid-unknown-key.toml:5: target[0].adress: unknown field `adress`, expected one of `address`, `profile`, `interval`, `timeout`, `server_name`, `connect_to`, `all_addresses`, `warn_days`, `crit_days`, `warn`, `crit`, `labels`; `address` is then missing (checking stopped here: fix this to see any further problems)",
             ],
         ),
         (
@@ -44,7 +44,7 @@ fn invalid_configs_report_every_problem_with_file_line_and_key() {
                 "invalid-shape-many.toml:4: defualts: unknown field `defualts`, expected one of `server`, `defaults`, `targets_files`, `profiles_dir`, `target`, `profile`, `store`, `acme`, `certificate`, `endpoint`, `window`, `hook`, `deploy`",
                 "invalid-shape-many.toml:8: defaults.timeout: invalid type: integer `5`, expected a string",
                 "invalid-shape-many.toml:13: target[0].labels.team: invalid type: integer `1`, expected a string",
-                "invalid-shape-many.toml:14: target[0].profil: unknown field `profil`, expected one of `address`, `profile`, `interval`, `timeout`, `server_name`, `connect_to`, `all_addresses`, `warn_days`, `crit_days`, `labels`",
+                "invalid-shape-many.toml:14: target[0].profil: unknown field `profil`, expected one of `address`, `profile`, `interval`, `timeout`, `server_name`, `connect_to`, `all_addresses`, `warn_days`, `crit_days`, `warn`, `crit`, `labels`",
                 r#"invalid-shape-many.toml:17: target[1].address: invalid target "www.example.org:99999": "99999" is not a port (1-65535)"#,
             ],
         ),
@@ -88,7 +88,7 @@ fn invalid_configs_report_every_problem_with_file_line_and_key() {
                 "invalid-many.toml:5: server.web.basic_auth_users.admin: must be a bcrypt hash ($2b$...), never a plain password",
                 r#"invalid-many.toml:8: defaults.interval: "soon": expected number at 0 (use e.g. 500ms, 10s, 5m)"#,
                 "invalid-many.toml:9: defaults.concurrency: must be between 1 and 100000",
-                "invalid-many.toml:10: defaults.crit_days: 30 must be between 0 and warn_days (21)",
+                "invalid-many.toml:10: defaults.crit_days: the critical threshold 30d comes before the warning threshold 21d,33.3% for a 398-day certificate (30.0 > 21.0 days left)",
                 r#"invalid-many.toml:13: target[0].address: invalid target "www.example.org:99999": "99999" is not a port (1-65535)"#,
                 r#"invalid-many.toml:17: target[1].labels: "target" is reserved by tlsward"#,
                 r#"invalid-many.toml:17: target[1].labels: "team-name" is not a valid Prometheus label name"#,
@@ -148,7 +148,10 @@ fn a_valid_config_becomes_module_settings() {
     assert_eq!(mx.prober.module().protocol, tlsward::probe::Protocol::Smtp);
     assert_eq!(mx.prober.module().timeout.as_secs(), 5);
     // The defaults' warn_days (30.5) win over the profile's own (10).
-    assert_eq!(mx.prober.module().policy.warn_days(), 30.5);
+    assert_eq!(
+        mx.prober.module().policy.warn(),
+        tlsward::cert::Threshold::days(30.5)
+    );
     let v6 = &config.targets[1];
     assert!(v6.all_addresses);
     assert_eq!(v6.target.server_name.as_deref(), Some("v6.example.org"));

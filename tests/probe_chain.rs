@@ -408,3 +408,84 @@ async fn sessions_are_never_resumed() {
         assert_eq!(facts(&r).chain.len(), 1);
     }
 }
+
+/// Expiry thresholds follow the certificate's lifetime by default (warning at a third left,
+/// critical at a sixth, never later than 21 and 7 days): a fresh 6-day certificate is fine,
+/// a 47-day one warns only past its renewal point, and long ones keep the fixed days. Each
+/// certificate is served once and probed at several moments of its life by moving the clock.
+#[tokio::test]
+async fn expiry_thresholds_follow_the_lifetime_of_6_47_90_and_398_day_certificates() {
+    let root = TestCa::root("Test Root");
+    // (lifetime, [(days left, expected status)])
+    let cases: &[(f64, &[(f64, Status)])] = &[
+        (
+            6.0,
+            &[
+                (5.9, Status::Ok),
+                (2.1, Status::Ok),
+                (1.9, Status::Warning),
+                (0.9, Status::Critical),
+            ],
+        ),
+        (
+            47.0,
+            &[
+                (40.0, Status::Ok),
+                (16.0, Status::Ok),
+                (15.0, Status::Warning),
+                (7.5, Status::Warning),
+                (6.5, Status::Critical),
+            ],
+        ),
+        (
+            90.0,
+            &[
+                (80.0, Status::Ok),
+                (22.0, Status::Ok),
+                (20.0, Status::Warning),
+                (6.5, Status::Critical),
+            ],
+        ),
+        (
+            398.0,
+            &[
+                (300.0, Status::Ok),
+                (22.0, Status::Ok),
+                (20.0, Status::Warning),
+                (6.5, Status::Critical),
+            ],
+        ),
+    ];
+    for (lifetime, points) in cases {
+        let name = format!("life{lifetime}.test");
+        let leaf = root.leaf(&[&name]).valid(0.0, *lifetime).build();
+        let server = serve(&leaf).await;
+        for (left, want) in *points {
+            let mut module = Module::new(Arc::new(root.trust()));
+            module.timeout = Duration::from_secs(5);
+            let mut target: Target = format!("{name}:{}", server.addr.port()).parse().unwrap();
+            target.connect_to = vec![server.addr];
+            let at = test_time() + Duration::from_secs_f64((lifetime - left) * 86_400.0);
+            let r = Prober::new(module).probe(&target, &TestClock::at(at)).await;
+            assert_eq!(
+                r.status(),
+                *want,
+                "{lifetime}-day certificate with {left} days left: {:?}",
+                r.error()
+            );
+            let detail = facts(&r)
+                .check(CheckKind::Expiry)
+                .and_then(|c| c.detail.clone())
+                .unwrap_or_default();
+            if *lifetime == 47.0 && *want == Status::Warning {
+                assert!(
+                    detail.contains("warning below 15.7 days, 33.3% of its 47-day lifetime"),
+                    "{detail}"
+                );
+            }
+            if *lifetime == 398.0 && *want == Status::Critical {
+                assert!(detail.contains("critical below 7 days"), "{detail}");
+            }
+        }
+    }
+}

@@ -19,7 +19,10 @@ use std::time::SystemTime;
 pub use checks::{Check, CheckKind, Finding, Reason, Severity, Status};
 pub use facts::{CertFacts, Curve, KeyKind, sha256_hex};
 pub use ocsp::{OcspCertStatus, OcspStaple};
-pub use policy::{DEFAULT_CRIT_DAYS, DEFAULT_WARN_DAYS, MIN_RSA_BITS, Policy, max_validity_days};
+pub use policy::{
+    DEFAULT_CRIT_DAYS, DEFAULT_CRIT_FRACTION, DEFAULT_WARN_DAYS, DEFAULT_WARN_FRACTION,
+    MIN_RSA_BITS, Policy, Threshold, max_validity_days,
+};
 pub use rustls_pki_types::{CertificateDer, ServerName};
 use time::OffsetDateTime;
 pub use trust::{Origin, TrustStore};
@@ -172,21 +175,21 @@ fn check_expiry(leaf: &CertFacts, policy: &Policy, now: OffsetDateTime) -> Check
         );
     }
     let detail = format!("expires in {days:.1} days, at {}", rfc3339(leaf.not_after));
-    if days < policy.crit_days() {
-        let crit = policy.crit_days();
+    let lifetime = (leaf.not_after - leaf.not_before).as_seconds_f64() / 86_400.0;
+    let (warn, crit) = policy.thresholds_at(lifetime);
+    if days < crit {
         Check::fail(
             kind,
             Severity::Critical,
             Reason::CertExpiring,
-            format!("{detail} (critical below {crit} days)"),
+            format!("{detail} ({})", policy.describe(true, lifetime)),
         )
-    } else if days < policy.warn_days() {
-        let warn = policy.warn_days();
+    } else if days < warn {
         Check::fail(
             kind,
             Severity::Warning,
             Reason::CertExpiring,
-            format!("{detail} (warning below {warn} days)"),
+            format!("{detail} ({})", policy.describe(false, lifetime)),
         )
     } else {
         Check::pass(kind, detail)

@@ -255,12 +255,21 @@ pub struct CheckConfigArgs {
 /// Options shared by `probe` and `verify`.
 #[derive(Debug, Clone, Args)]
 pub struct CheckArgs {
-    /// Days before expiry that warn (fractional allowed).
-    #[arg(long, value_name = "DAYS", default_value_t = crate::cert::DEFAULT_WARN_DAYS)]
-    pub warn_days: f64,
-    /// Days before expiry that are critical (fractional allowed).
-    #[arg(long, value_name = "DAYS", default_value_t = crate::cert::DEFAULT_CRIT_DAYS)]
-    pub crit_days: f64,
+    /// When a leaf turns warning: days left (`21d`), a share of its lifetime left (`33%`),
+    /// or both (`21d,33%`: whichever comes first in its life). Default: 21d,33.3%, so a
+    /// 6-day certificate warns at 2 days left and a 398-day one at 21.
+    #[arg(long, value_name = "THRESHOLD", conflicts_with = "warn_days")]
+    pub warn: Option<crate::cert::Threshold>,
+    /// When a leaf turns critical, written like --warn. Default: 7d,16.7%.
+    #[arg(long, value_name = "THRESHOLD", conflicts_with = "crit_days")]
+    pub crit: Option<crate::cert::Threshold>,
+    /// Days before expiry that warn, whatever the lifetime (fractional allowed); the same as
+    /// --warn DAYSd.
+    #[arg(long, value_name = "DAYS")]
+    pub warn_days: Option<f64>,
+    /// Days before expiry that are critical, whatever the lifetime; the same as --crit DAYSd.
+    #[arg(long, value_name = "DAYS")]
+    pub crit_days: Option<f64>,
     /// Trust the certificates in this PEM bundle (repeatable), in addition to the system's
     /// roots unless --no-system-roots is given.
     #[arg(long = "ca-file", value_name = "FILE")]
@@ -394,19 +403,28 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
 
 impl CheckArgs {
     fn policy(&self) -> anyhow::Result<crate::cert::Policy> {
-        anyhow::ensure!(
-            self.warn_days.is_finite() && self.crit_days.is_finite() && self.crit_days >= 0.0,
-            "--warn-days and --crit-days must be non-negative numbers"
-        );
-        anyhow::ensure!(
-            self.crit_days <= self.warn_days,
-            "--crit-days ({}) must not exceed --warn-days ({})",
-            self.crit_days,
-            self.warn_days
-        );
-        Ok(crate::cert::Policy::new()
-            .with_warn_days(self.warn_days)
-            .with_crit_days(self.crit_days))
+        use crate::cert::Threshold;
+        let days = |d: Option<f64>, flag: &str| -> anyhow::Result<Option<Threshold>> {
+            d.map(|d| {
+                anyhow::ensure!(
+                    d.is_finite() && (0.0..=3650.0).contains(&d),
+                    "{flag} must be a number of days between 0 and 3650"
+                );
+                Ok(Threshold::days(d))
+            })
+            .transpose()
+        };
+        let mut policy = crate::cert::Policy::new();
+        if let Some(t) = self.warn.or(days(self.warn_days, "--warn-days")?) {
+            policy = policy.with_warn(t);
+        }
+        if let Some(t) = self.crit.or(days(self.crit_days, "--crit-days")?) {
+            policy = policy.with_crit(t);
+        }
+        policy
+            .check()
+            .map_err(|e| anyhow::anyhow!("--crit/--warn: {e}"))?;
+        Ok(policy)
     }
 
     fn trust(&self) -> anyhow::Result<crate::cert::TrustStore> {

@@ -172,6 +172,10 @@ pub(super) struct RawDefaults {
     pub(super) timeout: Option<Spanned<String>>,
     pub(super) warn_days: Option<Spanned<f64>>,
     pub(super) crit_days: Option<Spanned<f64>>,
+    /// `21d`, `33%` or `21d,33%`; instead of `warn_days`.
+    pub(super) warn: Option<Spanned<String>>,
+    /// Like `warn`; instead of `crit_days`.
+    pub(super) crit: Option<Spanned<String>>,
     pub(super) concurrency: Option<Spanned<i64>>,
     pub(super) profile: Option<Spanned<String>>,
 }
@@ -191,6 +195,10 @@ pub(super) struct RawTarget {
     pub(super) all_addresses: Option<Spanned<bool>>,
     pub(super) warn_days: Option<Spanned<f64>>,
     pub(super) crit_days: Option<Spanned<f64>>,
+    /// `21d`, `33%` or `21d,33%`; instead of `warn_days`.
+    pub(super) warn: Option<Spanned<String>>,
+    /// Like `warn`; instead of `crit_days`.
+    pub(super) crit: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) labels: BTreeMap<String, Spanned<String>>,
 }
@@ -208,6 +216,10 @@ pub(super) struct RawProfile {
     pub(super) timeout: Option<Spanned<String>>,
     pub(super) warn_days: Option<Spanned<f64>>,
     pub(super) crit_days: Option<Spanned<f64>>,
+    /// `21d`, `33%` or `21d,33%`; instead of `warn_days`.
+    pub(super) warn: Option<Spanned<String>>,
+    /// Like `warn`; instead of `crit_days`.
+    pub(super) crit: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) ca_files: Vec<Spanned<String>>,
     pub(super) system_roots: Option<bool>,

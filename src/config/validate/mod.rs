@@ -18,7 +18,7 @@ use super::{
     Config, ConfigError, DEFAULT_CONCURRENCY, DEFAULT_INTERVAL, DEFAULT_LISTEN,
     RemediationSettings, SHIPPED_PROFILES, StoreSettings, base_dir,
 };
-use crate::cert::{DEFAULT_CRIT_DAYS, DEFAULT_WARN_DAYS, Policy, TrustStore};
+use crate::cert::{Policy, Threshold, TrustStore};
 use crate::exporter::WebConfig;
 use crate::issuer::{
     AcmeSettings, CertificateSpec, ChallengeKind, Dns01, KeyType, Rfc2136Settings,
@@ -130,6 +130,32 @@ impl<'a> Problems<'a> {
     }
 }
 
+/// Probers are shared between targets with equal settings: profile, timeout, thresholds.
+type ProberKey = (String, Duration, (u64, u64), (u64, u64));
+
+/// Where a table's expiry thresholds are written, for a problem with their combination.
+fn thresholds_span(
+    crit: &Option<Spanned<String>>,
+    crit_days: &Option<Spanned<f64>>,
+    warn: &Option<Spanned<String>>,
+    warn_days: &Option<Spanned<f64>>,
+) -> Option<Range<usize>> {
+    crit.as_ref()
+        .map(Spanned::span)
+        .or_else(|| crit_days.as_ref().map(Spanned::span))
+        .or_else(|| warn.as_ref().map(Spanned::span))
+        .or_else(|| warn_days.as_ref().map(Spanned::span))
+}
+
+/// `{table}.crit` when written so, else `{table}.crit_days` (the older key).
+fn crit_key(table: &str, crit: &Option<Spanned<String>>) -> String {
+    if crit.is_some() {
+        format!("{table}.crit")
+    } else {
+        format!("{table}.crit_days")
+    }
+}
+
 /// A profile after validation: what a prober for it needs, before per-target overrides.
 struct Profile {
     module: Module,
@@ -148,15 +174,11 @@ impl Validator<'_, '_> {
             .duration(d.interval.as_ref(), "defaults.interval")
             .unwrap_or(DEFAULT_INTERVAL);
         let timeout = self.duration(d.timeout.as_ref(), "defaults.timeout");
-        let mut warn = d.warn_days.as_ref().map(|v| *v.get_ref());
-        let mut crit = d.crit_days.as_ref().map(|v| *v.get_ref());
-        let span = d
-            .crit_days
-            .as_ref()
-            .or(d.warn_days.as_ref())
-            .map(Spanned::span);
+        let mut warn = self.threshold(d.warn.as_ref(), d.warn_days.as_ref(), "defaults.warn");
+        let mut crit = self.threshold(d.crit.as_ref(), d.crit_days.as_ref(), "defaults.crit");
+        let span = thresholds_span(&d.crit, &d.crit_days, &d.warn, &d.warn_days);
         if self
-            .policy(warn, crit, span, "defaults.crit_days")
+            .policy(warn, crit, span, &crit_key("defaults", &d.crit))
             .is_none()
         {
             (warn, crit) = (None, None);
@@ -209,7 +231,7 @@ impl Validator<'_, '_> {
         );
         let web = self.web(&raw);
 
-        let mut probers: HashMap<(String, Duration, u64, u64), Arc<Prober>> = HashMap::new();
+        let mut probers: HashMap<ProberKey, Arc<Prober>> = HashMap::new();
         let mut targets = Vec::new();
         let mut seen: HashMap<(String, String), usize> = HashMap::new();
         let defaults = Defaults {
@@ -271,16 +293,22 @@ impl Validator<'_, '_> {
             let timeout = self
                 .duration(t.timeout.as_ref(), &format!("{key}.timeout"))
                 .or(timeout);
-            let mut warn = t.warn_days.as_ref().map(|v| *v.get_ref()).or(warn);
-            let mut crit = t.crit_days.as_ref().map(|v| *v.get_ref()).or(crit);
-            if t.warn_days.is_some() || t.crit_days.is_some() {
-                let span = t
-                    .crit_days
-                    .as_ref()
-                    .or(t.warn_days.as_ref())
-                    .map(Spanned::span);
+            let own_warn = self.threshold(
+                t.warn.as_ref(),
+                t.warn_days.as_ref(),
+                &format!("{key}.warn"),
+            );
+            let own_crit = self.threshold(
+                t.crit.as_ref(),
+                t.crit_days.as_ref(),
+                &format!("{key}.crit"),
+            );
+            let mut warn = own_warn.or(warn);
+            let mut crit = own_crit.or(crit);
+            if own_warn.is_some() || own_crit.is_some() {
+                let span = thresholds_span(&t.crit, &t.crit_days, &t.warn, &t.warn_days);
                 if self
-                    .policy(warn, crit, span, &format!("{key}.crit_days"))
+                    .policy(warn, crit, span, &crit_key(&key, &t.crit))
                     .is_none()
                 {
                     continue;
@@ -288,8 +316,8 @@ impl Validator<'_, '_> {
             }
             if let Some(p) = profiles.get(&profile) {
                 // A profile's own thresholds apply unless the target or defaults set them.
-                warn = warn.or(Some(p.module.policy.warn_days()));
-                crit = crit.or(Some(p.module.policy.crit_days()));
+                warn = warn.or(Some(p.module.policy.warn()));
+                crit = crit.or(Some(p.module.policy.crit()));
             }
             let mut labels = Vec::new();
             for (name, value) in &t.labels {
@@ -528,14 +556,20 @@ impl Validator<'_, '_> {
         let timeout = self
             .duration(rp.timeout.as_ref(), &format!("{key}.timeout"))
             .unwrap_or(crate::probe::DEFAULT_TIMEOUT);
+        let warn = self.threshold(
+            rp.warn.as_ref(),
+            rp.warn_days.as_ref(),
+            &format!("{key}.warn"),
+        );
+        let crit = self.threshold(
+            rp.crit.as_ref(),
+            rp.crit_days.as_ref(),
+            &format!("{key}.crit"),
+        );
         let policy = self.policy(
-            rp.warn_days.as_ref().map(|v| *v.get_ref()),
-            rp.crit_days.as_ref().map(|v| *v.get_ref()),
-            rp.warn_days
-                .as_ref()
-                .or(rp.crit_days.as_ref())
-                .map(Spanned::span)
-                .or(span),
+            warn,
+            crit,
+            thresholds_span(&rp.crit, &rp.crit_days, &rp.warn, &rp.warn_days).or(span),
             key,
         )?;
         Some(Profile {
@@ -552,51 +586,88 @@ impl Validator<'_, '_> {
 
     fn policy(
         &mut self,
-        warn: Option<f64>,
-        crit: Option<f64>,
+        warn: Option<Threshold>,
+        crit: Option<Threshold>,
         span: Option<Range<usize>>,
         key: &str,
     ) -> Option<Policy> {
-        let warn = warn.unwrap_or(DEFAULT_WARN_DAYS);
-        let crit = crit.unwrap_or(DEFAULT_CRIT_DAYS);
-        if !(warn.is_finite() && crit.is_finite() && crit >= 0.0 && crit <= warn) {
-            self.p.add(
-                span,
-                key,
-                format!("{crit} must be between 0 and warn_days ({warn})"),
-            );
+        let mut policy = Policy::new();
+        if let Some(w) = warn {
+            policy = policy.with_warn(w);
+        }
+        if let Some(c) = crit {
+            policy = policy.with_crit(c);
+        }
+        if let Err(e) = policy.check() {
+            self.p.add(span, key, e);
             return None;
         }
-        Some(Policy::new().with_warn_days(warn).with_crit_days(crit))
+        Some(policy)
+    }
+
+    /// `warn = "21d,33%"` or `warn_days = 21` (`which` is `defaults.warn`, `target[2].crit`...).
+    fn threshold(
+        &mut self,
+        text: Option<&Spanned<String>>,
+        days: Option<&Spanned<f64>>,
+        which: &str,
+    ) -> Option<Threshold> {
+        match (text, days) {
+            (Some(t), Some(_)) => {
+                self.p
+                    .at(t, which, format!("use {which} or {which}_days, not both"));
+                None
+            }
+            (Some(t), None) => t
+                .get_ref()
+                .parse::<Threshold>()
+                .map_err(|e| self.p.at(t, which, e))
+                .ok(),
+            (None, Some(d)) => {
+                let v = *d.get_ref();
+                if v.is_finite() && (0.0..=3650.0).contains(&v) {
+                    Some(Threshold::days(v))
+                } else {
+                    self.p.at(
+                        d,
+                        &format!("{which}_days"),
+                        "must be a number of days between 0 and 3650",
+                    );
+                    None
+                }
+            }
+            (None, None) => None,
+        }
     }
 
     /// The prober for a profile with per-target overrides, shared between equal settings.
     #[allow(clippy::too_many_arguments)]
     fn prober(
         &mut self,
-        cache: &mut HashMap<(String, Duration, u64, u64), Arc<Prober>>,
+        cache: &mut HashMap<ProberKey, Arc<Prober>>,
         profiles: &BTreeMap<String, Profile>,
         name: &str,
         timeout: Option<Duration>,
-        warn: Option<f64>,
-        crit: Option<f64>,
+        warn: Option<Threshold>,
+        crit: Option<Threshold>,
     ) -> Option<Arc<Prober>> {
         let base = &profiles.get(name)?.module;
         let timeout = timeout.unwrap_or(base.timeout);
-        let warn = warn.unwrap_or(base.policy.warn_days());
-        let crit = crit.unwrap_or(base.policy.crit_days());
+        let warn = warn.unwrap_or(base.policy.warn());
+        let crit = crit.unwrap_or(base.policy.crit());
         // Thresholds were validated where they were written; an inconsistent mix of a
         // profile's and a target's values falls back to the profile's.
-        let policy = if crit <= warn {
-            Policy::new().with_warn_days(warn).with_crit_days(crit)
+        let policy = Policy::new().with_warn(warn).with_crit(crit);
+        let policy = if policy.check().is_ok() {
+            policy
         } else {
             base.policy
         };
         let key = (
             name.to_owned(),
             timeout,
-            policy.warn_days().to_bits(),
-            policy.crit_days().to_bits(),
+            policy.warn().key(),
+            policy.crit().key(),
         );
         let prober = cache.entry(key).or_insert_with(|| {
             let mut module = base.clone();
@@ -613,7 +684,7 @@ impl Validator<'_, '_> {
         pattern: &Spanned<String>,
         d: &Defaults,
         profiles: &BTreeMap<String, Profile>,
-        probers: &mut HashMap<(String, Duration, u64, u64), Arc<Prober>>,
+        probers: &mut HashMap<ProberKey, Arc<Prober>>,
         seen: &mut HashMap<(String, String), usize>,
         targets: &mut Vec<TargetSpec>,
     ) {
@@ -751,8 +822,8 @@ impl Validator<'_, '_> {
 struct Defaults {
     interval: Duration,
     timeout: Option<Duration>,
-    warn: Option<f64>,
-    crit: Option<f64>,
+    warn: Option<Threshold>,
+    crit: Option<Threshold>,
     profile: String,
 }
 
