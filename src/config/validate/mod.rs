@@ -2,6 +2,7 @@
 
 mod hooks;
 mod remediation;
+mod server;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -197,6 +198,8 @@ impl Validator<'_, '_> {
             |s| self.base.join(s.get_ref()),
         );
         let web = self.web(&raw);
+        let http_limits = self.http_limits(&raw.server);
+        let probe_targets = self.probe_targets(&raw.server);
 
         let mut probers: HashMap<(String, Duration, u64, u64), Arc<Prober>> = HashMap::new();
         let mut targets = Vec::new();
@@ -351,6 +354,8 @@ impl Validator<'_, '_> {
             listen: listen?,
             state_dir,
             web: web?,
+            http_limits,
+            probe_targets,
             concurrency,
             targets,
             profiles: by_name,
