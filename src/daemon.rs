@@ -361,7 +361,9 @@ fn reload(
             *state.web.write().unwrap_or_else(PoisonError::into_inner) =
                 Arc::new(config.web.clone());
             if config.http_limits != started {
-                warn!("server.max_connections, header_timeout and idle_timeout changes take effect at the next start");
+                warn!(
+                    "server.max_connections, header_timeout and idle_timeout changes take effect at the next start"
+                );
             }
             scheduler.apply(
                 config.targets,

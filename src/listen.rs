@@ -52,6 +52,8 @@ const MAX_HEAD_BYTES: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
 /// Connections told to make room may linger this many beyond the cap until their task ends.
 const EVICTION_SLACK: usize = 32;
+/// How long to wait for an evicted connection to close before looking again.
+const DRAIN_WAIT: Duration = Duration::from_millis(100);
 /// At most one warning about a full cap (or failing accepts) per this interval.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
@@ -263,6 +265,18 @@ struct Table {
     cap: usize,
     next_id: AtomicU64,
     slots: Mutex<HashMap<u64, Arc<Slot>>>,
+    /// Notified when a connection gives its slot back.
+    released: Notify,
+}
+
+/// The answer to a new connection.
+enum Admission {
+    /// It has a slot.
+    Admitted(Admitted),
+    /// Every slot is answering a request: close it at once.
+    Full,
+    /// Connections evicted to make room are still closing: wait for one to finish.
+    Draining,
 }
 
 /// A connection's place in the table, given back when dropped.
@@ -279,6 +293,7 @@ impl Drop for Admitted {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&self.id);
+        self.table.released.notify_one();
     }
 }
 
@@ -288,32 +303,35 @@ impl Table {
             cap: cap.max(1),
             next_id: AtomicU64::new(0),
             slots: Mutex::new(HashMap::new()),
+            released: Notify::new(),
         }
     }
 
-    /// A slot for a new connection, making room by evicting when the cap is reached;
-    /// `None` when every slot is answering a request.
-    fn admit(self: &Arc<Self>, now: Instant) -> Option<Admitted> {
+    /// A slot for a new connection, making room by evicting when the cap is reached.
+    fn admit(self: &Arc<Self>, now: Instant) -> Admission {
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         let live = slots
             .values()
             .filter(|s| s.phase() != Phase::Evicted)
             .count();
         if live >= self.cap {
-            if slots.len() >= self.cap + EVICTION_SLACK {
-                return None;
-            }
             let victim = slots
                 .values()
                 .filter_map(|s| s.eviction_rank().map(|rank| (rank, s)))
                 .min_by_key(|(rank, _)| *rank)
-                .map(|(_, s)| s.clone())?;
-            victim.set(|_| Phase::Evicted);
+                .map(|(_, s)| s.clone());
+            match victim {
+                None => return Admission::Full,
+                Some(_) if slots.len() >= self.cap + EVICTION_SLACK => {
+                    return Admission::Draining;
+                }
+                Some(victim) => victim.set(|_| Phase::Evicted),
+            }
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let slot = Arc::new(Slot::new(now));
         slots.insert(id, slot.clone());
-        Some(Admitted {
+        Admission::Admitted(Admitted {
             table: self.clone(),
             id,
             slot,
@@ -386,7 +404,18 @@ pub async fn serve<H, F>(
                 }
             },
         };
-        let Some(admitted) = table.admit(Instant::now()) else {
+        let admitted = loop {
+            match table.admit(Instant::now()) {
+                Admission::Admitted(a) => break Some(a),
+                Admission::Full => break None,
+                // Not accepting more until one closes keeps the descriptors bounded; the
+                // kernel's backlog holds new connections meanwhile.
+                Admission::Draining => {
+                    let _ = tokio::time::timeout(DRAIN_WAIT, table.released.notified()).await;
+                }
+            }
+        };
+        let Some(admitted) = admitted else {
             if let Some(n) = full.due() {
                 warn!(%peer, max_connections = limits.max_connections, refused = n, "every connection slot is answering a request; closing new connections at once");
             }
@@ -407,11 +436,7 @@ pub async fn serve<H, F>(
 }
 
 /// Runs `conn` until it ends (`None`) or its phase's deadline passes (why it was closed).
-async fn supervise(
-    slot: &Slot,
-    limits: &Limits,
-    conn: impl Future<Output = ()>,
-) -> Option<Closed> {
+async fn supervise(slot: &Slot, limits: &Limits, conn: impl Future<Output = ()>) -> Option<Closed> {
     tokio::pin!(conn);
     loop {
         let until = match slot.phase().deadline(limits) {
@@ -604,7 +629,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -643,9 +667,14 @@ mod tests {
         let table = Arc::new(Table::new(3));
         let t = Instant::now();
         let at = |s: u64| t + Duration::from_secs(s);
-        let served = table.admit(at(0)).unwrap();
-        let busy = table.admit(at(1)).unwrap();
-        let fresh = table.admit(at(2)).unwrap();
+        let admit = |now| match table.admit(now) {
+            Admission::Admitted(a) => a,
+            Admission::Full => panic!("full"),
+            Admission::Draining => panic!("draining"),
+        };
+        let served = admit(at(0));
+        let busy = admit(at(1));
+        let fresh = admit(at(2));
         // `served` answered a request and is idle again; `busy` is answering one now.
         drop(BusyGuard::start(served.slot.clone()));
         let _answering = BusyGuard::start(busy.slot.clone());
@@ -653,40 +682,65 @@ mod tests {
 
         // Full: the connection that never completed a request makes room first, although
         // the served one has waited longer.
-        let newest = table.admit(at(3)).unwrap();
+        let newest = admit(at(3));
         assert_eq!(fresh.slot.phase(), Phase::Evicted);
         assert!(matches!(served.slot.phase(), Phase::Idle(_)));
-        assert_eq!(table.len(), 4, "the evicted one lingers until its task ends");
+        assert_eq!(
+            table.len(),
+            4,
+            "the evicted one lingers until its task ends"
+        );
         drop(fresh);
         assert_eq!(table.len(), 3);
 
         // Then the never-served newest, then the served one; the busy one never.
-        let _a = table.admit(at(4)).unwrap();
+        let _a = admit(at(4));
         assert_eq!(newest.slot.phase(), Phase::Evicted);
         drop(newest);
-        let b = table.admit(at(5)).unwrap();
+        let b = admit(at(5));
         assert_eq!(_a.slot.phase(), Phase::Evicted);
         drop(_a);
         let _busy_b = BusyGuard::start(b.slot.clone());
-        let c = table.admit(at(6)).unwrap();
+        let c = admit(at(6));
         assert_eq!(served.slot.phase(), Phase::Evicted);
         drop(served);
         let _busy_c = BusyGuard::start(c.slot.clone());
         assert_eq!(busy.slot.phase(), Phase::Busy);
         // Every slot is answering a request: a new connection gets none.
-        assert!(table.admit(at(7)).is_none());
+        assert!(matches!(table.admit(at(7)), Admission::Full));
         assert_eq!(table.len(), 3);
+    }
+
+    #[test]
+    fn evictions_still_closing_are_bounded() {
+        let table = Arc::new(Table::new(1));
+        let mut lingering = Vec::new();
+        // Each admission evicts the previous connection, whose task has not ended yet.
+        for _ in 0..=EVICTION_SLACK {
+            match table.admit(Instant::now()) {
+                Admission::Admitted(a) => lingering.push(a),
+                _ => panic!("room while fewer than the slack are closing"),
+            }
+        }
+        assert!(matches!(table.admit(Instant::now()), Admission::Draining));
+        lingering.remove(0);
+        assert!(matches!(
+            table.admit(Instant::now()),
+            Admission::Admitted(_)
+        ));
     }
 
     #[test]
     fn evicted_connections_stay_evicted_and_bytes_start_a_head() {
         let table = Arc::new(Table::new(1));
-        let first = table.admit(Instant::now()).unwrap();
+        let Admission::Admitted(first) = table.admit(Instant::now()) else {
+            panic!("an empty table has room");
+        };
         drop(BusyGuard::start(first.slot.clone()));
         assert!(matches!(first.slot.phase(), Phase::Idle(_)));
         first.slot.bytes_arrived();
         assert!(matches!(first.slot.phase(), Phase::Head(_)));
-        let _second = table.admit(Instant::now()).unwrap();
+        let _second = table.admit(Instant::now());
         assert_eq!(first.slot.phase(), Phase::Evicted);
         // A request that starts on an evicted connection does not save it.
         drop(BusyGuard::start(first.slot.clone()));
@@ -700,12 +754,10 @@ mod tests {
         let (ours, theirs) = tokio::io::duplex(64);
         let mut tracked = Tracked::new(ours, slot.clone(), Duration::from_millis(200));
         // Nobody reads: the write stalls once 64 bytes are buffered, and then fails.
-        let stalled = tokio::time::timeout(
-            Duration::from_secs(60),
-            tracked.write_all(&[b'x'; 4096]),
-        )
-        .await
-        .expect("the stall limit ends the write, not the test's deadline");
+        let stalled =
+            tokio::time::timeout(Duration::from_secs(60), tracked.write_all(&[b'x'; 4096]))
+                .await
+                .expect("the stall limit ends the write, not the test's deadline");
         assert_eq!(stalled.unwrap_err().kind(), io::ErrorKind::TimedOut);
         drop(theirs);
 

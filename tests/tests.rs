@@ -21,6 +21,10 @@ mod probe_starttls;
 // `tlsward serve`: scheduled probes, HTTP endpoints, reloads, web protection.
 mod serve;
 
+// `tlsward serve` against hostile HTTP clients: slowloris, connection floods, password
+// floods, /probe access control, hostile scrape-timeout headers.
+mod serve_hardening;
+
 // The config file: validation messages, shipped profiles, the example.
 mod config;
 

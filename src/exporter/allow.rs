@@ -97,7 +97,10 @@ impl fmt::Display for Refusal {
             Self::Name => f.write_str("the name matches no name pattern"),
             Self::Address(ip) => write!(f, "the address {ip} is in no CIDR of the list"),
             Self::ResolvesOutside(ip) => {
-                write!(f, "the name resolves to {ip}, which is in no CIDR of the list")
+                write!(
+                    f,
+                    "the name resolves to {ip}, which is in no CIDR of the list"
+                )
             }
         }
     }
@@ -195,7 +198,11 @@ fn parse_entry(entry: &str) -> Result<Rule, String> {
         }
         return Ok(Rule::Net(net));
     }
-    if let Ok(ip) = s.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+    if let Ok(ip) = s
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
         let ip = canonical(ip);
         return Ok(Rule::Net(IpNet::from(ip)));
     }
@@ -269,11 +276,7 @@ mod tests {
             ("www.exact.example.com", 443, false),
         ];
         for (n, port, ok) in table {
-            assert_eq!(
-                l.check_request(&name(n), *port).is_ok(),
-                *ok,
-                "{n}:{port}"
-            );
+            assert_eq!(l.check_request(&name(n), *port).is_ok(), *ok, "{n}:{port}");
         }
         // No CIDR: IP literals are refused and names are not resolved for checking.
         assert_eq!(
@@ -320,10 +323,17 @@ mod tests {
 
     #[test]
     fn bad_entries_are_each_reported() {
-        let bad: Vec<String> = ["10.0.0.1/8", "10.0.0.0/33", "a.*.org", "www.example.org:0", "not a name", "*"]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
+        let bad: Vec<String> = [
+            "10.0.0.1/8",
+            "10.0.0.0/33",
+            "a.*.org",
+            "www.example.org:0",
+            "not a name",
+            "*",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
         assert_eq!(
             Allowlist::parse(&bad).unwrap_err(),
             [

@@ -49,9 +49,7 @@ enum Credentials {
 /// Parses an `Authorization` value. Scheme names are case-insensitive (RFC 9110 §11.1).
 fn parse(value: &str) -> Credentials {
     let value = value.trim_start();
-    let (scheme, rest) = value
-        .split_once([' ', '\t'])
-        .unwrap_or((value, ""));
+    let (scheme, rest) = value.split_once([' ', '\t']).unwrap_or((value, ""));
     let rest = rest.trim();
     if scheme.eq_ignore_ascii_case("bearer") {
         return Credentials::Bearer(rest.to_owned());
@@ -76,7 +74,10 @@ fn parse(value: &str) -> Credentials {
 
 /// The bcrypt cost written in a hash (`$2b$12$...`).
 fn cost(hash: &str) -> Option<u32> {
-    hash.get(4..6)?.parse().ok().filter(|c| (4..=31).contains(c))
+    hash.get(4..6)?
+        .parse()
+        .ok()
+        .filter(|c| (4..=31).contains(c))
 }
 
 /// A well-formed bcrypt hash that no password matches, at the highest cost among `users`, so
@@ -238,7 +239,14 @@ mod tests {
                 Credentials::Bearer("t0ken".into())
             );
         }
-        for bad in ["Basic", "Basicx abc", "Digest abc", "Basic !!!", "", "Basic bm9jb2xvbg=="] {
+        for bad in [
+            "Basic",
+            "Basicx abc",
+            "Digest abc",
+            "Basic !!!",
+            "",
+            "Basic bm9jb2xvbg==",
+        ] {
             assert_eq!(parse(bad), Credentials::Unusable, "{bad:?}");
         }
     }

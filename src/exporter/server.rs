@@ -342,8 +342,12 @@ async fn probe(req: &Request<Incoming>, state: &ExporterState) -> Response<Full<
             outcome: Err(failure),
         },
         None => {
-            let left = timeout.saturating_sub(started.elapsed()).max(MIN_PROBE_BUDGET);
-            prober.probe_within(&target, state.clock.as_ref(), left).await
+            let left = timeout
+                .saturating_sub(started.elapsed())
+                .max(MIN_PROBE_BUDGET);
+            prober
+                .probe_within(&target, state.clock.as_ref(), left)
+                .await
         }
     };
     let debug = params.get("debug").is_some_and(|v| v == "true");
@@ -500,12 +504,22 @@ mod tests {
         assert_eq!(budget("0.2"), Ok(Some(MIN_PROBE_BUDGET)));
         // Huge values are clamped, saturating instead of overflowing a Duration.
         let max = MAX_SCRAPE_TIMEOUT - SCRAPE_TIMEOUT_OFFSET;
-        for huge in ["1e300", "1.7976931348623157e308", "18446744073709551616", "3601"] {
+        for huge in [
+            "1e300",
+            "1.7976931348623157e308",
+            "18446744073709551616",
+            "3601",
+        ] {
             assert_eq!(budget(huge), Ok(Some(max)), "{huge}");
         }
-        for bad in ["NaN", "nan", "inf", "-inf", "infinity", "-1", "0", "-0", "", "ten", "1e-400"] {
+        for bad in [
+            "NaN", "nan", "inf", "-inf", "infinity", "-1", "0", "-0", "", "ten", "1e-400",
+        ] {
             let e = budget(bad).unwrap_err();
-            assert!(e.starts_with("X-Prometheus-Scrape-Timeout-Seconds must be"), "{bad}: {e}");
+            assert!(
+                e.starts_with("X-Prometheus-Scrape-Timeout-Seconds must be"),
+                "{bad}: {e}"
+            );
         }
         let bytes = HeaderValue::from_bytes(b"\xff\xfe").unwrap();
         assert!(scrape_budget(Some(&bytes)).is_err());
