@@ -108,9 +108,8 @@ async fn trickle(mut s: TcpStream) {
         if s.write_all(b"a").await.is_err() {
             return;
         }
-        match timeout(Duration::from_millis(200), s.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => return,
-            Ok(Ok(_)) | Err(_) => {}
+        if let Ok(Ok(0) | Err(_)) = timeout(Duration::from_millis(200), s.read(&mut buf)).await {
+            return;
         }
     }
 }
@@ -582,7 +581,7 @@ async fn probe_only_reaches_what_probe_targets_allows() {
         "{}",
         r.body
     );
-    let r = get(addr, &format!("/probe?target=other.test:443&profile=test")).await;
+    let r = get(addr, "/probe?target=other.test:443&profile=test").await;
     assert_eq!(r.status, 403, "{}", r.body);
     assert!(
         r.body.contains("the name matches no name pattern"),
