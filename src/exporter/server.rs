@@ -1,4 +1,4 @@
-//! The hyper server and its routes.
+//! The routes, served under the limits of [`crate::listen`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
