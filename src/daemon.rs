@@ -17,12 +17,13 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config, RemediationSettings};
 use crate::exporter::{self, ExporterState, ProbeProfiles, ReloadRequest};
 use crate::issuer::Http01Responder;
+use crate::listen::Limits;
 use crate::reconcile::{Desired, Reconciler};
 use crate::schedule::{Results, ScheduleMetrics, Scheduler};
 use crate::store::Store;
@@ -119,12 +120,89 @@ fn profiles(config: &Config) -> ProbeProfiles {
     ProbeProfiles {
         by_name: config.profiles.clone(),
         default: config.default_profile.clone(),
+        allowed: config.probe_targets.clone(),
+        configured: config
+            .targets
+            .iter()
+            .map(|t| {
+                (
+                    (t.name.clone(), t.profile.clone()),
+                    (t.target.clone(), t.prober.clone()),
+                )
+            })
+            .collect(),
+    }
+}
+
+/// Raises the soft limit on open files to the hard one, as nginx and Prometheus do: the usual
+/// default soft limit (1024 under systemd) is low for hundreds of probes and connections.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    match (limit.current, limit.maximum) {
+        (Some(soft), Some(hard)) if soft < hard => {
+            let raised = Rlimit {
+                current: Some(hard),
+                maximum: Some(hard),
+            };
+            match setrlimit(Resource::Nofile, raised) {
+                Ok(()) => info!(from = soft, to = hard, "raised the open files limit"),
+                Err(e) => warn!(soft, hard, error = %e, "cannot raise the open files limit"),
+            }
+        }
+        (soft, hard) => info!(soft = ?soft, hard = ?hard, "open files limit"),
+    }
+}
+
+/// The open files `serve` may use, shared out so that connections cannot starve probes:
+/// each HTTP listener gets at most an eighth of the soft limit (its connections, plus as
+/// many sockets for `/probe` requests), scheduled probes at most a quarter, and the rest is
+/// left for the store, hooks and logs.
+#[derive(Debug, Clone, Copy)]
+struct Descriptors {
+    /// The soft `RLIMIT_NOFILE`; `None` when unlimited.
+    soft: Option<u64>,
+}
+
+impl Descriptors {
+    fn now() -> Self {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+        Self {
+            soft: limit.current,
+        }
+    }
+
+    fn share(self, divisor: u64) -> usize {
+        self.soft.map_or(usize::MAX, |soft| {
+            usize::try_from((soft / divisor).max(1)).unwrap_or(usize::MAX)
+        })
+    }
+
+    /// `limits` with the connection cap lowered to an eighth of the soft limit.
+    fn fit_limits(self, limits: Limits) -> Limits {
+        let most = self.share(8);
+        if limits.max_connections() <= most {
+            return limits;
+        }
+        warn!(configured = limits.max_connections(), max_connections = most, open_files = ?self.soft, "server.max_connections lowered to an eighth of the open files limit, leaving room for probes");
+        limits.with_max_connections(most)
+    }
+
+    /// `concurrency` lowered to a quarter of the soft limit.
+    fn fit_concurrency(self, concurrency: usize) -> usize {
+        let most = self.share(4);
+        if concurrency <= most {
+            return concurrency;
+        }
+        warn!(configured = concurrency, concurrency = most, open_files = ?self.soft, "defaults.concurrency lowered to a quarter of the open files limit");
+        most
     }
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    raise_open_files_limit();
     let config = config::load(&opts.config)?;
     let listen = opts.listen.unwrap_or(config.listen);
     let listener = TcpListener::bind(listen)
@@ -149,6 +227,15 @@ pub async fn run(
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let descriptors = Descriptors::now();
+    let limits = descriptors.fit_limits(config.http_limits);
+    info!(
+        max_connections = limits.max_connections(),
+        header_timeout = ?limits.header_timeout(),
+        idle_timeout = ?limits.idle_timeout(),
+        probe_targets = %config.probe_targets,
+        "HTTP limits"
+    );
     let mut registry = Registry::default();
     let (daemon_metrics, schedule_metrics) = {
         let sub = registry.sub_registry_with_prefix("tlsward");
@@ -169,7 +256,7 @@ pub async fn run(
                 .await
                 .with_context(|| format!("cannot listen for HTTP-01 on {}", r.http01_listen))?;
             let mut rx = remediation_stop_rx.clone();
-            tokio::spawn(responder.clone().serve(http01, async move {
+            tokio::spawn(responder.clone().serve_with(http01, limits, async move {
                 let _ = rx.wait_for(|s| *s).await;
             }));
             let hooks = hook_engine(&config)?;
@@ -203,13 +290,23 @@ pub async fn run(
         reload_tx,
         clock.clone(),
     ));
-    scheduler.apply(config.targets, config.concurrency);
+    let started_limits = config.http_limits;
+    scheduler.apply(
+        config.targets,
+        descriptors.fit_concurrency(config.concurrency),
+    );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(exporter::serve(listener, state.clone(), tls, async move {
-        let mut rx = stop_rx;
-        let _ = rx.wait_for(|s| *s).await;
-    }));
+    let server = tokio::spawn(exporter::serve(
+        listener,
+        state.clone(),
+        tls,
+        limits,
+        async move {
+            let mut rx = stop_rx;
+            let _ = rx.wait_for(|s| *s).await;
+        },
+    ));
     let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     tokio::pin!(shutdown);
     loop {
@@ -221,7 +318,13 @@ pub async fn run(
                 None => break,
             },
         };
-        let outcome = reload(&path, &scheduler, &state, reconciler.as_deref());
+        let outcome = reload(
+            &path,
+            &scheduler,
+            &state,
+            reconciler.as_deref(),
+            (descriptors, started_limits),
+        );
         daemon_metrics.loaded(outcome.is_ok(), clock.as_ref());
         if let Some(tx) = answer {
             let _ = tx.send(outcome);
@@ -231,19 +334,18 @@ pub async fn run(
     scheduler.stop();
     let _ = remediation_stop_tx.send(true);
     let _ = stop_tx.send(true);
-    server
-        .await
-        .context("the HTTP server task failed")?
-        .context("the HTTP server failed")?;
+    server.await.context("the HTTP server task failed")?;
     Ok(())
 }
 
-/// Loads the config again and applies it, or keeps the running one.
+/// Loads the config again and applies it, or keeps the running one. The HTTP listeners'
+/// limits stay as they started (`started`).
 fn reload(
     path: &Path,
     scheduler: &Scheduler,
     state: &ExporterState,
     reconciler: Option<&Reconciler>,
+    (descriptors, started): (Descriptors, Limits),
 ) -> Result<(), String> {
     match config::load(path) {
         Ok(config) => {
@@ -256,8 +358,17 @@ fn reload(
                 .profiles
                 .write()
                 .unwrap_or_else(PoisonError::into_inner) = profiles(&config);
-            *state.web.write().unwrap_or_else(PoisonError::into_inner) = config.web.clone();
-            scheduler.apply(config.targets, config.concurrency);
+            *state.web.write().unwrap_or_else(PoisonError::into_inner) =
+                Arc::new(config.web.clone());
+            if config.http_limits != started {
+                warn!(
+                    "server.max_connections, header_timeout and idle_timeout changes take effect at the next start"
+                );
+            }
+            scheduler.apply(
+                config.targets,
+                descriptors.fit_concurrency(config.concurrency),
+            );
             info!(config = %path.display(), "config reloaded");
             Ok(())
         }

@@ -28,6 +28,9 @@
 //! - [`probe`]: connect, handshake with a recording verifier, and turn what was seen into a
 //!   [`probe::ProbeReport`]. Owns sockets; knows nothing of HTTP, SQL or metrics.
 //! - [`cert`]: pure X.509 facts and checks over DER bytes and `now`. No I/O, no clock, no logs.
+//! - [`listen`]: bounded HTTP/1 serving for `exporter` and the HTTP-01 responder: the
+//!   connection cap, the head, idle and stall deadlines, TLS handshakes under the head's
+//!   deadline. Knows no routes, no config and no metrics.
 //! - [`clock`]: the only reader of wall time.
 //! - [`files`]: reading files a config names: regular files only, size-capped, errors
 //!   without their content.
@@ -45,6 +48,7 @@ pub mod exporter;
 pub mod files;
 pub mod hooks;
 pub mod issuer;
+pub mod listen;
 pub mod probe;
 pub mod reconcile;
 pub mod schedule;

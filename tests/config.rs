@@ -98,6 +98,16 @@ fn invalid_configs_report_every_problem_with_file_line_and_key() {
             ],
         ),
         (
+            "invalid-server.toml",
+            &[
+                "invalid-server.toml:2: server.max_connections: 0 is outside 1..=1000000",
+                "invalid-server.toml:3: server.header_timeout: 2h is outside 100ms..=1h",
+                "invalid-server.toml:4: server.idle_timeout: 50ms is outside 100ms..=1h",
+                r#"invalid-server.toml:5: server.probe_targets: "10.0.0.1/8": has bits set past the prefix length; write 10.0.0.0/8"#,
+                r#"invalid-server.toml:5: server.probe_targets: "a.*.example.org": a wildcard may only be the whole first label (*.example.org)"#,
+            ],
+        ),
+        (
             "invalid-windows.toml",
             &[
                 r#"invalid-windows.toml:14: endpoint[0].window: unknown window "weekend-nigth" (did you mean "weekend-night"?)"#,

@@ -218,7 +218,9 @@ async fn metrics_report_every_target_in_both_formats() {
 #[tokio::test(flavor = "multi_thread")]
 async fn probe_endpoint_answers_blackbox_style() {
     let e = Endpoints::start().await;
-    let d = start(&e.write(&e.config(""))).await;
+    // The blackbox multi-target pattern: any target may be probed.
+    let any = "[server]\nprobe_targets = \"any\"\n";
+    let d = start(&e.write(&e.config(any))).await;
     // /probe resolves by DNS, so it probes the servers by IP with their IP-less certificates:
     // use a leaf that carries 127.0.0.1.
     let ip_leaf = TestCa::root_at("Probe Root", real_now());
@@ -230,7 +232,7 @@ async fn probe_endpoint_answers_blackbox_style() {
         format!("{}{}", e.root.pem(), ip_leaf.pem()),
     )
     .unwrap();
-    let d2 = start(&e.write(&e.config(""))).await;
+    let d2 = start(&e.write(&e.config(any))).await;
     let path = format!(
         "/probe?target=127.0.0.1:{}&profile=test",
         server.addr.port()

@@ -24,6 +24,9 @@ mod serve;
 // Certificates and replies carrying exposition syntax, terminal escapes and huge names:
 // /metrics and /probe by a strict parser and promtool, the probe and verify tables.
 mod hostile_text;
+// `tlsward serve` against hostile HTTP clients: slowloris, connection floods, password
+// floods, /probe access control, hostile scrape-timeout headers.
+mod serve_hardening;
 
 // The config file: validation messages, shipped profiles, the example.
 mod config;

@@ -73,6 +73,11 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// `[server.web]`.
     pub web: WebConfig,
+    /// `[server] max_connections`, `header_timeout`, `idle_timeout`: the limits of each HTTP
+    /// listener (before `serve` fits the cap to its descriptor limit).
+    pub http_limits: crate::listen::Limits,
+    /// `[server] probe_targets`: which targets `/probe` may probe.
+    pub probe_targets: crate::exporter::ProbeTargets,
     /// Probes in flight at once, across all targets.
     pub concurrency: usize,
     /// Every target to probe on a schedule.

@@ -146,8 +146,27 @@ pub(super) struct RawEndpoint {
 pub(super) struct RawServer {
     pub(super) listen: Option<Spanned<String>>,
     pub(super) state_dir: Option<Spanned<String>>,
+    /// Open connections per HTTP listener.
+    pub(super) max_connections: Option<Spanned<i64>>,
+    /// Time for a request's head (and a TLS handshake).
+    pub(super) header_timeout: Option<Spanned<String>>,
+    /// Time a kept-alive connection may wait for its next request.
+    pub(super) idle_timeout: Option<Spanned<String>>,
+    /// `"configured"`, `"any"`, or a list of name patterns and CIDRs.
+    pub(super) probe_targets: Option<Spanned<RawProbeTargets>>,
     #[serde(default)]
     pub(super) web: RawWeb,
+}
+
+/// `[server] probe_targets`: a word or a list.
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "\"configured\", \"any\", or a list of name patterns and CIDRs"
+)]
+pub(super) enum RawProbeTargets {
+    Word(String),
+    List(Vec<String>),
 }
 
 /// `[server.web]`: protection for every HTTP endpoint.

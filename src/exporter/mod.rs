@@ -2,10 +2,13 @@
 //!
 //! Owns: `/metrics` (scheduled results, OpenMetrics or text format by `Accept`), `/probe`
 //! (blackbox-style, a fresh registry per request), `/-/healthy`, `/-/ready`, `/-/reload`,
-//! `/api/targets`, and the web protection of all of them (TLS, basic auth with bcrypt hashes,
-//! bearer tokens by SHA-256). Must not know the config file or how reloads are done: it asks
-//! through a channel.
+//! `/api/targets`, and the web protection of all of them (TLS, basic auth with bcrypt hashes
+//! checked off the async workers, bearer tokens by SHA-256, which targets `/probe` may
+//! probe). Connections are served by [`crate::listen`] under its limits. Must not know the
+//! config file or how reloads are done: it asks through a channel.
 
+mod allow;
+mod auth;
 mod metrics;
 mod server;
 mod text;
@@ -14,6 +17,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use allow::{Allowlist, ProbeTargets, Refusal};
 pub use server::{ExporterState, ProbeProfiles, ReloadRequest, serve};
 
 /// Protection for every endpoint, like Prometheus exporter-toolkit's web config.

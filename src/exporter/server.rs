@@ -1,47 +1,54 @@
-//! The hyper server and its routes.
+//! The routes, served under the limits of [`crate::listen`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::convert::Infallible;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use base64::Engine;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, warn};
 
 use super::WebConfig;
+use super::allow::ProbeTargets;
+use super::auth::{Authenticator, Verdict};
 use super::metrics::{BlackboxCompat, ProbeCollector};
 use super::text::openmetrics_to_text;
 use crate::cert::rfc3339;
 use crate::clock::Clock;
-use crate::probe::{Prober, Target, report_json};
+use crate::listen::Limits;
+use crate::probe::{Host, ProbeReport, Prober, Target, report_json};
 use crate::schedule::Results;
 
 /// Subtracted from Prometheus's scrape timeout so the answer arrives in time.
 const SCRAPE_TIMEOUT_OFFSET: Duration = Duration::from_millis(500);
+/// The longest scrape timeout taken from `X-Prometheus-Scrape-Timeout-Seconds`; larger
+/// values are clamped to it (the profile's timeout caps the probe anyway).
+const MAX_SCRAPE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The shortest probe budget a scrape timeout leaves after the offset.
+const MIN_PROBE_BUDGET: Duration = Duration::from_millis(100);
 
 /// A request to reload the configuration, answered with the outcome.
 pub type ReloadRequest = oneshot::Sender<Result<(), String>>;
 
-/// The profiles `/probe` may use.
+/// What `/probe` may probe, and with which profiles.
 #[derive(Debug, Clone, Default)]
 pub struct ProbeProfiles {
     /// Profile name to prober.
     pub by_name: BTreeMap<String, Arc<Prober>>,
     /// Used when a request names no profile.
     pub default: String,
+    /// Which targets may be probed (`[server] probe_targets`).
+    pub allowed: ProbeTargets,
+    /// The configured targets by (`host:port`, profile), with their own settings
+    /// (`connect_to`, `server_name`, timeout): `/probe` of one probes it as scheduled.
+    pub configured: BTreeMap<(String, String), (Target, Arc<Prober>)>,
 }
 
 /// What the HTTP handlers share.
@@ -53,13 +60,13 @@ pub struct ExporterState {
     /// Profiles for `/probe`.
     pub profiles: RwLock<ProbeProfiles>,
     /// Authentication (replaced on reload; TLS is fixed at start).
-    pub web: RwLock<WebConfig>,
+    pub web: RwLock<Arc<WebConfig>>,
     /// Where `/-/reload` sends its requests.
     pub reload: mpsc::Sender<ReloadRequest>,
     /// The daemon's clock.
     pub clock: Arc<dyn Clock>,
-    /// Successful basic-auth checks, so bcrypt runs once per credential, not per scrape.
-    auth_cache: Mutex<HashMap<(String, [u8; 32]), bool>>,
+    /// Checks credentials: bcrypt off the async workers, successes remembered.
+    auth: Authenticator,
 }
 
 impl std::fmt::Debug for ExporterState {
@@ -88,120 +95,41 @@ impl ExporterState {
             registry,
             results,
             profiles: RwLock::new(profiles),
-            web: RwLock::new(web),
+            web: RwLock::new(Arc::new(web)),
             reload,
             clock,
-            auth_cache: Mutex::new(HashMap::new()),
+            auth: Authenticator::default(),
         }
     }
 
-    fn authorized(&self, req: &Request<Incoming>) -> bool {
-        let web = self.web.read().unwrap_or_else(PoisonError::into_inner);
-        if !web.requires_auth() {
-            return true;
-        }
-        let Some(value) = req
+    async fn authorized(&self, req: &Request<Incoming>) -> Verdict {
+        let web = self
+            .web
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let header = req
             .headers()
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-        else {
-            return false;
-        };
-        if let Some(token) = value.strip_prefix("Bearer ") {
-            let digest = sha256(token.trim().as_bytes());
-            // Comparing digests, not tokens: timing reveals nothing about a token's bytes.
-            return web.bearer_token_sha256.contains(&digest);
-        }
-        let Some(encoded) = value.strip_prefix("Basic ") else {
-            return false;
-        };
-        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
-            return false;
-        };
-        let Ok(text) = String::from_utf8(decoded) else {
-            return false;
-        };
-        let Some((user, password)) = text.split_once(':') else {
-            return false;
-        };
-        let Some(hash) = web.basic_auth_users.get(user) else {
-            return false;
-        };
-        let key = (user.to_owned(), sha256(password.as_bytes()));
-        let mut cache = self
-            .auth_cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(ok) = cache.get(&key) {
-            return *ok;
-        }
-        let ok = bcrypt::verify(password, hash).unwrap_or(false);
-        if cache.len() > 1024 {
-            cache.clear();
-        }
-        cache.insert(key, ok);
-        ok
+            .and_then(|v| v.to_str().ok());
+        self.auth.check(&web, header).await
     }
 }
 
-fn sha256(data: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, data).as_ref());
-    out
-}
-
-/// Serves HTTP (or HTTPS, when the web config has TLS) on `listener` until `shutdown`
+/// Serves HTTP (or HTTPS, with `tls`) on `listener` under `limits` until `shutdown`
 /// completes. Connections in progress are left to finish on their own.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<ExporterState>,
     tls: Option<Arc<rustls::ServerConfig>>,
+    limits: Limits,
     shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            () = &mut shutdown => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+) {
+    let handler = move |req| {
         let state = state.clone();
-        let acceptor = acceptor.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(route(req, &state).await) }
-            });
-            let result = match acceptor {
-                Some(acceptor) => match acceptor.accept(tcp).await {
-                    Ok(tls) => {
-                        http1::Builder::new()
-                            .serve_connection(TokioIo::new(tls), service)
-                            .await
-                    }
-                    Err(e) => {
-                        debug!(%peer, error = %e, "TLS handshake with a client failed");
-                        return;
-                    }
-                },
-                None => {
-                    http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), service)
-                        .await
-                }
-            };
-            if let Err(e) = result {
-                debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
+        async move { route(req, &state).await }
+    };
+    crate::listen::serve(listener, limits, tls, handler, shutdown).await;
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -224,13 +152,25 @@ fn json(body: Vec<u8>) -> Response<Full<Bytes>> {
 }
 
 async fn route(req: Request<Incoming>, state: &ExporterState) -> Response<Full<Bytes>> {
-    if !state.authorized(&req) {
-        let mut r = text(StatusCode::UNAUTHORIZED, "authentication required\n");
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"tlsward\""),
-        );
-        return r;
+    match state.authorized(&req).await {
+        Verdict::Allowed => {}
+        Verdict::Denied => {
+            let mut r = text(StatusCode::UNAUTHORIZED, "authentication required\n");
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"tlsward\""),
+            );
+            return r;
+        }
+        Verdict::Busy => {
+            let mut r = text(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many password checks in progress; retry shortly\n",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return r;
+        }
     }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => metrics(&req, &state.registry),
@@ -316,46 +256,100 @@ async fn probe(req: &Request<Incoming>, state: &ExporterState) -> Response<Full<
     let Some(target) = params.get("target") else {
         return text(StatusCode::BAD_REQUEST, "the target parameter is missing\n");
     };
-    let target: Target = match target.parse() {
+    let requested: Target = match target.parse() {
         Ok(t) => t,
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
     };
-    let prober = {
+    let budget = match scrape_budget(req.headers().get("X-Prometheus-Scrape-Timeout-Seconds")) {
+        Ok(b) => b,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+    };
+    let asked = params.get("profile").or(params.get("module"));
+    let (mut target, prober, allowlist) = {
         let profiles = state
             .profiles
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        let name = params
-            .get("profile")
-            .or(params.get("module"))
-            .unwrap_or(&profiles.default);
-        match profiles.by_name.get(name) {
-            Some(p) => p.clone(),
-            None => {
-                let known: Vec<&str> = profiles.by_name.keys().map(String::as_str).collect();
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    format!("unknown profile {name:?} (known: {})\n", known.join(", ")),
-                );
+        match &profiles.allowed {
+            ProbeTargets::Configured => match configured(&profiles, &requested, asked) {
+                Some((target, prober)) => (target.clone(), prober.clone(), None),
+                None => {
+                    let profile = asked.unwrap_or(&profiles.default);
+                    return text(
+                        StatusCode::FORBIDDEN,
+                        format!(
+                            "{requested} with profile {profile:?} is not a configured target, and [server] probe_targets = \"configured\" (the default) allows only those; add it as a [[target]], or set probe_targets to a list of name patterns and CIDRs, or to \"any\"\n"
+                        ),
+                    );
+                }
+            },
+            allowed => {
+                let name = asked.unwrap_or(&profiles.default);
+                let Some(prober) = profiles.by_name.get(name) else {
+                    let known: Vec<&str> = profiles.by_name.keys().map(String::as_str).collect();
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        format!("unknown profile {name:?} (known: {})\n", known.join(", ")),
+                    );
+                };
+                let list = match allowed {
+                    ProbeTargets::Only(list) => Some(list.clone()),
+                    _ => None,
+                };
+                (requested, prober.clone(), list)
             }
         }
     };
     let mut timeout = prober.module().timeout;
-    if let Some(scrape) = req
-        .headers()
-        .get("X-Prometheus-Scrape-Timeout-Seconds")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s > 0.0)
-    {
-        let budget = Duration::from_secs_f64(scrape)
-            .saturating_sub(SCRAPE_TIMEOUT_OFFSET)
-            .max(Duration::from_millis(100));
+    if let Some(budget) = budget {
         timeout = timeout.min(budget);
     }
-    let report = prober
-        .probe_within(&target, state.clock.as_ref(), timeout)
-        .await;
+    let started = tokio::time::Instant::now();
+    let mut unresolved = None;
+    if let Some(list) = &allowlist {
+        let refuse = |why: super::allow::Refusal| {
+            text(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{target} is not allowed by [server] probe_targets = {list}: {why}; add a name pattern or CIDR that covers it, or set probe_targets = \"any\"\n"
+                ),
+            )
+        };
+        if let Err(why) = list.check_request(&target.host, target.port) {
+            return refuse(why);
+        }
+        if list.checks_addresses() && matches!(target.host, Host::Name(_)) {
+            // Resolve once, check every address, and probe exactly those: a second lookup
+            // could answer differently (DNS rebinding).
+            match crate::probe::resolve(&target, timeout).await {
+                Ok(addrs) => {
+                    if let Err(why) = list.check_addresses(&addrs) {
+                        return refuse(why);
+                    }
+                    target.connect_to = addrs;
+                }
+                Err(failure) => unresolved = Some(failure),
+            }
+        }
+    }
+    let report = match unresolved {
+        Some(failure) => ProbeReport {
+            target: target.to_string(),
+            address: None,
+            server_name: target.verify_name(),
+            duration: started.elapsed(),
+            tls: None,
+            outcome: Err(failure),
+        },
+        None => {
+            let left = timeout
+                .saturating_sub(started.elapsed())
+                .max(MIN_PROBE_BUDGET);
+            prober
+                .probe_within(&target, state.clock.as_ref(), left)
+                .await
+        }
+    };
     let debug = params.get("debug").is_some_and(|v| v == "true");
     let now = OffsetDateTime::from(state.clock.now());
     let report_text =
@@ -383,6 +377,61 @@ async fn probe(req: &Request<Incoming>, state: &ExporterState) -> Response<Full<
             )
         }
     }
+}
+
+/// The configured target a `/probe` request names: with the profile it asks for, else with
+/// the default profile, else with the first profile it is configured with.
+fn configured<'a>(
+    profiles: &'a ProbeProfiles,
+    target: &Target,
+    asked: Option<&String>,
+) -> Option<&'a (Target, Arc<Prober>)> {
+    let name = target.to_string();
+    if let Some(profile) = asked {
+        return profiles.configured.get(&(name, profile.clone()));
+    }
+    profiles
+        .configured
+        .get(&(name.clone(), profiles.default.clone()))
+        .or_else(|| {
+            profiles
+                .configured
+                .range((name.clone(), String::new())..)
+                .next()
+                .filter(|((n, _), _)| *n == name)
+                .map(|(_, v)| v)
+        })
+}
+
+/// The probe budget `X-Prometheus-Scrape-Timeout-Seconds` leaves: its value (at most
+/// [`MAX_SCRAPE_TIMEOUT`]) minus [`SCRAPE_TIMEOUT_OFFSET`], at least [`MIN_PROBE_BUDGET`].
+/// `None` without the header; an error unless it is a positive, finite number of seconds.
+fn scrape_budget(value: Option<&HeaderValue>) -> Result<Option<Duration>, String> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let secs = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .ok_or_else(|| {
+            let shown: String = String::from_utf8_lossy(value.as_bytes())
+                .chars()
+                .take(32)
+                .collect();
+            format!(
+                "X-Prometheus-Scrape-Timeout-Seconds must be a positive number of seconds, not {shown:?}"
+            )
+        })?;
+    let scrape = Duration::try_from_secs_f64(secs)
+        .unwrap_or(MAX_SCRAPE_TIMEOUT)
+        .min(MAX_SCRAPE_TIMEOUT);
+    Ok(Some(
+        scrape
+            .saturating_sub(SCRAPE_TIMEOUT_OFFSET)
+            .max(MIN_PROBE_BUDGET),
+    ))
 }
 
 #[derive(Serialize)]
@@ -439,4 +488,40 @@ fn targets_json(state: &ExporterState) -> Response<Full<Bytes>> {
         })
         .collect();
     json(serde_json::to_vec_pretty(&body).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scrape_timeout_header_is_bounded_and_never_panics() {
+        let budget = |v: &str| scrape_budget(Some(&HeaderValue::from_str(v).unwrap()));
+        assert_eq!(scrape_budget(None), Ok(None));
+        assert_eq!(budget("10"), Ok(Some(Duration::from_millis(9500))));
+        assert_eq!(budget(" 1.2 "), Ok(Some(Duration::from_millis(700))));
+        // Shorter than the offset: the minimum budget, not zero.
+        assert_eq!(budget("0.2"), Ok(Some(MIN_PROBE_BUDGET)));
+        // Huge values are clamped, saturating instead of overflowing a Duration.
+        let max = MAX_SCRAPE_TIMEOUT - SCRAPE_TIMEOUT_OFFSET;
+        for huge in [
+            "1e300",
+            "1.7976931348623157e308",
+            "18446744073709551616",
+            "3601",
+        ] {
+            assert_eq!(budget(huge), Ok(Some(max)), "{huge}");
+        }
+        for bad in [
+            "NaN", "nan", "inf", "-inf", "infinity", "-1", "0", "-0", "", "ten", "1e-400",
+        ] {
+            let e = budget(bad).unwrap_err();
+            assert!(
+                e.starts_with("X-Prometheus-Scrape-Timeout-Seconds must be"),
+                "{bad}: {e}"
+            );
+        }
+        let bytes = HeaderValue::from_bytes(b"\xff\xfe").unwrap();
+        assert!(scrape_budget(Some(&bytes)).is_err());
+    }
 }

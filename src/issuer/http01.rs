@@ -3,16 +3,14 @@
 //! that path of every name to the central tlsward.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+
+use crate::listen::Limits;
 
 const PREFIX: &str = "/.well-known/acme-challenge/";
 
@@ -53,43 +51,38 @@ impl Http01Responder {
             .cloned()
     }
 
-    /// Serves on `listener` until `shutdown` completes.
+    /// Serves on `listener` with the default [`Limits`] until `shutdown` completes.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        loop {
-            let tcp = tokio::select! {
-                () = &mut shutdown => return,
-                accepted = listener.accept() => match accepted {
-                    Ok((tcp, _)) => tcp,
-                    Err(_) => continue,
-                },
-            };
-            let me = self.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let me = me.clone();
-                    async move {
-                        let mut rsp = match me.answer(req.uri().path()) {
-                            Some(ka) => Response::new(Full::new(Bytes::from(ka))),
-                            None => {
-                                let mut r = Response::new(Full::new(Bytes::from_static(
-                                    b"no such challenge\n",
-                                )));
-                                *r.status_mut() = StatusCode::NOT_FOUND;
-                                r
-                            }
-                        };
-                        rsp.headers_mut().insert(
-                            hyper::header::CONTENT_TYPE,
-                            hyper::header::HeaderValue::from_static("application/octet-stream"),
-                        );
-                        Ok::<_, Infallible>(rsp)
+        self.serve_with(listener, Limits::new(), shutdown).await;
+    }
+
+    /// Serves on `listener` under `limits` (the connection cap and deadlines of `serve`'s
+    /// HTTP listeners) until `shutdown` completes.
+    pub async fn serve_with(
+        self,
+        listener: TcpListener,
+        limits: Limits,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let handler = move |req: hyper::Request<hyper::body::Incoming>| {
+            let answer = self.answer(req.uri().path());
+            async move {
+                let mut rsp = match answer {
+                    Some(ka) => Response::new(Full::new(Bytes::from(ka))),
+                    None => {
+                        let mut r =
+                            Response::new(Full::new(Bytes::from_static(b"no such challenge\n")));
+                        *r.status_mut() = StatusCode::NOT_FOUND;
+                        r
                     }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
+                };
+                rsp.headers_mut().insert(
+                    hyper::header::CONTENT_TYPE,
+                    hyper::header::HeaderValue::from_static("application/octet-stream"),
+                );
+                rsp
+            }
+        };
+        crate::listen::serve(listener, limits, None, handler, shutdown).await;
     }
 }

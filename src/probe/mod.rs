@@ -21,7 +21,7 @@ use std::time::Duration;
 pub use json::{JsonReport, report_json};
 pub use starttls::{Protocol, StartTlsError};
 pub use target::{DEFAULT_PORT, Host, Resolve, Target, TargetError};
-pub use tls::Prober;
+pub use tls::{Prober, resolve};
 pub use trust::{ClientIdentity, TrustError, load_trust, read_pem_certs};
 
 use crate::cert::{ChainFacts, Policy, Status, TrustStore};

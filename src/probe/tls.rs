@@ -413,6 +413,16 @@ fn may_be_legacy(failure: &ProbeFailure) -> bool {
     )
 }
 
+/// Every address `target` may be reached at, looked up within `within`: for callers that
+/// must check the addresses before probing them (`/probe`'s allowlist), then probe exactly
+/// those through [`Target::connect_to`].
+pub async fn resolve(target: &Target, within: Duration) -> Result<Vec<SocketAddr>, ProbeFailure> {
+    let deadline = Instant::now()
+        .checked_add(within)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+    addresses(target, deadline).await
+}
+
 /// Every address the target may be reached at, in order: the `--resolve` override, the IP
 /// itself, or what DNS returns (A and AAAA, duplicates removed).
 async fn addresses(target: &Target, deadline: Instant) -> Result<Vec<SocketAddr>, ProbeFailure> {

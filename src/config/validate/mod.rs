@@ -2,6 +2,7 @@
 
 mod hooks;
 mod remediation;
+mod server;
 mod shape;
 
 use std::collections::{BTreeMap, HashMap};
@@ -230,6 +231,8 @@ impl Validator<'_, '_> {
             |s| self.base.join(s.get_ref()),
         );
         let web = self.web(&raw);
+        let http_limits = self.http_limits(&raw.server);
+        let probe_targets = self.probe_targets(&raw.server);
 
         let mut probers: HashMap<ProberKey, Arc<Prober>> = HashMap::new();
         let mut targets = Vec::new();
@@ -390,6 +393,8 @@ impl Validator<'_, '_> {
             listen: listen?,
             state_dir,
             web: web?,
+            http_limits,
+            probe_targets,
             concurrency,
             targets,
             profiles: by_name,
