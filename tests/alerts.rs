@@ -193,8 +193,13 @@ const INHIBITION_CASES: &[&str] = &[
     "active a alertname=TlsHostnameMismatch severity=critical target=y.test:443 profile=https check=hostname",
     "inhibited a alertname=TlsProbeFailing severity=critical target=y.test:443 profile=https reason=hostname_mismatch",
     "inhibited a alertname=TlsCertificateExpiringSoon severity=warning target=y.test:443 profile=https",
-    // A failure no specific rule covers, and a lone warning.
+    // v.test expires within the critical threshold: the expiry pages, not the failure.
+    "active a alertname=TlsCertificateExpiringCritical severity=critical target=v.test:443 profile=https",
+    "inhibited a alertname=TlsProbeFailing severity=critical target=v.test:443 profile=https reason=cert_expiring",
+    // A failure no specific rule covers (it silences the target's staleness warning), and a
+    // lone warning.
     "active a alertname=TlsProbeFailing severity=critical target=z.test:443 profile=https reason=connect_refused",
+    "inhibited a alertname=TlsTargetNotProbedRecently severity=warning target=z.test:443 profile=https",
     "active a alertname=TlsCertificateLifetimeLow severity=warning target=w.test:443 profile=https",
     // A target probed at every address: each address on its own.
     "active a alertname=TlsHostnameMismatch severity=critical target=dual.test:443 profile=https address=2001:db8::1 check=hostname",
