@@ -64,3 +64,6 @@ mod appliance_standin;
 
 // The stock hooks in their sandbox, their outputs read by real consumers.
 mod hooks_stock;
+
+// scripts/demo-acme --check: the main job's whole loop with Pebble, nginx and pem-files.
+mod demo_acme;
