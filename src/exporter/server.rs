@@ -354,7 +354,7 @@ async fn probe(req: &Request<Incoming>, state: &ExporterState) -> Response<Full<
         timeout = timeout.min(budget);
     }
     let report = prober
-        .probe_within(&target, state.clock.as_ref(), timeout)
+        .probe_within_caught(&target, state.clock.clone(), timeout)
         .await;
     let debug = params.get("debug").is_some_and(|v| v == "true");
     let now = OffsetDateTime::from(state.clock.now());
