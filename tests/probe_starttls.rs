@@ -45,21 +45,34 @@ async fn probe_proto(
 /// A scripted SMTP-like server: sends `greeting`, then answers each client line from
 /// `answers` in order (one answer per line received), then stays silent.
 async fn scripted(greeting: &'static str, answers: &'static [&'static str]) -> SocketAddr {
+    hostile(
+        greeting.as_bytes().to_vec(),
+        answers.iter().map(|a| a.as_bytes().to_vec()).collect(),
+    )
+    .await
+}
+
+/// [`scripted`] with any bytes: sends `greeting`, then one answer per line the client sends,
+/// then stays silent (the probe's own timeout ends it). Serves every connection alike.
+pub async fn hostile(greeting: Vec<u8>, answers: Vec<Vec<u8>>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let script = Arc::new((greeting, answers));
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
+            let script = script.clone();
             tokio::spawn(async move {
                 let (read, mut write) = tcp.into_split();
-                let mut lines = BufReader::new(read).lines();
-                if write.write_all(greeting.as_bytes()).await.is_err() {
+                let mut read = BufReader::new(read);
+                if write.write_all(&script.0).await.is_err() {
                     return;
                 }
-                for answer in answers {
-                    if !matches!(lines.next_line().await, Ok(Some(_))) {
+                for answer in &script.1 {
+                    let mut line = Vec::new();
+                    if !matches!(read.read_until(b'\n', &mut line).await, Ok(n) if n > 0) {
                         return;
                     }
-                    let _ = write.write_all(answer.as_bytes()).await;
+                    let _ = write.write_all(answer).await;
                 }
                 tokio::time::sleep(Duration::from_secs(30)).await;
             });
@@ -336,4 +349,239 @@ async fn prosody_xmpp_client_stream() {
     )
     .await;
     assert_eq!(r.reason(), Some("starttls_refused"), "{:?}", r.outcome);
+}
+
+// === Hostile bytes: replies that are not valid text, and seeded mutations ===
+
+/// An XMPP server's stream head, up to its features.
+const XMPP_HEAD: &[u8] = b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' id='h1' from='chat.test' version='1.0'>";
+
+/// A server whose replies break the protocol with bytes that are not (valid) text, the reason
+/// its probe must end with, and a fragment of the error message.
+struct Hostile {
+    protocol: Protocol,
+    greeting: Vec<u8>,
+    answers: Vec<Vec<u8>>,
+    reason: &'static str,
+    says: &'static str,
+}
+
+fn hostile_cases() -> Vec<Hostile> {
+    let case = |protocol, greeting: &[u8], answers: &[&[u8]], reason, says| Hostile {
+        protocol,
+        greeting: greeting.to_vec(),
+        answers: answers.iter().map(|a| a.to_vec()).collect(),
+        reason,
+        says,
+    };
+    let mut xmpp_ff = XMPP_HEAD.to_vec();
+    xmpp_ff.extend_from_slice(b"<stream:features>");
+    xmpp_ff.extend_from_slice(&[0xff; 64]);
+    xmpp_ff.extend_from_slice(
+        b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:features>",
+    );
+    let mut xmpp_split = XMPP_HEAD.to_vec();
+    xmpp_split.extend_from_slice(b"<stream:features>\xe2\x82</stream:features>");
+    vec![
+        // Panicked: a str sliced at a byte index inside a replacement character.
+        case(
+            Protocol::Imap,
+            b"* OK ready\r\n",
+            &[b"tw1 \xff\xfeOK \xc3\r\n"],
+            "starttls_failed",
+            r#"not OK, NO or BAD: "\xff\xfeOK \xc3""#,
+        ),
+        case(
+            Protocol::Imap,
+            b"* OK \xc3\x28 ready\r\n",
+            &[b"tw1 NO \xff\x1b]0;owned\x07\r\n"],
+            "starttls_refused",
+            r#"STARTTLS answered "NO \xff\x1b]0;owned\x07""#,
+        ),
+        // Panicked: lossily decoded text cut at an index into the raw buffer.
+        case(
+            Protocol::Xmpp,
+            &xmpp_ff,
+            &[],
+            "starttls_failed",
+            r#"not UTF-8 (RFC 6120 §11.6) at byte 162: "\xff\xff"#,
+        ),
+        case(
+            Protocol::Xmpp,
+            &xmpp_split,
+            &[],
+            "starttls_failed",
+            "not UTF-8",
+        ),
+        case(
+            Protocol::Smtp,
+            b"220 mx.test \xff\xfe ESMTP\r\n",
+            &[
+                b"250-mx.test\r\n250-\xc3\x28\r\n250 STARTTLS\r\n",
+                b"2\xff0 go ahead\r\n",
+            ],
+            "starttls_failed",
+            r#"not a reply line: "2\xff0 go ahead""#,
+        ),
+        case(
+            Protocol::Smtp,
+            b"554 \xff\xfe\x1b[2J no service\r\n",
+            &[],
+            "starttls_refused",
+            r#"greeting 554 "\xff\xfe\x1b[2J no service""#,
+        ),
+        case(
+            Protocol::Pop3,
+            b"+OK \xff ready\r\n",
+            &[b"\xff\xfe+OK\r\n"],
+            "starttls_failed",
+            r#"not a POP3 status line: "\xff\xfe+OK""#,
+        ),
+        case(
+            Protocol::Ftp,
+            b"220 \xff\r\n",
+            &[b"23\xff ok\r\n"],
+            "starttls_failed",
+            "not a reply line",
+        ),
+        // resultCode 2 with a diagnostic that is not text.
+        case(
+            Protocol::Ldap,
+            b"\x30\x11\x02\x01\x01\x78\x0c\x0a\x01\x02\x04\x00\x04\x05\xff\x1b[2J",
+            &[],
+            "starttls_refused",
+            r#"resultCode 2 ("\xff\x1b[2J")"#,
+        ),
+        case(
+            Protocol::Postgres,
+            b"\xff",
+            &[],
+            "starttls_failed",
+            "unexpected answer byte 0xff",
+        ),
+    ]
+}
+
+#[track_caller]
+fn assert_printable(error: &str) {
+    assert!(
+        error.len() < 300 && !error.chars().any(char::is_control),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn replies_that_are_not_text_end_in_a_typed_reason() {
+    for case in hostile_cases() {
+        let addr = hostile(case.greeting, case.answers).await;
+        let r = probe_proto(addr, "chat.test", case.protocol, TrustStore::empty()).await;
+        assert_eq!(
+            r.reason(),
+            Some(case.reason),
+            "{}: {:?}",
+            case.protocol,
+            r.outcome
+        );
+        assert_eq!(r.status(), Status::Critical);
+        let error = r.error().unwrap();
+        assert!(error.contains(case.says), "{}: {error}", case.protocol);
+        assert_printable(&error);
+    }
+}
+
+/// Mutations of a transcript that hit what byte-level parsing must survive: invalid and
+/// truncated UTF-8, runs of 0xff, lost or doubled line ends, repeats, cuts, random bytes.
+fn mutate(rng: &mut fastrand::Rng, seed: &[u8]) -> Vec<u8> {
+    const SPLICES: [&[u8]; 10] = [
+        b"\xc3",
+        b"\xe2\x82",
+        b"\xf0\x9f\x98",
+        b"\xed\xa0\x80",
+        b"\xc0\xaf",
+        "é".as_bytes(),
+        "€".as_bytes(),
+        "\u{202e}".as_bytes(),
+        b"\r\n",
+        b"\x1b[2J",
+    ];
+    if rng.u8(..) < 20 {
+        return (0..rng.usize(..300)).map(|_| rng.u8(..)).collect();
+    }
+    let mut s = seed.to_vec();
+    for _ in 0..rng.usize(1..=3) {
+        let at = rng.usize(..=s.len());
+        match rng.u8(..8) {
+            0 if !s.is_empty() => {
+                let i = rng.usize(..s.len());
+                s[i] = rng.u8(..);
+            }
+            1 => {
+                let run = vec![0xff; rng.usize(1..64)];
+                s.splice(at..at, run);
+            }
+            2 => {
+                let splice = SPLICES[rng.usize(..SPLICES.len())];
+                s.splice(at..at, splice.iter().copied());
+            }
+            3 => {
+                let end = rng.usize(at..=s.len());
+                s.drain(at..end);
+            }
+            4 => s.truncate(at),
+            5 => {
+                let end = rng.usize(at..=s.len().min(at + 40));
+                let piece = s[at..end].repeat(rng.usize(1..30));
+                s.splice(at..at, piece);
+            }
+            6 => {
+                let i = rng.usize(..=s.len());
+                if let Some(p) = s[..i].iter().rposition(|&b| b == b'\r') {
+                    s.remove(p);
+                }
+            }
+            _ => {
+                let noise: Vec<u8> = (0..rng.usize(1..16)).map(|_| rng.u8(..)).collect();
+                s.splice(at..at, noise);
+            }
+        }
+    }
+    s
+}
+
+/// The fuzz target's harness (tests/util/starttls_script.rs), seeded and bounded: each
+/// protocol's good transcript goes through whatever the read sizes, then thousands of
+/// mutations of it must each end `Ok` or in a typed error with a short printable message.
+#[test]
+fn mutated_transcripts_never_panic() {
+    use crate::util::starttls_script::{PROTOCOLS, SEEDS, check, converse};
+    const RUNS: usize = 3000;
+    assert_eq!(SEEDS.map(|(p, _)| p), PROTOCOLS);
+    for (n, (protocol, seed)) in SEEDS.into_iter().enumerate() {
+        for chunk in [1, 2, 3, 7, 64, 2048] {
+            assert_eq!(
+                converse(protocol, seed, chunk),
+                Ok(()),
+                "{protocol} in reads of {chunk}"
+            );
+        }
+        let mut rng = fastrand::Rng::with_seed(0x5747_0000 + n as u64);
+        let mut failed = 0;
+        for _ in 0..RUNS {
+            let script = mutate(&mut rng, seed);
+            let chunk = [1, 2, 5, 2048][rng.usize(..4)];
+            let outcome = std::panic::catch_unwind(|| converse(protocol, &script, chunk))
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "{protocol} panicked on {:?} in reads of {chunk}",
+                        script.escape_ascii().to_string()
+                    )
+                });
+            check(protocol, &script, &outcome);
+            failed += usize::from(outcome.is_err());
+        }
+        assert!(
+            failed > RUNS / 10,
+            "{protocol}: only {failed} mutations failed"
+        );
+    }
 }
