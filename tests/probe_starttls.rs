@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tlsward::cert::{Status, TrustStore};
 use tlsward::clock::TestClock;
 use tlsward::probe::{Module, ProbeReport, Prober, Protocol, Target};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
 use crate::probe_chain::{assert_verdict, facts};
@@ -53,7 +53,7 @@ async fn scripted(greeting: &'static str, answers: &'static [&'static str]) -> S
 }
 
 /// [`scripted`] with any bytes: sends `greeting`, then one answer per line the client sends,
-/// then stays silent (the probe's own timeout ends it). Serves every connection alike.
+/// then stays silent until the client closes. Serves every connection alike.
 pub async fn hostile(greeting: Vec<u8>, answers: Vec<Vec<u8>>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -74,7 +74,10 @@ pub async fn hostile(greeting: Vec<u8>, answers: Vec<Vec<u8>>) -> SocketAddr {
                     }
                     let _ = write.write_all(answer).await;
                 }
-                tokio::time::sleep(Duration::from_secs(30)).await;
+                // Silent until the client leaves (at the latest after 30 s).
+                let mut rest = Vec::new();
+                let _ = tokio::time::timeout(Duration::from_secs(30), read.read_to_end(&mut rest))
+                    .await;
             });
         }
     });
@@ -568,7 +571,12 @@ fn mutated_transcripts_never_panic() {
         let mut failed = 0;
         for _ in 0..RUNS {
             let script = mutate(&mut rng, seed);
-            let chunk = [1, 2, 5, 2048][rng.usize(..4)];
+            // Mostly whole reads; one in four split into reads of 1 to 16 bytes.
+            let chunk = if rng.u8(..4) == 0 {
+                rng.usize(1..=16)
+            } else {
+                2048
+            };
             let outcome = std::panic::catch_unwind(|| converse(protocol, &script, chunk))
                 .unwrap_or_else(|_| {
                     panic!(
@@ -584,4 +592,211 @@ fn mutated_transcripts_never_panic() {
             "{protocol}: only {failed} mutations failed"
         );
     }
+}
+
+// === Batches and schedules with hostile servers among good ones ===
+
+/// An IMAP server that agrees to STARTTLS, then hands the connection to the TLS `backend`.
+async fn imap_front(backend: SocketAddr) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut client = BufReader::new(tcp);
+                let mut line = Vec::new();
+                if client.get_mut().write_all(b"* OK ready\r\n").await.is_err()
+                    || client.read_until(b'\n', &mut line).await.is_err()
+                    || client
+                        .get_mut()
+                        .write_all(b"tw1 OK begin TLS\r\n")
+                        .await
+                        .is_err()
+                {
+                    return;
+                }
+                let Ok(mut tls) = tokio::net::TcpStream::connect(backend).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(client.get_mut(), &mut tls).await;
+            });
+        }
+    });
+    addr
+}
+
+/// The non-UTF-8 tagged answer that panicked the prober, and a refusal with the same bytes.
+async fn hostile_imap() -> (SocketAddr, SocketAddr) {
+    let broken = hostile(
+        b"* OK ready\r\n".to_vec(),
+        vec![b"tw1 \xff\xfeOK\r\n".to_vec()],
+    )
+    .await;
+    let refused = hostile(
+        b"* OK ready\r\n".to_vec(),
+        vec![b"tw1 NO \xff\xfe\r\n".to_vec()],
+    )
+    .await;
+    (broken, refused)
+}
+
+/// `tlsward probe` over a hostile IMAP server (which used to panic the whole batch: exit 3,
+/// no output), a refusing one and a good one: every result is printed, in input order, and
+/// the exit code is the worst status's (2, critical).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_probe_batch_with_hostile_servers_prints_every_result() {
+    let root = TestCa::root_at("Batch Root", real_now());
+    let leaf = root.intermediate("Batch Int").leaf(&["imap.test"]).build();
+    let backend = crate::util::TlsServer::leaf(&leaf).start().await;
+    let good = imap_front(backend.addr).await;
+    let (broken, refused) = hostile_imap().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("root.pem");
+    std::fs::write(&ca, root.pem()).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tlsward"))
+        .args([
+            "probe",
+            "--starttls",
+            "imap",
+            "--no-system-roots",
+            "-o",
+            "json",
+        ])
+        .arg("--ca-file")
+        .arg(&ca)
+        .arg("--resolve")
+        .arg(format!("imap.test:{}:127.0.0.1", good.port()))
+        .arg(broken.to_string())
+        .arg(format!("imap.test:{}", good.port()))
+        .arg(refused.to_string())
+        .env_remove("TLSWARD_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got: Vec<(&str, &str, Option<&str>)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["target"].as_str().unwrap(),
+                r["status"].as_str().unwrap(),
+                r["reason"].as_str(),
+            )
+        })
+        .collect();
+    let (broken, good, refused) = (
+        broken.to_string(),
+        format!("imap.test:{}", good.port()),
+        refused.to_string(),
+    );
+    assert_eq!(
+        got,
+        [
+            (broken.as_str(), "critical", Some("starttls_failed")),
+            (good.as_str(), "ok", None),
+            (refused.as_str(), "critical", Some("starttls_refused")),
+        ]
+    );
+    let error = v[2]["error"].as_str().unwrap();
+    assert!(
+        error.ends_with(r#"STARTTLS answered "NO \xff\xfe""#),
+        "{error}"
+    );
+}
+
+/// `tlsward serve` with the hostile servers of [`hostile_cases`] among its targets (the
+/// IMAP and XMPP ones used to kill their probe loops: no series, `/-/ready` 503 for ever):
+/// it gets ready, reports every target with its reason, and keeps probing them.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_keeps_probing_every_target_beside_hostile_servers() {
+    use crate::serve::{Endpoints, eventually, start_with_clock};
+    use crate::util::http::get;
+
+    let e = Endpoints::start().await;
+    let mut config = String::from(
+        "[defaults]\ninterval = \"1s\"\ntimeout = \"3s\"\n\n[profile.test]\nprotocol = \"tls\"\nca_files = [\"ca.pem\"]\nsystem_roots = false\n\n",
+    );
+    for p in [
+        Protocol::Smtp,
+        Protocol::Imap,
+        Protocol::Pop3,
+        Protocol::Ftp,
+    ] {
+        config.push_str(&format!(
+            "[profile.{p}-test]\nprotocol = \"{p}\"\nca_files = [\"ca.pem\"]\nsystem_roots = false\n\n"
+        ));
+    }
+    config.push_str(
+        "[profile.ldap-test]\nprotocol = \"ldap\"\nca_files = [\"ca.pem\"]\nsystem_roots = false\n\n[profile.postgres-test]\nprotocol = \"postgres\"\nca_files = [\"ca.pem\"]\nsystem_roots = false\n\n[profile.xmpp-test]\nprotocol = \"xmpp\"\nca_files = [\"ca.pem\"]\nsystem_roots = false\n\n",
+    );
+    config.push_str(&Endpoints::target("good.test", &e.good, ""));
+    let mut expected = vec![(
+        format!(
+            "target=\"good.test:{}\",profile=\"test\"",
+            e.good.addr.port()
+        ),
+        None,
+    )];
+    for (n, case) in hostile_cases().into_iter().enumerate() {
+        let addr = hostile(case.greeting, case.answers).await;
+        let name = format!("h{n}.test:{}", addr.port());
+        config.push_str(&format!(
+            "[[target]]\naddress = \"{name}\"\nprofile = \"{}-test\"\nconnect_to = [\"127.0.0.1\"]\n\n",
+            case.protocol
+        ));
+        expected.push((
+            format!("target=\"{name}\",profile=\"{}-test\"", case.protocol),
+            Some(case.reason),
+        ));
+    }
+    let d = start_with_clock(&e.write(&config), Arc::new(tlsward::clock::SystemClock)).await;
+    let addr = d.addr;
+    eventually(20, "/-/ready", || async move {
+        get(addr, "/-/ready").await.status == 200
+    })
+    .await;
+    /// The value of `metric{labels}` in an exposition.
+    fn value(body: &str, metric: &str, labels: &str) -> Option<f64> {
+        let prefix = format!("{metric}{{{labels}}} ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.parse().ok())
+    }
+    let first = get(addr, "/metrics").await.body;
+    for (labels, reason) in &expected {
+        let success = if reason.is_some() { 0.0 } else { 1.0 };
+        assert_eq!(
+            value(&first, "tlsward_probe_success", labels),
+            Some(success),
+            "{labels}: {first}"
+        );
+        if let Some(reason) = reason {
+            let labels = format!("{labels},reason=\"{reason}\"");
+            assert_eq!(
+                value(&first, "tlsward_probe_failure_info", &labels),
+                Some(1.0),
+                "{labels}: {first}"
+            );
+        }
+    }
+    // The loops go on: every target, the hostile ones included, is probed again.
+    let stamp = |body: &str, labels: &str| value(body, "tlsward_probe_timestamp_seconds", labels);
+    let expected = Arc::new(expected);
+    let first = Arc::new(first);
+    eventually(20, "a second round of every target", || {
+        let (expected, first) = (expected.clone(), first.clone());
+        async move {
+            let now = get(addr, "/metrics").await.body;
+            expected
+                .iter()
+                .all(|(labels, _)| stamp(&now, labels) > stamp(&first, labels))
+        }
+    })
+    .await;
 }
