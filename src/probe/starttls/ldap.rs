@@ -28,7 +28,7 @@ pub(super) async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// One BER element with a definite length at the start of `buf` (an LDAPMessage SEQUENCE).
-fn message(buf: &[u8]) -> Parsed<Vec<u8>> {
+fn message(buf: &[u8], _seen: usize) -> Parsed<Vec<u8>> {
     let protocol = |what: &str| Err(StartTlsError::Protocol(what.to_owned()));
     let (header, len) = match buf {
         [first, ..] if *first != 0x30 => return protocol("the answer is not an LDAP message"),
@@ -103,21 +103,24 @@ mod tests {
 
     #[test]
     fn message_framing() {
-        assert_eq!(message(b""), Ok(None));
-        assert_eq!(message(b"\x30"), Ok(None));
-        assert!(message(b"\x31").is_err(), "refused at the first byte");
-        assert_eq!(message(b"\x30\x03\x02\x01"), Ok(None));
+        assert_eq!(message(b"", 0), Ok(None));
+        assert_eq!(message(b"\x30", 0), Ok(None));
+        assert!(message(b"\x31", 0).is_err(), "refused at the first byte");
+        assert_eq!(message(b"\x30\x03\x02\x01", 0), Ok(None));
         assert_eq!(
-            message(b"\x30\x03\x02\x01\x01\xff"),
+            message(b"\x30\x03\x02\x01\x01\xff", 0),
             Ok(Some((b"\x30\x03\x02\x01\x01".to_vec(), 5)))
         );
-        assert_eq!(message(b"\x30\x82\x00"), Ok(None));
+        assert_eq!(message(b"\x30\x82\x00", 0), Ok(None));
         assert_eq!(
-            message(b"\x30\x81\x01\x05"),
+            message(b"\x30\x81\x01\x05", 0),
             Ok(Some((b"\x30\x81\x01\x05".to_vec(), 4)))
         );
-        assert!(message(b"\x30\x84\xff\xff\xff\xff").is_err(), "too large");
-        assert!(message(b"\x30\x80").is_err(), "indefinite length");
-        assert!(message(b"\x30\x85").is_err());
+        assert!(
+            message(b"\x30\x84\xff\xff\xff\xff", 0).is_err(),
+            "too large"
+        );
+        assert!(message(b"\x30\x80", 0).is_err(), "indefinite length");
+        assert!(message(b"\x30\x85", 0).is_err());
     }
 }

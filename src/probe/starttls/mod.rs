@@ -8,7 +8,9 @@
 //! Each protocol is two layers: pure reply parsers over the bytes received so far (a
 //! [`Parsed`]: a complete reply and how many bytes it took, "need more", or a typed error),
 //! and a short async script that sends a command and waits for a parser's verdict through
-//! [`Conversation::next`]. Peer bytes are never decoded to be searched or cut: structure (reply
+//! [`Conversation::next`]. A parser is told how much of the buffer it already judged
+//! incomplete and looks only at what is new, so a server that drips its bytes one by one
+//! costs time linear in what it sends, not quadratic. Peer bytes are never decoded to be searched or cut: structure (reply
 //! codes, tags, status words, XML markers) is matched on bytes; free text stays bytes and only
 //! reaches a message through [`peer_text`], a short escaped prefix. Where the protocol defines
 //! the text as UTF-8 (XMPP's XML stream) other bytes are a typed failure; where it is free
@@ -160,6 +162,10 @@ const PEER_TEXT_MAX: usize = 80;
 /// What a reply parser makes of the bytes buffered so far: `Ok(Some((reply, used)))` when a
 /// complete reply starts the buffer and took its first `used` bytes, `Ok(None)` when more
 /// bytes are needed, or why the bytes can never become a valid reply.
+///
+/// Parsers are `fn(buf: &[u8], seen: usize) -> Parsed<T>`: the first `seen` bytes of `buf`
+/// are ones the same parser already judged incomplete (no end marker, nothing invalid), so
+/// it need only search what follows (less the length of a marker that may straddle).
 pub(crate) type Parsed<T> = Result<Option<(T, usize)>, StartTlsError>;
 
 /// A bounded plain-text exchange over a stream: the only I/O of this module.
@@ -208,13 +214,15 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conversation<'a, S> {
     /// verdict; the reply's bytes leave the buffer, anything after them stays.
     pub(crate) async fn next<T>(
         &mut self,
-        parse: impl Fn(&[u8]) -> Parsed<T>,
+        parse: impl Fn(&[u8], usize) -> Parsed<T>,
     ) -> Result<T, StartTlsError> {
+        let mut seen = 0;
         loop {
-            if let Some((reply, used)) = parse(&self.buf)? {
+            if let Some((reply, used)) = parse(&self.buf, seen)? {
                 self.buf.drain(..used.min(self.buf.len()));
                 return Ok(reply);
             }
+            seen = self.buf.len();
             self.fill().await?;
         }
     }
@@ -224,14 +232,28 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conversation<'a, S> {
         self.next(line).await
     }
 
-    /// A multi-line reply in the SMTP/FTP style.
+    /// A multi-line reply in the SMTP (RFC 5321 §4.2) and FTP (RFC 959 §4.2) style:
+    /// `CODE-text` lines, then one `CODE text` line.
     pub(crate) async fn reply(&mut self) -> Result<Reply, StartTlsError> {
-        self.next(reply).await
+        let mut lines = Vec::new();
+        loop {
+            let text = self.line().await?;
+            let (code, last, rest) = reply_line(&text)?;
+            lines.push(rest.to_vec());
+            if last {
+                return Ok(Reply { code, lines });
+            }
+            if lines.len() >= MAX_REPLY_LINES {
+                return Err(StartTlsError::Protocol(format!(
+                    "a reply of more than {MAX_REPLY_LINES} lines"
+                )));
+            }
+        }
     }
 
     /// Exactly `n` bytes.
     pub(crate) async fn exact(&mut self, n: usize) -> Result<Vec<u8>, StartTlsError> {
-        self.next(|buf| Ok(buf.get(..n).map(|bytes| (bytes.to_vec(), n))))
+        self.next(|buf, _| Ok(buf.get(..n).map(|bytes| (bytes.to_vec(), n))))
             .await
     }
 
@@ -252,10 +274,12 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conversation<'a, S> {
 
 /// One line at the start of `buf`: the bytes before its LF, without trailing CRs. A line
 /// longer than [`MAX_LINE`] is an error whether or not its end has arrived.
-pub(crate) fn line(buf: &[u8]) -> Parsed<Vec<u8>> {
+pub(crate) fn line(buf: &[u8], seen: usize) -> Parsed<Vec<u8>> {
     let window = &buf[..buf.len().min(MAX_LINE + 1)];
-    match window.iter().position(|&b| b == b'\n') {
-        Some(end) => {
+    let from = seen.min(window.len());
+    match window[from..].iter().position(|&b| b == b'\n') {
+        Some(at) => {
+            let end = from + at;
             let mut text = &buf[..end];
             while let [rest @ .., b'\r'] = text {
                 text = rest;
@@ -270,8 +294,7 @@ pub(crate) fn line(buf: &[u8]) -> Parsed<Vec<u8>> {
     }
 }
 
-/// A reply in the SMTP (RFC 5321 §4.2) and FTP (RFC 959 §4.2) style: `CODE-text` lines,
-/// then one `CODE text` line.
+/// A reply in the SMTP/FTP style, as [`Conversation::reply`] reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Reply {
     /// The three-digit code of the last line.
@@ -294,30 +317,9 @@ impl Reply {
     }
 }
 
-/// A complete multi-line reply at the start of `buf`.
-pub(crate) fn reply(buf: &[u8]) -> Parsed<Reply> {
-    let mut lines = Vec::new();
-    let mut used = 0;
-    loop {
-        let Some((text, n)) = line(&buf[used..])? else {
-            return Ok(None);
-        };
-        used += n;
-        let (code, last, rest) = reply_line(&text)?;
-        lines.push(rest.to_vec());
-        if last {
-            return Ok(Some((Reply { code, lines }, used)));
-        }
-        if lines.len() >= MAX_REPLY_LINES {
-            return Err(StartTlsError::Protocol(format!(
-                "a reply of more than {MAX_REPLY_LINES} lines"
-            )));
-        }
-    }
-}
-
-/// A reply line's code, whether it is the last line (no `-` after the code), and its text.
-fn reply_line(text: &[u8]) -> Result<(u16, bool, &[u8]), StartTlsError> {
+/// A reply line's code (three ASCII digits), whether it is the last line of its reply (no
+/// `-` right after the code), and its text.
+pub(crate) fn reply_line(text: &[u8]) -> Result<(u16, bool, &[u8]), StartTlsError> {
     match text {
         [a, b, c, rest @ ..] if [a, b, c].iter().all(|d| d.is_ascii_digit()) => {
             let code = [a, b, c]
@@ -331,6 +333,12 @@ fn reply_line(text: &[u8]) -> Result<(u16, bool, &[u8]), StartTlsError> {
             peer_text(text)
         ))),
     }
+}
+
+/// Where the search for a marker of `len` bytes resumes when the first `seen` bytes held
+/// none: a marker may straddle the old and new bytes.
+pub(crate) fn resume(seen: usize, len: usize) -> usize {
+    seen.saturating_sub(len.saturating_sub(1))
 }
 
 /// The first occurrence of `needle` in `haystack`.

@@ -53,15 +53,18 @@ fn offers_starttls(ehlo: &Reply) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::reply;
     use super::*;
 
     #[test]
     fn the_keyword_is_a_whole_first_word() {
-        let parse = |b: &[u8]| reply(b).unwrap().unwrap().0;
-        assert!(offers_starttls(&parse(b"250-mx\r\n250 starttls\r\n")));
-        assert!(!offers_starttls(&parse(b"250-mx\r\n250 STARTTLSX\r\n")));
-        assert!(!offers_starttls(&parse(b"250-mx\r\n250 X-STARTTLS\r\n")));
-        assert!(!offers_starttls(&parse(b"250-mx\r\n250 \xffSTARTTLS\r\n")));
+        let ehlo = |last: &[u8]| Reply {
+            code: 250,
+            lines: vec![b"mx.test".to_vec(), last.to_vec()],
+        };
+        assert!(offers_starttls(&ehlo(b"starttls")));
+        assert!(offers_starttls(&ehlo(b"STARTTLS extra")));
+        assert!(!offers_starttls(&ehlo(b"STARTTLSX")));
+        assert!(!offers_starttls(&ehlo(b"X-STARTTLS")));
+        assert!(!offers_starttls(&ehlo(b"\xffSTARTTLS")));
     }
 }

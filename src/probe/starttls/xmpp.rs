@@ -6,7 +6,7 @@
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{Conversation, Parsed, StartTlsError, find, peer_text};
+use super::{Conversation, MAX_LINE, Parsed, StartTlsError, find, peer_text, resume};
 
 const TLS_NS: &[u8] = b"urn:ietf:params:xml:ns:xmpp-tls";
 
@@ -40,25 +40,31 @@ pub(super) async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
         .await?;
     match c.next(answer).await? {
         (Answer::Proceed, _) => Ok(()),
-        (_, text) => Err(StartTlsError::Refused(format!(
+        (Answer::Failure | Answer::StreamError, tag) => Err(StartTlsError::Refused(format!(
             "STARTTLS answered {}",
-            peer_text(&text)
+            peer_text(&tag)
+        ))),
+        (Answer::Other, tag) => Err(StartTlsError::Protocol(format!(
+            "STARTTLS answered neither <proceed/> nor <failure/>: {}",
+            peer_text(&tag)
         ))),
     }
 }
 
 /// Everything up to the end of the stream features element (or of a stream error).
-fn features(buf: &[u8]) -> Parsed<Vec<u8>> {
-    utf8(buf)?;
+fn features(buf: &[u8], seen: usize) -> Parsed<Vec<u8>> {
+    utf8(buf, seen)?;
     const ENDS: [&[u8]; 3] = [
         b"</stream:features>",
         b"<stream:features/>",
         b"</stream:error>",
     ];
-    // In this order of preference, as a features element may carry an error's name.
+    // In this order of preference, as a features element may carry an error's name. None
+    // was in the first `seen` bytes, so each search starts where one may straddle.
     Ok(ENDS.iter().find_map(|end| {
-        find(buf, end).map(|at| {
-            let used = at + end.len();
+        let from = resume(seen, end.len());
+        find(&buf[from..], end).map(|at| {
+            let used = from + at + end.len();
             (buf[..used].to_vec(), used)
         })
     }))
@@ -78,42 +84,76 @@ fn offers_starttls(features: &[u8]) -> bool {
     false
 }
 
-/// The server's answer to `<starttls/>`.
+/// The server's answer to `<starttls/>` (RFC 6120 §5.4.2.2-3): its first element.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Answer {
     Proceed,
     Failure,
     StreamError,
+    Other,
 }
 
-/// The first `<proceed`, `<failure` or stream error and its bytes up to the end of that tag.
-fn answer(buf: &[u8]) -> Parsed<(Answer, Vec<u8>)> {
-    utf8(buf)?;
-    let first = [
-        (Answer::Proceed, &b"<proceed"[..]),
-        (Answer::Failure, b"<failure"),
-        (Answer::StreamError, b"stream:error"),
-    ]
-    .into_iter()
-    .filter_map(|(kind, tag)| find(buf, tag).map(|at| (at, kind)))
-    .min_by_key(|(at, _)| *at);
-    let Some((at, kind)) = first else {
-        return Ok(None);
+/// The first tag after any whitespace (keepalives, RFC 6120 §4.6.1), up to its `>`, and
+/// which answer it is.
+fn answer(buf: &[u8], seen: usize) -> Parsed<(Answer, Vec<u8>)> {
+    utf8(buf, seen)?;
+    let start = buf
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(buf.len());
+    match buf.get(start) {
+        None => return Ok(None),
+        Some(b'<') => {}
+        Some(_) => {
+            return Err(StartTlsError::Protocol(format!(
+                "STARTTLS answered with text, not an element: {}",
+                peer_text(&buf[start..])
+            )));
+        }
+    }
+    let from = seen.max(start);
+    let Some(at) = buf[from..].iter().position(|&b| b == b'>') else {
+        return if buf.len() - start > MAX_LINE {
+            Err(StartTlsError::Protocol(format!(
+                "an XML tag longer than {MAX_LINE} bytes: {}",
+                peer_text(&buf[start..])
+            )))
+        } else {
+            Ok(None)
+        };
     };
-    Ok(buf[at..].iter().position(|&b| b == b'>').map(|end| {
-        let used = at + end + 1;
-        ((kind, buf[..used].to_vec()), used)
-    }))
+    let used = from + at + 1;
+    let tag = &buf[start..used];
+    let name_end = tag[1..]
+        .iter()
+        .position(|&b| b.is_ascii_whitespace() || b == b'/' || b == b'>')
+        .map_or(tag.len(), |n| n + 1);
+    let kind = match &tag[1..name_end] {
+        b"proceed" => Answer::Proceed,
+        b"failure" => Answer::Failure,
+        b"stream:error" => Answer::StreamError,
+        _ => Answer::Other,
+    };
+    Ok(Some(((kind, tag.to_vec()), used)))
 }
 
-/// Refuses bytes that cannot be UTF-8; an incomplete sequence at the end may still become so.
-fn utf8(buf: &[u8]) -> Result<(), StartTlsError> {
-    match std::str::from_utf8(buf) {
-        Err(e) if e.error_len().is_some() => Err(StartTlsError::Protocol(format!(
-            "the server's XML stream is not UTF-8 (RFC 6120 §11.6) at byte {}: {}",
-            e.valid_up_to(),
-            peer_text(&buf[e.valid_up_to()..])
-        ))),
+/// Refuses bytes that cannot be UTF-8; an incomplete sequence at the end may still become
+/// so. The first `seen` bytes were checked before, up to a character that may have been cut.
+fn utf8(buf: &[u8], seen: usize) -> Result<(), StartTlsError> {
+    // A character is at most 4 bytes: step back 3, then past continuation bytes that belong
+    // to a character checked whole before.
+    let mut from = seen.saturating_sub(3).min(buf.len());
+    while from < seen.min(buf.len()) && buf[from] & 0xc0 == 0x80 {
+        from += 1;
+    }
+    match std::str::from_utf8(&buf[from..]) {
+        Err(e) if e.error_len().is_some() => {
+            let at = from + e.valid_up_to();
+            Err(StartTlsError::Protocol(format!(
+                "the server's XML stream is not UTF-8 (RFC 6120 §11.6) at byte {at}: {}",
+                peer_text(&buf[at..])
+            )))
+        }
         _ => Ok(()),
     }
 }
@@ -127,11 +167,12 @@ mod tests {
     #[test]
     fn features_end_and_offer() {
         let mut buf = OPEN.to_vec();
-        buf.extend_from_slice(b"<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>");
-        assert_eq!(features(&buf), Ok(None), "not complete yet");
-        buf.extend_from_slice(b"</stream:features>");
-        let (f, used) = features(&buf).unwrap().unwrap();
-        assert_eq!(used, buf.len());
+        buf.extend_from_slice(b"<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls></stream:feat");
+        assert_eq!(features(&buf, 0), Ok(None), "not complete yet");
+        let seen = buf.len();
+        buf.extend_from_slice(b"ures>");
+        let (f, used) = features(&buf, seen).unwrap().unwrap();
+        assert_eq!(used, buf.len(), "found across the old and new bytes");
         assert!(offers_starttls(&f));
         assert!(!offers_starttls(b"<starttls xmlns='urn:x'/><starttlsfoo>"));
         assert!(offers_starttls(
@@ -146,7 +187,7 @@ mod tests {
         let mut buf = OPEN.to_vec();
         buf.extend_from_slice(b"<stream:features>");
         buf.extend_from_slice(&[0xff; 40]);
-        let err = features(&buf).unwrap_err();
+        let err = features(&buf, 0).unwrap_err();
         let StartTlsError::Protocol(msg) = &err else {
             panic!("{err:?}");
         };
@@ -156,41 +197,54 @@ mod tests {
         );
         assert!(msg.contains(r#""\xff\xff"#), "{msg}");
         assert!(msg.len() < 200, "{msg}");
-        // An incomplete character at the end waits for its last bytes.
-        assert_eq!(
-            features("<stream:features>é".as_bytes().split_last().unwrap().1),
-            Ok(None)
-        );
+    }
+
+    #[test]
+    fn characters_cut_between_reads_are_checked_whole() {
+        let text = "<stream:features>é€😀</stream:features>".as_bytes();
+        // Every way of splitting the text into what was seen and what is new.
+        for seen in 0..text.len() {
+            assert_eq!(utf8(&text[..seen], 0), Ok(()), "{seen}");
+            assert_eq!(utf8(text, seen), Ok(()), "{seen}");
+        }
+        assert!(features(text, 20).unwrap().is_some());
+        let bad = b"<a>\xe2\x82\x28";
+        assert!(utf8(&bad[..5], 0).is_ok(), "incomplete so far");
         assert!(
-            features("<stream:features>é</stream:features>".as_bytes())
-                .unwrap()
-                .is_some()
+            utf8(bad, 5).is_err(),
+            "an invalid continuation byte is caught"
         );
     }
 
     #[test]
-    fn the_first_answer_wins() {
-        let (kind, text) = answer(b"<failure xmlns='x'/><proceed/>")
+    fn the_answer_is_the_first_element() {
+        let (kind, tag) = answer(b" \r\n<failure xmlns='x'/><proceed/>", 0)
             .unwrap()
             .unwrap()
             .0;
         assert_eq!(kind, Answer::Failure);
-        assert_eq!(text, b"<failure xmlns='x'/>");
+        assert_eq!(tag, b"<failure xmlns='x'/>");
         assert_eq!(
-            answer(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'"),
+            answer(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'", 0),
             Ok(None)
         );
         assert_eq!(
-            answer(b"<proceed/>").unwrap().unwrap().0,
-            (Answer::Proceed, b"<proceed/>".to_vec())
+            answer(b"<proceed/>", 3).unwrap().unwrap(),
+            ((Answer::Proceed, b"<proceed/>".to_vec()), 10)
         );
         assert_eq!(
-            answer(b"<stream:error><host-unknown/>")
+            answer(b"<stream:error><host-unknown/>", 0)
                 .unwrap()
                 .unwrap()
                 .0
                 .0,
             Answer::StreamError
         );
+        assert_eq!(
+            answer(b"<proceeding/>", 0).unwrap().unwrap().0.0,
+            Answer::Other
+        );
+        assert!(answer(b"junk<proceed/>", 0).is_err());
+        assert!(answer(&[b'<'; MAX_LINE + 2], 0).is_err());
     }
 }
