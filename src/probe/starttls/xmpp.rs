@@ -51,9 +51,9 @@ pub(super) async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Everything up to the end of the stream features element (or of a stream error).
+/// Everything up to the end of the stream features element (or of a stream error). Only
+/// those bytes are judged, so what follows them cannot change the verdict.
 fn features(buf: &[u8], seen: usize) -> Parsed<Vec<u8>> {
-    utf8(buf, seen)?;
     const ENDS: [&[u8]; 3] = [
         b"</stream:features>",
         b"<stream:features/>",
@@ -61,13 +61,12 @@ fn features(buf: &[u8], seen: usize) -> Parsed<Vec<u8>> {
     ];
     // In this order of preference, as a features element may carry an error's name. None
     // was in the first `seen` bytes, so each search starts where one may straddle.
-    Ok(ENDS.iter().find_map(|end| {
+    let used = ENDS.iter().find_map(|end| {
         let from = resume(seen, end.len());
-        find(&buf[from..], end).map(|at| {
-            let used = from + at + end.len();
-            (buf[..used].to_vec(), used)
-        })
-    }))
+        find(&buf[from..], end).map(|at| from + at + end.len())
+    });
+    utf8(&buf[..used.unwrap_or(buf.len())], seen)?;
+    Ok(used.map(|used| (buf[..used].to_vec(), used)))
 }
 
 /// Whether the features list `<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'>`.
@@ -96,11 +95,11 @@ enum Answer {
 /// The first tag after any whitespace (keepalives, RFC 6120 §4.6.1), up to its `>`, and
 /// which answer it is.
 fn answer(buf: &[u8], seen: usize) -> Parsed<(Answer, Vec<u8>)> {
-    utf8(buf, seen)?;
     let start = buf
         .iter()
         .position(|b| !b.is_ascii_whitespace())
         .unwrap_or(buf.len());
+    utf8(&buf[..buf.len().min(start + 1)], seen)?;
     match buf.get(start) {
         None => return Ok(None),
         Some(b'<') => {}
@@ -113,6 +112,7 @@ fn answer(buf: &[u8], seen: usize) -> Parsed<(Answer, Vec<u8>)> {
     }
     let from = seen.max(start);
     let Some(at) = buf[from..].iter().position(|&b| b == b'>') else {
+        utf8(buf, seen)?;
         return if buf.len() - start > MAX_LINE {
             Err(StartTlsError::Protocol(format!(
                 "an XML tag longer than {MAX_LINE} bytes: {}",
@@ -123,6 +123,7 @@ fn answer(buf: &[u8], seen: usize) -> Parsed<(Answer, Vec<u8>)> {
         };
     };
     let used = from + at + 1;
+    utf8(&buf[..used], seen)?;
     let tag = &buf[start..used];
     let name_end = tag[1..]
         .iter()
@@ -138,7 +139,8 @@ fn answer(buf: &[u8], seen: usize) -> Parsed<(Answer, Vec<u8>)> {
 }
 
 /// Refuses bytes that cannot be UTF-8; an incomplete sequence at the end may still become
-/// so. The first `seen` bytes were checked before, up to a character that may have been cut.
+/// so. The first `seen` bytes were checked before (or are checked again: `seen` may exceed
+/// `buf`), up to a character that may have been cut.
 fn utf8(buf: &[u8], seen: usize) -> Result<(), StartTlsError> {
     // A character is at most 4 bytes: step back 3, then past continuation bytes that belong
     // to a character checked whole before.
