@@ -121,7 +121,7 @@ async fn issues_for_several_names_and_stores_the_version_sealed() {
         .map(|e| e.kind)
         .collect();
     assert_eq!(kinds, ["account.saved", "order.started", "version.stored"]);
-    assert!(s.store.pending_orders().unwrap().is_empty());
+    assert!(s.store.pending_orders(None).unwrap().is_empty());
 
     // A second connection reuses the stored account.
     let again = Issuer::connect(s.settings.clone(), &s.store, s.responder.clone(), &clock)
@@ -170,7 +170,7 @@ async fn a_failed_challenge_keeps_the_problem_document() {
     assert_eq!(last.kind, "order.failed");
     assert!(last.detail["problem"].is_object(), "{:?}", last.detail);
     assert!(s.store.latest("broken").unwrap().is_none());
-    assert!(s.store.pending_orders().unwrap().is_empty());
+    assert!(s.store.pending_orders(None).unwrap().is_empty());
 }
 
 /// A config for the CLI against this Pebble, with the store in its temp dir.
