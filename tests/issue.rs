@@ -14,6 +14,9 @@ use tokio::net::TcpListener;
 
 use crate::util::pebble::Pebble;
 
+// Orders a crash interrupted: each resumption case, and kill -9 of the real binary.
+mod resume;
+
 /// How tests reach this Pebble: its directory and TLS root, quick polling, HTTP-01.
 fn acme_settings(pebble: &Pebble) -> AcmeSettings {
     AcmeSettings {
