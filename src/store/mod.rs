@@ -4,8 +4,9 @@
 //! credentials encrypted at rest (age, X25519), orders, endpoints, and an append-only journal.
 //! Versioned migrations (`PRAGMA user_version`). Crash safety: WAL with full sync, and every
 //! issuance recorded in one transaction, so a kill at any point leaves either the old state or
-//! the new one. The database and key files are created 0600. Must not know ACME, HTTP or
-//! probing.
+//! the new one; an order's CSR key is sealed into the order before finalize is sent, so an
+//! interrupted order can still be completed. The database and key files are created 0600.
+//! Must not know ACME, HTTP or probing.
 
 mod crypt;
 

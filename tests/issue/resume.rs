@@ -225,11 +225,19 @@ async fn an_invalid_order_is_abandoned_before_ordering_anew() {
     };
     // A responder nobody listens for: Pebble's validation fails.
     interrupted(&s, &spec, crash, Http01Responder::new()).await;
-    let url = s.store.pending_orders(None).unwrap()[0].url.clone().unwrap();
+    let url = s.store.pending_orders(None).unwrap()[0]
+        .url
+        .clone()
+        .unwrap();
     // Wait for Pebble's verdict, asked by the account's own key.
-    let creds: instant_acme::AccountCredentials =
-        serde_json::from_slice(s.store.account(&s.settings.directory).unwrap().unwrap().expose())
-            .unwrap();
+    let creds: instant_acme::AccountCredentials = serde_json::from_slice(
+        s.store
+            .account(&s.settings.directory)
+            .unwrap()
+            .unwrap()
+            .expose(),
+    )
+    .unwrap();
     let account = instant_acme::Account::builder_with_http(
         tlsward::issuer::https_client(Some(&s.pebble.tls_ca_file)).unwrap(),
     )
@@ -303,7 +311,11 @@ async fn orders_that_cannot_be_resumed_are_abandoned_with_their_reason() {
         .unwrap();
     let elsewhere = s.store.begin_order("www", None, now).unwrap();
     s.store
-        .set_order_url(elsewhere, "https://other-ca.test/dir", "https://other-ca.test/o/1")
+        .set_order_url(
+            elsewhere,
+            "https://other-ca.test/dir",
+            "https://other-ca.test/o/1",
+        )
         .unwrap();
     let old = s.store.begin_order("www", None, now - week - 60).unwrap();
     s.store.set_order_url(old, dir, unreachable).unwrap();
@@ -343,7 +355,10 @@ async fn orders_that_cannot_be_resumed_are_abandoned_with_their_reason() {
         .filter(|e| e.kind == "order.abandoned")
         .map(|e| e.detail["reason"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(reasons, ["no_url", "not_found", "other_directory", "expired"]);
+    assert_eq!(
+        reasons,
+        ["no_url", "not_found", "other_directory", "expired"]
+    );
 
     // The kept order blocks a new one of its certificate: the CA may have issued it.
     let err = issuer
@@ -353,7 +368,10 @@ async fn orders_that_cannot_be_resumed_are_abandoned_with_their_reason() {
     assert_eq!(err.reason(), "client", "{err}");
     assert_eq!(s.store.pending_orders(None).unwrap().len(), 1);
     assert_eq!(
-        kinds(&s.store, "stuck").iter().filter(|k| *k == "order.started").count(),
+        kinds(&s.store, "stuck")
+            .iter()
+            .filter(|k| *k == "order.started")
+            .count(),
         1
     );
     // Nothing stands in the way of the other.
@@ -432,7 +450,10 @@ async fn a_refused_replacement_is_ordered_without_replaces() {
     let spec = spec("renewed", "renewed.tlsward.test");
     let v1 = issuer.issue(&spec, &store, &clock, None).await.unwrap();
     let id = v1.ari_id.clone().unwrap();
-    let v2 = issuer.issue(&spec, &store, &clock, Some(&id)).await.unwrap();
+    let v2 = issuer
+        .issue(&spec, &store, &clock, Some(&id))
+        .await
+        .unwrap();
     assert_ne!(v1.sha256, v2.sha256);
     let journal = store.journal_entries(Some("renewed")).unwrap();
     let kinds: Vec<&str> = journal.iter().map(|e| e.kind.as_str()).collect();
@@ -547,7 +568,10 @@ fn figures(pebble: &Pebble, store: &Store, certificate: &str) -> (usize, usize, 
 }
 
 fn config(pebble: &Pebble, http01_port: u16, renew_fraction: f64) -> std::path::PathBuf {
-    let path = pebble.dir.path().join(format!("crash-{renew_fraction}.toml"));
+    let path = pebble
+        .dir
+        .path()
+        .join(format!("crash-{renew_fraction}.toml"));
     let text = format!(
         "[store]\npath = \"crash/tlsward.db\"\nkey_file = \"crash/store.key\"\n\n[acme]\ndirectory = \"{}\"\nca_file = \"{}\"\nhttp01_listen = \"127.0.0.1:{http01_port}\"\nrenew_fraction = {renew_fraction}\n\n[[certificate]]\nname = \"site\"\ndomains = [\"site.tlsward.test\"]\n",
         pebble.directory,
@@ -605,7 +629,10 @@ fn assert_all_issued_are_stored(pebble: &Pebble, store: &Store, what: &str) {
         missing.is_empty(),
         "{what}: issued {issued:?}, stored {stored:?}"
     );
-    assert_eq!(issued, stored, "{what}: stored a certificate Pebble did not issue?");
+    assert_eq!(
+        issued, stored,
+        "{what}: stored a certificate Pebble did not issue?"
+    );
     assert!(
         store.pending_orders(None).unwrap().is_empty(),
         "{what}: {:?}",

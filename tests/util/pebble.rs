@@ -218,7 +218,7 @@ impl Pebble {
             .lines()
             .filter_map(|l| l.split("Issued certificate serial ").nth(1))
             .filter_map(|rest| rest.split_whitespace().next())
-            .map(|s| normal_serial(s))
+            .map(normal_serial)
             .collect()
     }
 
