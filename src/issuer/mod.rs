@@ -154,6 +154,23 @@ impl IssueError {
         }
     }
 
+    /// Whether the error says nothing about the order itself: no answer (network, timeout),
+    /// the store failing, or the CA failing or asking to wait (a 5xx problem, a rate limit).
+    /// Any other problem document is the CA's verdict.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Timeout | Self::Client(_) | Self::Store(_) => true,
+            Self::Problem { kind, document, .. } => {
+                kind.ends_with(":rateLimited")
+                    || kind.ends_with(":badNonce")
+                    || document["status"].as_u64().is_some_and(|s| s >= 500)
+            }
+            Self::BadCertificate(_) | Self::Invalid(_) | Self::NoChallenge(_) | Self::Dns(_) => {
+                false
+            }
+        }
+    }
+
     /// How long to wait before trying again, when the CA said (rate limits).
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -499,10 +516,11 @@ impl Issuer {
     ///
     /// The key for the CSR is sealed into the order before finalize is sent (or, when the
     /// order already has one, that one is used): once the CA may have issued, the key is
-    /// never lost. `sealed` says whether the order has a key already. From then on, only the
-    /// CA saying the order is invalid, or a certificate that cannot be used, fails the order;
-    /// any other error (network, timeout, store) keeps it pending, for [`Self::resume`] to
-    /// ask the CA again instead of ordering anew.
+    /// never lost. `sealed` says whether the order has a key already. From then on, a
+    /// [transient](IssueError::is_transient) error (network, timeout, store, a CA server
+    /// error) keeps the order pending, for [`Self::resume`] to ask the CA again instead of
+    /// ordering anew; only the CA's verdict (an invalid order, a refused finalize) or a
+    /// certificate that cannot be used fails it.
     async fn run(
         &self,
         spec: &CertificateSpec,
@@ -525,11 +543,7 @@ impl Issuer {
             Ok(v) => return Ok(Resumption::Stored(v)),
             Err(e) => e.with_retry_after(self.retry_after.take()),
         };
-        let definitive = matches!(
-            e,
-            IssueError::Invalid(_) | IssueError::BadCertificate(_) | IssueError::NoChallenge(_)
-        ) || order.state().status == OrderStatus::Invalid;
-        if sealed && !definitive {
+        if sealed && e.is_transient() && order.state().status != OrderStatus::Invalid {
             warn!(certificate = %spec.name, order = order_id, error = %e, "the order is interrupted after finalize; it stays pending and is resumed before any new order");
             return Ok(Resumption::Kept(e));
         }
@@ -723,4 +737,56 @@ fn key_matches(key: &Secret, leaf: &[u8]) -> bool {
     x509_parser::certificate::X509Certificate::from_der(leaf).is_ok_and(|(_, cert)| {
         cert.public_key().subject_public_key.data.as_ref() == pair.public_key_raw()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(kind: &str, status: u16) -> IssueError {
+        IssueError::Problem {
+            kind: kind.into(),
+            detail: String::new(),
+            document: json!({ "type": kind, "status": status }),
+            retry_after: None,
+        }
+    }
+
+    /// After finalize, only a transient error keeps an order pending for resumption.
+    #[test]
+    fn the_cas_verdict_is_final_and_a_failure_to_answer_is_not() {
+        let transient = [
+            IssueError::Timeout,
+            IssueError::Client("connection reset".into()),
+            problem("urn:ietf:params:acme:error:serverInternal", 500),
+            problem("urn:ietf:params:acme:error:rateLimited", 429),
+            problem("urn:ietf:params:acme:error:badNonce", 400),
+        ];
+        for e in &transient {
+            assert!(e.is_transient(), "{e}");
+        }
+        let verdicts = [
+            problem("urn:ietf:params:acme:error:badCSR", 400),
+            problem("urn:ietf:params:acme:error:orderNotReady", 403),
+            IssueError::Invalid("invalid".into()),
+            IssueError::BadCertificate("not for the order's key".into()),
+        ];
+        for e in &verdicts {
+            assert!(!e.is_transient(), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_certificate_is_for_the_key_it_certifies_only() {
+        let key = new_key(KeyType::EcdsaP256).unwrap();
+        let other = new_key(KeyType::EcdsaP256).unwrap();
+        let pair = rcgen::KeyPair::try_from(key.expose()).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["k.test".to_owned()])
+            .unwrap()
+            .self_signed(&pair)
+            .unwrap();
+        assert!(key_matches(&key, cert.der()));
+        assert!(!key_matches(&other, cert.der()));
+        assert!(!key_matches(&key, b"not a certificate"));
+    }
 }

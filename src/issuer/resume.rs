@@ -39,7 +39,8 @@ pub enum AbandonReason {
     OtherDirectory,
     /// The CA does not know the order any more (404).
     NotFound,
-    /// The CA cannot be asked about it and it is older than [`ORDER_LIFETIME`].
+    /// The CA cannot say what became of it (no answer, a server error) and it is older than
+    /// [`ORDER_LIFETIME`].
     Expired,
     /// The CA says it is invalid: a challenge failed, or it expired (RFC 8555 §7.1.6).
     Invalid,
@@ -177,7 +178,7 @@ impl Issuer {
         let mut out = Vec::new();
         let mut open = Vec::new();
         for p in orders {
-            let outcome = match self.look_up(&p, clock).await {
+            let outcome = match self.look_up(&p).await {
                 Lookup::Gone(reason, detail) => abandon(store, clock, &p, reason, &detail)?,
                 Lookup::Unknown(e) => Resumption::Kept(e),
                 Lookup::Found(mut order) => match order.state().status {
@@ -208,7 +209,7 @@ impl Issuer {
                     }
                 },
             };
-            out.push(report(p, outcome));
+            out.push(settle(store, clock, p, outcome)?);
         }
         let latest = store.latest(name)?.map(|v| v.id);
         let resumed_newest = latest.is_some() && out.iter().any(|r| r.stored() == latest);
@@ -223,7 +224,7 @@ impl Issuer {
                 AbandonReason::NotConfigured
             };
             let outcome = abandon(store, clock, &p, reason, &Value::Null)?;
-            out.push(report(p, outcome));
+            out.push(settle(store, clock, p, outcome)?);
         }
         if let Some((spec, (p, mut order))) = chosen {
             let outcome = match order_names(&mut order).await {
@@ -237,13 +238,13 @@ impl Issuer {
                         .await?
                 }
             };
-            out.push(report(p, outcome));
+            out.push(settle(store, clock, p, outcome)?);
         }
         Ok(out)
     }
 
     /// Asks the CA for a pending order by its URL.
-    async fn look_up(&self, p: &PendingOrder, clock: &dyn Clock) -> Lookup {
+    async fn look_up(&self, p: &PendingOrder) -> Lookup {
         let Some(url) = p.url.clone() else {
             return Lookup::Gone(AbandonReason::NoUrl, Value::Null);
         };
@@ -262,9 +263,6 @@ impl Issuer {
                 let e = IssueError::from(e).with_retry_after(self.retry_after.take());
                 if matches!(status, Some(404 | 410)) {
                     Lookup::Gone(AbandonReason::NotFound, e.document())
-                } else if unix(clock).saturating_sub(p.started_at) > ORDER_LIFETIME.as_secs() as i64
-                {
-                    Lookup::Gone(AbandonReason::Expired, e.document())
                 } else {
                     Lookup::Unknown(e)
                 }
@@ -283,6 +281,25 @@ fn abandon(
 ) -> Result<Resumption, IssueError> {
     store.abandon_order(p.id, &p.certificate, reason.as_str(), detail, unix(clock))?;
     Ok(Resumption::Abandoned(reason))
+}
+
+/// Gives up on an order the CA could not tell about once it is older than
+/// [`ORDER_LIFETIME`], then reports the outcome.
+fn settle(
+    store: &Store,
+    clock: &dyn Clock,
+    p: PendingOrder,
+    outcome: Resumption,
+) -> Result<Resumed, IssueError> {
+    let outcome = match outcome {
+        Resumption::Kept(e)
+            if unix(clock).saturating_sub(p.started_at) > ORDER_LIFETIME.as_secs() as i64 =>
+        {
+            abandon(store, clock, &p, AbandonReason::Expired, &e.document())?
+        }
+        other => other,
+    };
+    Ok(report(p, outcome))
 }
 
 /// Logs what resuming `order` came to, once, and pairs them.
