@@ -20,7 +20,8 @@
 //!   functions each checked against the grant, certificate formats (pure `convert.rs`).
 //!   Knows nothing of the store, the reconciler or metrics.
 //! - [`issuer`]: ACME via instant-acme: the account, orders, the HTTP-01 responder; records
-//!   every order and version in the store. Knows nothing of probing or metrics.
+//!   every order and version in the store, and resumes the orders a crash left pending
+//!   (`resume.rs`). Knows nothing of probing or metrics.
 //! - [`store`]: SQLite, the only SQL: certificates, versions, keys sealed with age, orders,
 //!   the deployment queue, the append-only journal. Knows nothing of ACME or HTTP.
 //! - [`schedule`]: per-target probe loops under one concurrency limit; results and history

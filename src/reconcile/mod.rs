@@ -28,7 +28,7 @@ use tracing::{error, info, warn};
 
 use crate::clock::Clock;
 use crate::escape::LabelValue;
-use crate::issuer::{AcmeSettings, CertificateSpec, Http01Responder, Issuer};
+use crate::issuer::{AcmeSettings, CertificateSpec, Http01Responder, Issuer, Resumption};
 use crate::schedule::Results;
 use crate::store::Store;
 
@@ -53,18 +53,6 @@ struct ServedWindow {
     sha256: String,
     window: Option<(i64, i64)>,
     next_check: i64,
-}
-
-/// The ARI identifier of a certificate (RFC 9773 §4.1): base64url of the AKI keyIdentifier,
-/// a dot, base64url of the serial number's DER value bytes.
-fn ari_id(leaf: &crate::cert::CertFacts) -> Option<String> {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let aki = leaf.aki.as_ref()?;
-    let serial: Vec<u8> = (0..leaf.serial.len() / 2)
-        .filter_map(|i| u8::from_str_radix(&leaf.serial[2 * i..2 * i + 2], 16).ok())
-        .collect();
-    Some(format!("{}.{}", b64.encode(aki), b64.encode(serial)))
 }
 
 /// A probe target bound to a managed certificate.
@@ -261,7 +249,11 @@ impl Reconciler {
                 )
                 .await
                 {
-                    Ok(i) => issuer = Some((desired.acme.directory.clone(), i)),
+                    Ok(i) => {
+                        // Before anything is ordered: what a crash interrupted.
+                        self.resume(&i, &desired).await;
+                        issuer = Some((desired.acme.directory.clone(), i));
+                    }
                     Err(e) => {
                         error!(directory = %desired.acme.directory, error = %e, "cannot reach the ACME account");
                         issuer = None;
@@ -346,6 +338,34 @@ impl Reconciler {
         }
     }
 
+    /// Resumes the orders a crash left pending, counting each that ends in
+    /// `tlsward_acme_orders_total` (`abandoned` with its reason, for those that cannot
+    /// complete).
+    async fn resume(&self, issuer: &Issuer, desired: &Desired) {
+        let resumed = match issuer
+            .resume(&self.store, self.clock.as_ref(), &desired.certificates)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                error!(error = %e, "cannot resume the interrupted orders");
+                return;
+            }
+        };
+        for r in resumed {
+            let (result, reason) = match &r.outcome {
+                Resumption::Stored(_) => ("valid", "none"),
+                Resumption::Abandoned(why) => ("abandoned", why.as_str()),
+                Resumption::Failed(e) => ("failed", e.reason()),
+                Resumption::Kept(_) => continue,
+            };
+            self.metrics
+                .orders
+                .get_or_create(&OrderLabels { result, reason })
+                .inc();
+        }
+    }
+
     /// Asks the CA for the renewal window of each certificate's newest version when due,
     /// and records the point chosen inside it.
     async fn refresh_windows(&self, issuer: &Issuer, desired: &Desired) {
@@ -418,7 +438,7 @@ impl Reconciler {
                     let facts = state.last.first()?.outcome.as_ref().ok()?;
                     Some((
                         state.spec.name.clone(),
-                        (facts.leaf.sha256.clone(), ari_id(&facts.leaf)?),
+                        (facts.leaf.sha256.clone(), facts.leaf.ari_id()?),
                     ))
                 })
                 .collect()
