@@ -423,6 +423,7 @@ async fn pem_files_writes_what_openssl_reads_then_checks_and_reloads() {
             .iter()
             .map(|&(_, path, _, _)| Written {
                 path: path.into(),
+                root: dir.base.clone(),
                 previous: None
             })
             .collect::<Vec<_>>(),
@@ -490,6 +491,7 @@ async fn pem_files_writes_what_openssl_reads_then_checks_and_reloads() {
             .iter()
             .map(|&(_, path, _, _)| Written {
                 path: path.into(),
+                root: dir.base.clone(),
                 previous: Some(prev(path).into())
             })
             .collect::<Vec<_>>()

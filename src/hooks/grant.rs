@@ -160,6 +160,18 @@ impl Grant {
         }
     }
 
+    /// The granted directory a clean path lies beneath (the deepest, when grants nest), and
+    /// the path relative to it; `None` when it lies beneath none or is one of them.
+    pub fn write_root<'a>(&self, clean: &'a Path) -> Option<(&Path, &'a Path)> {
+        self.write_paths
+            .iter()
+            .filter_map(|root| {
+                let rel = clean.strip_prefix(root).ok()?;
+                (!rel.as_os_str().is_empty()).then_some((root.as_path(), rel))
+            })
+            .max_by_key(|(root, _)| root.components().count())
+    }
+
     /// The argv when it is exactly one of the granted commands.
     pub fn check_command(&self, argv: &[String]) -> Result<(), Refusal> {
         if argv.is_empty() {

@@ -2,9 +2,6 @@
 //! before it touches anything, and the record of what the run did (for the journal, for
 //! `tlsward hook run`, and for rollback).
 
-use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -19,6 +16,7 @@ use super::bindings::tlsward::hook::host::Host;
 use super::bindings::tlsward::hook::types::{
     self, CertFormat, CommandOutput, HookError, HttpRequest, HttpResponse, LogLevel,
 };
+use super::beneath;
 use super::convert::{self, Format, Material};
 use super::grant::{Grant, Refusal, check_mode};
 use crate::store::Secret;
@@ -52,6 +50,9 @@ pub struct HostCall {
 pub struct Written {
     /// The file.
     pub path: PathBuf,
+    /// The granted directory it lies beneath: rollback resolves `path` from it again,
+    /// through the same directories and never through a symbolic link.
+    pub root: PathBuf,
     /// The previous file, kept as `<path>.tlsward-prev`; `None` when there was none.
     pub previous: Option<PathBuf>,
 }
@@ -236,6 +237,8 @@ impl State {
     }
 
     /// Writes `data` to `path` atomically, beneath the grant, keeping the previous file.
+    /// The path is resolved from a handle on the granted directory, never through a
+    /// symbolic link ([`beneath`]).
     fn write(
         &mut self,
         path: &str,
@@ -252,86 +255,39 @@ impl State {
                 data.len()
             )));
         }
-        let parent = clean.parent().unwrap_or(Path::new("/"));
-        // The lexical check passed; now make sure no symbolic link below the granted
-        // directory leads elsewhere.
-        let real_parent = fs::canonicalize(parent)
-            .map_err(|e| HookError::Failed(format!("{}: {e}", parent.display())))?;
-        let beneath = self
-            .grant
-            .write_paths
-            .iter()
-            .filter_map(|root| fs::canonicalize(root).ok())
-            .any(|root| real_parent.starts_with(root));
-        if !beneath {
-            return Err(HookError::AccessDenied(format!(
-                "{} resolves outside write_paths through a symbolic link",
-                clean.display()
-            )));
-        }
-        let target = real_parent.join(clean.file_name().unwrap_or_default());
-        let existing = match fs::symlink_metadata(&target) {
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(HookError::AccessDenied(format!(
-                    "{} is a symbolic link; hooks replace regular files only",
-                    clean.display()
-                )));
-            }
-            Ok(m) if !m.is_file() => {
-                return Err(HookError::InvalidArgument(format!(
-                    "{} exists and is not a regular file",
-                    clean.display()
-                )));
-            }
-            Ok(m) => Some(m),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(HookError::Failed(format!("{}: {e}", clean.display()))),
-        };
-        let first_write = !self.rec().written.iter().any(|w| w.path == target);
-        if first_write {
-            let previous = match &existing {
-                Some(_) => {
-                    let prev = with_suffix(&target, PREVIOUS_SUFFIX);
-                    let tmp = with_suffix(&target, &format!(".tlsward-link-{}", fastrand::u64(..)));
-                    fs::hard_link(&target, &tmp)
-                        .and_then(|()| fs::rename(&tmp, &prev))
-                        .map_err(|e| {
-                            let _ = fs::remove_file(&tmp);
-                            HookError::Failed(format!(
-                                "cannot keep the previous {}: {e}",
-                                clean.display()
-                            ))
-                        })?;
-                    Some(prev)
-                }
-                None => None,
-            };
+        let (root, rel) = self.grant.write_root(&clean).ok_or_else(|| {
+            HookError::InvalidArgument(format!("{} names no file", clean.display()))
+        })?;
+        let first_write = !self.rec().written.iter().any(|w| w.path == clean);
+        let replaced = beneath::replace(
+            root,
+            rel,
+            data,
+            mode,
+            first_write.then_some(PREVIOUS_SUFFIX),
+        );
+        if let Some(previous) = replaced.previous {
             self.rec().written.push(Written {
-                path: target.clone(),
+                path: clean.clone(),
+                root: root.to_path_buf(),
                 previous,
             });
         }
-        let tmp = with_suffix(&target, &format!(".tlsward-tmp-{}", fastrand::u64(..)));
-        let result = (|| -> std::io::Result<()> {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(mode)
-                .open(&tmp)?;
-            f.set_permissions(fs::Permissions::from_mode(mode))?;
-            if let Some(m) = &existing {
-                // Keep the owner and group of the file being replaced (a key readable by
-                // the service's group stays so); only root can do this, so best effort.
-                let _ = std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()));
-            }
-            f.write_all(data)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &target)?;
-            fs::File::open(&real_parent)?.sync_all()
-        })();
-        result.map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            HookError::Failed(format!("cannot write {}: {e}", clean.display()))
+        replaced.result.map_err(|e| match e {
+            beneath::Error::LinkOnTheWay(link) => HookError::AccessDenied(format!(
+                "{} resolves outside write_paths through a symbolic link ({}); hooks write \
+                 through real directories only",
+                clean.display(),
+                link.display()
+            )),
+            beneath::Error::LinkAtTheEnd(_) => HookError::AccessDenied(format!(
+                "{} is a symbolic link; hooks replace regular files only",
+                clean.display()
+            )),
+            beneath::Error::NotADirectory(_)
+            | beneath::Error::NotAFile(_)
+            | beneath::Error::BadPath(_) => HookError::InvalidArgument(e.to_string()),
+            beneath::Error::Io(..) => HookError::Failed(e.to_string()),
         })
     }
 
@@ -419,12 +375,6 @@ fn chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
-}
-
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
 }
 
 fn truncate(bytes: &[u8]) -> String {
@@ -606,15 +556,29 @@ pub(crate) fn roll_back(
 ) -> Rollback {
     let mut out = Rollback::default();
     for w in written.iter().rev() {
-        let r = match &w.previous {
-            Some(prev) => fs::rename(prev, &w.path).map(|()| out.restored.push(w.path.clone())),
-            None => match fs::remove_file(&w.path) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                r => r.map(|()| out.removed.push(w.path.clone())),
-            },
+        let Ok(rel) = w.path.strip_prefix(&w.root) else {
+            out.errors.push(format!(
+                "{}: not beneath {}",
+                w.path.display(),
+                w.root.display()
+            ));
+            continue;
         };
-        if let Err(e) = r {
-            out.errors.push(format!("{}: {e}", w.path.display()));
+        let previous = w.previous.as_deref().and_then(Path::file_name);
+        match beneath::restore(&w.root, rel, previous) {
+            Ok(beneath::Restored::Renamed) => out.restored.push(w.path.clone()),
+            Ok(beneath::Restored::Removed) => out.removed.push(w.path.clone()),
+            Ok(beneath::Restored::Absent) => {}
+            Err(e) if e.is_link() => {
+                let e = format!(
+                    "{}: not put back: {e} (replaced since the hook wrote it; rollback goes \
+                     through real directories only)",
+                    w.path.display()
+                );
+                warn!(error = %e, "rollback refused");
+                out.errors.push(e);
+            }
+            Err(e) => out.errors.push(format!("{}: {e}", w.path.display())),
         }
     }
     let deadline = Instant::now() + limit;

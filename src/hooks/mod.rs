@@ -12,6 +12,7 @@
 //! Owns: the wasmtime engine, the host functions, format conversion. Knows nothing of the
 //! store, the reconciler, metrics or the config file.
 
+mod beneath;
 pub mod convert;
 pub mod grant;
 pub mod host;
