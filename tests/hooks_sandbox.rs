@@ -271,6 +271,36 @@ async fn runaway_guests_are_stopped_and_the_host_keeps_running() {
     assert!(logged <= 64 << 10, "{logged} bytes of log kept");
     assert!(logged > 0);
 
+    // Texts and calls without end: each text is cut to its cap, saying how much was dropped,
+    // and calls beyond the cap are counted in one last entry.
+    let r = attack(&a, "chatter").await;
+    let cap = tlsward::hooks::host::MAX_MESSAGE;
+    let dropped = |text: &str, n: usize| {
+        assert!(text.len() <= cap + 40, "{} bytes kept", text.len());
+        assert!(
+            text.ends_with(&format!(" [{} more bytes dropped]", n - cap)),
+            "{}",
+            &text[text.len() - 40..]
+        );
+    };
+    match &r.outcome {
+        Err(HookFailure::Hook(m)) => dropped(m, 1 << 20),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(r.calls[0].function, "log");
+    dropped(&r.calls[0].outcome, 100_000);
+    let max = tlsward::hooks::host::MAX_CALLS;
+    assert_eq!(r.calls.len(), max + 1);
+    let last = r.calls.last().unwrap();
+    assert_eq!(last.function, "dropped");
+    assert_eq!(
+        last.outcome,
+        format!(
+            "{} more host calls not recorded (the first {max} are kept)",
+            3001 - max
+        )
+    );
+
     // After all that, the same engine runs a well-behaved hook normally.
     let leaf = TestCa::root("Deployed CA").leaf(&["site.test"]).build();
     let s = spec(
@@ -465,7 +495,10 @@ async fn a_directory_swapped_for_a_symlink_during_writes_does_not_lead_out() {
     }
     stop.store(true, Ordering::Relaxed);
     let swaps = swapper.join().unwrap();
-    eprintln!("{} writes, {} refused, {swaps} swaps", total.ok, total.denied);
+    eprintln!(
+        "{} writes, {} refused, {swaps} swaps",
+        total.ok, total.denied
+    );
     assert!(total.ok > 0 && total.denied > 0, "{total:?}, {swaps} swaps");
     assert_eq!(names(&outside), Vec::<String>::new());
     assert!(sub.is_dir() && !sub.is_symlink());
@@ -504,7 +537,12 @@ async fn rollback_through_a_directory_replaced_by_a_symlink_is_refused() {
     .await;
     assert!(r.outcome.is_ok(), "{:?}", r.outcome);
     let kept: Vec<bool> = r.written.iter().map(|w| w.previous.is_some()).collect();
-    assert_eq!(kept, [true, false, true, false, false, false], "{:?}", r.written);
+    assert_eq!(
+        kept,
+        [true, false, true, false, false, false],
+        "{:?}",
+        r.written
+    );
 
     // The directory is moved away and a link to `outside` put in its place; outside holds
     // files of the same names, the previous versions included.
@@ -525,7 +563,10 @@ async fn rollback_through_a_directory_replaced_by_a_symlink_is_refused() {
         .await
         .unwrap();
     assert!(!undo.ok());
-    assert!(undo.restored.is_empty() && undo.removed.is_empty(), "{undo:?}");
+    assert!(
+        undo.restored.is_empty() && undo.removed.is_empty(),
+        "{undo:?}"
+    );
     assert_eq!(undo.errors.len(), 6, "{undo:?}");
     for e in &undo.errors {
         assert!(e.contains("symbolic link"), "{e}");

@@ -12,11 +12,11 @@ use tracing::{debug, error, info, warn};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::beneath;
 use super::bindings::tlsward::hook::host::Host;
 use super::bindings::tlsward::hook::types::{
     self, CertFormat, CommandOutput, HookError, HttpRequest, HttpResponse, LogLevel,
 };
-use super::beneath;
 use super::convert::{self, Format, Material};
 use super::grant::{Grant, Refusal, check_mode};
 use crate::store::Secret;
@@ -31,13 +31,18 @@ pub const MAX_HTTP_BODY: usize = 1 << 20;
 pub const MAX_WRITE: usize = 64 << 20;
 /// Log bytes kept per run; beyond it, lines are counted and dropped.
 pub const MAX_LOG: usize = 64 << 10;
+/// The longest text from a hook kept whole: its summary or error, one log line, one host
+/// call's arguments or outcome; beyond it the text is cut and says how much was dropped.
+pub const MAX_MESSAGE: usize = 4 << 10;
+/// Host calls recorded per run; later ones are counted, and one last entry says how many.
+pub const MAX_CALLS: usize = 1000;
 /// The suffix of the previous version of a file a hook replaced.
 pub const PREVIOUS_SUFFIX: &str = ".tlsward-prev";
 
 /// One host call, as `tlsward hook run` prints it and the journal keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct HostCall {
-    /// The function.
+    /// The function; `dropped` for the one entry counting calls beyond [`MAX_CALLS`].
     pub function: &'static str,
     /// Its arguments, rendered without secrets.
     pub args: String,
@@ -129,10 +134,56 @@ pub(crate) struct State {
 #[derive(Debug, Default)]
 pub(crate) struct Record {
     pub(crate) calls: Vec<HostCall>,
+    pub(crate) calls_dropped: usize,
     pub(crate) written: Vec<Written>,
     pub(crate) commands: Vec<Vec<String>>,
     pub(crate) log_bytes: usize,
     pub(crate) denied: bool,
+}
+
+// === impl Record ===
+
+impl Record {
+    /// Keeps a call (its texts capped by the caller) while fewer than [`MAX_CALLS`] are kept.
+    fn push(&mut self, call: HostCall) {
+        if self.calls.len() < MAX_CALLS {
+            self.calls.push(call);
+        } else {
+            self.calls_dropped += 1;
+        }
+    }
+
+    /// The calls kept, then one entry for those dropped, if any.
+    pub(crate) fn take_calls(&mut self) -> Vec<HostCall> {
+        let mut calls = std::mem::take(&mut self.calls);
+        if self.calls_dropped > 0 {
+            calls.push(HostCall {
+                function: "dropped",
+                args: String::new(),
+                outcome: format!(
+                    "{} more host calls not recorded (the first {MAX_CALLS} are kept)",
+                    std::mem::take(&mut self.calls_dropped)
+                ),
+            });
+        }
+        calls
+    }
+}
+
+/// `text` cut to [`MAX_MESSAGE`] bytes (at a character boundary), saying how much was
+/// dropped.
+pub(crate) fn capped(mut text: String) -> String {
+    if text.len() <= MAX_MESSAGE {
+        return text;
+    }
+    let mut cut = MAX_MESSAGE;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let dropped = text.len() - cut;
+    text.truncate(cut);
+    text.push_str(&format!(" [{dropped} more bytes dropped]"));
+    text
 }
 
 impl WasiView for State {
@@ -202,12 +253,13 @@ impl State {
                 render_error(e)
             }
         };
-        debug!(hook = %self.hook, function, %args, %outcome, "host call");
-        self.rec().calls.push(HostCall {
+        let call = HostCall {
             function,
-            args,
-            outcome,
-        });
+            args: capped(args),
+            outcome: capped(outcome),
+        };
+        debug!(hook = %self.hook, function, args = %call.args, outcome = %call.outcome, "host call");
+        self.rec().push(call);
         result
     }
 
@@ -396,6 +448,12 @@ pub(crate) fn run_command(
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| HookError::InvalidArgument("empty argv".into()))?;
+    // Checked at config load too; here for grants built in code and for rollback's re-runs.
+    if !program.starts_with('/') {
+        return Err(HookError::InvalidArgument(format!(
+            "{program:?} is not an absolute path"
+        )));
+    }
     rt.block_on(async {
         let child = tokio::process::Command::new(program)
             .args(args)
@@ -425,6 +483,7 @@ pub(crate) fn run_command(
 
 impl Host for State {
     fn log(&mut self, level: LogLevel, message: String) {
+        let message = capped(message);
         let (before, after) = {
             let mut rec = self.rec();
             let before = rec.log_bytes;
@@ -445,7 +504,7 @@ impl Host for State {
             LogLevel::Error => error!(hook = %hook, endpoint = %endpoint, "{message}"),
         }
         let level = format!("{level:?}").to_lowercase();
-        self.rec().calls.push(HostCall {
+        self.rec().push(HostCall {
             function: "log",
             args: level,
             outcome: message,
@@ -606,4 +665,50 @@ pub(crate) fn roll_back(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts_are_capped_at_a_character_boundary() {
+        assert_eq!(capped("short".into()), "short");
+        let exact = "x".repeat(MAX_MESSAGE);
+        assert_eq!(capped(exact.clone()), exact);
+        // A 3-byte character straddles the cap: cut before it.
+        let text = format!("{}€tail", "x".repeat(MAX_MESSAGE - 1));
+        let kept = capped(text.clone());
+        assert_eq!(
+            kept,
+            format!(
+                "{} [{} more bytes dropped]",
+                "x".repeat(MAX_MESSAGE - 1),
+                text.len() - (MAX_MESSAGE - 1)
+            )
+        );
+    }
+
+    #[test]
+    fn programs_run_only_by_absolute_path() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        for argv in [["bin/true"], ["true"]] {
+            let argv: Vec<String> = argv.iter().map(|s| (*s).to_owned()).collect();
+            let e = run_command(rt.handle(), &argv, Duration::from_secs(60)).unwrap_err();
+            assert!(
+                matches!(&e, HookError::InvalidArgument(m) if m.contains("is not an absolute path")),
+                "{e:?}"
+            );
+        }
+        let ok = run_command(
+            rt.handle(),
+            &["/bin/true".to_owned()],
+            Duration::from_secs(60),
+        );
+        assert_eq!(ok.map(|o| o.exit_code).ok(), Some(0));
+    }
 }

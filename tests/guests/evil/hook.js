@@ -117,6 +117,18 @@ const stoppers = {
     for (let i = 0; i < 100000; i++) host.log('info', message);
     return 'logged 100000 messages of 1 KiB';
   },
+  // Texts and calls without end: one 100 KB log line, 3000 refused calls, a 1 MiB error.
+  chatter: () => {
+    host.log('info', 'l'.repeat(100000));
+    for (let i = 0; i < 3000; i++) {
+      try {
+        host.writeFile('relative', bytes('x'), 0o600);
+      } catch (e) {
+        if (hostError(e) === null) throw e;
+      }
+    }
+    throw 'e'.repeat(1 << 20);
+  },
   'deep-recursion': () => {
     const down = (n) => down(n + 1) + 1;
     return `recursion returned ${down(0)}`;
