@@ -355,9 +355,9 @@ async fn the_wasi_runtime_sees_no_files_environment_network_or_processes() {
 async fn a_guest_asleep_in_the_wasi_runtime_is_abandoned_at_its_deadline() {
     let a = setup().await;
     let leaf = TestCa::root("Deployed CA").leaf(&["site.test"]).build();
-    // Long enough for CPython to start and reach its sleep on a loaded machine, far shorter
-    // than the sleep.
-    let deadline = Duration::from_secs(20);
+    // Long enough for CPython to start and reach its sleep on a loaded machine (it takes
+    // about 50 ms there), far shorter than the sleep.
+    let deadline = Duration::from_secs(8);
     let mut g = python_grant(&a.allowed);
     g.timeout = deadline;
     let s = spec("sleepy", "escape-py", g, &[("sleep", "3600")]);
