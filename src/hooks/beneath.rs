@@ -187,9 +187,21 @@ struct Entry {
     gid: u32,
 }
 
+/// How the directory holding the file is opened: for reading, so it can be synced.
 const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::DIRECTORY)
     .union(OFlags::CLOEXEC);
+/// How the directories above it are opened: only to walk on from, which needs no more than
+/// search permission (as a lookup by path did).
+const WALK_FLAGS: OFlags = OFlags::PATH.union(OFlags::DIRECTORY).union(OFlags::CLOEXEC);
+
+fn dir_flags(holds_the_file: bool) -> OFlags {
+    if holds_the_file {
+        DIR_FLAGS
+    } else {
+        WALK_FLAGS
+    }
+}
 
 /// Opens `root`, then walks `rel`'s directories from it without following links; returns the
 /// directory holding `rel`'s last component, and that component.
@@ -205,23 +217,23 @@ fn parent<'a>(root: &Path, rel: &'a Path) -> Result<(Dir, &'a OsStr), Error> {
     let Some((name, dirs)) = names.split_last() else {
         return Err(Error::BadPath(rel.to_path_buf()));
     };
-    let fd = rustix::fs::openat(CWD, root, DIR_FLAGS, Mode::empty())
+    let fd = rustix::fs::openat(CWD, root, dir_flags(dirs.is_empty()), Mode::empty())
         .map_err(|e| Error::Io(root.display().to_string(), e.into()))?;
     let mut dir = Dir {
         fd,
         path: root.to_path_buf(),
     };
-    for n in dirs {
-        dir = dir.open_dir(n)?;
+    for (i, n) in dirs.iter().enumerate() {
+        dir = dir.open_dir(n, dir_flags(i + 1 == dirs.len()))?;
     }
     Ok((dir, name))
 }
 
 impl Dir {
     /// The directory `name` in this one; a link there is refused, not followed.
-    fn open_dir(&self, name: &OsStr) -> Result<Self, Error> {
+    fn open_dir(&self, name: &OsStr, flags: OFlags) -> Result<Self, Error> {
         let path = self.path.join(name);
-        match rustix::fs::openat(&self.fd, name, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty()) {
+        match rustix::fs::openat(&self.fd, name, flags | OFlags::NOFOLLOW, Mode::empty()) {
             Ok(fd) => Ok(Self { fd, path }),
             Err(Errno::LOOP) => Err(Error::LinkOnTheWay(path)),
             // Linux answers a link opened with O_DIRECTORY | O_NOFOLLOW with ENOTDIR. A name
@@ -408,9 +420,15 @@ mod tests {
         symlink(&f.outside, f.root.join("link")).unwrap();
         symlink(f.outside.join("x"), f.root.join("sub/file-link")).unwrap();
         std::fs::write(f.root.join("plain"), "").unwrap();
-        let r = replace(&f.root, Path::new("link/x"), b"x", 0o600, Some(PREV));
-        assert!(matches!(r.result, Err(Error::LinkOnTheWay(ref p)) if p.ends_with("link")));
-        assert_eq!(r.previous, None);
+        std::fs::create_dir(f.outside.join("d")).unwrap();
+        for through in ["link/x", "link/d/x"] {
+            let r = replace(&f.root, Path::new(through), b"x", 0o600, Some(PREV));
+            assert!(
+                matches!(r.result, Err(Error::LinkOnTheWay(ref p)) if p.ends_with("link")),
+                "{through}: {r:?}"
+            );
+            assert_eq!(r.previous, None);
+        }
         let r = replace(&f.root, Path::new("sub/file-link"), b"x", 0o600, Some(PREV));
         assert!(matches!(r.result, Err(Error::LinkAtTheEnd(_))), "{r:?}");
         let r = replace(&f.root, Path::new("plain/x"), b"x", 0o600, None);
@@ -425,17 +443,21 @@ mod tests {
             restore(&f.root, Path::new("link/x"), None),
             Err(Error::LinkOnTheWay(_))
         ));
-        assert_eq!(names(&f.outside), Vec::<String>::new());
+        assert_eq!(names(&f.outside), ["d"]);
+        assert_eq!(names(&f.outside.join("d")), Vec::<String>::new());
         assert!(f.root.join("sub/file-link").is_symlink(), "never replaced");
     }
 
     /// A thread exchanges `root/sub` with a link to `outside` without pause while thousands
-    /// of replacements (with previous files kept) go into `root/sub`: each lands in the real
-    /// directory or is refused, and nothing, not even a temporary file, lands outside.
+    /// of replacements (with previous files kept) go into `root/sub` and `root/sub/d` (both
+    /// also exist outside): each lands in the real directory or is refused, and nothing, not
+    /// even a temporary file, lands outside.
     #[test]
     fn a_directory_swapped_for_a_link_during_writes_does_not_lead_out() {
         let f = fixture();
         let (sub, swap) = (f.root.join("sub"), f.root.join("swap"));
+        std::fs::create_dir(sub.join("d")).unwrap();
+        std::fs::create_dir(f.outside.join("d")).unwrap();
         symlink(&f.outside, &swap).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let swapper = std::thread::spawn({
@@ -455,7 +477,8 @@ mod tests {
         // A refused write takes microseconds, a written one milliseconds (two fsyncs): most
         // attempts are refusals, so count until both kinds are well represented.
         for i in 0..1_000_000u32 {
-            let rel = PathBuf::from(format!("sub/f{}", i % 50));
+            let dir = if i % 2 == 0 { "sub" } else { "sub/d" };
+            let rel = PathBuf::from(format!("{dir}/f{}", i % 50));
             let r = replace(&f.root, &rel, b"data\n", 0o600, Some(PREV));
             match r.result {
                 Ok(()) => ok += 1,
@@ -469,13 +492,16 @@ mod tests {
         stop.store(true, Ordering::Relaxed);
         let swaps = swapper.join().unwrap();
         assert!(ok >= 50 && refused >= 50, "{ok} written, {refused} refused");
-        assert_eq!(names(&f.outside), Vec::<String>::new(), "{swaps} swaps");
+        assert_eq!(names(&f.outside), ["d"], "{swaps} swaps");
+        assert_eq!(names(&f.outside.join("d")), Vec::<String>::new());
         let real = if swaps % 2 == 0 { sub } else { swap };
-        for name in names(&real) {
-            assert!(
-                name.starts_with('f') && !name.contains(".tlsward-"),
-                "{name} left behind"
-            );
+        for dir in [real.clone(), real.join("d")] {
+            for name in names(&dir) {
+                assert!(
+                    name == "d" || (name.starts_with('f') && !name.contains(".tlsward-")),
+                    "{name} left behind"
+                );
+            }
         }
     }
 
