@@ -327,8 +327,8 @@ impl State {
         }
         replaced.result.map_err(|e| match e {
             beneath::Error::LinkOnTheWay(link) => HookError::AccessDenied(format!(
-                "{} resolves outside write_paths through a symbolic link ({}); hooks write \
-                 through real directories only",
+                "{} passes through a symbolic link ({}); hooks write through real \
+                 directories beneath write_paths only",
                 clean.display(),
                 link.display()
             )),
