@@ -185,7 +185,8 @@ async fn a_window_gated_deployment_reaches_nginx_and_a_broken_reload_rolls_back(
             format!("site.tlsward.test:{}", web2.port()),
         ],
         "",
-        "verify_timeout = \"8s\"\nverify_interval = \"500ms\"\nemergency_days = 1",
+        // Generous for web, which must pass; web2, which must fail, spends it whole.
+        "verify_timeout = \"20s\"\nverify_interval = \"500ms\"\nemergency_days = 1",
     );
     let config = format!(
         r#"{head}
@@ -242,7 +243,7 @@ settings = {{ fullchain_path = "{certs}/1.crt", key_path = "{certs}/1.key" }}
     // broken reload fails verification, so its files are rolled back.
     wait_metric(
         addr,
-        60,
+        180,
         "web's deployment waiting for its window",
         "tlsward_deployments_pending{endpoint=\"web\",state=\"waiting\"} 1",
         dir,
@@ -250,7 +251,7 @@ settings = {{ fullchain_path = "{certs}/1.crt", key_path = "{certs}/1.key" }}
     .await;
     wait_metric(
         addr,
-        60,
+        180,
         "web2's deployment rolled back",
         "tlsward_deployments_total{endpoint=\"web2\",result=\"rolled_back\"} 1",
         dir,
@@ -312,7 +313,7 @@ settings = {{ fullchain_path = "{certs}/1.crt", key_path = "{certs}/1.key" }}
     assert_eq!(r.status, 200, "{}", r.body);
     wait_metric(
         addr,
-        60,
+        180,
         "web's deployment verified",
         "tlsward_deployments_total{endpoint=\"web\",result=\"verified\"} 1",
         dir,
@@ -321,7 +322,7 @@ settings = {{ fullchain_path = "{certs}/1.crt", key_path = "{certs}/1.key" }}
     assert_eq!(sha256_served(web, "site.tlsward.test"), new_sha);
     wait_metric(
         addr,
-        10,
+        60,
         "web's drift to clear",
         "tlsward_endpoint_drift{endpoint=\"web\",certificate=\"site\"} 0",
         dir,
@@ -396,7 +397,7 @@ settings = {{ fullchain_path = "{certs}/1.crt", key_path = "{certs}/1.key" }}
     assert!(out.status.success(), "{shown}");
     for text in [
         "to web2: rolled_back (foreign)",
-        "the endpoint did not serve the new certificate within 8s",
+        "the endpoint did not serve the new certificate within 20s",
         "\"restored\"",
         "1.crt.tlsward-prev",
     ] {
@@ -498,7 +499,7 @@ settings = {{ url = "https://127.0.0.1:{manual_api}", token = "tok-manual" }}
     let addr = daemon.addr;
     wait_metric(
         addr,
-        90,
+        180,
         "the urgent deployment verified",
         "tlsward_deployments_total{endpoint=\"urgent\",result=\"verified\"} 1",
         dir,
@@ -506,7 +507,7 @@ settings = {{ url = "https://127.0.0.1:{manual_api}", token = "tok-manual" }}
     .await;
     wait_metric(
         addr,
-        10,
+        60,
         "the manual deployment waiting",
         "tlsward_deployments_pending{endpoint=\"manual\",state=\"waiting\"} 1",
         dir,
@@ -612,7 +613,9 @@ async fn a_lying_appliance_is_caught_and_the_previous_version_put_back() {
         "lb",
         &[format!("lb.tlsward.test:{}", appliance.data_port())],
         "renew_fraction = 0.5",
-        "verify_timeout = \"4s\"\nverify_interval = \"250ms\"\nemergency_days = 0",
+        // Generous for v1 and the rollback, which must pass, yet short enough that v2's
+        // failure and the rollback end well before v2's own renewal (100 s after v1).
+        "verify_timeout = \"10s\"\nverify_interval = \"250ms\"\nemergency_days = 0",
     );
     let config = format!(
         r#"{head}
@@ -621,6 +624,7 @@ component = "{component}"
 http_hosts = ["127.0.0.1:{api}"]
 http_ca_file = "api-ca.pem"
 key_access = true
+timeout = "60s"
 
 [hook.appliance.settings]
 url = "https://127.0.0.1:{api}"
@@ -644,7 +648,7 @@ hook = "appliance"
     let addr = daemon.addr;
     wait_metric(
         addr,
-        45,
+        120,
         "v1 deployed",
         "tlsward_deployments_total{endpoint=\"lb\",result=\"verified\"} 1",
         dir,
@@ -661,7 +665,7 @@ hook = "appliance"
     appliance.set_mode(ApplianceMode::Lying);
     wait_metric(
         addr,
-        75,
+        150,
         "v2's deployment rolled back",
         "tlsward_deployments_total{endpoint=\"lb\",result=\"rolled_back\"} 1",
         dir,
