@@ -22,7 +22,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
-pub use rollout::job;
+pub use rollout::{QueueReason, REGRESSION_FIRST_WAIT, REGRESSION_REQUEUES, job, regression_wait};
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
@@ -134,6 +134,8 @@ pub struct Reconciler {
     deployer: Deployer,
     /// Deployments running in this process.
     running: Mutex<std::collections::HashSet<i64>>,
+    /// The last regression journaled per endpoint: (version, re-queues, action).
+    regressions: Mutex<HashMap<String, (i64, u32, &'static str)>>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -190,6 +192,7 @@ impl Reconciler {
             metrics,
             deployer,
             running: Mutex::new(std::collections::HashSet::new()),
+            regressions: Mutex::new(HashMap::new()),
         });
         me.record_endpoints(&me.desired());
         me.interrupted_deployments();
