@@ -7,6 +7,9 @@
 //! - [`cli`]: the command line: argument parsing and output rendering (table, JSON, JSON
 //!   lines). Knows every module below; nothing knows it.
 //! - [`daemon`]: `serve`: wires config, scheduler and HTTP server; owns reloads and shutdown.
+//! - [`control`]: the local control channel: a Unix socket beside the store, its versioned
+//!   JSON-lines protocol, the server `serve` runs and the client the CLI uses to have the
+//!   daemon's reconciler issue and deploy. Knows the reconciler; not the config or the CLI.
 //! - [`config`]: the TOML file, validated into each module's settings with every problem at
 //!   once (file, line, key). Knows the settings types below; they do not know it.
 //! - [`exporter`]: hyper server: `/metrics`, `/probe`, health, reload; metric families over
@@ -42,6 +45,7 @@ pub mod cert;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod escape;
 pub mod exporter;
