@@ -241,8 +241,7 @@ pub fn bind(path: &Path) -> Result<ControlSocket, ControlError> {
         source,
     };
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => match std::os::unix::net::UnixStream::connect(path)
-        {
+        Ok(m) if m.file_type().is_socket() => match std::os::unix::net::UnixStream::connect(path) {
             Ok(_) => return Err(ControlError::InUse(path.to_owned())),
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 info!(socket = %path.display(), "removing a stale control socket");
@@ -386,7 +385,10 @@ async fn connection(mut stream: UnixStream, reconciler: &Arc<Reconciler>, own: u
         }
     };
     if !peer_allowed(peer, own) {
-        warn!(uid = peer, "control socket: a client of another user was refused");
+        warn!(
+            uid = peer,
+            "control socket: a client of another user was refused"
+        );
         let refused = Reply::error(
             "refused",
             format!("uid {peer} may not control this daemon (it runs as uid {own})"),
@@ -427,30 +429,27 @@ async fn connection(mut stream: UnixStream, reconciler: &Arc<Reconciler>, own: u
             },
             Err(e) => e.into(),
         },
-        Request::DeployRunNow { deployment, by } => {
-            match reconciler.prepare_run_now(&deployment) {
-                Ok((d, job)) => {
-                    let (id, endpoint, hook) =
-                        (d.id, d.endpoint.clone(), job.hook.name.clone());
-                    let note = format!("running deployment {id} to {endpoint} with hook {hook}");
-                    let _ = send(&mut stream, &Reply::Progress(note)).await;
-                    match reconciler
-                        .run_now(d, job, run_now_trigger(&by, Some(peer)))
-                        .await
-                    {
-                        Ok(f) => Reply::Deployed {
-                            deployment: id,
-                            endpoint,
-                            hook,
-                            state: f.state.to_owned(),
-                            detail: f.detail,
-                        },
-                        Err(e) => e.into(),
-                    }
+        Request::DeployRunNow { deployment, by } => match reconciler.prepare_run_now(&deployment) {
+            Ok((d, job)) => {
+                let (id, endpoint, hook) = (d.id, d.endpoint.clone(), job.hook.name.clone());
+                let note = format!("running deployment {id} to {endpoint} with hook {hook}");
+                let _ = send(&mut stream, &Reply::Progress(note)).await;
+                match reconciler
+                    .run_now(d, job, run_now_trigger(&by, Some(peer)))
+                    .await
+                {
+                    Ok(f) => Reply::Deployed {
+                        deployment: id,
+                        endpoint,
+                        hook,
+                        state: f.state.to_owned(),
+                        detail: f.detail,
+                    },
+                    Err(e) => e.into(),
                 }
-                Err(e) => e.into(),
             }
-        }
+            Err(e) => e.into(),
+        },
     };
     let _ = send(&mut stream, &reply).await;
 }
@@ -507,7 +506,9 @@ impl Client {
         .map_err(|e| ControlError::Protocol(e.to_string()))?;
         line.push(b'\n');
         let mut stream = self.stream;
-        stream.set_write_timeout(Some(REQUEST_TIMEOUT)).map_err(io)?;
+        stream
+            .set_write_timeout(Some(REQUEST_TIMEOUT))
+            .map_err(io)?;
         // A daemon that refuses at once (another uid) may close before reading: its reply
         // is still there to read.
         let _ = stream.write_all(&line);

@@ -152,7 +152,10 @@ async fn cert_renew_goes_through_the_daemon_that_holds_the_http01_port() {
 "#,
     ));
     assert_eq!(kind, "not_found", "{message}");
-    assert!(message.contains("no [[certificate]] named \"nope\""), "{message}");
+    assert!(
+        message.contains("no [[certificate]] named \"nope\""),
+        "{message}"
+    );
     // Oversized, another version, unknown requests, garbage: refused, nothing done.
     let (kind, message) = error_of(&exchange(&socket, &vec![b'a'; 100_000]));
     assert_eq!(kind, "bad_request");

@@ -822,7 +822,10 @@ settings = {{ url = "https://127.0.0.1:{liar_api}", token = "tok-l" }}
         String::from_utf8_lossy(&out.stderr),
     );
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-    assert!(stderr.contains("approving through the running daemon"), "{stderr}");
+    assert!(
+        stderr.contains("approving through the running daemon"),
+        "{stderr}"
+    );
     assert!(stdout.contains("the daemon runs it now"), "{stdout}");
     wait_metric(
         addr,
@@ -841,9 +844,13 @@ settings = {{ url = "https://127.0.0.1:{liar_api}", token = "tok-l" }}
         String::from_utf8_lossy(&out.stderr),
     );
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
-    assert!(stderr.contains("deploying through the running daemon"), "{stderr}");
     assert!(
-        stdout.starts_with("running deployment ") && stdout.contains(" to liar with hook appliance"),
+        stderr.contains("deploying through the running daemon"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.starts_with("running deployment ")
+            && stdout.contains(" to liar with hook appliance"),
         "{stdout}"
     );
     assert!(stdout.contains("http(POST https://127.0.0.1:"), "{stdout}");
@@ -939,7 +946,8 @@ hook = "appliance"
     let clock = Arc::new(TestClock::at(SystemTime::from(real_now())));
     let daemon = crate::serve::start_with_clock(&path, clock.clone()).await;
     let addr = daemon.addr;
-    let verified = |n: u32| format!("tlsward_deployments_total{{endpoint=\"lb\",result=\"verified\"}} {n}");
+    let verified =
+        |n: u32| format!("tlsward_deployments_total{{endpoint=\"lb\",result=\"verified\"}} {n}");
     wait_metric(addr, 60, "the first deployment", &verified(1), dir).await;
     let store = Store::open(
         &dir.join("state/tlsward.db"),
@@ -969,11 +977,15 @@ hook = "appliance"
         let held = {
             let mut found = None;
             for _ in 0..200 {
-                found = store.journal_entries(Some("lb")).unwrap().into_iter().find(|e| {
-                    e.kind == "deployment.regression"
-                        && e.detail["action"] == "held"
-                        && e.detail["requeues"] == round
-                });
+                found = store
+                    .journal_entries(Some("lb"))
+                    .unwrap()
+                    .into_iter()
+                    .find(|e| {
+                        e.kind == "deployment.regression"
+                            && e.detail["action"] == "held"
+                            && e.detail["requeues"] == round
+                    });
                 if found.is_some() {
                     break;
                 }
@@ -987,7 +999,10 @@ hook = "appliance"
             "{}",
             held.detail
         );
-        assert_eq!(held.detail["served"][0], tlsward::cert::sha256_hex(&old.chain[0]));
+        assert_eq!(
+            held.detail["served"][0],
+            tlsward::cert::sha256_hex(&old.chain[0])
+        );
         assert!(store.open_deployments().unwrap().is_empty());
 
         // Once the wait has passed, it is queued again as a regression and deployed.
@@ -998,7 +1013,10 @@ hook = "appliance"
         assert_eq!(appliance.serving_sha256(), latest.sha256);
         let all = store.all_deployments().unwrap();
         let last = all.last().unwrap();
-        assert_eq!((last.reason.as_str(), last.state.as_str()), ("regressed", "verified"));
+        assert_eq!(
+            (last.reason.as_str(), last.state.as_str()),
+            ("regressed", "verified")
+        );
         assert_eq!(last.version, latest.id);
         verified_at = last.updated_at;
     }
@@ -1013,7 +1031,9 @@ hook = "appliance"
     // `deploy list --all` shows why.
     let out = cli(&["deploy", "list", "--all"], &path).await;
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).matches(" regressed ").count(),
+        String::from_utf8_lossy(&out.stdout)
+            .matches(" regressed ")
+            .count(),
         2,
         "{out:?}"
     );

@@ -414,10 +414,12 @@ impl Reconciler {
                 warn!(endpoint = %e.name, version = latest.id, requeues, action, requeue_at = ?until, "the endpoint no longer serves the version verified there")
             }
         }
-        if let Err(err) =
-            self.store
-                .journal(now, "deployment.regression", Some(&latest.certificate), &detail)
-        {
+        if let Err(err) = self.store.journal(
+            now,
+            "deployment.regression",
+            Some(&latest.certificate),
+            &detail,
+        ) {
             error!(endpoint = %e.name, error = %err, "cannot journal a regression");
         }
     }

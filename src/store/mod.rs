@@ -723,10 +723,7 @@ impl Store {
         endpoint: &str,
         version: i64,
     ) -> Result<Vec<Deployment>, StoreError> {
-        self.deployments_where(
-            "endpoint = ?1 AND version = ?2",
-            params![endpoint, version],
-        )
+        self.deployments_where("endpoint = ?1 AND version = ?2", params![endpoint, version])
     }
 
     /// The detail recorded with a deployment's last state change.
