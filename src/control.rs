@@ -394,6 +394,7 @@ async fn connection(mut stream: UnixStream, reconciler: &Arc<Reconciler>, own: u
             format!("uid {peer} may not control this daemon (it runs as uid {own})"),
         );
         let _ = send(&mut stream, &refused).await;
+        discard_rest(&mut stream).await;
         return;
     }
     let request = match read_request(&mut stream).await {

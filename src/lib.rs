@@ -17,8 +17,9 @@
 //! - [`reconcile`]: the only place tying issuer, store, hooks and probe results: plans orders
 //!   (pure `plan.rs`), sleeps until the next deadline, reports endpoint drift; change windows
 //!   (pure `window.rs`: is a window open at `now`, when does it next open); queues
-//!   deployments (`rollout.rs`) and runs them: hook, verification probes, rollback
-//!   (`deploy.rs`).
+//!   deployments (`rollout.rs`, the pure queue rule) and runs them: hook, verification
+//!   probes, rollback (`deploy.rs`); operators' requests, by hand or through the daemon
+//!   (`manual.rs`).
 //! - [`hooks`]: the wasmtime host for deploy hooks: grants (pure `grant.rs`), the host
 //!   functions each checked against the grant, certificate formats (pure `convert.rs`).
 //!   Knows nothing of the store, the reconciler or metrics.

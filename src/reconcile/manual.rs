@@ -226,7 +226,11 @@ impl Reconciler {
             .certificates
             .iter()
             .find(|c| c.name == *name)
-            .ok_or_else(|| RequestError::NotFound(format!("no [[certificate]] named {name:?}")))?;
+            .ok_or_else(|| {
+                RequestError::NotFound(format!(
+                    "no [[certificate]] named {name:?} in the daemon's config (reload it after editing)"
+                ))
+            })?;
         let latest = self.store.latest(name)?;
         let now = unix(self.clock.as_ref());
         if !order.force
