@@ -164,14 +164,18 @@ fn print_finished(
     state: &str,
     detail: &serde_json::Value,
 ) -> anyhow::Result<()> {
+    // What hooks and peers said is shown visibly, never as raw terminal escapes.
+    let shown = |v: &serde_json::Value, default: &'static str| {
+        crate::escape::visible(v.as_str().unwrap_or(default)).into_owned()
+    };
     if let Some(calls) = detail["hook"]["calls"].as_array() {
         for c in calls {
             writeln!(
                 out,
                 "  {}({}) -> {}",
-                c["function"].as_str().unwrap_or("?"),
-                c["args"].as_str().unwrap_or(""),
-                c["outcome"].as_str().unwrap_or("")
+                shown(&c["function"], "?"),
+                shown(&c["args"], ""),
+                shown(&c["outcome"], "")
             )?;
         }
     }
@@ -183,9 +187,9 @@ fn print_finished(
         writeln!(out, "  after rollback: {}", detail["after_rollback"])?;
     }
     if let Some(e) = detail.get("error") {
-        writeln!(out, "  error: {}", e.as_str().unwrap_or_default())?;
+        writeln!(out, "  error: {}", shown(e, ""))?;
     }
-    writeln!(out, "deployment {id}: {state}")?;
+    writeln!(out, "deployment {id}: {}", crate::escape::visible(state))?;
     Ok(())
 }
 
