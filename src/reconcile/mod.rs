@@ -4,6 +4,7 @@
 //! its certificate.
 
 mod deploy;
+mod manual;
 mod plan;
 mod rollout;
 pub mod window;
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 pub use deploy::{CONFIRMATIONS, DeployJob, DeploySettings, Deployer, Finished};
+pub use manual::{RequestError, approve, job_of, pick_run_now, run_now_trigger};
 pub use plan::{CertState, Drift, OrderReason, Plan, drift, plan, point_in_window, renewal_time};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -22,8 +24,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
-pub use rollout::job;
-use tokio::sync::Notify;
+pub use rollout::{QueueReason, REGRESSION_FIRST_WAIT, REGRESSION_REQUEUES, job, regression_wait};
+use tokio::sync::{Notify, mpsc};
 use tracing::{error, info, warn};
 
 use crate::clock::Clock;
@@ -122,6 +124,12 @@ pub struct Reconciler {
     deployer: Deployer,
     /// Deployments running in this process.
     running: Mutex<std::collections::HashSet<i64>>,
+    /// The last regression journaled per endpoint: (version, re-queues, action).
+    regressions: Mutex<HashMap<String, (i64, u32, &'static str)>>,
+    /// Orders by hand for the loop ([`Reconciler::order_now`]).
+    manual_tx: mpsc::Sender<manual::ManualOrder>,
+    /// Their receiving end, taken by [`Reconciler::run`].
+    manual_rx: Mutex<Option<mpsc::Receiver<manual::ManualOrder>>>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -165,6 +173,7 @@ impl Reconciler {
         );
         let deployer = Deployer::new(store.clone(), hooks, clock.clone(), results.clone(), reg);
         deployer.touch(&desired.endpoints);
+        let (manual_tx, manual_rx) = mpsc::channel(manual::MANUAL_ORDERS);
         let me = Arc::new(Self {
             store,
             desired: RwLock::new(desired),
@@ -178,6 +187,9 @@ impl Reconciler {
             metrics,
             deployer,
             running: Mutex::new(std::collections::HashSet::new()),
+            regressions: Mutex::new(HashMap::new()),
+            manual_tx,
+            manual_rx: Mutex::new(Some(manual_rx)),
         });
         me.record_endpoints(&me.desired());
         me.interrupted_deployments();
@@ -230,10 +242,17 @@ impl Reconciler {
             .collect()
     }
 
-    /// Runs until `shutdown` completes: plan, order, sleep until the next deadline.
+    /// Runs until `shutdown` completes: plan, order, sleep until the next deadline or an
+    /// order by hand.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut issuer: Option<(String, Issuer)> = None;
+        let mut manual_rx = self
+            .manual_rx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let mut manual: Vec<manual::ManualOrder> = Vec::new();
         loop {
             let desired = self.desired();
             if !desired.certificates.is_empty()
@@ -260,6 +279,11 @@ impl Reconciler {
                     }
                 }
             }
+            // Orders by hand first: someone is waiting for them.
+            for order in manual.drain(..) {
+                self.manual_order(order, issuer.as_ref().map(|(_, i)| i), &desired)
+                    .await;
+            }
             if let Some((_, iss)) = &issuer {
                 self.refresh_windows(iss, &desired).await;
             }
@@ -285,32 +309,7 @@ impl Reconciler {
                     OrderReason::Missing => None,
                 };
                 info!(certificate = %name, reason = ?reason, "ordering");
-                match iss
-                    .issue(spec, &self.store, self.clock.as_ref(), replaces.as_deref())
-                    .await
-                {
-                    Ok(v) => {
-                        self.retries
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .remove(name);
-                        self.metrics
-                            .orders
-                            .get_or_create(&OrderLabels {
-                                result: "valid",
-                                reason: "none",
-                            })
-                            .inc();
-                        self.metrics
-                            .last_success
-                            .set(unix(self.clock.as_ref()) as f64);
-                        info!(certificate = %name, serial = %v.serial, "stored new version");
-                    }
-                    Err(e) => {
-                        warn!(certificate = %name, error = %e, "order failed");
-                        self.failed(name, e.reason(), e.retry_after());
-                    }
-                }
+                let _ = self.order(iss, spec, replaces.as_deref()).await;
             }
             let now = unix(self.clock.as_ref());
             let planned = plan(&self.states(&desired), now, desired.renew_fraction);
@@ -334,6 +333,51 @@ impl Reconciler {
                 () = &mut shutdown => return,
                 () = tokio::time::sleep(sleep) => {}
                 () = self.notify.notified() => {}
+                Some(order) = async {
+                    match manual_rx.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => manual.push(order),
+            }
+        }
+    }
+
+    /// Orders a version of `spec`, counting the result in `tlsward_acme_orders_total` and
+    /// scheduling the retry of a failure.
+    async fn order(
+        &self,
+        issuer: &Issuer,
+        spec: &CertificateSpec,
+        replaces: Option<&str>,
+    ) -> Result<crate::store::Version, crate::issuer::IssueError> {
+        let name = &spec.name;
+        match issuer
+            .issue(spec, &self.store, self.clock.as_ref(), replaces)
+            .await
+        {
+            Ok(v) => {
+                self.retries
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(name);
+                self.metrics
+                    .orders
+                    .get_or_create(&OrderLabels {
+                        result: "valid",
+                        reason: "none",
+                    })
+                    .inc();
+                self.metrics
+                    .last_success
+                    .set(unix(self.clock.as_ref()) as f64);
+                info!(certificate = %name, serial = %v.serial, "stored new version");
+                Ok(v)
+            }
+            Err(e) => {
+                warn!(certificate = %name, error = %e, "order failed");
+                self.failed(name, e.reason(), e.retry_after());
+                Err(e)
             }
         }
     }

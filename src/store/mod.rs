@@ -122,12 +122,15 @@ pub struct Deployment {
     pub version: i64,
     /// waiting, approved, running, verified, failed, rolled_back or superseded.
     pub state: String,
-    /// Why it was queued.
+    /// Why it was queued: renewed, foreign, unreachable, regressed or manual (the reconciler's
+    /// `QueueReason`).
     pub reason: String,
     /// When its window opens (unix seconds); `None` = at once.
     pub not_before: Option<i64>,
     /// When it was queued.
     pub created_at: i64,
+    /// When its state last changed (for a verified one: when it was verified).
+    pub updated_at: i64,
 }
 
 /// A store problem.
@@ -701,7 +704,7 @@ impl Store {
     ) -> Result<Vec<Deployment>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
-            "SELECT id, endpoint, version, state, reason, not_before, created_at \
+            "SELECT id, endpoint, version, state, reason, not_before, created_at, updated_at \
              FROM deployments WHERE {filter} ORDER BY id"
         ))?;
         let rows = stmt.query_map(args, |r| {
@@ -713,6 +716,7 @@ impl Store {
                 reason: r.get(4)?,
                 not_before: r.get(5)?,
                 created_at: r.get(6)?,
+                updated_at: r.get(7)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -738,6 +742,16 @@ impl Store {
                 params![endpoint, version],
             )?
             .pop())
+    }
+
+    /// Every deployment of `version` to `endpoint`, superseded ones included, oldest first:
+    /// the history the queue rule reads (how often a regression was queued again).
+    pub fn deployments_of(
+        &self,
+        endpoint: &str,
+        version: i64,
+    ) -> Result<Vec<Deployment>, StoreError> {
+        self.deployments_where("endpoint = ?1 AND version = ?2", params![endpoint, version])
     }
 
     /// The detail recorded with a deployment's last state change.
