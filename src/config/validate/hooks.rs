@@ -27,6 +27,10 @@ impl Validator<'_, '_> {
                         component.display()
                     ),
                 );
+            } else if let Err(e) = crate::hooks::world::check_file(&component) {
+                // The header only: the world is checked when serve loads the component
+                // (and by `tlsward hook check`), which takes a compile.
+                self.p.at(&h.component, &format!("{key}.component"), e);
             }
             let mut grant = Grant {
                 write_paths: h
