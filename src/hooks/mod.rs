@@ -16,6 +16,7 @@ mod beneath;
 pub mod convert;
 pub mod grant;
 pub mod host;
+pub mod pin;
 pub mod world;
 
 use std::collections::{BTreeMap, HashMap};
@@ -64,8 +65,9 @@ struct Prepared<'a> {
     started: Instant,
 }
 
-/// One configured hook: `[hook.NAME]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One configured hook: `[hook.NAME]`. Its `Debug` shows the settings' names only: their
+/// values may be secrets (`token_file`, `password`).
+#[derive(Clone, PartialEq, Eq)]
 pub struct HookSpec {
     /// Its name.
     pub name: String,
@@ -75,6 +77,17 @@ pub struct HookSpec {
     pub grant: Grant,
     /// Its settings (an endpoint's settings and the command line's are laid over them).
     pub settings: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for HookSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HookSpec")
+            .field("name", &self.name)
+            .field("component", &self.component)
+            .field("grant", &self.grant)
+            .field("settings", &self.settings.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 /// The certificate a run deploys.
