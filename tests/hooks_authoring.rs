@@ -262,3 +262,285 @@ fn a_misspelled_deploy_export_fails_the_build() {
     );
     assert!(!wasm.exists(), "no output for a broken hook");
 }
+
+// ---------------------------------------------------------------------------------------
+// An appliance with a self-signed certificate, its token in a file or the environment.
+
+const TOKEN: &str = "appliance-token-7f3a";
+const DATA_NAME: &str = "appliance.test";
+
+/// A self-signed certificate as `openssl req -x509` makes it (a CA: basicConstraints
+/// CA:TRUE), for 127.0.0.1.
+fn openssl_self_signed(dir: &Path) -> crate::util::Leaf {
+    use rustls::pki_types::pem::PemObject;
+    let (cert, key) = (dir.join("api.crt"), dir.join("api.key"));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
+        .args(["-nodes", "-days", "30", "-subj", "/CN=appliance"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let shown = Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).contains("CA:TRUE"),
+        "openssl req -x509 makes a CA certificate"
+    );
+    crate::util::Leaf {
+        chain: vec![rustls::pki_types::CertificateDer::from_pem_file(&cert).unwrap()],
+        key: rustls::pki_types::PrivateKeyDer::from_pem_file(&key).unwrap(),
+    }
+}
+
+/// A config with the stock http-appliance hook for `appliance`, `grant` and `settings`
+/// lines added to its sections.
+fn appliance_config(dir: &Path, appliance: &Appliance, grant: &str, settings: &str) -> PathBuf {
+    let config = dir.join("tlsward.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nstate_dir = \"{state}\"\n\n[hook.fw]\ncomponent = \"{component}\"\n\
+             http_hosts = [\"127.0.0.1:{port}\"]\nkey_access = true\ntimeout = \"120s\"\n{grant}\n\
+             [hook.fw.settings]\nurl = \"https://127.0.0.1:{port}\"\npassword = \"upload-pass\"\n\
+             poll_interval = \"0.05\"\n{settings}\n",
+            state = cli_state_dir().display(),
+            component = component("http-appliance").display(),
+            port = appliance.api_port(),
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Shared with hooks_stock's `hook run` tests: its cache spares the Python compile.
+fn cli_state_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("hooks-stock-cli-state")
+}
+
+fn all_text(r: &HookRun) -> String {
+    format!("{:?} {:?} {}", r.outcome, r.calls, r.output)
+}
+
+use crate::util::appliance::{Appliance, ApplianceMode};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_self_signed_appliance_is_refused_unless_pinned_and_its_token_comes_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().canonicalize().unwrap();
+    let api = openssl_self_signed(&base);
+    let pin = tlsward::cert::sha256_hex(api.der());
+    let data_ca = TestCa::root("Pinned Data CA");
+    let old = data_ca.leaf(&[DATA_NAME]).build();
+    let appliance = Appliance::start(
+        &api,
+        crate::util::TlsServer::leaf(&old),
+        TOKEN,
+        ApplianceMode::Honest,
+    )
+    .await;
+    std::fs::write(base.join("token"), format!("{TOKEN}\n")).unwrap();
+    let token_file = "token_file = \"token\"";
+    let spec = |grant: &str| {
+        let config = appliance_config(&base, &appliance, grant, token_file);
+        tlsward::config::load(&config).unwrap().hooks["fw"].clone()
+    };
+    let new = data_ca.leaf(&[DATA_NAME]).build();
+
+    // No pin: the CA certificate is refused as the server's leaf, and the error shows the
+    // fingerprint to pin.
+    let s = spec("");
+    assert_eq!(s.settings["token"], TOKEN, "read from the file, newline dropped");
+    let r = run(&s, material(&new, "fw"), &[]).await;
+    let e = hook_error(&r);
+    assert!(
+        e.contains(&format!(
+            "failed: the server's certificate was refused: it is a CA certificate, not a \
+             server's (CaUsedAsEndEntity; `openssl req -x509` makes self-signed certificates \
+             so); its sha256 is {pin}: if that is the appliance's own certificate \
+             (checked out of band), pin it with http_pin_sha256 = [\"{pin}\"]"
+        )),
+        "{e}"
+    );
+
+    // A wrong pin: refused, naming what the server presented.
+    let wrong = "00".repeat(32);
+    let r = run(
+        &spec(&format!("http_pin_sha256 = [\"{wrong}\"]")),
+        material(&new, "fw"),
+        &[],
+    )
+    .await;
+    let e = hook_error(&r);
+    assert!(
+        e.contains(&format!(
+            "failed: the server's certificate (sha256 {pin}) is not one of http_pin_sha256"
+        )),
+        "{e}"
+    );
+    assert!(appliance.uploads().is_empty(), "{:?}", appliance.uploads());
+
+    // The right pin, written the way openssl prints it: uploaded with the file's token.
+    let openssl_form: Vec<String> = pin
+        .to_ascii_uppercase()
+        .as_bytes()
+        .chunks(2)
+        .map(|c| String::from_utf8(c.to_vec()).unwrap())
+        .collect();
+    let r = run(
+        &spec(&format!(
+            "http_pin_sha256 = [\"{wrong}\", \"{}\"]",
+            openssl_form.join(":")
+        )),
+        material(&new, "fw"),
+        &[],
+    )
+    .await;
+    assert_eq!(r.outcome, Ok("activated certificate c1".into()), "{:?}", r.calls);
+    assert_eq!(
+        appliance.uploads()[0].sha256.as_deref(),
+        Some(tlsward::cert::sha256_hex(new.der()).as_str())
+    );
+    assert!(!all_text(&r).contains(TOKEN), "{}", all_text(&r));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hook_run_takes_the_token_from_the_environment_and_never_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().canonicalize().unwrap();
+    let api = openssl_self_signed(&base);
+    let pin = tlsward::cert::sha256_hex(api.der());
+    let data_ca = TestCa::root("Env Data CA");
+    let old = data_ca.leaf(&[DATA_NAME]).build();
+    let appliance = Appliance::start(
+        &api,
+        crate::util::TlsServer::leaf(&old),
+        TOKEN,
+        ApplianceMode::Honest,
+    )
+    .await;
+    let config = appliance_config(
+        &base,
+        &appliance,
+        &format!("http_pin_sha256 = [\"{pin}\"]"),
+        "token_env = \"TLSWARD_TEST_APPLIANCE_TOKEN\"",
+    );
+    let bundle = base.join("bundle");
+    std::fs::create_dir(&bundle).unwrap();
+    let new = data_ca.leaf(&[DATA_NAME]).build();
+    std::fs::write(bundle.join("cert.pem"), crate::util::pem_chain(&new.chain)).unwrap();
+    std::fs::write(
+        bundle.join("key.pem"),
+        pem::encode(&pem::Pem::new("PRIVATE KEY", new.key.secret_der().to_vec())),
+    )
+    .unwrap();
+    let hook_run = |token: Option<&str>| {
+        let mut cmd = tlsward();
+        cmd.args(["hook", "run", "fw", "--config"])
+            .arg(&config)
+            .arg("--bundle")
+            .arg(&bundle)
+            .env_remove("TLSWARD_TEST_APPLIANCE_TOKEN");
+        if let Some(t) = token {
+            cmd.env("TLSWARD_TEST_APPLIANCE_TOKEN", t);
+        }
+        tokio::task::block_in_place(|| cmd.output().unwrap())
+    };
+
+    let out = hook_run(Some(TOKEN));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).ends_with("result: ok: activated certificate c1\n"),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains(TOKEN), "{}", text(&out));
+
+    // A wrong token from the environment: the appliance says 401; the token is not shown.
+    let out = hook_run(Some("wrong-env-token"));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("HTTP 401"), "{}", text(&out));
+    assert!(!text(&out).contains("wrong-env-token"), "{}", text(&out));
+
+    // Not set: a config error (3) naming the file, line and key.
+    let out = hook_run(None);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "{}:14: hook.fw.settings.token_env: environment variable TLSWARD_TEST_APPLIANCE_TOKEN is not set",
+            config.display()
+        )),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn secret_settings_mistakes_are_config_problems_without_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().canonicalize().unwrap();
+    std::fs::write(base.join("token"), "file-secret-9c1\r\n").unwrap();
+    std::fs::write(base.join("big"), vec![b'x'; (64 << 10) + 1]).unwrap();
+    let config = base.join("tlsward.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nstate_dir = \"{state}\"\n\n\
+             [hook.a]\ncomponent = \"{component}\"\n\n\
+             [hook.a.settings]\n\
+             token = \"plain-secret-5d2\"\n\
+             token_file = \"token\"\n\
+             password_file = \"missing\"\n\
+             key_file = \"big\"\n\
+             both_file = \"token\"\n\
+             both_env = \"HOME\"\n\
+             ok_file = \"token\"\n",
+            state = base.join("state").display(),
+            component = component("readme-js").display(),
+        ),
+    )
+    .unwrap();
+    let err = tlsward::config::load(&config).unwrap_err();
+    let file = config.display().to_string();
+    let problems: Vec<String> = err
+        .problems
+        .iter()
+        .map(|p| p.replace(&file, "tlsward.toml"))
+        .collect();
+    let big = base.join("big").display().to_string();
+    let missing = base.join("missing").display().to_string();
+    assert_eq!(
+        problems,
+        [
+            "tlsward.toml:8: hook.a.settings.token: token_file is also set: give token one way only, as token, token_file or token_env".to_owned(),
+            format!("tlsward.toml:10: hook.a.settings.password_file: {missing}: No such file or directory (os error 2)"),
+            format!("tlsward.toml:11: hook.a.settings.key_file: {big}: is larger than 64 KiB"),
+            "tlsward.toml:13: hook.a.settings.both_env: both_file is also set: give both one way only, as both, both_file or both_env".to_owned(),
+        ],
+        "{problems:#?}"
+    );
+    for secret in ["plain-secret-5d2", "file-secret-9c1"] {
+        assert!(!format!("{err}").contains(secret), "{err}");
+    }
+
+    // Without the mistakes: `ok` is the file's content without its final CRLF.
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nstate_dir = \"{state}\"\n\n[hook.a]\ncomponent = \"{component}\"\n\n\
+             [hook.a.settings]\nok_file = \"token\"\n",
+            state = base.join("state").display(),
+            component = component("readme-js").display(),
+        ),
+    )
+    .unwrap();
+    let c = tlsward::config::load(&config).unwrap();
+    assert_eq!(c.hooks["a"].settings["ok"], "file-secret-9c1");
+    assert!(!format!("{:?}", c.hooks["a"]).contains("file-secret-9c1"));
+}

@@ -436,9 +436,26 @@ fn refused_message(r: &super::pin::Refused, pinned: bool) -> String {
             "the server's certificate was refused: {}; its sha256 is {}: if that is the \
              appliance's own certificate (checked out of band), pin it with \
              http_pin_sha256 = [\"{}\"], or give its CA in http_ca_file",
-            r.error, r.sha256, r.sha256
+            describe(&r.error),
+            r.sha256,
+            r.sha256
         )
     }
+}
+
+/// A certificate refusal in words, naming the case a self-signed appliance hits.
+fn describe(e: &rustls::Error) -> String {
+    if let rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o)) = e
+        && let Some(w) = o.0.downcast_ref::<webpki::Error>()
+    {
+        return match w {
+            webpki::Error::CaUsedAsEndEntity => "it is a CA certificate, not a server's \
+                (CaUsedAsEndEntity; `openssl req -x509` makes self-signed certificates so)"
+                .to_owned(),
+            other => format!("invalid peer certificate: {other:?}"),
+        };
+    }
+    e.to_string()
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
