@@ -81,11 +81,18 @@ async fn readme_examples_turn_refused_calls_into_clean_errors() {
         let settings = [("path", path.as_str()), ("reload", "/bin/true")];
 
         // A write outside write_paths: Err naming the path and the grant, not a crash.
-        let s = spec("readme", guest, grant(vec![]), &[("path", "/elsewhere/x.pem")]);
+        let s = spec(
+            "readme",
+            guest,
+            grant(vec![]),
+            &[("path", "/elsewhere/x.pem")],
+        );
         let r = run(&s, material(&leaf, "web"), &[]).await;
         let e = hook_error(&r);
         assert!(
-            e.starts_with("writing /elsewhere/x.pem: /elsewhere/x.pem is not beneath write_paths ["),
+            e.starts_with(
+                "writing /elsewhere/x.pem: /elsewhere/x.pem is not beneath write_paths ["
+            ),
             "{guest}: {e}"
         );
         assert_eq!(r.reason(), "access_denied", "{guest}");
@@ -101,7 +108,12 @@ async fn readme_examples_turn_refused_calls_into_clean_errors() {
         assert_eq!(r.reason(), "access_denied", "{guest}");
 
         // Granted: ok.
-        let s = spec("readme", guest, grant(vec![vec!["/bin/true".into()]]), &settings);
+        let s = spec(
+            "readme",
+            guest,
+            grant(vec![vec!["/bin/true".into()]]),
+            &settings,
+        );
         let r = run(&s, material(&leaf, "web"), &[]).await;
         assert_eq!(
             r.outcome,
@@ -109,7 +121,11 @@ async fn readme_examples_turn_refused_calls_into_clean_errors() {
             "{guest}: {:?}",
             r.calls
         );
-        assert!(std::fs::read_to_string(&path).unwrap().contains("BEGIN CERTIFICATE"));
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .contains("BEGIN CERTIFICATE")
+        );
     }
 }
 
@@ -172,7 +188,11 @@ fn a_hook_built_outside_the_tree_runs_with_hook_run() {
     assert!(!base.starts_with(repo()));
     let src = base.join("my-hook");
     std::fs::create_dir(&src).unwrap();
-    std::fs::copy(repo().join("tests/guests/readme-js/hook.js"), src.join("hook.js")).unwrap();
+    std::fs::copy(
+        repo().join("tests/guests/readme-js/hook.js"),
+        src.join("hook.js"),
+    )
+    .unwrap();
 
     // Built where the user keeps it, the output where they ask.
     let wasm = base.join("my-hook.wasm");
@@ -194,7 +214,10 @@ fn a_hook_built_outside_the_tree_runs_with_hook_run() {
     std::fs::write(bundle.join("cert.pem"), crate::util::pem_chain(&leaf.chain)).unwrap();
     std::fs::write(
         bundle.join("key.pem"),
-        pem::encode(&pem::Pem::new("PRIVATE KEY", leaf.key.secret_der().to_vec())),
+        pem::encode(&pem::Pem::new(
+            "PRIVATE KEY",
+            leaf.key.secret_der().to_vec(),
+        )),
     )
     .unwrap();
     let config = base.join("tlsward.toml");
@@ -275,7 +298,14 @@ fn openssl_self_signed(dir: &Path) -> crate::util::Leaf {
     use rustls::pki_types::pem::PemObject;
     let (cert, key) = (dir.join("api.crt"), dir.join("api.key"));
     let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
         .args(["-nodes", "-days", "30", "-subj", "/CN=appliance"])
         .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
         .arg(&key)
@@ -356,7 +386,10 @@ async fn a_self_signed_appliance_is_refused_unless_pinned_and_its_token_comes_fr
     // No pin: the CA certificate is refused as the server's leaf, and the error shows the
     // fingerprint to pin.
     let s = spec("");
-    assert_eq!(s.settings["token"], TOKEN, "read from the file, newline dropped");
+    assert_eq!(
+        s.settings["token"], TOKEN,
+        "read from the file, newline dropped"
+    );
     let r = run(&s, material(&new, "fw"), &[]).await;
     let e = hook_error(&r);
     assert!(
@@ -402,7 +435,12 @@ async fn a_self_signed_appliance_is_refused_unless_pinned_and_its_token_comes_fr
         &[],
     )
     .await;
-    assert_eq!(r.outcome, Ok("activated certificate c1".into()), "{:?}", r.calls);
+    assert_eq!(
+        r.outcome,
+        Ok("activated certificate c1".into()),
+        "{:?}",
+        r.calls
+    );
     assert_eq!(
         appliance.uploads()[0].sha256.as_deref(),
         Some(tlsward::cert::sha256_hex(new.der()).as_str())

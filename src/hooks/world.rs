@@ -110,15 +110,27 @@ mod tests {
     fn components_pass_and_everything_else_says_what_it_is() {
         assert_eq!(check_header(b"\0asm\x0d\x00\x01\x00"), Ok(()));
         for (head, says) in [
-            (&b"\x7fELF\x02\x01\x01\x00"[..], "it starts with ELF: a native executable"),
-            (b"\0asm\x01\x00\x00\x00", "it is a core WebAssembly module of version 1; make it"),
-            (b"\0asm\x0c\x00\x01\x00", "a component in binary version 0xc"),
+            (
+                &b"\x7fELF\x02\x01\x01\x00"[..],
+                "it starts with ELF: a native executable",
+            ),
+            (
+                b"\0asm\x01\x00\x00\x00",
+                "it is a core WebAssembly module of version 1; make it",
+            ),
+            (
+                b"\0asm\x0c\x00\x01\x00",
+                "a component in binary version 0xc",
+            ),
             (b"\0asm\x0d\x00\x02\x00", "unknown WebAssembly layer 2"),
             (b"\0asm\x0d", "ends inside the WebAssembly header"),
             (b"", "the file is empty"),
             (b"#!/bin/sh", "a script"),
             (b"PK\x03\x04", "a zip archive"),
-            (b"\x1b[31mhi", "it starts with \"\\x1b[31mhi\", not the WebAssembly magic"),
+            (
+                b"\x1b[31mhi",
+                "it starts with \"\\x1b[31mhi\", not the WebAssembly magic",
+            ),
         ] {
             let e = check_header(head).unwrap_err();
             assert!(e.starts_with("not a WebAssembly component ("), "{e}");

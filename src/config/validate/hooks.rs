@@ -85,7 +85,8 @@ impl Validator<'_, '_> {
                     );
                 }
                 if grant.http_pin_sha256.is_empty() && pins.get_ref().is_empty() {
-                    self.p.at(pins, &full, "an empty list; remove it or add a fingerprint");
+                    self.p
+                        .at(pins, &full, "an empty list; remove it or add a fingerprint");
                 }
             }
             for (sub, msg) in grant.problems() {
