@@ -22,8 +22,10 @@
 //!   (`manual.rs`).
 //! - [`hooks`]: the wasmtime host for deploy hooks: grants (pure `grant.rs`), the host
 //!   functions each checked against the grant, file writes and rollbacks through directory
-//!   handles beneath the grant (`beneath.rs`), certificate formats (pure `convert.rs`).
-//!   Knows nothing of the store, the reconciler or metrics.
+//!   handles beneath the grant (`beneath.rs`), certificate formats (pure `convert.rs`),
+//!   the component header and world checks (`world.rs`), the `http` call's certificate
+//!   check by CA or pinned fingerprint (`pin.rs`). Knows nothing of the store, the
+//!   reconciler or metrics.
 //! - [`issuer`]: ACME via instant-acme: the account, orders, the HTTP-01 responder; records
 //!   every order and version in the store, and resumes the orders a crash left pending
 //!   (`resume.rs`). Knows nothing of probing or metrics.

@@ -138,6 +138,8 @@ fn invalid_configs_report_every_problem_with_file_line_and_key() {
                 r#"invalid-hooks.toml:40: hook.wide.write_paths: "/" grants the whole file system; name the directories the hook writes in (e.g. "/etc/nginx/certs")"#,
                 r#"invalid-hooks.toml:41: hook.wide.commands: "bin/true" is not an absolute path (write the program's full path, e.g. "/usr/sbin/nginx")"#,
                 "invalid-hooks.toml:42: hook.wide.memory_mb: 17592186044544 MiB is outside 16..=4096 MiB",
+                "invalid-hooks.toml:45: hook.native.component: not a WebAssembly component (it starts with ELF: a native executable or library)",
+                "invalid-hooks.toml:48: hook.core.component: not a WebAssembly component (it is a core WebAssembly module of version 1; make it a component with `wasm-tools component new`, or build it with scripts/build-hooks)",
             ],
         ),
     ];

@@ -1172,7 +1172,10 @@ async fn http_appliance_failures() {
     let run4 = run(&lab.spec(grant), material(&new, "lb"), &[]).await;
     let message = hook_error(&run4);
     assert!(
-        message.starts_with("POST /api/v1/certificates: failed: request failed"),
+        message.starts_with(
+            "POST /api/v1/certificates: failed: the server's certificate was refused: \
+             invalid peer certificate: UnknownIssuer; its sha256 is "
+        ),
         "{}",
         shown(&run4)
     );

@@ -69,5 +69,9 @@ mod appliance_standin;
 // The stock hooks in their sandbox, their outputs read by real consumers.
 mod hooks_stock;
 
+// Writing a hook: the README's examples, builds outside the tree, `hook check`, settings
+// from files and the environment, pinned appliance certificates.
+mod hooks_authoring;
+
 // scripts/demo-acme --check: the main job's whole loop with Pebble, nginx and pem-files.
 mod demo_acme;

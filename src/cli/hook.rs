@@ -14,14 +14,17 @@ use crate::hooks::{HookRun, Hooks, Material};
 use crate::store::Secret;
 
 pub(super) fn run(args: HookArgs) -> anyhow::Result<u8> {
+    let (name, bundle, settings, endpoint, rollback) = match args.command {
+        HookCommand::Check { component, cache } => return check(&component, cache),
+        HookCommand::Run {
+            name,
+            bundle,
+            settings,
+            endpoint,
+            rollback,
+        } => (name, bundle, settings, endpoint, rollback),
+    };
     let config = crate::config::load(&args.config)?;
-    let HookCommand::Run {
-        name,
-        bundle,
-        settings,
-        endpoint,
-        rollback,
-    } = args.command;
     let Some(spec) = config.hooks.get(&name) else {
         let known: Vec<&str> = config.hooks.keys().map(String::as_str).collect();
         bail!(
@@ -72,6 +75,43 @@ pub(super) fn run(args: HookArgs) -> anyhow::Result<u8> {
         }
     }
     Ok(u8::from(run.outcome.is_err()))
+}
+
+/// `tlsward hook check FILE`: the header, the world, a trial call; 0 when it is a hook.
+fn check(component: &Path, cache: Option<std::path::PathBuf>) -> anyhow::Result<u8> {
+    // No on-disk cache unless asked: the check leaves no compiled code behind by itself.
+    let hooks = Hooks::new(cache)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let handle = runtime.handle().clone();
+    let path = component.to_owned();
+    let checked = runtime.block_on(async move {
+        tokio::task::spawn_blocking(move || hooks.check(&path, handle)).await
+    })?;
+    let mut out = std::io::stdout().lock();
+    match checked {
+        Ok(trial) => {
+            let answer = match &trial.outcome {
+                Ok(s) => format!("ok: {s}"),
+                Err(crate::hooks::HookFailure::Hook(m)) => format!("err: {m}"),
+                Err(e) => e.to_string(),
+            };
+            writeln!(
+                out,
+                "{}: a tlsward:hook@0.1.0 component; deploy with no settings answered {}",
+                component.display(),
+                crate::escape::visible(&answer)
+            )?;
+            Ok(0)
+        }
+        Err(e) => {
+            drop(out);
+            eprintln!("tlsward: {}", crate::escape::visible(&e));
+            Ok(1)
+        }
+    }
 }
 
 /// The run as a hook author reads it: timings, each host call, output, the result.

@@ -135,6 +135,19 @@ pub enum HookCommand {
         #[arg(long)]
         rollback: bool,
     },
+    /// Check that a file is a hook: a WebAssembly component of the tlsward:hook@0.1.0
+    /// world whose `deploy` answers a trial call (no settings, nothing granted). Needs no
+    /// config; scripts/build-hooks runs it on every hook it builds.
+    ///
+    /// Exit codes: 0 it is a hook, 1 it is not, 3 usage error.
+    Check {
+        /// The component (.wasm).
+        component: PathBuf,
+        /// Keep the compiled component in this private directory (created 0700), so a
+        /// later check or run of the same file skips the compile.
+        #[arg(long, value_name = "DIR")]
+        cache: Option<PathBuf>,
+    },
 }
 
 fn parse_setting(s: &str) -> Result<(String, String), String> {

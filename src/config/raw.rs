@@ -48,6 +48,7 @@ pub(super) struct RawHook {
     pub(super) commands: Option<Spanned<Vec<Vec<String>>>>,
     pub(super) http_hosts: Option<Spanned<Vec<String>>>,
     pub(super) http_ca_file: Option<Spanned<String>>,
+    pub(super) http_pin_sha256: Option<Spanned<Vec<String>>>,
     pub(super) key_access: Option<Spanned<bool>>,
     pub(super) memory_mb: Option<Spanned<i64>>,
     pub(super) timeout: Option<Spanned<String>>,

@@ -27,6 +27,9 @@ pub struct Grant {
     pub http_hosts: Vec<String>,
     /// Extra CA certificates (PEM) trusted for those requests, besides the system roots.
     pub http_ca_file: Option<PathBuf>,
+    /// SHA-256 fingerprints (lowercase hex) of the leaf certificates `http` accepts; when
+    /// not empty, a server is accepted by its leaf alone, without CA or name checks.
+    pub http_pin_sha256: Vec<String>,
     /// Whether the key may enter the guest (the bundle's `key-pem`, `convert` to key formats).
     pub key_access: bool,
     /// The cap on the guest's memory, all linear memories together.
@@ -42,6 +45,7 @@ impl Default for Grant {
             commands: Vec::new(),
             http_hosts: Vec::new(),
             http_ca_file: None,
+            http_pin_sha256: Vec::new(),
             key_access: false,
             memory_bytes: DEFAULT_MEMORY_MB << 20,
             timeout: DEFAULT_TIMEOUT,

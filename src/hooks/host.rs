@@ -354,8 +354,12 @@ impl State {
     fn https(&mut self, req: HttpRequest) -> Result<HttpResponse, HookError> {
         let uri = self.grant.check_url(&req.url)?;
         let left = self.remaining()?;
-        let tls = crate::issuer::tls_client_config(self.grant.http_ca_file.as_deref())
-            .map_err(HookError::Failed)?;
+        let (tls, verifier) = super::pin::HookVerifier::client_config(
+            self.grant.http_ca_file.as_deref(),
+            &self.grant.http_pin_sha256,
+        )
+        .map_err(HookError::Failed)?;
+        let pinned = !self.grant.http_pin_sha256.is_empty();
         let method = http::Method::from_bytes(req.method.as_bytes())
             .map_err(|_| HookError::InvalidArgument(format!("bad method {:?}", req.method)))?;
         let mut builder = http::Request::builder().method(method).uri(uri);
@@ -380,10 +384,12 @@ impl State {
                 .build::<_, Full<Bytes>>(connector);
         self.rt.block_on(async move {
             let exchange = async {
-                let rsp = client
-                    .request(request)
-                    .await
-                    .map_err(|e| HookError::Failed(format!("request failed: {}", chain(&e))))?;
+                let rsp = client.request(request).await.map_err(|e| {
+                    HookError::Failed(match verifier.refused() {
+                        Some(r) => refused_message(&r, pinned),
+                        None => format!("request failed: {}", chain(&e)),
+                    })
+                })?;
                 let status = rsp.status().as_u16();
                 let headers = rsp
                     .headers()
@@ -416,6 +422,40 @@ impl State {
                 })
         })
     }
+}
+
+/// Why the server's certificate was refused, with its fingerprint to compare and pin.
+fn refused_message(r: &super::pin::Refused, pinned: bool) -> String {
+    if pinned {
+        format!(
+            "the server's certificate (sha256 {}) is not one of http_pin_sha256",
+            r.sha256
+        )
+    } else {
+        format!(
+            "the server's certificate was refused: {}; its sha256 is {}: if that is the \
+             appliance's own certificate (checked out of band), pin it with \
+             http_pin_sha256 = [\"{}\"], or give its CA in http_ca_file",
+            describe(&r.error),
+            r.sha256,
+            r.sha256
+        )
+    }
+}
+
+/// A certificate refusal in words, naming the case a self-signed appliance hits.
+fn describe(e: &rustls::Error) -> String {
+    if let rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o)) = e
+        && let Some(w) = o.0.downcast_ref::<webpki::Error>()
+    {
+        return match w {
+            webpki::Error::CaUsedAsEndEntity => "it is a CA certificate, not a server's \
+                (CaUsedAsEndEntity; `openssl req -x509` makes self-signed certificates so)"
+                .to_owned(),
+            other => format!("invalid peer certificate: {other:?}"),
+        };
+    }
+    e.to_string()
 }
 
 fn chain(e: &dyn std::error::Error) -> String {

@@ -16,6 +16,8 @@ mod beneath;
 pub mod convert;
 pub mod grant;
 pub mod host;
+pub mod pin;
+pub mod world;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -50,9 +52,22 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub const ABANDON_GRACE: Duration = Duration::from_secs(2);
 /// The largest component file accepted.
 pub const MAX_COMPONENT: u64 = 256 << 20;
+/// The deadline of [`Hooks::check`]'s trial call.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One configured hook: `[hook.NAME]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A loaded component about to run, and under what.
+struct Prepared<'a> {
+    name: &'a str,
+    grant: &'a Grant,
+    endpoint: &'a str,
+    pre: bindings::HookPre<State>,
+    kind: LoadKind,
+    started: Instant,
+}
+
+/// One configured hook: `[hook.NAME]`. Its `Debug` shows the settings' names only: their
+/// values may be secrets (`token_file`, `password`).
+#[derive(Clone, PartialEq, Eq)]
 pub struct HookSpec {
     /// Its name.
     pub name: String,
@@ -62,6 +77,17 @@ pub struct HookSpec {
     pub grant: Grant,
     /// Its settings (an endpoint's settings and the command line's are laid over them).
     pub settings: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for HookSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HookSpec")
+            .field("name", &self.name)
+            .field("component", &self.component)
+            .field("grant", &self.grant)
+            .field("settings", &self.settings.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 /// The certificate a run deploys.
@@ -249,6 +275,8 @@ impl Hooks {
     /// Reads, compiles (or finds compiled) and links a component.
     fn load(&self, path: &Path) -> Result<(bindings::HookPre<State>, LoadKind), String> {
         let bytes = crate::files::read(path, MAX_COMPONENT).map_err(|e| e.to_string())?;
+        world::check_header(&bytes[..bytes.len().min(world::HEADER_LEN)])
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         let sha = sha256_hex(&bytes);
         let in_memory = || {
             self.loaded
@@ -284,10 +312,19 @@ impl Hooks {
             .instantiate_pre(&component)
             .and_then(bindings::HookPre::new)
             .map_err(|e| {
-                format!(
-                    "{}: does not fit the tlsward:hook@0.1.0 world: {e:#}",
-                    path.display()
-                )
+                let exports: Vec<String> = component
+                    .component_type()
+                    .exports(&self.engine)
+                    .map(|(name, _)| name.to_owned())
+                    .collect();
+                if exports.iter().any(|n| n == world::DEPLOY_EXPORT) {
+                    format!(
+                        "{}: does not fit the tlsward:hook@0.1.0 world: {e:#}",
+                        path.display()
+                    )
+                } else {
+                    format!("{}: {}", path.display(), world::missing_deploy(&exports))
+                }
             })?;
         self.loaded
             .lock()
@@ -363,8 +400,99 @@ impl Hooks {
             Ok(x) => x,
             Err(e) => return HookRun::failed(&spec.name, HookFailure::Load(e)),
         };
+        self.execute(
+            Prepared {
+                name: &spec.name,
+                grant: &spec.grant,
+                endpoint: &material.endpoint,
+                pre,
+                kind,
+                started,
+            },
+            bundle,
+            cert,
+            settings,
+            rt,
+        )
+    }
+
+    /// Checks that `component` is a hook: a WebAssembly component ([`world::check_header`])
+    /// that compiles and links to the `tlsward:hook@0.1.0` world, and whose `deploy`
+    /// answers a trial call (no settings, a placeholder certificate, nothing granted, so no
+    /// host call can touch anything) with `ok` or `err` rather than a crash. Returns the
+    /// trial run; the error says what is wrong.
+    pub fn check(&self, component: &Path, rt: tokio::runtime::Handle) -> Result<HookRun, String> {
+        world::check_file(component).map_err(|e| format!("{}: {e}", component.display()))?;
+        let started = Instant::now();
+        let (pre, kind) = self.load(component)?;
+        let name = "check";
+        let bundle = bindings::CertBundle {
+            cert_pem: String::new(),
+            chain_pem: String::new(),
+            key_pem: String::new(),
+            domains: vec!["hook-check.invalid".into()],
+            not_after: 0,
+            sha256: String::new(),
+            certificate: name.into(),
+            endpoint: name.into(),
+        };
+        let cert = Cert {
+            leaf_der: Vec::new(),
+            chain_der: Vec::new(),
+            key: None,
+            alias: name.into(),
+            now_unix_ms: 0,
+        };
+        let grant = Grant {
+            timeout: CHECK_TIMEOUT,
+            ..Grant::default()
+        };
+        let prepared = Prepared {
+            name,
+            grant: &grant,
+            endpoint: name,
+            pre,
+            kind,
+            started,
+        };
+        let run = self.execute(prepared, bundle, cert, BTreeMap::new(), rt);
+        match &run.outcome {
+            Ok(_) | Err(HookFailure::Hook(_)) => Ok(run),
+            Err(HookFailure::Trap(t)) => Err(format!(
+                "{}: calling {} with no settings crashed ({t}); a JavaScript hook does this \
+                 when it has no `export function {}` (a misspelled name), and any hook \
+                 should return an error for missing settings rather than crash",
+                component.display(),
+                world::DEPLOY_EXPORT,
+                world::DEPLOY_EXPORT
+            )),
+            Err(e) => Err(format!(
+                "{}: calling {} with no settings: {e}",
+                component.display(),
+                world::DEPLOY_EXPORT
+            )),
+        }
+    }
+
+    /// Runs a loaded component's `deploy` in a fresh sandbox under `p.grant`.
+    fn execute(
+        &self,
+        p: Prepared<'_>,
+        bundle: bindings::CertBundle,
+        cert: Cert,
+        settings: BTreeMap<String, String>,
+        rt: tokio::runtime::Handle,
+    ) -> HookRun {
+        let Prepared {
+            name,
+            grant,
+            endpoint,
+            pre,
+            kind,
+            started,
+        } = p;
         // Its outcome, calls and timings are filled in below, as the run goes.
-        let mut run = HookRun::failed(&spec.name, HookFailure::Load(String::new()));
+        let mut run = HookRun::failed(name, HookFailure::Load(String::new()));
         run.timings.load_kind = kind;
         run.timings.load = started.elapsed();
         let stdout = MemoryOutputPipe::new(host::MAX_LOG);
@@ -376,19 +504,19 @@ impl Hooks {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        let timeout = spec.grant.timeout;
+        let timeout = grant.timeout;
         let record = Arc::new(Mutex::new(Record::default()));
         let state = State {
             wasi,
             table: ResourceTable::new(),
             memory: MemoryCap {
-                cap: usize::try_from(spec.grant.memory_bytes).unwrap_or(usize::MAX),
+                cap: usize::try_from(grant.memory_bytes).unwrap_or(usize::MAX),
                 used: 0,
                 refused: false,
             },
-            hook: spec.name.clone(),
-            endpoint: material.endpoint.clone(),
-            grant: Arc::new(spec.grant.clone()),
+            hook: name.to_owned(),
+            endpoint: endpoint.to_owned(),
+            grant: Arc::new(grant.clone()),
             cert,
             deadline: Instant::now() + timeout,
             rt,
@@ -402,7 +530,7 @@ impl Hooks {
         let engine = self.engine.clone();
         let settings: Vec<(String, String)> = settings.into_iter().collect();
         let spawned = std::thread::Builder::new()
-            .name(format!("hook-{}", spec.name))
+            .name(format!("hook-{name}"))
             .spawn(move || {
                 let mut store = Store::new(&engine, state);
                 store.limiter(|s| &mut s.memory);
@@ -440,7 +568,7 @@ impl Hooks {
                 }
                 Err(_) => {
                     run.timings.call = t.elapsed();
-                    tracing::error!(hook = %spec.name, "the hook is blocked in a host call past its deadline; abandoned");
+                    tracing::error!(hook = %name, "the hook is blocked in a host call past its deadline; abandoned");
                     Err(HookFailure::Timeout(format!(
                         "{} (blocked in a runtime call; abandoned)",
                         humantime::format_duration(timeout)

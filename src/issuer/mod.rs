@@ -7,7 +7,6 @@
 
 mod dns01;
 mod http;
-pub(crate) use http::tls_client_config;
 mod http01;
 mod resume;
 

@@ -27,6 +27,10 @@ impl Validator<'_, '_> {
                         component.display()
                     ),
                 );
+            } else if let Err(e) = crate::hooks::world::check_file(&component) {
+                // The header only: the world is checked when serve loads the component
+                // (and by `tlsward hook check`), which takes a compile.
+                self.p.at(&h.component, &format!("{key}.component"), e);
             }
             let mut grant = Grant {
                 write_paths: h
@@ -45,6 +49,7 @@ impl Validator<'_, '_> {
                     .map(|v| v.get_ref().clone())
                     .unwrap_or_default(),
                 http_ca_file: h.http_ca_file.as_ref().map(|f| self.base.join(f.get_ref())),
+                http_pin_sha256: Vec::new(),
                 key_access: h.key_access.as_ref().is_some_and(|k| *k.get_ref()),
                 memory_bytes: DEFAULT_MEMORY_MB << 20,
                 timeout: DEFAULT_TIMEOUT,
@@ -63,6 +68,27 @@ impl Validator<'_, '_> {
             {
                 self.p.at(f, &format!("{key}.http_ca_file"), e);
             }
+            if let Some(pins) = &h.http_pin_sha256 {
+                let full = format!("{key}.http_pin_sha256");
+                for pin in pins.get_ref() {
+                    match crate::hooks::pin::parse_pin(pin) {
+                        Ok(p) => grant.http_pin_sha256.push(p),
+                        Err(e) => self.p.at(pins, &full, e),
+                    }
+                }
+                if let Some(ca) = &h.http_ca_file {
+                    self.p.at(
+                        ca,
+                        &format!("{key}.http_ca_file"),
+                        "http_ca_file and http_pin_sha256 exclude each other: a pinned \
+                         server is accepted by its leaf alone",
+                    );
+                }
+                if grant.http_pin_sha256.is_empty() && pins.get_ref().is_empty() {
+                    self.p
+                        .at(pins, &full, "an empty list; remove it or add a fingerprint");
+                }
+            }
             for (sub, msg) in grant.problems() {
                 let full = format!("{key}.{sub}");
                 match sub {
@@ -73,14 +99,10 @@ impl Validator<'_, '_> {
                     _ => self.at_opt(h.timeout.as_ref(), &h.component, &full, msg),
                 }
             }
+            let settings = self.hook_settings(&h.settings, &format!("{key}.settings"));
             if self.p.list.len() > before {
                 continue;
             }
-            let settings = h
-                .settings
-                .iter()
-                .map(|(k, v)| (k.clone(), v.get_ref().clone()))
-                .collect();
             out.insert(
                 name.clone(),
                 HookSpec {
@@ -90,6 +112,90 @@ impl Validator<'_, '_> {
                     settings,
                 },
             );
+        }
+        out
+    }
+
+    /// A hook's or an endpoint's settings, `NAME_file = "PATH"` and `NAME_env = "VAR"`
+    /// resolved into the setting `NAME`: the file's content (read when the config loads,
+    /// at most [`crate::files::MAX_SECRET`] bytes, one final newline dropped) or the
+    /// variable's value, the way `[acme]` and `[store]` take their secrets. A setting given
+    /// twice (`token` and `token_file`, or `token_file` and `token_env`) is a problem. The
+    /// values never appear in problems.
+    pub(super) fn hook_settings(
+        &mut self,
+        raw: &BTreeMap<String, toml::Spanned<String>>,
+        key: &str,
+    ) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        // The setting each entry gives, with how: "" (plain), "_file" or "_env".
+        let target = |k: &str| -> (String, &'static str) {
+            for suffix in ["_file", "_env"] {
+                if let Some(name) = k.strip_suffix(suffix)
+                    && !name.is_empty()
+                {
+                    return (name.to_owned(), suffix);
+                }
+            }
+            (k.to_owned(), "")
+        };
+        for (k, v) in raw {
+            let full = format!("{key}.{k}");
+            let (name, how) = target(k);
+            let others: Vec<&str> = raw
+                .keys()
+                .filter(|o| *o != k && target(o).0 == name)
+                .map(String::as_str)
+                .collect();
+            if !others.is_empty() {
+                // Reported once, at the first of them.
+                if raw.keys().find(|o| target(o).0 == name) == Some(k) {
+                    self.p.at(
+                        v,
+                        &full,
+                        format!(
+                            "{} {} also set: give {name} one way only, as {name}, \
+                             {name}_file or {name}_env",
+                            others.join(" and "),
+                            if others.len() == 1 { "is" } else { "are" }
+                        ),
+                    );
+                }
+                continue;
+            }
+            let value = match how {
+                "_file" => {
+                    let path = self.base.join(v.get_ref());
+                    match crate::files::read_to_string(&path, crate::files::MAX_SECRET) {
+                        Ok(text) => without_final_newline(text),
+                        Err(e) => {
+                            self.p.at(v, &full, e);
+                            continue;
+                        }
+                    }
+                }
+                "_env" => match std::env::var(v.get_ref()) {
+                    Ok(text) => text,
+                    Err(std::env::VarError::NotPresent) => {
+                        self.p.at(
+                            v,
+                            &full,
+                            format!("environment variable {} is not set", v.get_ref()),
+                        );
+                        continue;
+                    }
+                    Err(std::env::VarError::NotUnicode(_)) => {
+                        self.p.at(
+                            v,
+                            &full,
+                            format!("environment variable {} is not UTF-8", v.get_ref()),
+                        );
+                        continue;
+                    }
+                },
+                _ => v.get_ref().clone(),
+            };
+            out.insert(name, value);
         }
         out
     }
@@ -107,4 +213,15 @@ impl Validator<'_, '_> {
             None => self.p.at(fallback, key, msg),
         }
     }
+}
+
+/// `text` without one final `\n` (or `\r\n`): what an editor or `echo` leaves after a token.
+fn without_final_newline(mut text: String) -> String {
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    text
 }

@@ -271,6 +271,8 @@ impl Validator<'_, '_> {
                     "settings without a hook: add hook = \"NAME\"",
                 );
             }
+            // `NAME_file` and `NAME_env` resolved, as for [hook.NAME.settings].
+            let settings = self.hook_settings(&e.settings, &format!("{key}.settings"));
             if !ok {
                 continue;
             }
@@ -280,11 +282,7 @@ impl Validator<'_, '_> {
                 target,
                 window,
                 hook,
-                settings: e
-                    .settings
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.get_ref().clone()))
-                    .collect(),
+                settings,
             });
         }
         let _ = span;
