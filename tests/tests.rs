@@ -64,3 +64,7 @@ mod appliance_standin;
 
 // The stock hooks in their sandbox, their outputs read by real consumers.
 mod hooks_stock;
+
+// What an installed tool has: the systemd unit (systemd-analyze), completions, man pages,
+// --version, and the Debian package installed with dpkg, run and purged.
+mod packaging;
