@@ -448,7 +448,7 @@ async fn deb_installs_runs_and_purges() {
         .unwrap_or_default();
     let mut expected = vec![
         "./usr/bin/tlsward".to_owned(),
-        "./lib/systemd/system/tlsward.service".to_owned(),
+        "./usr/lib/systemd/system/tlsward.service".to_owned(),
         "./etc/tlsward/tlsward.toml".to_owned(),
         "./usr/share/man/man1/tlsward.1.gz".to_owned(),
         "./usr/share/man/man1/tlsward-serve.1.gz".to_owned(),
@@ -494,10 +494,10 @@ async fn deb_installs_runs_and_purges() {
     // The unit, unchanged, accepted by systemd with its binary and man pages in place, and
     // enabled for boot.
     assert_eq!(
-        std::fs::read("/lib/systemd/system/tlsward.service").unwrap(),
+        std::fs::read("/usr/lib/systemd/system/tlsward.service").unwrap(),
         std::fs::read(repo("packaging/systemd/tlsward.service")).unwrap()
     );
-    verify_clean(&[], Path::new("/lib/systemd/system/tlsward.service"));
+    verify_clean(&[], Path::new("/usr/lib/systemd/system/tlsward.service"));
     let wants = Path::new("/etc/systemd/system/multi-user.target.wants/tlsward.service");
     assert!(wants.is_symlink(), "not enabled");
     assert!(ok(Command::new("man").args(["-w", "tlsward"])).contains("tlsward.1.gz"));
@@ -555,7 +555,7 @@ async fn deb_installs_runs_and_purges() {
     // directory (store.key and the store).
     ok(Command::new("dpkg").args(["-r", "tlsward"]));
     assert!(!Path::new("/usr/bin/tlsward").exists());
-    assert!(!Path::new("/lib/systemd/system/tlsward.service").exists());
+    assert!(!Path::new("/usr/lib/systemd/system/tlsward.service").exists());
     assert!(Path::new("/etc/tlsward/tlsward.toml").exists());
     ok(Command::new("dpkg").args(["--purge", "tlsward"]));
     assert!(!Path::new("/etc/tlsward/tlsward.toml").exists());
@@ -606,7 +606,7 @@ fn run_packaged_hook(uid: u32, gid: u32) {
     assert!(stdout.contains("result: ok"), "{stdout}");
     assert_eq!(
         std::fs::read_to_string(out.join("fullchain.pem")).unwrap(),
-        pem_chain(&leaf.chain)
+        pem_chain(&leaf.chain).replace("\r\n", "\n")
     );
     let written = std::fs::metadata(out.join("fullchain.pem")).unwrap();
     assert_eq!(written.uid(), uid);
