@@ -1,7 +1,7 @@
 //! What this binary is: its version, the git commit it was built from and the build date,
 //! recorded by `build.rs`.
 //!
-//! A leaf: `cli` prints it (`--version`), `daemon` logs it and exports it as
+//! A leaf: `cli` prints it (`--version` and the man pages), `daemon` exports it as
 //! `tlsward_build_info`. Knows nothing else.
 
 /// The crate's version, e.g. `0.1.0`.

@@ -422,6 +422,9 @@ fn as_tlsward(args: &[&str]) -> Command {
     cmd
 }
 
+/// Installs the package into this machine for real (CI is a throwaway root machine), as the
+/// issue asks: `dpkg -i`, then `dpkg -r` and `--purge`. Any earlier `tlsward` package, user
+/// and /var/lib/tlsward are removed first and after.
 #[tokio::test(flavor = "multi_thread")]
 async fn deb_installs_runs_and_purges() {
     let deb = deb_path();
