@@ -50,8 +50,17 @@ struct DaemonMetrics {
 
 impl DaemonMetrics {
     fn register(reg: &mut Registry) -> Self {
-        let build = Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]);
-        reg.register("build", "tlsward's version", build);
+        use crate::version::{BUILD_DATE, REVISION, VERSION};
+        let build = Info::new(vec![
+            ("version", VERSION),
+            ("revision", REVISION),
+            ("build_date", BUILD_DATE),
+        ]);
+        reg.register(
+            "build",
+            "tlsward's version, git commit and build date",
+            build,
+        );
         let reload_ok = Gauge::default();
         reg.register(
             "config_last_reload_successful",

@@ -45,6 +45,8 @@
 //! - [`escape`]: text from outside made safe to show: control and bidi characters rendered
 //!   visibly, lengths capped, and [`escape::LabelValue`], the one way into a metric label.
 //!   Knows nothing else.
+//! - [`version`]: the version, git commit and build date `build.rs` recorded. Knows nothing
+//!   else.
 
 pub mod cert;
 pub mod cli;
@@ -62,3 +64,4 @@ pub mod probe;
 pub mod reconcile;
 pub mod schedule;
 pub mod store;
+pub mod version;

@@ -75,3 +75,7 @@ mod hooks_authoring;
 
 // scripts/demo-acme --check: the main job's whole loop with Pebble, nginx and pem-files.
 mod demo_acme;
+
+// What an installed tool has: the systemd unit (systemd-analyze), completions, man pages,
+// --version, and the Debian package installed with dpkg, run and purged.
+mod packaging;

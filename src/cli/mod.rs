@@ -5,6 +5,7 @@
 
 mod cert;
 mod deploy;
+mod generate;
 mod hook;
 mod output;
 mod probe;
@@ -23,7 +24,13 @@ pub const EXIT_UNKNOWN: u8 = 3;
 
 /// tlsward: probe TLS endpoints and report the certificates they really serve.
 #[derive(Debug, Parser)]
-#[command(name = "tlsward", version, about, long_about = None, max_term_width = 100)]
+#[command(
+    name = "tlsward",
+    version = crate::version::LONG_VERSION,
+    about,
+    long_about = None,
+    max_term_width = 100
+)]
 pub struct Cli {
     /// More log output on stderr (-v info, -vv debug); TLSWARD_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -71,6 +78,20 @@ pub enum Command {
     Hook(HookArgs),
     /// The store: create a new one for a key you provide.
     Store(StoreArgs),
+    /// Print a shell completion script, e.g. `tlsward completions bash >
+    /// /etc/bash_completion.d/tlsward`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page tlsward(1) as roff, e.g. `tlsward man | man -l -`.
+    Man {
+        /// Write every page instead (tlsward.1 and one per subcommand, such as
+        /// tlsward-cert-issue.1) into this directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// `tlsward store`.
@@ -392,6 +413,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Deploy(args) => deploy::run(args),
         Command::Hook(args) => hook::run(args),
         Command::Store(args) => store::run(args),
+        Command::Completions { shell } => generate::completions(shell),
+        Command::Man { dir } => generate::man(dir.as_deref()),
         Command::CheckConfig(args) => match crate::config::load(&args.config) {
             Ok(c) => {
                 println!(
