@@ -70,8 +70,25 @@ pub(super) fn run(args: HookArgs) -> anyhow::Result<u8> {
         for e in &undo.errors {
             writeln!(out, "  rollback: FAILED {e}")?;
         }
+        if let Some(why) = nothing_to_undo(&run) {
+            writeln!(out, "  rollback: {why}")?;
+        }
     }
     Ok(u8::from(run.outcome.is_err()))
+}
+
+/// Why a rollback of `run` does nothing on this host, when it does nothing: a rollback puts
+/// back files and re-runs commands, and a hook that only talked to a device left neither.
+fn nothing_to_undo(run: &HookRun) -> Option<&'static str> {
+    if !run.written.is_empty() || !run.commands.is_empty() {
+        return None;
+    }
+    Some(if run.calls.iter().any(|c| c.function == "http") {
+        "nothing to undo on this host: the hook only made HTTP calls; a device is rolled back \
+         by deploying the previous version to it (a failed deployment does that itself)"
+    } else {
+        "nothing to undo: the hook wrote no files and ran no commands"
+    })
 }
 
 /// The run as a hook author reads it: timings, each host call, output, the result.

@@ -1,15 +1,18 @@
-//! Rendering reports for people: a coloured table. (The JSON contract is `probe::json`.)
+//! Rendering reports for people: a coloured table fitted to the terminal, and plain tables
+//! sized to their content. (The JSON contract is `probe::json`.)
 //!
 //! Every cell goes through [`cell`]: subjects, issuers, error messages (which quote STARTTLS
 //! replies and certificate names) and targets come from the peer or the command line, and a
 //! raw ESC, CR or bidi override in them would reach the operator's terminal under any
 //! `--color` mode (`never` strips ANSI sequences but keeps CR and LF, which forge rows).
 
-use std::io::{self, Write};
+use std::borrow::Cow;
+use std::io::{self, IsTerminal, Write};
 
 use anstyle::{AnsiColor, Style};
 use clap::ValueEnum;
 use time::OffsetDateTime;
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 use super::ColorWhen;
 use crate::cert::Status;
@@ -56,22 +59,239 @@ fn status_style(s: Status) -> Style {
     Style::new().fg_color(Some(color.into())).bold()
 }
 
-/// Writes reports as an aligned table.
+/// Columns are this many spaces apart.
+const GAP: usize = 2;
+/// A column narrowed to fit the terminal keeps at least this many display columns (or its
+/// header's width, when wider).
+const MIN_NARROWED: usize = 6;
+
+/// The display width of `s` in a terminal (wide characters count two).
+fn width(s: &str) -> usize {
+    UnicodeWidthStr::width(s)
+}
+
+/// `s` cut to at most `max` display columns, ending with `…` when it was cut.
+fn ellipsize(s: &str, max: usize) -> Cow<'_, str> {
+    if width(s) <= max {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::new();
+    let mut used = 0;
+    for c in s.chars() {
+        let w = UnicodeWidthChar::width(c).unwrap_or(0);
+        if used + w + 1 > max {
+            break;
+        }
+        out.push(c);
+        used += w;
+    }
+    if max > 0 {
+        out.push('…');
+    }
+    Cow::Owned(out)
+}
+
+/// How wide tables may be: `$COLUMNS` when set (as shells export it, and for scripts), else
+/// the terminal's width when stdout is one; `None` (as wide as the content) otherwise, so a
+/// table piped to a file or `grep` keeps every character.
+pub(super) fn table_width() -> Option<usize> {
+    if let Some(n) = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+    {
+        return Some(n);
+    }
+    if !io::stdout().is_terminal() {
+        return None;
+    }
+    terminal_size::terminal_size_of(io::stdout()).map(|(w, _)| usize::from(w.0))
+}
+
+/// One column of a table that fits a width.
+#[derive(Debug, Clone, Copy)]
+struct Column {
+    header: &'static str,
+    /// May be narrowed, its cells cut with `…`.
+    narrows: bool,
+    /// When even narrowed columns do not fit, columns are dropped: lowest rank first.
+    drop_rank: Option<u8>,
+}
+
+/// The width of each column (`None`: dropped) so that the rows fit in `max` display columns.
+///
+/// Columns start at their content's width. When the line is too long, the narrowable ones
+/// give up space, the widest first: each keeps the smaller of its width and an equal share of
+/// what is left, shares of narrower columns passing to the wider ones. When even the minimum
+/// widths do not fit, columns are dropped by rank, and the rest is laid out again; if nothing
+/// more can be dropped, the minimums are used and the terminal wraps.
+fn layout(columns: &[Column], natural: &[usize], max: Option<usize>) -> Vec<Option<usize>> {
+    let mut shown: Vec<bool> = vec![true; columns.len()];
+    let Some(max) = max else {
+        return natural.iter().map(|w| Some(*w)).collect();
+    };
+    let mut drops: Vec<usize> = (0..columns.len())
+        .filter(|i| columns[*i].drop_rank.is_some())
+        .collect();
+    drops.sort_by_key(|i| columns[*i].drop_rank);
+    let mut drops = drops.into_iter();
+    loop {
+        let visible: Vec<usize> = (0..columns.len()).filter(|i| shown[*i]).collect();
+        let gaps = GAP * visible.len().saturating_sub(1);
+        let total: usize = visible.iter().map(|i| natural[*i]).sum::<usize>() + gaps;
+        if total <= max {
+            return (0..columns.len())
+                .map(|i| shown[i].then_some(natural[i]))
+                .collect();
+        }
+        let min = |i: usize| {
+            if columns[i].narrows {
+                natural[i].min(MIN_NARROWED.max(columns[i].header.len()))
+            } else {
+                natural[i]
+            }
+        };
+        let least: usize = visible.iter().map(|i| min(*i)).sum::<usize>() + gaps;
+        if least > max
+            && let Some(i) = drops.next()
+        {
+            shown[i] = false;
+            continue;
+        }
+        // Share out what is left above the minimums, the narrowest wishes first.
+        let mut extra = max.saturating_sub(least);
+        let mut wishes: Vec<usize> = visible
+            .iter()
+            .copied()
+            .filter(|i| natural[*i] > min(*i))
+            .collect();
+        wishes.sort_by_key(|i| natural[*i] - min(*i));
+        let mut widths: Vec<Option<usize>> = (0..columns.len())
+            .map(|i| shown[i].then(|| min(i)))
+            .collect();
+        let mut left = wishes.len();
+        for i in wishes {
+            let share = extra / left;
+            let give = (natural[i] - min(i)).min(share);
+            widths[i] = Some(min(i) + give);
+            extra -= give;
+            left -= 1;
+        }
+        return widths;
+    }
+}
+
+/// Writes `rows` under `header` in columns as wide as their widest cell, every cell through
+/// [`cell`], the first column styled by `style` when given (one style per row).
+fn write_laid_out(
+    out: &mut dyn Write,
+    header: &[&str],
+    rows: &[Vec<String>],
+    widths: &[Option<usize>],
+    styles: Option<&[Style]>,
+) -> io::Result<()> {
+    let last = widths.iter().rposition(Option::is_some).unwrap_or(0);
+    let line = |out: &mut dyn Write, cells: &[&str], style: Style| -> io::Result<()> {
+        for (i, (text, w)) in cells.iter().zip(widths).enumerate() {
+            let Some(w) = *w else { continue };
+            let text = ellipsize(text, w);
+            let pad = if i == last { 0 } else { w - width(&text) + GAP };
+            let style = if i == 0 { style } else { Style::new() };
+            write!(out, "{style}{text}{style:#}{:pad$}", "")?;
+            if i == last {
+                break;
+            }
+        }
+        writeln!(out)
+    };
+    line(out, header, Style::new().bold())?;
+    for (n, row) in rows.iter().enumerate() {
+        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        let style = styles.and_then(|s| s.get(n)).copied().unwrap_or_default();
+        line(out, &cells, style)?;
+    }
+    Ok(())
+}
+
+/// The display width of each column: its widest cell or its header.
+fn natural_widths(header: &[&str], rows: &[Vec<String>]) -> Vec<usize> {
+    let mut widths: Vec<usize> = header.iter().map(|h| width(h)).collect();
+    for row in rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(width(c));
+        }
+    }
+    widths
+}
+
+/// Writes a plain table (`deploy list`, `cert list`): columns sized to their content, every
+/// cell through [`cell`], a bold header.
+pub(super) fn write_columns(
+    out: &mut dyn Write,
+    header: &[&str],
+    rows: &[Vec<String>],
+) -> io::Result<()> {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| cell(c)).collect())
+        .collect();
+    let widths: Vec<Option<usize>> = natural_widths(header, &rows)
+        .into_iter()
+        .map(Some)
+        .collect();
+    write_laid_out(out, header, &rows, &widths, None)
+}
+
+/// The probe table's columns. When the terminal is narrow, the issuer, the reason, the target
+/// and the address are cut first; then NOT AFTER (DAYS says as much), ADDRESS and ISSUER go.
+const PROBE_COLUMNS: [Column; 7] = [
+    Column {
+        header: "STATUS",
+        narrows: false,
+        drop_rank: None,
+    },
+    Column {
+        header: "TARGET",
+        narrows: true,
+        drop_rank: None,
+    },
+    Column {
+        header: "ADDRESS",
+        narrows: true,
+        drop_rank: Some(1),
+    },
+    Column {
+        header: "DAYS",
+        narrows: false,
+        drop_rank: None,
+    },
+    Column {
+        header: "NOT AFTER",
+        narrows: false,
+        drop_rank: Some(0),
+    },
+    Column {
+        header: "ISSUER",
+        narrows: true,
+        drop_rank: Some(2),
+    },
+    Column {
+        header: "REASON",
+        narrows: true,
+        drop_rank: None,
+    },
+];
+
+/// Writes reports as an aligned table at most `max_width` display columns wide (cells cut
+/// with `…`, see [`layout`]).
 pub(super) fn write_table(
     out: &mut dyn Write,
     reports: &[ProbeReport],
     now: OffsetDateTime,
+    max_width: Option<usize>,
 ) -> io::Result<()> {
-    let header = [
-        "STATUS",
-        "TARGET",
-        "ADDRESS",
-        "DAYS",
-        "NOT AFTER",
-        "ISSUER",
-        "REASON",
-    ];
-    let rows: Vec<[String; 7]> = reports
+    let header = PROBE_COLUMNS.map(|c| c.header);
+    let rows: Vec<Vec<String>> = reports
         .iter()
         .map(|r| {
             let facts = r.outcome.as_ref().ok();
@@ -105,34 +325,29 @@ pub(super) fn write_table(
                 reason,
             ]
             .map(|c| cell(&c))
+            .to_vec()
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
+    let widths = layout(&PROBE_COLUMNS, &natural_widths(&header, &rows), max_width);
+    let styles: Vec<Style> = reports.iter().map(|r| status_style(r.status())).collect();
+    write_laid_out(out, &header, &rows, &widths, Some(&styles))
+}
+
+/// The line `probe` prints after its table: `12 ok, 2 warning, 1 critical` (and
+/// `, 1 unknown` when there is one), one count per row.
+pub(super) fn summary(reports: &[ProbeReport]) -> String {
+    let count = |s: Status| reports.iter().filter(|r| r.status() == s).count();
+    let mut line = format!(
+        "{} ok, {} warning, {} critical",
+        count(Status::Ok),
+        count(Status::Warning),
+        count(Status::Critical)
+    );
+    let unknown = count(Status::Unknown);
+    if unknown > 0 {
+        line.push_str(&format!(", {unknown} unknown"));
     }
-    let bold = Style::new().bold();
-    for (i, h) in header.iter().enumerate() {
-        let sep = if i + 1 == header.len() { "\n" } else { "  " };
-        let pad = if i + 1 == header.len() { 0 } else { widths[i] };
-        write!(out, "{bold}{h:<pad$}{bold:#}{sep}")?;
-    }
-    for (row, r) in rows.iter().zip(reports) {
-        let style = status_style(r.status());
-        for (i, cell) in row.iter().enumerate() {
-            let last = i + 1 == row.len();
-            let pad = if last { 0 } else { widths[i] };
-            let sep = if last { "\n" } else { "  " };
-            if i == 0 {
-                write!(out, "{style}{cell:<pad$}{style:#}{sep}")?;
-            } else {
-                write!(out, "{cell:<pad$}{sep}")?;
-            }
-        }
-    }
-    Ok(())
+    line
 }
 
 /// An error chain as one `tlsward: ...` line for stderr, `{:#}`-style (causes joined by `: `),
