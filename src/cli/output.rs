@@ -181,34 +181,39 @@ fn layout(columns: &[Column], natural: &[usize], max: Option<usize>) -> Vec<Opti
     }
 }
 
-/// Writes `rows` under `header` in columns as wide as their widest cell, every cell through
-/// [`cell`], the first column styled by `style` when given (one style per row).
+/// Writes `header` (in `header_style`) and `rows` (cells already through [`cell`]) in
+/// columns of `widths` (`None`: left out), each row's first cell in its style from `styles`.
 fn write_laid_out(
     out: &mut dyn Write,
-    header: &[&str],
+    (header, header_style): (&[&str], Style),
     rows: &[Vec<String>],
     widths: &[Option<usize>],
     styles: Option<&[Style]>,
 ) -> io::Result<()> {
     let last = widths.iter().rposition(Option::is_some).unwrap_or(0);
-    let line = |out: &mut dyn Write, cells: &[&str], style: Style| -> io::Result<()> {
-        for (i, (text, w)) in cells.iter().zip(widths).enumerate() {
-            let Some(w) = *w else { continue };
-            let text = ellipsize(text, w);
-            let pad = if i == last { 0 } else { w - width(&text) + GAP };
-            let style = if i == 0 { style } else { Style::new() };
-            write!(out, "{style}{text}{style:#}{:pad$}", "")?;
-            if i == last {
-                break;
+    let line =
+        |out: &mut dyn Write, cells: &[&str], style: Style, header: bool| -> io::Result<()> {
+            for (i, (text, w)) in cells.iter().zip(widths).enumerate() {
+                let Some(w) = *w else { continue };
+                let text = ellipsize(text, w);
+                let pad = if i == last { 0 } else { w - width(&text) + GAP };
+                let style = if i == 0 || header {
+                    style
+                } else {
+                    Style::new()
+                };
+                write!(out, "{style}{text}{style:#}{:pad$}", "")?;
+                if i == last {
+                    break;
+                }
             }
-        }
-        writeln!(out)
-    };
-    line(out, header, Style::new().bold())?;
+            writeln!(out)
+        };
+    line(out, header, header_style, true)?;
     for (n, row) in rows.iter().enumerate() {
         let cells: Vec<&str> = row.iter().map(String::as_str).collect();
         let style = styles.and_then(|s| s.get(n)).copied().unwrap_or_default();
-        line(out, &cells, style)?;
+        line(out, &cells, style, false)?;
     }
     Ok(())
 }
@@ -225,7 +230,7 @@ fn natural_widths(header: &[&str], rows: &[Vec<String>]) -> Vec<usize> {
 }
 
 /// Writes a plain table (`deploy list`, `cert list`): columns sized to their content, every
-/// cell through [`cell`], a bold header.
+/// cell through [`cell`], no colour (these commands write to stdout without the ANSI adapter).
 pub(super) fn write_columns(
     out: &mut dyn Write,
     header: &[&str],
@@ -239,7 +244,7 @@ pub(super) fn write_columns(
         .into_iter()
         .map(Some)
         .collect();
-    write_laid_out(out, header, &rows, &widths, None)
+    write_laid_out(out, (header, Style::new()), &rows, &widths, None)
 }
 
 /// The probe table's columns. When the terminal is narrow, the issuer, the reason, the target
@@ -330,7 +335,13 @@ pub(super) fn write_table(
         .collect();
     let widths = layout(&PROBE_COLUMNS, &natural_widths(&header, &rows), max_width);
     let styles: Vec<Style> = reports.iter().map(|r| status_style(r.status())).collect();
-    write_laid_out(out, &header, &rows, &widths, Some(&styles))
+    write_laid_out(
+        out,
+        (&header, Style::new().bold()),
+        &rows,
+        &widths,
+        Some(&styles),
+    )
 }
 
 /// The line `probe` prints after its table: `12 ok, 2 warning, 1 critical` (and
@@ -375,6 +386,94 @@ pub fn render_error(e: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ellipsize_cuts_on_display_width() {
+        assert_eq!(ellipsize("issuer", 6), "issuer");
+        assert_eq!(ellipsize("issuer", 5), "issu…");
+        // Wide characters count two columns and are never split.
+        assert_eq!(ellipsize("認証局の名前", 7), "認証局…");
+        assert_eq!(width(&ellipsize("認証局の名前", 6)), 5);
+        assert_eq!(ellipsize("abc", 1), "…");
+        assert_eq!(ellipsize("abc", 0), "");
+    }
+
+    const COLS: [Column; 4] = [
+        Column {
+            header: "STATUS",
+            narrows: false,
+            drop_rank: None,
+        },
+        Column {
+            header: "TARGET",
+            narrows: true,
+            drop_rank: None,
+        },
+        Column {
+            header: "NOT AFTER",
+            narrows: false,
+            drop_rank: Some(0),
+        },
+        Column {
+            header: "ISSUER",
+            narrows: true,
+            drop_rank: None,
+        },
+    ];
+
+    #[test]
+    fn layout_narrows_the_widest_columns_first_then_drops() {
+        // 8 + 20 + 16 + 40 + 3 gaps of 2 = 90.
+        let natural = [8, 20, 16, 40];
+        assert_eq!(layout(&COLS, &natural, None), natural.map(Some));
+        assert_eq!(layout(&COLS, &natural, Some(90)), natural.map(Some));
+        // 80: the issuer alone gives up 10 columns.
+        assert_eq!(
+            layout(&COLS, &natural, Some(80)),
+            [Some(8), Some(20), Some(16), Some(30)]
+        );
+        // 60: 30 left for the two narrowable columns: an equal share each.
+        assert_eq!(
+            layout(&COLS, &natural, Some(60)),
+            [Some(8), Some(15), Some(16), Some(15)]
+        );
+        // 54: 24 left, 12 each (both above their minimum of 6).
+        let narrow = layout(&COLS, &natural, Some(54));
+        assert_eq!(narrow, [Some(8), Some(12), Some(16), Some(12)]);
+        // 40: 8 + 6 + 16 + 6 + 6 gaps = 42 does not fit: NOT AFTER goes, and the space it
+        // frees is shared out again.
+        assert_eq!(
+            layout(&COLS, &natural, Some(40)),
+            [Some(8), Some(14), None, Some(14)]
+        );
+        // Nothing more to drop: the minimums, and the terminal wraps.
+        assert_eq!(
+            layout(&COLS, &natural, Some(10)),
+            [Some(8), Some(6), None, Some(6)]
+        );
+        // A narrow column keeps its whole width when the wide one can give enough.
+        assert_eq!(
+            layout(&COLS, &[8, 7, 16, 60], Some(60)),
+            [Some(8), Some(7), Some(16), Some(23)]
+        );
+    }
+
+    #[test]
+    fn plain_tables_are_as_wide_as_their_content() {
+        let mut out = Vec::new();
+        let rows = vec![
+            vec!["1".into(), "web".into(), "rolled_back".into()],
+            vec!["22".into(), "mail\x1b[2J".into(), "waiting".into()],
+        ];
+        write_columns(&mut out, &["ID", "ENDPOINT", "STATE"], &rows).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "ID  ENDPOINT     STATE\n\
+             1   web          rolled_back\n\
+             22  mail\\x1b[2J  waiting\n"
+        );
+    }
 
     #[test]
     fn error_lines_show_controls_visibly_and_keep_config_problems_on_their_lines() {
