@@ -112,73 +112,69 @@ pub(super) fn table_width() -> Option<usize> {
 #[derive(Debug, Clone, Copy)]
 struct Column {
     header: &'static str,
-    /// May be narrowed, its cells cut with `…`.
-    narrows: bool,
-    /// When even narrowed columns do not fit, columns are dropped: lowest rank first.
-    drop_rank: Option<u8>,
+    /// From this stage of [`layout`] on, the column may be narrowed, its cells cut with `…`.
+    narrow_from: Option<u8>,
+    /// From this stage on, the column is left out.
+    drop_from: Option<u8>,
 }
 
-/// The width of each column (`None`: dropped) so that the rows fit in `max` display columns.
+/// The width of each column (`None`: left out) so that the rows fit in `max` display columns.
 ///
-/// Columns start at their content's width. When the line is too long, the narrowable ones
-/// give up space, the widest first: each keeps the smaller of its width and an equal share of
-/// what is left, shares of narrower columns passing to the wider ones. When even the minimum
-/// widths do not fit, columns are dropped by rank, and the rest is laid out again; if nothing
-/// more can be dropped, the minimums are used and the terminal wraps.
+/// Columns start at their content's width. When the line is too long, layout goes through
+/// stages (0, 1, ...), each allowing more columns to be narrowed or dropped (see [`Column`]),
+/// and stops at the first whose minimum widths fit. There the narrowable columns share the
+/// space left, the widest giving up most: each keeps the smaller of its width and an equal
+/// share, and what a narrower one does not need passes to the wider ones. When no stage fits,
+/// the last stage's minimums are used and the terminal wraps.
 fn layout(columns: &[Column], natural: &[usize], max: Option<usize>) -> Vec<Option<usize>> {
-    let mut shown: Vec<bool> = vec![true; columns.len()];
+    let all = || natural.iter().map(|w| Some(*w)).collect();
     let Some(max) = max else {
-        return natural.iter().map(|w| Some(*w)).collect();
+        return all();
     };
-    let mut drops: Vec<usize> = (0..columns.len())
-        .filter(|i| columns[*i].drop_rank.is_some())
-        .collect();
-    drops.sort_by_key(|i| columns[*i].drop_rank);
-    let mut drops = drops.into_iter();
-    loop {
-        let visible: Vec<usize> = (0..columns.len()).filter(|i| shown[*i]).collect();
-        let gaps = GAP * visible.len().saturating_sub(1);
-        let total: usize = visible.iter().map(|i| natural[*i]).sum::<usize>() + gaps;
-        if total <= max {
-            return (0..columns.len())
-                .map(|i| shown[i].then_some(natural[i]))
-                .collect();
-        }
-        let min = |i: usize| {
-            if columns[i].narrows {
-                natural[i].min(MIN_NARROWED.max(columns[i].header.len()))
-            } else {
-                natural[i]
-            }
+    let lines = |visible: &[usize]| GAP * visible.len().saturating_sub(1);
+    let every: Vec<usize> = (0..columns.len()).collect();
+    if natural.iter().sum::<usize>() + lines(&every) <= max {
+        return all();
+    }
+    let last = columns
+        .iter()
+        .flat_map(|c| [c.narrow_from, c.drop_from])
+        .flatten()
+        .max()
+        .unwrap_or(0);
+    let mut widths = Vec::new();
+    for stage in 0..=last {
+        let shown = |i: usize| columns[i].drop_from.is_none_or(|d| d > stage);
+        let min = |i: usize| match columns[i].narrow_from {
+            Some(n) if n <= stage => natural[i].min(MIN_NARROWED.max(width(columns[i].header))),
+            _ => natural[i],
         };
-        let least: usize = visible.iter().map(|i| min(*i)).sum::<usize>() + gaps;
-        if least > max
-            && let Some(i) = drops.next()
-        {
-            shown[i] = false;
+        let visible: Vec<usize> = every.iter().copied().filter(|i| shown(*i)).collect();
+        let least = visible.iter().map(|i| min(*i)).sum::<usize>() + lines(&visible);
+        widths = (0..columns.len())
+            .map(|i| shown(i).then(|| min(i)))
+            .collect();
+        if least > max {
             continue;
         }
-        // Share out what is left above the minimums, the narrowest wishes first.
-        let mut extra = max.saturating_sub(least);
+        // Share out what is left above the minimums, the smallest wishes first.
+        let mut extra = max - least;
         let mut wishes: Vec<usize> = visible
             .iter()
             .copied()
             .filter(|i| natural[*i] > min(*i))
             .collect();
         wishes.sort_by_key(|i| natural[*i] - min(*i));
-        let mut widths: Vec<Option<usize>> = (0..columns.len())
-            .map(|i| shown[i].then(|| min(i)))
-            .collect();
         let mut left = wishes.len();
         for i in wishes {
-            let share = extra / left;
-            let give = (natural[i] - min(i)).min(share);
+            let give = (natural[i] - min(i)).min(extra / left);
             widths[i] = Some(min(i) + give);
             extra -= give;
             left -= 1;
         }
-        return widths;
+        break;
     }
+    widths
 }
 
 /// Writes `header` (in `header_style`) and `rows` (cells already through [`cell`]) in
@@ -247,43 +243,44 @@ pub(super) fn write_columns(
     write_laid_out(out, (header, Style::new()), &rows, &widths, None)
 }
 
-/// The probe table's columns. When the terminal is narrow, the issuer, the reason, the target
-/// and the address are cut first; then NOT AFTER (DAYS says as much), ADDRESS and ISSUER go.
+/// The probe table's columns. On a narrow terminal the issuer and the reason are cut first;
+/// then NOT AFTER goes (DAYS says as much); then the target and the address are cut too; then
+/// ADDRESS goes, then ISSUER.
 const PROBE_COLUMNS: [Column; 7] = [
     Column {
         header: "STATUS",
-        narrows: false,
-        drop_rank: None,
+        narrow_from: None,
+        drop_from: None,
     },
     Column {
         header: "TARGET",
-        narrows: true,
-        drop_rank: None,
+        narrow_from: Some(2),
+        drop_from: None,
     },
     Column {
         header: "ADDRESS",
-        narrows: true,
-        drop_rank: Some(1),
+        narrow_from: Some(2),
+        drop_from: Some(3),
     },
     Column {
         header: "DAYS",
-        narrows: false,
-        drop_rank: None,
+        narrow_from: None,
+        drop_from: None,
     },
     Column {
         header: "NOT AFTER",
-        narrows: false,
-        drop_rank: Some(0),
+        narrow_from: None,
+        drop_from: Some(1),
     },
     Column {
         header: "ISSUER",
-        narrows: true,
-        drop_rank: Some(2),
+        narrow_from: Some(0),
+        drop_from: Some(4),
     },
     Column {
         header: "REASON",
-        narrows: true,
-        drop_rank: None,
+        narrow_from: Some(0),
+        drop_from: None,
     },
 ];
 
@@ -401,57 +398,57 @@ mod tests {
     const COLS: [Column; 4] = [
         Column {
             header: "STATUS",
-            narrows: false,
-            drop_rank: None,
+            narrow_from: None,
+            drop_from: None,
         },
         Column {
             header: "TARGET",
-            narrows: true,
-            drop_rank: None,
+            narrow_from: Some(1),
+            drop_from: None,
         },
         Column {
             header: "NOT AFTER",
-            narrows: false,
-            drop_rank: Some(0),
+            narrow_from: None,
+            drop_from: Some(1),
         },
         Column {
             header: "ISSUER",
-            narrows: true,
-            drop_rank: None,
+            narrow_from: Some(0),
+            drop_from: None,
         },
     ];
 
     #[test]
-    fn layout_narrows_the_widest_columns_first_then_drops() {
+    fn layout_narrows_then_drops_stage_by_stage() {
         // 8 + 20 + 16 + 40 + 3 gaps of 2 = 90.
         let natural = [8, 20, 16, 40];
         assert_eq!(layout(&COLS, &natural, None), natural.map(Some));
         assert_eq!(layout(&COLS, &natural, Some(90)), natural.map(Some));
-        // 80: the issuer alone gives up 10 columns.
+        // Stage 0: only the issuer gives up space.
         assert_eq!(
             layout(&COLS, &natural, Some(80)),
             [Some(8), Some(20), Some(16), Some(30)]
         );
-        // 60: 30 left for the two narrowable columns: an equal share each.
         assert_eq!(
-            layout(&COLS, &natural, Some(60)),
-            [Some(8), Some(15), Some(16), Some(15)]
+            layout(&COLS, &natural, Some(56)),
+            [Some(8), Some(20), Some(16), Some(6)]
         );
-        // 54: 24 left, 12 each (both above their minimum of 6).
-        let narrow = layout(&COLS, &natural, Some(54));
-        assert_eq!(narrow, [Some(8), Some(12), Some(16), Some(12)]);
-        // 40: 8 + 6 + 16 + 6 + 6 gaps = 42 does not fit: NOT AFTER goes, and the space it
-        // frees is shared out again.
+        // Stage 1: NOT AFTER goes and the target may be cut too; the space is shared out,
+        // the target's smaller wish first.
+        assert_eq!(
+            layout(&COLS, &natural, Some(55)),
+            [Some(8), Some(20), None, Some(23)]
+        );
         assert_eq!(
             layout(&COLS, &natural, Some(40)),
             [Some(8), Some(14), None, Some(14)]
         );
-        // Nothing more to drop: the minimums, and the terminal wraps.
+        // No stage fits: the last one's minimums, and the terminal wraps.
         assert_eq!(
             layout(&COLS, &natural, Some(10)),
             [Some(8), Some(6), None, Some(6)]
         );
-        // A narrow column keeps its whole width when the wide one can give enough.
+        // Narrowing the issuer is enough: everything else keeps its width.
         assert_eq!(
             layout(&COLS, &[8, 7, 16, 60], Some(60)),
             [Some(8), Some(7), Some(16), Some(23)]
