@@ -22,12 +22,17 @@ pub struct Stored {
 
 impl Stored {
     pub fn new(extra: &str) -> Self {
+        Self::with_state_dir("state", extra)
+    }
+
+    /// With `[server] state_dir` (relative to the config's directory, or absolute).
+    pub fn with_state_dir(state_dir: &str, extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("tlsward.toml");
         std::fs::write(
             &config,
             format!(
-                "[server]\nstate_dir = \"state\"\n\n\
+                "[server]\nstate_dir = \"{state_dir}\"\n\n\
                  [store]\npath = \"tlsward.db\"\nkey_file = \"store.key\"\n\n\
                  [acme]\ndirectory = \"https://127.0.0.1:1/dir\"\nhttp01_listen = \"127.0.0.1:{port}\"\n\n\
                  [[certificate]]\nname = \"www\"\ndomains = [\"www.tlsward.test\"]\n\n{extra}",
@@ -116,6 +121,18 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// The certificates of a PEM file, DER.
+fn certs_in(path: &Path) -> Vec<Vec<u8>> {
+    ::pem::parse_many(read(path))
+        .unwrap()
+        .into_iter()
+        .map(|p| {
+            assert_eq!(p.tag(), "CERTIFICATE");
+            p.into_contents()
+        })
+        .collect()
+}
+
 /// The public key of the private key in `key_file`, and of the leaf, as openssl prints them.
 fn public_keys(s: &Stored, key_file: &Path) -> (String, String) {
     let of_key = ok(openssl(&["pkey", "-pubout", "-in"]).arg(key_file)).stdout;
@@ -131,19 +148,24 @@ fn pem_export_is_a_bundle_with_a_private_key_file() {
     let s = Stored::new("");
     let out_dir = s.path("out/www");
     let dir = out_dir.to_str().unwrap();
-    let run = s.tlsward(&["cert", "export", "www", "--format", "pem", "--out", dir], &[]);
+    let run = s.tlsward(
+        &["cert", "export", "www", "--format", "pem", "--out", dir],
+        &[],
+    );
     assert_eq!(run.code, Some(0), "{run:?}");
     assert!(
-        run.stdout.starts_with(&format!("exported www version {} (serial ", s.version)),
+        run.stdout
+            .starts_with(&format!("exported www version {} (serial ", s.version)),
         "{}",
         run.stdout
     );
     assert!(run.stdout.contains("key.pem (0600)"), "{}", run.stdout);
     // The missing directory is created for its owner alone.
     assert_eq!(mode(&out_dir), 0o700);
-    assert_eq!(read(&out_dir.join("cert.pem")), pem(s.leaf.der()));
-    assert_eq!(read(&out_dir.join("chain.pem")), pem(&s.leaf.chain[1]));
-    assert_eq!(read(&out_dir.join("fullchain.pem")), pem_chain(&s.leaf.chain));
+    let der: Vec<Vec<u8>> = s.leaf.chain.iter().map(|c| c.to_vec()).collect();
+    assert_eq!(certs_in(&out_dir.join("cert.pem")), der[..1]);
+    assert_eq!(certs_in(&out_dir.join("chain.pem")), der[1..]);
+    assert_eq!(certs_in(&out_dir.join("fullchain.pem")), der);
     assert_eq!(mode(&out_dir.join("key.pem")), 0o600);
     for cert in ["cert.pem", "chain.pem", "fullchain.pem"] {
         assert_eq!(mode(&out_dir.join(cert)) & 0o600, 0o600, "{cert}");
@@ -161,10 +183,15 @@ fn pem_export_is_a_bundle_with_a_private_key_file() {
     // Nothing is overwritten without --force: the run fails before writing anything.
     std::fs::write(out_dir.join("key.pem"), "old key").unwrap();
     std::fs::remove_file(out_dir.join("cert.pem")).unwrap();
-    let again = s.tlsward(&["cert", "export", "www", "--format", "pem", "--out", dir], &[]);
+    let again = s.tlsward(
+        &["cert", "export", "www", "--format", "pem", "--out", dir],
+        &[],
+    );
     assert_eq!(again.code, Some(3), "{again:?}");
     assert!(
-        again.stderr.contains("already exist; --force replaces them")
+        again
+            .stderr
+            .contains("already exist; --force replaces them")
             && again.stderr.contains("key.pem"),
         "{}",
         again.stderr
@@ -172,7 +199,9 @@ fn pem_export_is_a_bundle_with_a_private_key_file() {
     assert_eq!(read(&out_dir.join("key.pem")), "old key");
     assert!(!out_dir.join("cert.pem").exists());
     let forced = s.tlsward(
-        &["cert", "export", "www", "--format", "pem", "--out", dir, "--force"],
+        &[
+            "cert", "export", "www", "--format", "pem", "--out", dir, "--force",
+        ],
         &[],
     );
     assert_eq!(forced.code, Some(0), "{forced:?}");
@@ -203,7 +232,11 @@ fn pem_export_is_a_bundle_with_a_private_key_file() {
         &[],
     );
     assert_eq!(run.code, Some(3), "{run:?}");
-    assert!(run.stderr.contains("PEM files are never encrypted"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("PEM files are never encrypted"),
+        "{}",
+        run.stderr
+    );
     assert!(!other.exists(), "nothing is created for a refused export");
     let run = s.tlsward(
         &[
@@ -219,7 +252,11 @@ fn pem_export_is_a_bundle_with_a_private_key_file() {
         ],
         &[],
     );
-    assert!(run.stderr.contains("www has no version 999"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("www has no version 999"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -247,9 +284,20 @@ fn pkcs12_and_jks_exports_open_with_their_password() {
     assert_eq!(run.code, Some(0), "{run:?}");
     let p12 = out_dir.join("cert.p12");
     assert_eq!(mode(&p12), 0o600);
-    let info = ok(openssl(&["pkcs12", "-info", "-noout", "-passin", "pass:p12 s3cret", "-in"]).arg(&p12));
+    let info = ok(openssl(&[
+        "pkcs12",
+        "-info",
+        "-noout",
+        "-passin",
+        "pass:p12 s3cret",
+        "-in",
+    ])
+    .arg(&p12));
     let info = format!("{}{}", info.stdout, info.stderr);
-    assert!(info.contains("MAC: sha256") && info.contains("AES-256-CBC"), "{info}");
+    assert!(
+        info.contains("MAC: sha256") && info.contains("AES-256-CBC"),
+        "{info}"
+    );
     let key = ok(openssl(&[
         "pkcs12",
         "-nocerts",
@@ -282,38 +330,87 @@ fn pkcs12_and_jks_exports_open_with_their_password() {
     assert_eq!(run.code, Some(0), "{run:?}");
     let jks = out_dir.join("cert.jks");
     assert_eq!(mode(&jks), 0o600);
-    let list = ok(keytool(&["-list", "-v", "-storetype", "JKS", "-storepass", "jks-s3cret", "-keystore"]).arg(&jks)).stdout;
+    let list = ok(keytool(&[
+        "-list",
+        "-v",
+        "-storetype",
+        "JKS",
+        "-storepass",
+        "jks-s3cret",
+        "-keystore",
+    ])
+    .arg(&jks))
+    .stdout;
     assert!(list.contains("Alias name: www\n"), "{list}");
     assert!(list.contains("Entry type: PrivateKeyEntry"), "{list}");
     assert!(list.contains("Certificate chain length: 2"), "{list}");
 
     // Encrypted formats need a password, and never take it from argv.
     let run = s.tlsward(
-        &["cert", "export", "www", "--format", "pkcs12-legacy", "--out", dir, "--force"],
+        &[
+            "cert",
+            "export",
+            "www",
+            "--format",
+            "pkcs12-legacy",
+            "--out",
+            dir,
+            "--force",
+        ],
         &[],
     );
     assert_eq!(run.code, Some(3), "{run:?}");
     assert!(
-        run.stderr.contains("--password-file FILE or --password-env VAR"),
+        run.stderr
+            .contains("--password-file FILE or --password-env VAR"),
         "{}",
         run.stderr
     );
     let run = s.tlsward(
-        &["cert", "export", "www", "--format", "jks", "--out", dir, "--password-env", "EXPORT_UNSET_VAR"],
+        &[
+            "cert",
+            "export",
+            "www",
+            "--format",
+            "jks",
+            "--out",
+            dir,
+            "--password-env",
+            "EXPORT_UNSET_VAR",
+        ],
         &[],
     );
     assert!(
-        run.stderr.contains("the environment variable EXPORT_UNSET_VAR is not set"),
+        run.stderr
+            .contains("the environment variable EXPORT_UNSET_VAR is not set"),
         "{}",
         run.stderr
     );
     let run = s.tlsward(
-        &["cert", "export", "www", "--format", "jks", "--out", dir, "--password", "x"],
+        &[
+            "cert",
+            "export",
+            "www",
+            "--format",
+            "jks",
+            "--out",
+            dir,
+            "--password",
+            "x",
+        ],
         &[],
     );
     assert_eq!(run.code, Some(3), "no --password flag: {run:?}");
     // The refused runs left the files as they were.
-    ok(keytool(&["-list", "-storetype", "JKS", "-storepass", "jks-s3cret", "-keystore"]).arg(&jks));
+    ok(keytool(&[
+        "-list",
+        "-storetype",
+        "JKS",
+        "-storepass",
+        "jks-s3cret",
+        "-keystore",
+    ])
+    .arg(&jks));
 }
 
 #[test]
@@ -322,8 +419,11 @@ fn cert_issue_refuses_a_certificate_that_has_a_version() {
     let run = s.tlsward(&["cert", "issue", "www"], &[]);
     assert_eq!(run.code, Some(3), "{run:?}");
     assert!(
-        run.stderr.contains(&format!("www already has version {} (serial ", s.version))
-            && run.stderr.contains("`tlsward cert renew www` orders a new version")
+        run.stderr
+            .contains(&format!("www already has version {} (serial ", s.version))
+            && run
+                .stderr
+                .contains("`tlsward cert renew www` orders a new version")
             && run.stderr.contains("--force"),
         "{}",
         run.stderr
@@ -331,6 +431,10 @@ fn cert_issue_refuses_a_certificate_that_has_a_version() {
     // With --force it goes on to order (and here fails to reach the CA, which is absent).
     let forced = s.tlsward(&["cert", "issue", "--force", "www"], &[]);
     assert_eq!(forced.code, Some(3), "{forced:?}");
-    assert!(!forced.stderr.contains("already has version"), "{}", forced.stderr);
-    assert!(forced.stderr.contains("127.0.0.1:1"), "{}", forced.stderr);
+    assert!(
+        !forced.stderr.contains("already has version"),
+        "{}",
+        forced.stderr
+    );
+    assert!(forced.stderr.contains("ACME"), "{}", forced.stderr);
 }

@@ -64,3 +64,10 @@ mod appliance_standin;
 
 // The stock hooks in their sandbox, their outputs read by real consumers.
 mod hooks_stock;
+
+// `tlsward cert export` read back by openssl and keytool; `cert issue` on an issued certificate.
+mod cert_export;
+
+// What operators read: plain logs off a terminal, serve's start and reload lines, the probe
+// table at a width with its summary, deploy list/show, rollbacks with nothing to undo.
+mod cli_output;
