@@ -294,9 +294,8 @@ pub async fn run(
     ));
     let started_limits = config.http_limits;
     info!(
-        version = env!("CARGO_PKG_VERSION"),
+        version = %env!("CARGO_PKG_VERSION"),
         %listen,
-        http01 = ?config.remediation.as_ref().map(|r| r.http01_listen),
         config = %path.display(),
         targets = config.targets.len(),
         "tlsward serving"
