@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .init();
     tracing::debug!(version = env!("CARGO_PKG_VERSION"), "tlsward starting");
+    std::panic::set_hook(Box::new(log_panic));
 
     match cli::run(cli) {
         Ok(code) => ExitCode::from(code),
@@ -68,4 +69,29 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
             });
         kind == Some(io::ErrorKind::BrokenPipe)
     })
+}
+
+/// Reports a panic as one error event instead of std's raw line on stderr: a panic's message
+/// may quote bytes from a peer (a reply sliced at the wrong index), which must not reach a
+/// terminal unescaped. Inside a probe the event carries the probe's span (its target); the
+/// probe itself becomes an `internal_error` report. `RUST_BACKTRACE=1` adds a backtrace.
+fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let payload = info.payload();
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    let message: String = message
+        .chars()
+        .take(500)
+        .flat_map(char::escape_debug)
+        .collect();
+    let location = info.location().map(ToString::to_string).unwrap_or_default();
+    let backtrace = std::backtrace::Backtrace::capture();
+    if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+        tracing::error!(%location, panic = %message, %backtrace, "a thread panicked");
+    } else {
+        tracing::error!(%location, panic = %message, "a thread panicked");
+    }
 }

@@ -291,13 +291,13 @@ async fn probe_loop(
         metrics
             .lag
             .observe(started.saturating_duration_since(due).as_secs_f64());
-        let reports = if spec.all_addresses {
-            spec.prober
-                .probe_each_address(&spec.target, clock.as_ref())
-                .await
-        } else {
-            vec![spec.prober.probe(&spec.target, clock.as_ref()).await]
-        };
+        // In a task of its own: a panic in this probe is this round's `internal_error`
+        // report, and the loop goes on on its schedule.
+        let reports = spec
+            .prober
+            .clone()
+            .probe_caught(&spec.target, clock.clone(), spec.all_addresses)
+            .await;
         drop(_permit);
         for r in &reports {
             metrics

@@ -104,7 +104,7 @@ impl Hostile {
             )
         };
         let text = format!(
-            "[defaults]\ninterval = \"1s\"\ntimeout = \"5s\"\n\n[profile.test]\nprotocol = \"tls\"\n\
+            "[server]\nprobe_targets = \"any\"\n\n[defaults]\ninterval = \"1s\"\ntimeout = \"5s\"\n\n[profile.test]\nprotocol = \"tls\"\n\
              ca_files = [\"ca.pem\"]\nsystem_roots = false\n\n{}{}{}",
             target(
                 "forge.test",

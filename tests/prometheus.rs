@@ -176,7 +176,8 @@ fn substitute(expr: &str, target: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn prometheus_scrapes_alerts_fire_and_dashboards_query() {
     let e = Endpoints::start().await;
-    let config = e.write(&e.config(""));
+    // /probe is scraped for arbitrary addresses: the blackbox pattern must be allowed.
+    let config = e.write(&e.config("[server]\nprobe_targets = \"any\"\n"));
     let tw_addr = free_addr();
     let _tlsward = Proc(
         Command::new(env!("CARGO_BIN_EXE_tlsward"))

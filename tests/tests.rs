@@ -65,6 +65,9 @@ mod appliance_standin;
 // The stock hooks in their sandbox, their outputs read by real consumers.
 mod hooks_stock;
 
+// scripts/demo-acme --check: the main job's whole loop with Pebble, nginx and pem-files.
+mod demo_acme;
+
 // `tlsward cert export` read back by openssl and keytool; `cert issue` on an issued certificate.
 mod cert_export;
 

@@ -129,16 +129,11 @@ impl Plan {
                 let Some((i, target)) = pending.next() else {
                     break;
                 };
-                let (prober, clock, each) =
+                let (prober, clock, each): (_, Arc<dyn Clock>, _) =
                     (self.prober.clone(), self.clock.clone(), self.all_addresses);
-                running.spawn(async move {
-                    let reports = if each {
-                        prober.probe_each_address(&target, clock.as_ref()).await
-                    } else {
-                        vec![prober.probe(&target, clock.as_ref()).await]
-                    };
-                    (i, reports)
-                });
+                // A panic inside one probe is caught there and becomes that target's
+                // `internal_error` report: the batch goes on and prints every result.
+                running.spawn(async move { (i, prober.probe_caught(&target, clock, each).await) });
             }
             let Some(done) = running.join_next().await else {
                 break;

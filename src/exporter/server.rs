@@ -360,7 +360,7 @@ async fn probe(req: &Request<Incoming>, state: &ExporterState) -> Response<Full<
                 .saturating_sub(started.elapsed())
                 .max(MIN_PROBE_BUDGET);
             prober
-                .probe_within(&target, state.clock.as_ref(), left)
+                .probe_within_caught(&target, state.clock.clone(), left)
                 .await
         }
     };

@@ -3,9 +3,12 @@
 //! Owns sockets (in `tls.rs`) and the shape of one probe's result, [`ProbeReport`]. A failed
 //! probe is data: [`ProbeReport::outcome`] is `Err(ProbeFailure)` only when no certificate was
 //! seen; a certificate that fails verification is still [`ChainFacts`] with failed checks. Must
-//! not know HTTP serving, SQL or metrics. The CLI, `/probe` and the scheduler all call
-//! [`Prober::probe`].
+//! not know HTTP serving, SQL or metrics. The CLI, `/probe`, the scheduler and deployment
+//! verification all call [`Prober::probe_caught`] (or [`Prober::probe_within_caught`]), which
+//! runs [`Prober::probe`] in a task of its own so that a bug in one probe becomes that probe's
+//! [`ProbeFailure::Internal`] instead of taking down a loop or a batch.
 
+mod caught;
 mod json;
 pub mod legacy;
 mod starttls;
@@ -19,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use json::{JsonReport, report_json};
-pub use starttls::{Protocol, StartTlsError};
+pub use starttls::{Protocol, StartTlsError, upgrade as starttls_upgrade};
 pub use target::{DEFAULT_PORT, Host, Resolve, ResolveError, Target, TargetError};
 pub use tls::{Prober, resolve};
 pub use trust::{ClientIdentity, TrustError, load_trust, read_pem_certs};
@@ -129,6 +132,10 @@ pub enum ProbeFailure {
     /// Another I/O error during the handshake.
     #[error("I/O error: {0}")]
     Io(String),
+    /// The probe itself failed (a bug in tlsward, e.g. a panic), so nothing is known about
+    /// the endpoint: the report's status is [`Status::Unknown`], not critical.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl ProbeFailure {
@@ -152,6 +159,7 @@ impl ProbeFailure {
             Self::ChainTooLarge(_) => "chain_too_large",
             Self::MalformedCertificate(_) => "malformed_certificate",
             Self::Io(_) => "io_error",
+            Self::Internal(_) => "internal_error",
         }
     }
 
@@ -180,6 +188,42 @@ impl ProbeFailure {
             },
         }
     }
+}
+
+/// A short, quoted, printable prefix of untrusted bytes (a peer's reply, a panic message that
+/// may quote one) for error messages and logs: printable ASCII as is, `"` and `\` escaped, any
+/// other byte as `\t`, `\r`, `\n` or `\xNN`, cut after at most `max` characters with `...`.
+/// It never decodes, so it cannot split a character or let a terminal escape through.
+pub(crate) fn escape_prefix(bytes: &[u8], max: usize) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(max.min(bytes.len().saturating_mul(4)) + 5);
+    out.push('"');
+    for &b in bytes {
+        let width = match b {
+            b'"' | b'\\' | b'\t' | b'\r' | b'\n' => 2,
+            0x20..=0x7e => 1,
+            _ => 4,
+        };
+        if out.len() - 1 + width > max {
+            out.push_str("...");
+            break;
+        }
+        match b {
+            b'"' | b'\\' => {
+                out.push('\\');
+                out.push(char::from(b));
+            }
+            0x20..=0x7e => out.push(char::from(b)),
+            b'\t' => out.push_str("\\t"),
+            b'\r' => out.push_str("\\r"),
+            b'\n' => out.push_str("\\n"),
+            _ => {
+                let _ = write!(out, "\\x{b:02x}");
+            }
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// The rustls error somewhere in `err`'s source chain, if any.
@@ -212,10 +256,12 @@ pub struct ProbeReport {
 }
 
 impl ProbeReport {
-    /// ok / warning / critical: a probe that saw no certificate is critical.
+    /// ok / warning / critical: a probe that saw no certificate is critical, except one that
+    /// failed for an internal reason, which is unknown (it says nothing about the endpoint).
     pub fn status(&self) -> Status {
         match &self.outcome {
             Ok(facts) => facts.status(),
+            Err(ProbeFailure::Internal(_)) => Status::Unknown,
             Err(_) => Status::Critical,
         }
     }

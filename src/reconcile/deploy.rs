@@ -505,20 +505,14 @@ impl Deployer {
         run
     }
 
+    /// One verification round; a panic in the probe is an `internal_error` report, which
+    /// does not show the new certificate, so it counts as a round that did not verify.
     async fn probe(&self, target: &TargetSpec) -> Vec<ProbeReport> {
-        if target.all_addresses {
-            target
-                .prober
-                .probe_each_address(&target.target, self.clock.as_ref())
-                .await
-        } else {
-            vec![
-                target
-                    .prober
-                    .probe(&target.target, self.clock.as_ref())
-                    .await,
-            ]
-        }
+        target
+            .prober
+            .clone()
+            .probe_caught(&target.target, self.clock.clone(), target.all_addresses)
+            .await
     }
 
     /// Probes until every address serves `sha256` in [`CONFIRMATIONS`] rounds in a row, or

@@ -9,6 +9,7 @@ pub mod hooks;
 pub mod http;
 pub mod pebble;
 pub mod servers;
+pub mod starttls_script;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -7,19 +7,21 @@ use super::{Conversation, StartTlsError};
 pub(super) async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     c: &mut Conversation<'_, S>,
 ) -> Result<(), StartTlsError> {
-    let (code, text) = c.reply().await?;
-    if code != 220 {
+    let greeting = c.reply().await?;
+    if greeting.code != 220 {
         return Err(StartTlsError::Refused(format!(
-            "greeting {code} {}",
-            text.join(" ")
+            "greeting {} {}",
+            greeting.code,
+            greeting.text(0, b" ")
         )));
     }
     c.send(b"AUTH TLS\r\n").await?;
-    match c.reply().await? {
-        (234, _) => Ok(()),
-        (code, text) => Err(StartTlsError::Refused(format!(
+    let answer = c.reply().await?;
+    match answer.code {
+        234 => Ok(()),
+        code => Err(StartTlsError::Refused(format!(
             "AUTH TLS answered {code} {}",
-            text.join(" ")
+            answer.text(0, b" ")
         ))),
     }
 }

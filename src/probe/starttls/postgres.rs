@@ -11,16 +11,18 @@ pub(super) async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     c: &mut Conversation<'_, S>,
 ) -> Result<(), StartTlsError> {
     c.send(&SSL_REQUEST).await?;
-    match c.exact(1).await?[0] {
-        b'S' => Ok(()),
-        b'N' => Err(StartTlsError::Refused(
+    let answer = c.exact(1).await?;
+    match answer.first() {
+        Some(b'S') => Ok(()),
+        Some(b'N') => Err(StartTlsError::Refused(
             "the server does not accept SSL connections (answered N)".into(),
         )),
-        b'E' => Err(StartTlsError::Refused(
+        Some(b'E') => Err(StartTlsError::Refused(
             "the server answered the SSLRequest with an error".into(),
         )),
         other => Err(StartTlsError::Protocol(format!(
-            "unexpected answer byte 0x{other:02x} to SSLRequest"
+            "unexpected answer byte 0x{:02x} to SSLRequest",
+            other.copied().unwrap_or_default()
         ))),
     }
 }

@@ -1,0 +1,226 @@
+//! Probes that survive their own bugs: each probe runs in a tokio task of its own, and a
+//! panic in it (a bug in tlsward, triggered by whatever the peer sent) becomes that probe's
+//! [`ProbeFailure::Internal`] report, logged once here. The caller's loop or batch goes on.
+//!
+//! A task, not `catch_unwind`: tokio already catches a task's panic and hands it back as a
+//! [`tokio::task::JoinError`], with no `UnwindSafe` reasoning and no extra dependency. The
+//! task is aborted when the caller stops waiting (a schedule replaced on reload), so no
+//! probe outlives the loop that wanted it.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{Instrument, error};
+
+use super::{ProbeFailure, ProbeReport, Prober, Target, escape_prefix};
+use crate::clock::Clock;
+
+/// The most characters of a panic message kept in the report (it may quote peer bytes).
+const PANIC_MESSAGE_MAX: usize = 200;
+
+impl Prober {
+    /// Probes `target` like [`Self::probe`], or every address like
+    /// [`Self::probe_each_address`] when `each_address` is set, in a task of its own: a panic
+    /// anywhere in the probe gives one report with reason `internal_error` and status
+    /// unknown instead of unwinding into the caller. Never fails.
+    pub async fn probe_caught(
+        self: Arc<Self>,
+        target: &Target,
+        clock: Arc<dyn Clock>,
+        each_address: bool,
+    ) -> Vec<ProbeReport> {
+        let owned = target.clone();
+        caught(target, async move {
+            if each_address {
+                self.probe_each_address(&owned, clock.as_ref()).await
+            } else {
+                vec![self.probe(&owned, clock.as_ref()).await]
+            }
+        })
+        .await
+    }
+
+    /// [`Self::probe_within`] in a task of its own, as [`Self::probe_caught`].
+    pub async fn probe_within_caught(
+        self: Arc<Self>,
+        target: &Target,
+        clock: Arc<dyn Clock>,
+        budget: Duration,
+    ) -> ProbeReport {
+        let owned = target.clone();
+        let mut reports = caught(target, async move {
+            vec![self.probe_within(&owned, clock.as_ref(), budget).await]
+        })
+        .await;
+        reports.swap_remove(0)
+    }
+}
+
+/// Runs `probe` in a task and turns its panic into one `internal_error` report for `target`.
+pub(crate) async fn caught<F>(target: &Target, probe: F) -> Vec<ProbeReport>
+where
+    F: Future<Output = Vec<ProbeReport>> + Send + 'static,
+{
+    let start = Instant::now();
+    let mut task = AbortOnDrop(tokio::spawn(probe.in_current_span()));
+    let why = match (&mut task.0).await {
+        Ok(reports) if !reports.is_empty() => return reports,
+        Ok(_) => "the probe returned no report".to_owned(),
+        Err(e) if e.is_panic() => {
+            format!("the probe panicked: {}", panic_message(&*e.into_panic()))
+        }
+        Err(_) => "the probe was cancelled".to_owned(),
+    };
+    error!(target = %target, error = %why, "probe failed inside tlsward; reported as internal_error");
+    vec![ProbeReport {
+        target: target.to_string(),
+        address: None,
+        server_name: target.verify_name(),
+        duration: start.elapsed(),
+        tls: None,
+        outcome: Err(ProbeFailure::Internal(why)),
+    }]
+}
+
+/// A panic's message (a `&str` or `String` payload), escaped and capped.
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
+    match text {
+        Some(t) => escape_prefix(t.as_bytes(), PANIC_MESSAGE_MAX),
+        None => "(no message)".to_owned(),
+    }
+}
+
+/// Aborts the task when dropped, so a probe never outlives the future waiting for it.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::cert::{Status, TrustStore};
+    use crate::clock::SystemClock;
+    use crate::probe::Module;
+
+    fn target() -> Target {
+        "hostile.test:993".parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_panicking_probe_becomes_an_internal_error_report() {
+        let reports = caught(&target(), async {
+            let peer = String::from_utf8_lossy(b"tw1 \xff\x1b]0;x\x07OK").into_owned();
+            let _ = &peer[..5]; // inside the replacement character: the old IMAP panic
+            Vec::new()
+        })
+        .await;
+        assert_eq!(reports.len(), 1);
+        let r = &reports[0];
+        assert_eq!(r.target, "hostile.test:993");
+        assert_eq!(r.status(), Status::Unknown);
+        assert_eq!(r.reason(), Some("internal_error"));
+        let Err(ProbeFailure::Internal(why)) = &r.outcome else {
+            panic!("{:?}", r.outcome);
+        };
+        assert!(
+            why.starts_with("the probe panicked: \"")
+                && why.contains("byte index 5 is not a char boundary"),
+            "{why}"
+        );
+        assert!(
+            !why.contains('\u{1b}') && why.contains(r"\x1b]0;x\x07OK"),
+            "peer bytes quoted by the panic are escaped: {why}"
+        );
+        assert!(why.len() <= PANIC_MESSAGE_MAX + 30, "{why}");
+        assert!(
+            r.error()
+                .unwrap()
+                .starts_with("internal error: the probe panicked")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panic_with_a_formatted_message_or_none() {
+        let r = caught(&target(), async { panic!("bad {}", 42) }).await;
+        assert_eq!(
+            r[0].outcome,
+            Err(ProbeFailure::Internal(
+                "the probe panicked: \"bad 42\"".into()
+            ))
+        );
+        let r = caught(&target(), async { std::panic::panic_any(7_u8) }).await;
+        assert_eq!(
+            r[0].outcome,
+            Err(ProbeFailure::Internal(
+                "the probe panicked: (no message)".into()
+            ))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_real_probe_passes_through_and_the_next_one_still_runs() {
+        // A closed loopback port: a real probe, which must come back unchanged.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let prober = Arc::new(Prober::new(Module::new(Arc::new(TrustStore::empty()))));
+        let t: Target = format!("127.0.0.1:{port}").parse().unwrap();
+        let panicked = caught(&t, async { panic!("first") }).await;
+        assert_eq!(panicked[0].reason(), Some("internal_error"));
+        let reports = prober
+            .clone()
+            .probe_caught(&t, Arc::new(SystemClock), false)
+            .await;
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].reason(), Some("connect_refused"));
+        assert_eq!(reports[0].status(), Status::Critical);
+        let one = prober
+            .probe_within_caught(&t, Arc::new(SystemClock), Duration::from_secs(5))
+            .await;
+        assert_eq!(one.reason(), Some("connect_refused"));
+    }
+
+    #[tokio::test]
+    async fn the_task_is_aborted_when_the_caller_stops_waiting() {
+        /// Sets its flag when the probe's future is dropped.
+        struct Dropped(Arc<AtomicBool>);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let dropped = Arc::new(AtomicBool::new(false));
+        let guard = Dropped(dropped.clone());
+        let t = target();
+        let waiting = caught(&t, async move {
+            let _guard = guard;
+            std::future::pending::<Vec<ProbeReport>>().await
+        });
+        tokio::select! {
+            biased;
+            _ = waiting => unreachable!("the probe never ends"),
+            () = tokio::task::yield_now() => {}
+        }
+        // The caller gave up: the probe, which would wait forever, must be dropped.
+        for _ in 0..1000 {
+            if dropped.load(Ordering::SeqCst) {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("the abandoned probe task is still running");
+    }
+}
