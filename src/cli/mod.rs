@@ -26,10 +26,12 @@ pub const EXIT_UNKNOWN: u8 = 3;
 #[derive(Debug, Parser)]
 #[command(name = "tlsward", version, about, long_about = None, max_term_width = 100)]
 pub struct Cli {
-    /// More log output on stderr (-v info, -vv debug); TLSWARD_LOG overrides.
+    /// More log output on stderr (-v info, -vv debug; serve logs info by default);
+    /// TLSWARD_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
-    /// When to use colour: auto, always or never.
+    /// When to colour tables and logs: auto (only on a terminal, and not with NO_COLOR set),
+    /// always or never.
     #[arg(long, value_enum, default_value_t = ColorWhen::Auto, global = true)]
     pub color: ColorWhen,
     /// The command to run.
