@@ -85,7 +85,10 @@ pub(super) fn run(args: DeployArgs) -> anyhow::Result<u8> {
                     )?;
                     writeln!(out, "version {} sha256 {sha}", d.version)?;
                     writeln!(out, "queued {}", super::cert::time(d.created_at))?;
-                    writeln!(out, "{}", serde_json::to_string_pretty(&detail)?)?;
+                    // JSON escapes C0 controls, not C1 or bidi ones: shown visibly too.
+                    for line in serde_json::to_string_pretty(&detail)?.lines() {
+                        writeln!(out, "{}", crate::escape::visible(line))?;
+                    }
                 }
             }
         }
@@ -194,32 +197,48 @@ fn run_now(
     let detail = &finished.detail;
     if let Some(calls) = detail["hook"]["calls"].as_array() {
         for c in calls {
+            let v = |key: &str| crate::escape::visible(c[key].as_str().unwrap_or("")).into_owned();
             writeln!(
                 out,
                 "  {}({}) -> {}",
-                c["function"].as_str().unwrap_or("?"),
-                c["args"].as_str().unwrap_or(""),
-                c["outcome"].as_str().unwrap_or("")
+                v("function"),
+                v("args"),
+                v("outcome")
             )?;
         }
     }
     if let Some(v) = detail.get("verification") {
-        writeln!(out, "  verification: {v}")?;
+        writeln!(
+            out,
+            "  verification: {}",
+            crate::escape::visible(&v.to_string())
+        )?;
     }
     if let Some(r) = detail.get("rollback") {
         match r.get("skipped").and_then(serde_json::Value::as_str) {
             Some(why) => {
                 writeln!(out, "  rollback: none: {why}")?;
-                writeln!(out, "  probed afterwards: {}", detail["after_rollback"])?;
+                let after = detail["after_rollback"].to_string();
+                writeln!(
+                    out,
+                    "  probed afterwards: {}",
+                    crate::escape::visible(&after)
+                )?;
             }
             None => {
-                writeln!(out, "  rollback: {r}")?;
-                writeln!(out, "  after rollback: {}", detail["after_rollback"])?;
+                let after = detail["after_rollback"].to_string();
+                writeln!(
+                    out,
+                    "  rollback: {}",
+                    crate::escape::visible(&r.to_string())
+                )?;
+                writeln!(out, "  after rollback: {}", crate::escape::visible(&after))?;
             }
         }
     }
     if let Some(e) = detail.get("error") {
-        writeln!(out, "  error: {}", e.as_str().unwrap_or_default())?;
+        let e = crate::escape::visible(e.as_str().unwrap_or_default()).into_owned();
+        writeln!(out, "  error: {e}")?;
     }
     writeln!(out, "deployment {}: {}", d.id, finished.state)?;
     Ok(u8::from(finished.state != "verified"))

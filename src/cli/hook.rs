@@ -112,19 +112,27 @@ pub(super) fn print_run(
         t.instantiate,
         t.call
     )?;
+    // What the guest logs and returns, and what a device answered, is shown with control
+    // characters visible: none of it may drive the terminal.
+    let v = crate::escape::visible;
     for c in &run.calls {
         if c.function == "log" {
-            writeln!(out, "  log[{}] {}", c.args, c.outcome)?;
+            writeln!(out, "  log[{}] {}", v(&c.args), v(&c.outcome))?;
         } else {
-            writeln!(out, "  {}({}) -> {}", c.function, c.args, c.outcome)?;
+            writeln!(out, "  {}({}) -> {}", c.function, v(&c.args), v(&c.outcome))?;
         }
     }
     for line in run.output.lines() {
-        writeln!(out, "  | {line}")?;
+        writeln!(out, "  | {}", v(line))?;
     }
     match &run.outcome {
-        Ok(s) => writeln!(out, "result: ok: {s}")?,
-        Err(e) => writeln!(out, "result: failed ({}): {e}", run.reason())?,
+        Ok(s) => writeln!(out, "result: ok: {}", v(s))?,
+        Err(e) => writeln!(
+            out,
+            "result: failed ({}): {}",
+            run.reason(),
+            v(&e.to_string())
+        )?,
     }
     Ok(())
 }
