@@ -112,8 +112,11 @@ pub(super) fn table_width() -> Option<usize> {
 #[derive(Debug, Clone, Copy)]
 struct Column {
     header: &'static str,
-    /// From this stage of [`layout`] on, the column may be narrowed, its cells cut with `…`.
+    /// From this stage of [`layout`] on, the column may be narrowed to `narrowest` display
+    /// columns (or its header's width), its cells cut with `…`.
     narrow_from: Option<u8>,
+    /// See `narrow_from`.
+    narrowest: usize,
     /// From this stage on, the column is left out.
     drop_from: Option<u8>,
 }
@@ -122,10 +125,11 @@ struct Column {
 ///
 /// Columns start at their content's width. When the line is too long, layout goes through
 /// stages (0, 1, ...), each allowing more columns to be narrowed or dropped (see [`Column`]),
-/// and stops at the first whose minimum widths fit. There the narrowable columns share the
-/// space left, the widest giving up most: each keeps the smaller of its width and an equal
-/// share, and what a narrower one does not need passes to the wider ones. When no stage fits,
-/// the last stage's minimums are used and the terminal wraps.
+/// and a last one where every narrowable column may shrink to [`MIN_NARROWED`]; it stops at
+/// the first whose minimum widths fit. There the narrowable columns share the space left,
+/// the widest giving up most: each keeps the smaller of its width and an equal share, and
+/// what a narrower one does not need passes to the wider ones. When no stage fits, the last
+/// stage's minimums are used and the terminal wraps.
 fn layout(columns: &[Column], natural: &[usize], max: Option<usize>) -> Vec<Option<usize>> {
     let all = || natural.iter().map(|w| Some(*w)).collect();
     let Some(max) = max else {
@@ -141,13 +145,22 @@ fn layout(columns: &[Column], natural: &[usize], max: Option<usize>) -> Vec<Opti
         .flat_map(|c| [c.narrow_from, c.drop_from])
         .flatten()
         .max()
-        .unwrap_or(0);
+        .unwrap_or(0)
+        + 1;
     let mut widths = Vec::new();
     for stage in 0..=last {
         let shown = |i: usize| columns[i].drop_from.is_none_or(|d| d > stage);
-        let min = |i: usize| match columns[i].narrow_from {
-            Some(n) if n <= stage => natural[i].min(MIN_NARROWED.max(width(columns[i].header))),
-            _ => natural[i],
+        let min = |i: usize| {
+            let c = &columns[i];
+            let narrowest = if stage == last {
+                MIN_NARROWED
+            } else {
+                c.narrowest
+            };
+            match c.narrow_from {
+                Some(n) if n <= stage => natural[i].min(narrowest.max(width(c.header))),
+                _ => natural[i],
+            }
         };
         let visible: Vec<usize> = every.iter().copied().filter(|i| shown(*i)).collect();
         let least = visible.iter().map(|i| min(*i)).sum::<usize>() + lines(&visible);
@@ -243,43 +256,51 @@ pub(super) fn write_columns(
     write_laid_out(out, (header, Style::new()), &rows, &widths, None)
 }
 
-/// The probe table's columns. On a narrow terminal the issuer and the reason are cut first;
-/// then NOT AFTER goes (DAYS says as much); then the target and the address are cut too; then
-/// ADDRESS goes, then ISSUER.
+/// The probe table's columns. On a narrow terminal the issuer and the reason are cut first
+/// (the reason keeps room for its label); then NOT AFTER goes (DAYS says as much), then
+/// ISSUER; then the target and the address are cut, then ADDRESS goes; at last every cut
+/// column may shrink to a few characters.
 const PROBE_COLUMNS: [Column; 7] = [
     Column {
         header: "STATUS",
         narrow_from: None,
+        narrowest: 0,
         drop_from: None,
     },
     Column {
         header: "TARGET",
-        narrow_from: Some(2),
+        narrow_from: Some(3),
+        narrowest: 12,
         drop_from: None,
     },
     Column {
         header: "ADDRESS",
-        narrow_from: Some(2),
-        drop_from: Some(3),
+        narrow_from: Some(3),
+        narrowest: 10,
+        drop_from: Some(4),
     },
     Column {
         header: "DAYS",
         narrow_from: None,
+        narrowest: 0,
         drop_from: None,
     },
     Column {
         header: "NOT AFTER",
         narrow_from: None,
+        narrowest: 0,
         drop_from: Some(1),
     },
     Column {
         header: "ISSUER",
         narrow_from: Some(0),
-        drop_from: Some(4),
+        narrowest: 12,
+        drop_from: Some(2),
     },
     Column {
         header: "REASON",
         narrow_from: Some(0),
+        narrowest: 16,
         drop_from: None,
     },
 ];
@@ -399,21 +420,25 @@ mod tests {
         Column {
             header: "STATUS",
             narrow_from: None,
+            narrowest: 6,
             drop_from: None,
         },
         Column {
             header: "TARGET",
             narrow_from: Some(1),
+            narrowest: 6,
             drop_from: None,
         },
         Column {
             header: "NOT AFTER",
             narrow_from: None,
+            narrowest: 6,
             drop_from: Some(1),
         },
         Column {
             header: "ISSUER",
             narrow_from: Some(0),
+            narrowest: 6,
             drop_from: None,
         },
     ];
@@ -447,6 +472,17 @@ mod tests {
         assert_eq!(
             layout(&COLS, &natural, Some(10)),
             [Some(8), Some(6), None, Some(6)]
+        );
+        // A column that keeps more room shrinks further only at the last stage.
+        let mut roomy = COLS;
+        roomy[3].narrowest = 20;
+        assert_eq!(
+            layout(&roomy, &natural, Some(40)),
+            [Some(8), Some(7), None, Some(21)]
+        );
+        assert_eq!(
+            layout(&roomy, &natural, Some(30)),
+            [Some(8), Some(9), None, Some(9)]
         );
         // Narrowing the issuer is enough: everything else keeps its width.
         assert_eq!(
