@@ -1,6 +1,9 @@
 //! `tlsward serve`: wires the config, the scheduler and the HTTP server, and owns reloads
 //! (SIGHUP and `POST /-/reload`) and shutdown (SIGINT, SIGTERM).
 //!
+//! With `[acme]`, it also serves the control channel ([`crate::control`]) the CLI uses to
+//! ask it for orders and deployments.
+//!
 //! A reload parses and validates the new config completely before touching anything; a bad
 //! config is rejected with every problem logged, and the old one keeps running.
 
@@ -21,6 +24,7 @@ use tracing::{error, info, warn};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config, RemediationSettings};
+use crate::control;
 use crate::exporter::{self, ExporterState, ProbeProfiles, ReloadRequest};
 use crate::issuer::Http01Responder;
 use crate::listen::Limits;
@@ -246,6 +250,7 @@ pub async fn run(
     daemon_metrics.loaded(true, clock.as_ref());
     let results = Arc::new(Results::default());
     let (remediation_stop_tx, remediation_stop_rx) = tokio::sync::watch::channel(false);
+    let mut control_task = None;
     let reconciler = match &config.remediation {
         Some(r) => {
             let store = Arc::new(
@@ -253,6 +258,9 @@ pub async fn run(
                     format!("cannot open the store {}", config.store.path.display())
                 })?,
             );
+            // The CLI asks this daemon, rather than acting beside it, through this socket.
+            let control = control::bind(&control::socket_path(&config.store.path))
+                .context("cannot open the control socket")?;
             let responder = Http01Responder::new();
             let http01 = TcpListener::bind(r.http01_listen)
                 .await
@@ -276,6 +284,15 @@ pub async fn run(
             tokio::spawn(reconciler.clone().run(async move {
                 let _ = rx.wait_for(|s| *s).await;
             }));
+            info!(socket = %control.path().display(), "control socket ready");
+            let mut rx = remediation_stop_rx.clone();
+            control_task = Some(tokio::spawn(control::serve(
+                control,
+                reconciler.clone(),
+                async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                },
+            )));
             info!(certificates = r.certificates.len(), endpoints = r.endpoints.len(), http01 = %r.http01_listen, "remediation running");
             Some(reconciler)
         }
@@ -343,6 +360,10 @@ pub async fn run(
     scheduler.stop();
     let _ = remediation_stop_tx.send(true);
     let _ = stop_tx.send(true);
+    if let Some(task) = control_task {
+        // It removes its socket as it ends: a CLI started after this runs alone.
+        let _ = task.await;
+    }
     server.await.context("the HTTP server task failed")?;
     Ok(())
 }

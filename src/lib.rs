@@ -7,6 +7,9 @@
 //! - [`cli`]: the command line: argument parsing and output rendering (table, JSON, JSON
 //!   lines). Knows every module below; nothing knows it.
 //! - [`daemon`]: `serve`: wires config, scheduler and HTTP server; owns reloads and shutdown.
+//! - [`control`]: the local control channel: a Unix socket beside the store, its versioned
+//!   JSON-lines protocol, the server `serve` runs and the client the CLI uses to have the
+//!   daemon's reconciler issue and deploy. Knows the reconciler; not the config or the CLI.
 //! - [`config`]: the TOML file, validated into each module's settings with every problem at
 //!   once (file, line, key). Knows the settings types below; they do not know it.
 //! - [`exporter`]: hyper server: `/metrics`, `/probe`, health, reload; metric families over
@@ -14,13 +17,16 @@
 //! - [`reconcile`]: the only place tying issuer, store, hooks and probe results: plans orders
 //!   (pure `plan.rs`), sleeps until the next deadline, reports endpoint drift; change windows
 //!   (pure `window.rs`: is a window open at `now`, when does it next open); queues
-//!   deployments (`rollout.rs`) and runs them: hook, verification probes, rollback
-//!   (`deploy.rs`).
+//!   deployments (`rollout.rs`, the pure queue rule) and runs them: hook, verification
+//!   probes, rollback (`deploy.rs`); operators' requests, by hand or through the daemon
+//!   (`manual.rs`).
 //! - [`hooks`]: the wasmtime host for deploy hooks: grants (pure `grant.rs`), the host
-//!   functions each checked against the grant, certificate formats (pure `convert.rs`).
+//!   functions each checked against the grant, file writes and rollbacks through directory
+//!   handles beneath the grant (`beneath.rs`), certificate formats (pure `convert.rs`).
 //!   Knows nothing of the store, the reconciler or metrics.
 //! - [`issuer`]: ACME via instant-acme: the account, orders, the HTTP-01 responder; records
-//!   every order and version in the store. Knows nothing of probing or metrics.
+//!   every order and version in the store, and resumes the orders a crash left pending
+//!   (`resume.rs`). Knows nothing of probing or metrics.
 //! - [`store`]: SQLite, the only SQL: certificates, versions, keys sealed with age, orders,
 //!   the deployment queue, the append-only journal. Knows nothing of ACME or HTTP.
 //! - [`schedule`]: per-target probe loops under one concurrency limit; results and history
@@ -42,6 +48,7 @@ pub mod cert;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod escape;
 pub mod exporter;

@@ -185,7 +185,8 @@ async fn a_window_gated_deployment_reaches_nginx_and_a_broken_reload_rolls_back(
             format!("site.tlsward.test:{}", web2.port()),
         ],
         "",
-        "verify_timeout = \"8s\"\nverify_interval = \"500ms\"\nemergency_days = 1",
+        // Generous for web, which must pass; web2, which must fail, spends it whole.
+        "verify_timeout = \"20s\"\nverify_interval = \"500ms\"\nemergency_days = 1",
     );
     let config = format!(
         r#"{head}
@@ -242,7 +243,7 @@ settings = {{ fullchain_path = "{certs}/1.crt", key_path = "{certs}/1.key" }}
     // broken reload fails verification, so its files are rolled back.
     wait_metric(
         addr,
-        60,
+        180,
         "web's deployment waiting for its window",
         "tlsward_deployments_pending{endpoint=\"web\",state=\"waiting\"} 1",
         dir,
@@ -250,7 +251,7 @@ settings = {{ fullchain_path = "{certs}/1.crt", key_path = "{certs}/1.key" }}
     .await;
     wait_metric(
         addr,
-        60,
+        180,
         "web2's deployment rolled back",
         "tlsward_deployments_total{endpoint=\"web2\",result=\"rolled_back\"} 1",
         dir,
@@ -312,7 +313,7 @@ settings = {{ fullchain_path = "{certs}/1.crt", key_path = "{certs}/1.key" }}
     assert_eq!(r.status, 200, "{}", r.body);
     wait_metric(
         addr,
-        60,
+        180,
         "web's deployment verified",
         "tlsward_deployments_total{endpoint=\"web\",result=\"verified\"} 1",
         dir,
@@ -321,7 +322,7 @@ settings = {{ fullchain_path = "{certs}/1.crt", key_path = "{certs}/1.key" }}
     assert_eq!(sha256_served(web, "site.tlsward.test"), new_sha);
     wait_metric(
         addr,
-        10,
+        60,
         "web's drift to clear",
         "tlsward_endpoint_drift{endpoint=\"web\",certificate=\"site\"} 0",
         dir,
@@ -396,7 +397,7 @@ settings = {{ fullchain_path = "{certs}/1.crt", key_path = "{certs}/1.key" }}
     assert!(out.status.success(), "{shown}");
     for text in [
         "to web2: rolled_back (foreign)",
-        "the endpoint did not serve the new certificate within 8s",
+        "the endpoint did not serve the new certificate within 20s",
         "\"restored\"",
         "1.crt.tlsward-prev",
     ] {
@@ -498,7 +499,7 @@ settings = {{ url = "https://127.0.0.1:{manual_api}", token = "tok-manual" }}
     let addr = daemon.addr;
     wait_metric(
         addr,
-        90,
+        180,
         "the urgent deployment verified",
         "tlsward_deployments_total{endpoint=\"urgent\",result=\"verified\"} 1",
         dir,
@@ -506,7 +507,7 @@ settings = {{ url = "https://127.0.0.1:{manual_api}", token = "tok-manual" }}
     .await;
     wait_metric(
         addr,
-        10,
+        60,
         "the manual deployment waiting",
         "tlsward_deployments_pending{endpoint=\"manual\",state=\"waiting\"} 1",
         dir,
@@ -612,7 +613,9 @@ async fn a_lying_appliance_is_caught_and_the_previous_version_put_back() {
         "lb",
         &[format!("lb.tlsward.test:{}", appliance.data_port())],
         "renew_fraction = 0.5",
-        "verify_timeout = \"4s\"\nverify_interval = \"250ms\"\nemergency_days = 0",
+        // Generous for v1 and the rollback, which must pass, yet short enough that v2's
+        // failure and the rollback end well before v2's own renewal (100 s after v1).
+        "verify_timeout = \"10s\"\nverify_interval = \"250ms\"\nemergency_days = 0",
     );
     let config = format!(
         r#"{head}
@@ -621,6 +624,7 @@ component = "{component}"
 http_hosts = ["127.0.0.1:{api}"]
 http_ca_file = "api-ca.pem"
 key_access = true
+timeout = "60s"
 
 [hook.appliance.settings]
 url = "https://127.0.0.1:{api}"
@@ -644,7 +648,7 @@ hook = "appliance"
     let addr = daemon.addr;
     wait_metric(
         addr,
-        45,
+        120,
         "v1 deployed",
         "tlsward_deployments_total{endpoint=\"lb\",result=\"verified\"} 1",
         dir,
@@ -661,7 +665,7 @@ hook = "appliance"
     appliance.set_mode(ApplianceMode::Lying);
     wait_metric(
         addr,
-        75,
+        150,
         "v2's deployment rolled back",
         "tlsward_deployments_total{endpoint=\"lb\",result=\"rolled_back\"} 1",
         dir,
@@ -701,6 +705,341 @@ hook = "appliance"
             Some(v2.sha256.clone()),
             Some(v1.sha256.clone())
         ]
+    );
+    drop(daemon);
+}
+
+/// The real CLI, off the runtime's threads: it waits for the daemon while the daemon works.
+async fn cli(args: &[&str], config: &std::path::Path) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tlsward"));
+    cmd.args(args).arg("--config").arg(config);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
+/// `deploy approve` and `deploy run-now` from the shell while the daemon runs go through its
+/// control socket: the daemon runs them with its own deployer, so its `/metrics` count them,
+/// and a rollback that fails there is what `TlsDeploymentRollbackFailed` sees.
+#[tokio::test(flavor = "multi_thread")]
+async fn approve_and_run_now_from_the_shell_go_through_the_daemon() {
+    use crate::util::TlsServer;
+    use crate::util::appliance::{Appliance, ApplianceMode};
+
+    let acme = Acme::start(30 * 86_400).await;
+    let (dir, old_ca) = (acme.dir(), &acme.old_ca);
+    let api_ca = TestCa::root_at("Appliance API CA", real_now());
+    std::fs::write(dir.join("api-ca.pem"), api_ca.pem()).unwrap();
+    let api_leaf = api_ca.leaf(&["127.0.0.1"]).build();
+    let old = || TlsServer::leaf(&old_ca.leaf(&["app.tlsward.test"]).build());
+    let honest = Appliance::start(&api_leaf, old(), "tok-h", ApplianceMode::Honest).await;
+    // Says "done" and keeps serving the old certificate; nothing was verified there before,
+    // so there is nothing to put back: the rollback fails.
+    let liar = Appliance::start(&api_leaf, old(), "tok-l", ApplianceMode::Lying).await;
+    let now = real_now();
+    let head = acme.config_head(
+        "app",
+        &[
+            format!("app.tlsward.test:{}", honest.data_port()),
+            format!("app.tlsward.test:{}", liar.data_port()),
+        ],
+        "",
+        "verify_timeout = \"3s\"\nverify_interval = \"250ms\"\nemergency_days = 0",
+    );
+    let config = format!(
+        r#"{head}
+[window.nightly]
+days = ["daily"]
+start = "{opens:02}:00"
+duration = "1h"
+
+[hook.appliance]
+component = "{component}"
+http_hosts = ["127.0.0.1:{honest_api}", "127.0.0.1:{liar_api}"]
+http_ca_file = "api-ca.pem"
+key_access = true
+timeout = "60s"
+
+[hook.appliance.settings]
+password = "pfx-pass"
+poll_interval = "0.1"
+
+[[endpoint]]
+name = "honest"
+certificate = "app"
+target = "app.tlsward.test:{honest_port}"
+window = "nightly"
+hook = "appliance"
+settings = {{ url = "https://127.0.0.1:{honest_api}", token = "tok-h" }}
+
+[[endpoint]]
+name = "liar"
+certificate = "app"
+target = "app.tlsward.test:{liar_port}"
+window = "nightly"
+hook = "appliance"
+settings = {{ url = "https://127.0.0.1:{liar_api}", token = "tok-l" }}
+"#,
+        opens = (now.hour() + 2) % 24,
+        honest_port = honest.data_port(),
+        liar_port = liar.data_port(),
+        honest_api = honest.api_port(),
+        liar_api = liar.api_port(),
+        component = crate::util::hooks::component("http-appliance").display(),
+    );
+    let path = dir.join("tlsward.toml");
+    std::fs::write(&path, config).unwrap();
+    let clock = Arc::new(TestClock::at(SystemTime::from(now)));
+    let daemon = crate::serve::start_with_clock(&path, clock).await;
+    let addr = daemon.addr;
+    for endpoint in ["honest", "liar"] {
+        wait_metric(
+            addr,
+            60,
+            "both deployments waiting for their window",
+            &format!("tlsward_deployments_pending{{endpoint=\"{endpoint}\",state=\"waiting\"}} 1"),
+            dir,
+        )
+        .await;
+    }
+    let store = Store::open(
+        &dir.join("state/tlsward.db"),
+        &KeySource::File(dir.join("state/store.key")),
+    )
+    .unwrap();
+    let waiting = |endpoint: &str| {
+        store
+            .open_deployments()
+            .unwrap()
+            .into_iter()
+            .find(|d| d.endpoint == endpoint)
+            .unwrap()
+            .id
+    };
+    let new_sha = store.latest("app").unwrap().unwrap().sha256;
+
+    // Approved through the daemon, which runs it at once.
+    let id = waiting("honest").to_string();
+    let out = cli(&["deploy", "approve", &id], &path).await;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("approving through the running daemon"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("the daemon runs it now"), "{stdout}");
+    wait_metric(
+        addr,
+        60,
+        "the approved deployment verified",
+        "tlsward_deployments_total{endpoint=\"honest\",result=\"verified\"} 1",
+        dir,
+    )
+    .await;
+    assert_eq!(honest.serving_sha256(), new_sha);
+
+    // Run now through the daemon: the liar's verification fails, its rollback too.
+    let out = cli(&["deploy", "run-now", "liar"], &path).await;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("deploying through the running daemon"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.starts_with("running deployment ")
+            && stdout.contains(" to liar with hook appliance"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("http(POST https://127.0.0.1:"), "{stdout}");
+    assert!(stdout.contains("nothing to put back"), "{stdout}");
+    assert!(stdout.trim_end().ends_with(": rolled_back"), "{stdout}");
+    // The daemon's own counters moved: these are what the alerts read.
+    let m = get(addr, "/metrics").await.body;
+    for series in [
+        "tlsward_deployments_total{endpoint=\"liar\",result=\"rolled_back\"} 1",
+        "tlsward_deployment_rollbacks_total{endpoint=\"liar\",result=\"failed\"} 1",
+        "tlsward_deployment_verification_failures_total{endpoint=\"liar\"} 1",
+        "tlsward_deployment_failed{endpoint=\"liar\",certificate=\"app\"} 1",
+        "tlsward_deployments_total{endpoint=\"honest\",result=\"verified\"} 1",
+    ] {
+        assert!(m.contains(series), "{series} missing from\n{m}");
+    }
+    // The journal names who asked, with the uid the daemon saw.
+    let journal = store.journal_entries(Some("app")).unwrap();
+    let uid = u64::from(rustix::process::geteuid().as_raw());
+    let approved = journal
+        .iter()
+        .find(|e| e.kind == "deployment.approved")
+        .unwrap();
+    assert_eq!(approved.detail["detail"]["uid"], uid, "{}", approved.detail);
+    let run_now = journal
+        .iter()
+        .find(|e| e.kind == "deployment.running" && e.detail["detail"]["trigger"] == "run_now")
+        .unwrap();
+    assert_eq!(run_now.detail["detail"]["uid"], uid, "{}", run_now.detail);
+
+    // Refusals come back as errors, exit 3, and change nothing.
+    let out = cli(&["deploy", "approve", &id], &path).await;
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("no queued deployment {id}")),
+        "{out:?}"
+    );
+    drop(daemon);
+}
+
+/// An appliance reset to its old certificate after a verified deployment: the regression is
+/// queued again (`regressed`), but only once the wait since the verification has passed (1 h,
+/// then 2 h), and deployed again; each hold is journaled.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_appliance_reset_to_its_old_certificate_is_deployed_again_with_backoff() {
+    use crate::util::TlsServer;
+    use crate::util::appliance::{Appliance, ApplianceMode};
+
+    let acme = Acme::start(30 * 86_400).await;
+    let (dir, old_ca) = (acme.dir(), &acme.old_ca);
+    let api_ca = TestCa::root_at("Appliance API CA", real_now());
+    std::fs::write(dir.join("api-ca.pem"), api_ca.pem()).unwrap();
+    let old = old_ca.leaf(&["lb.tlsward.test"]).build();
+    let appliance = Appliance::start(
+        &api_ca.leaf(&["127.0.0.1"]).build(),
+        TlsServer::leaf(&old),
+        "tok",
+        ApplianceMode::Honest,
+    )
+    .await;
+    let head = acme.config_head(
+        "lb",
+        &[format!("lb.tlsward.test:{}", appliance.data_port())],
+        "",
+        "verify_timeout = \"10s\"\nverify_interval = \"250ms\"\nemergency_days = 0",
+    );
+    let config = format!(
+        r#"{head}
+[hook.appliance]
+component = "{component}"
+http_hosts = ["127.0.0.1:{api}"]
+http_ca_file = "api-ca.pem"
+key_access = true
+
+[hook.appliance.settings]
+url = "https://127.0.0.1:{api}"
+token = "tok"
+password = "pfx-pass"
+poll_interval = "0.1"
+
+[[endpoint]]
+name = "lb"
+certificate = "lb"
+target = "lb.tlsward.test:{port}"
+hook = "appliance"
+"#,
+        port = appliance.data_port(),
+        api = appliance.api_port(),
+        component = crate::util::hooks::component("http-appliance").display(),
+    );
+    let path = dir.join("tlsward.toml");
+    std::fs::write(&path, config).unwrap();
+    let clock = Arc::new(TestClock::at(SystemTime::from(real_now())));
+    let daemon = crate::serve::start_with_clock(&path, clock.clone()).await;
+    let addr = daemon.addr;
+    let verified =
+        |n: u32| format!("tlsward_deployments_total{{endpoint=\"lb\",result=\"verified\"}} {n}");
+    wait_metric(addr, 60, "the first deployment", &verified(1), dir).await;
+    let store = Store::open(
+        &dir.join("state/tlsward.db"),
+        &KeySource::File(dir.join("state/store.key")),
+    )
+    .unwrap();
+    let latest = store.latest("lb").unwrap().unwrap();
+    assert_eq!(appliance.serving_sha256(), latest.sha256);
+
+    let mut verified_at = store.all_deployments().unwrap()[0].updated_at;
+    for (round, wait_hours) in [(0u32, 1i64), (1, 2)] {
+        // The appliance is reset: it serves its old certificate again.
+        appliance
+            .data_plane()
+            .swap(old.chain.clone(), old.key.clone_key());
+        wait_metric(
+            addr,
+            20,
+            "the drift after the reset",
+            "tlsward_endpoint_drift{endpoint=\"lb\",certificate=\"lb\"} 1",
+            dir,
+        )
+        .await;
+        // Wake the reconciler (a reload does): the regression is seen and held.
+        let r = request(addr, "POST", "/-/reload", &[], None).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let held = {
+            let mut found = None;
+            for _ in 0..200 {
+                found = store
+                    .journal_entries(Some("lb"))
+                    .unwrap()
+                    .into_iter()
+                    .find(|e| {
+                        e.kind == "deployment.regression"
+                            && e.detail["action"] == "held"
+                            && e.detail["requeues"] == round
+                    });
+                if found.is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            found.unwrap_or_else(|| panic!("round {round}: no held regression journaled"))
+        };
+        assert_eq!(
+            held.detail["requeue_at"],
+            verified_at + wait_hours * 3600,
+            "{}",
+            held.detail
+        );
+        assert_eq!(
+            held.detail["served"][0],
+            tlsward::cert::sha256_hex(&old.chain[0])
+        );
+        assert!(store.open_deployments().unwrap().is_empty());
+
+        // Once the wait has passed, it is queued again as a regression and deployed.
+        clock.advance(Duration::from_secs(wait_hours as u64 * 3600));
+        let r = request(addr, "POST", "/-/reload", &[], None).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        wait_metric(addr, 60, "the redeployment", &verified(round + 2), dir).await;
+        assert_eq!(appliance.serving_sha256(), latest.sha256);
+        let all = store.all_deployments().unwrap();
+        let last = all.last().unwrap();
+        assert_eq!(
+            (last.reason.as_str(), last.state.as_str()),
+            ("regressed", "verified")
+        );
+        assert_eq!(last.version, latest.id);
+        verified_at = last.updated_at;
+    }
+    let queued: Vec<String> = store
+        .journal_entries(Some("lb"))
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "deployment.queued")
+        .map(|e| e.detail["reason"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(queued, ["foreign", "regressed", "regressed"]);
+    // `deploy list --all` shows why.
+    let out = cli(&["deploy", "list", "--all"], &path).await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches(" regressed ")
+            .count(),
+        2,
+        "{out:?}"
     );
     drop(daemon);
 }

@@ -70,6 +70,10 @@ impl Dir {
     }
 }
 
+/// The deadline of every run here: none of them is about time, and CPython's start-up in a
+/// loaded debug build can take seconds.
+const GENEROUS: Duration = Duration::from_secs(120);
+
 /// Write access to `dir` and exactly these commands.
 fn grant(dir: &Dir, commands: &[&[&str]]) -> Grant {
     Grant {
@@ -78,6 +82,7 @@ fn grant(dir: &Dir, commands: &[&[&str]]) -> Grant {
             .iter()
             .map(|argv| argv.iter().map(|&s| s.to_owned()).collect())
             .collect(),
+        timeout: GENEROUS,
         ..Grant::default()
     }
 }
@@ -190,7 +195,7 @@ fn everything_reported(run: &HookRun) -> String {
 /// Undoes a run as the daemon does (on a blocking thread: it runs commands).
 async fn roll_back(run: &HookRun) -> Rollback {
     let (run, rt) = (run.clone(), tokio::runtime::Handle::current());
-    tokio::task::spawn_blocking(move || Hooks::roll_back(&run, &rt, Duration::from_secs(10)))
+    tokio::task::spawn_blocking(move || Hooks::roll_back(&run, &rt, GENEROUS))
         .await
         .expect("rollback thread")
 }
@@ -423,6 +428,7 @@ async fn pem_files_writes_what_openssl_reads_then_checks_and_reloads() {
             .iter()
             .map(|&(_, path, _, _)| Written {
                 path: path.into(),
+                root: dir.base.clone(),
                 previous: None
             })
             .collect::<Vec<_>>(),
@@ -490,6 +496,7 @@ async fn pem_files_writes_what_openssl_reads_then_checks_and_reloads() {
             .iter()
             .map(|&(_, path, _, _)| Written {
                 path: path.into(),
+                root: dir.base.clone(),
                 previous: Some(prev(path).into())
             })
             .collect::<Vec<_>>()
@@ -1004,6 +1011,7 @@ impl Lab {
             http_hosts: vec![format!("127.0.0.1:{}", self.appliance.api_port())],
             http_ca_file: Some(self.ca_file.clone()),
             key_access: true,
+            timeout: GENEROUS,
             ..Grant::default()
         }
     }
@@ -1203,7 +1211,7 @@ async fn hook_run_command_line() {
         format!(
             "[server]\nstate_dir = \"{state}\"\n\n\
              [hook.files]\ncomponent = \"{component}\"\nwrite_paths = [\"{out}\"]\n\
-             commands = [[\"/bin/true\"]]\n\n\
+             commands = [[\"/bin/true\"]]\ntimeout = \"120s\"\n\n\
              [hook.files.settings]\nfullchain_path = \"{fullchain}\"\nkey_path = \"{key}\"\n",
             state = cli_state_dir().display(),
             component = component("pem-files").display(),

@@ -140,11 +140,13 @@ target = "{target}"
         .map(|e| e.kind)
         .collect();
     assert_eq!(
-        &kinds[..4],
+        &kinds[..6],
         [
             "order.started",
+            "order.finalizing",
             "version.stored",
             "order.started",
+            "order.finalizing",
             "version.stored"
         ],
         "{kinds:?}"

@@ -40,6 +40,10 @@ mod prometheus;
 // ACME issuance against a real Pebble, with the store.
 mod issue;
 
+// The control channel: the CLI asking a running daemon (issuance through its HTTP-01
+// responder), the protocol's refusals, stale sockets, working alone.
+mod control;
+
 // serve with [acme]: issuance from Pebble, renewal, drift.
 mod remediation;
 

@@ -176,6 +176,18 @@ impl CertFacts {
         (self.not_after - now).as_seconds_f64() / 86_400.0
     }
 
+    /// The certificate's ARI identifier (RFC 9773 §4.1), when it names its issuer's key: the
+    /// base64url of the authorityKeyIdentifier's keyIdentifier, a dot, and the base64url of the
+    /// serial number's DER content bytes, so with the leading zero byte a serial whose first
+    /// byte has its high bit set must carry (RFC 9773's own example, `AIdlQyE`, is 0x0087654321).
+    pub fn ari_id(&self) -> Option<String> {
+        let serial: Vec<u8> = (0..self.serial.len() / 2)
+            .map(|i| u8::from_str_radix(&self.serial[2 * i..2 * i + 2], 16))
+            .collect::<Result<_, _>>()
+            .ok()?;
+        Some(ari_identifier(self.aki.as_deref()?, &serial))
+    }
+
     /// Whether `issuer` plausibly issued `self`: names match and, when both carry them, the
     /// authority and subject key identifiers match too (RFC 5280 §4.2.1.1).
     pub(crate) fn issued_by(&self, issuer: &Self) -> bool {
@@ -232,6 +244,14 @@ fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
     }
 }
 
+/// `AKI.serial` in base64url without padding, from the keyIdentifier and the serial number's
+/// DER content bytes (RFC 9773 §4.1).
+fn ari_identifier(aki: &[u8], serial: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    format!("{}.{}", b64.encode(aki), b64.encode(serial))
+}
+
 /// Lowercase hex of `bytes`.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     use fmt::Write;
@@ -246,4 +266,65 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 /// The SHA-256 fingerprint of `der` as lowercase hex.
 pub fn sha256_hex(der: &[u8]) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, der).as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A leaf with this serial (its content bytes as rcgen writes them) from a CA whose key
+    /// identifier is known; returns the leaf's facts and that identifier.
+    fn leaf_with_serial(serial: &[u8]) -> (CertFacts, Vec<u8>) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let ski = CertFacts::parse(ca_cert.der()).unwrap().ski.unwrap();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["ari.test".to_owned()]).unwrap();
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(serial));
+        params.use_authority_key_identifier_extension = true;
+        let leaf = params.signed_by(&key, &issuer).unwrap();
+        (CertFacts::parse(leaf.der()).unwrap(), ski)
+    }
+
+    #[test]
+    fn the_ari_identifier_of_rfc_9773s_example() {
+        let aki = [
+            0x69, 0x88, 0x5b, 0x6b, 0x87, 0x46, 0x40, 0x41, 0xe1, 0xb3, 0x7b, 0x84, 0x7b, 0xa0,
+            0xae, 0x2c, 0xde, 0x01, 0xc8, 0xd4,
+        ];
+        assert_eq!(
+            ari_identifier(&aki, &[0x00, 0x87, 0x65, 0x43, 0x21]),
+            "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
+        );
+    }
+
+    #[test]
+    fn a_serial_with_the_high_bit_set_keeps_its_leading_zero_in_the_ari_identifier() {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        // The first byte's high bit is set: DER writes 00 80 01 02.
+        let (facts, ski) = leaf_with_serial(&[0x80, 0x01, 0x02]);
+        assert_eq!(facts.serial, "00800102");
+        assert_eq!(
+            facts.ari_id().unwrap(),
+            format!("{}.AIABAg", b64.encode(&ski))
+        );
+        // Not set: the bytes as they are.
+        let (facts, ski) = leaf_with_serial(&[0x7f, 0x01, 0x02]);
+        assert_eq!(facts.serial, "7f0102");
+        assert_eq!(
+            facts.ari_id().unwrap(),
+            format!("{}.fwEC", b64.encode(&ski))
+        );
+        // Without an authorityKeyIdentifier there is no identifier.
+        let key = rcgen::KeyPair::generate().unwrap();
+        let own = rcgen::CertificateParams::new(vec!["self.test".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        assert_eq!(CertFacts::parse(own.der()).unwrap().ari_id(), None);
+    }
 }

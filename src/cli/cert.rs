@@ -1,4 +1,6 @@
 //! `tlsward cert list|show|issue|renew`: operators' view of the store and the issuer.
+//! `issue` and `renew` go through the running daemon when there is one (it holds the HTTP-01
+//! port and the account), and order here when there is none.
 
 use std::io::Write;
 use std::path::Path;
@@ -10,6 +12,7 @@ use super::{CertArgs, CertCommand};
 use crate::cert::rfc3339;
 use crate::clock::SystemClock;
 use crate::config::{self, Config, RemediationSettings};
+use crate::control::{self, Reply};
 use crate::issuer::{Http01Responder, Issuer};
 use crate::reconcile::renewal_time;
 use crate::store::Store;
@@ -43,12 +46,47 @@ pub(super) fn load(
     Ok((config, remediation, store))
 }
 
+/// The running daemon that holds `config`'s store, if one answers on its control socket;
+/// says on stderr which way the command goes.
+pub(super) fn daemon(config: &Config, what: &str) -> anyhow::Result<Option<control::Client>> {
+    let socket = control::socket_path(&config.store.path);
+    let client = control::connect(&socket)?;
+    match &client {
+        Some(_) => eprintln!(
+            "tlsward: {what} through the running daemon ({})",
+            socket.display()
+        ),
+        None => eprintln!(
+            "tlsward: no daemon answers on {}; {what} here",
+            socket.display()
+        ),
+    }
+    Ok(client)
+}
+
+/// Sends `request` to the daemon and waits for its final reply; progress notes go to
+/// stderr, a refusal becomes the error.
+pub(super) fn ask(client: control::Client, request: &control::Request) -> anyhow::Result<Reply> {
+    let reply = client.request(request, control::CLIENT_TIMEOUT, |note| {
+        eprintln!("tlsward: {}", crate::escape::visible(note));
+    })?;
+    if let Reply::Error { message, .. } = &reply {
+        bail!("{}", crate::escape::visible(message));
+    }
+    Ok(reply)
+}
+
+/// Who runs this command, as journaled.
+pub(super) fn user() -> String {
+    std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+}
+
 pub(super) fn run(args: CertArgs) -> anyhow::Result<u8> {
     let writes = matches!(
         args.command,
         CertCommand::Issue { .. } | CertCommand::Renew { .. }
     );
-    let (_config, remediation, store) = load(&args.file.config, writes)?;
+    let (config, remediation, store) = load(&args.file.config, writes)?;
     let mut out = std::io::stdout().lock();
     if let CertCommand::Issue { name, force: false } = &args.command {
         refuse_reissue(&store, name)?;
@@ -128,6 +166,28 @@ pub(super) fn run(args: CertArgs) -> anyhow::Result<u8> {
                 .find(|c| c.name == name)
                 .with_context(|| format!("no [[certificate]] named {name:?}"))?
                 .clone();
+            if let Some(client) = daemon(&config, "ordering")? {
+                // `force`: an existing version is renewed, as when ordering here.
+                let request = control::Request::CertIssue {
+                    name: name.clone(),
+                    force: true,
+                };
+                let Reply::Issued {
+                    serial,
+                    sha256,
+                    not_after,
+                    ..
+                } = ask(client, &request)?
+                else {
+                    bail!("the daemon answered something else than the new version");
+                };
+                writeln!(
+                    out,
+                    "issued {name}: serial {serial} sha256 {sha256}, valid until {}",
+                    time(not_after)
+                )?;
+                return Ok(0);
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;

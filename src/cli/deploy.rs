@@ -1,14 +1,18 @@
-//! `tlsward deploy list|approve`: operators' view of the deployment queue and its windows.
+//! `tlsward deploy list|show|approve|run-now`: operators' view of the deployment queue and
+//! its windows. `approve` and `run-now` go through the running daemon when there is one (so
+//! its metrics count the deployment and its loop runs an approval at once), and act here
+//! when there is none.
 
 use std::io::Write;
 
 use anyhow::{Context, bail};
 
-use super::cert::load;
+use super::cert::{ask, daemon, load, user};
 use super::output;
 use super::{DeployArgs, DeployCommand, ShowFormat};
 use crate::cert::rfc3339;
 use crate::clock::{Clock, SystemClock};
+use crate::control::{self, Reply};
 use crate::store::Deployment;
 
 pub(super) fn run(args: DeployArgs) -> anyhow::Result<u8> {
@@ -93,20 +97,19 @@ pub(super) fn run(args: DeployArgs) -> anyhow::Result<u8> {
             }
         }
         DeployCommand::Approve { id } => {
-            let Some(d) = store.open_deployments()?.into_iter().find(|d| d.id == id) else {
-                bail!("no queued deployment {id} (see `tlsward deploy list --all`)");
-            };
-            if d.state != "waiting" {
-                bail!("deployment {id} is {}, not waiting", d.state);
+            if let Some(client) = daemon(&config, "approving")? {
+                let request = control::Request::DeployApprove { id, by: user() };
+                let Reply::Approved { endpoint, .. } = ask(client, &request)? else {
+                    bail!("the daemon answered something else than the approval");
+                };
+                writeln!(
+                    out,
+                    "approved deployment {id} to {endpoint}: the daemon runs it now, \
+                     without waiting for its window"
+                )?;
+                return Ok(0);
             }
-            let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-            let detail = serde_json::json!({ "approved_by": user, "window_skipped": true });
-            let done = store
-                .set_deployment_state(id, "approved", &detail, now.unix_timestamp())
-                .context("cannot record the approval")?;
-            if !done {
-                bail!("deployment {id} changed while approving it; see `tlsward deploy list`");
-            }
+            let d = crate::reconcile::approve(&store, id, &user(), None, now.unix_timestamp())?;
             writeln!(
                 out,
                 "approved deployment {id} to {}: it runs at the reconciler's next pass, \
@@ -115,13 +118,36 @@ pub(super) fn run(args: DeployArgs) -> anyhow::Result<u8> {
             )?;
         }
         DeployCommand::RunNow { deployment } => {
+            if let Some(client) = daemon(&config, "deploying")? {
+                let request = control::Request::DeployRunNow {
+                    deployment,
+                    by: user(),
+                };
+                let Reply::Deployed {
+                    deployment,
+                    endpoint,
+                    hook,
+                    state,
+                    detail,
+                } = ask(client, &request)?
+                else {
+                    bail!("the daemon answered something else than the deployment's end");
+                };
+                writeln!(
+                    out,
+                    "running deployment {deployment} to {endpoint} with hook {hook}"
+                )?;
+                print_finished(&mut out, deployment, &state, &detail)?;
+                return Ok(u8::from(state != "verified"));
+            }
             return run_now(&config, &remediation, store, &deployment, &mut out);
         }
     }
     Ok(0)
 }
 
-/// `deploy run-now`: claims the deployment and runs it in this process, as the daemon would.
+/// `deploy run-now` without a daemon: claims the deployment and runs it in this process, as
+/// the daemon would.
 fn run_now(
     config: &crate::config::Config,
     remediation: &crate::config::RemediationSettings,
@@ -130,46 +156,9 @@ fn run_now(
     out: &mut impl Write,
 ) -> anyhow::Result<u8> {
     let unix = crate::clock::unix_seconds(&SystemClock);
-    let open = store.open_deployments()?;
-    let d = match which.parse::<i64>() {
-        Ok(id) => open.into_iter().find(|d| d.id == id).with_context(|| {
-            format!("no queued deployment {id} (see `tlsward deploy list --all`)")
-        })?,
-        Err(_) => match open.into_iter().find(|d| d.endpoint == which) {
-            Some(d) => d,
-            None => {
-                let e = remediation
-                    .endpoints
-                    .iter()
-                    .find(|e| e.name == which)
-                    .with_context(|| format!("no endpoint or deployment {which:?}"))?;
-                let latest = store
-                    .latest(&e.certificate)?
-                    .with_context(|| format!("{} has no issued version yet", e.certificate))?;
-                let id = store.queue_deployment(&e.name, latest.id, "manual", None, unix)?;
-                store
-                    .open_deployments()?
-                    .into_iter()
-                    .find(|d| d.id == id)
-                    .context("the queued deployment vanished")?
-            }
-        },
-    };
-    if d.state == "running" {
-        bail!("deployment {} is already running", d.id);
-    }
+    let d = crate::reconcile::pick_run_now(&store, &remediation.endpoints, which, unix)?;
     let desired = crate::daemon::desired(config, remediation);
-    let e = remediation
-        .endpoints
-        .iter()
-        .find(|e| e.name == d.endpoint)
-        .with_context(|| format!("endpoint {} is no longer in the config", d.endpoint))?;
-    let Some(job) = crate::reconcile::job(e, &desired) else {
-        bail!(
-            "endpoint {} has no hook (add hook = \"NAME\" to its [[endpoint]])",
-            e.name
-        );
-    };
+    let job = crate::reconcile::job_of(&d, &desired)?;
     let store = std::sync::Arc::new(store);
     let hooks = crate::daemon::hook_engine(config)?;
     let mut registry = prometheus_client::registry::Registry::default();
@@ -180,8 +169,7 @@ fn run_now(
         std::sync::Arc::new(crate::schedule::Results::default()),
         &mut registry,
     );
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let why = serde_json::json!({ "trigger": "run_now", "by": user });
+    let why = crate::reconcile::run_now_trigger(&user(), None);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -194,16 +182,29 @@ fn run_now(
     let finished = runtime
         .block_on(deployer.execute(&d, &job, why))?
         .with_context(|| format!("deployment {} was claimed by another process", d.id))?;
-    let detail = &finished.detail;
+    print_finished(out, d.id, finished.state, &finished.detail)?;
+    Ok(u8::from(finished.state != "verified"))
+}
+
+/// How a deployment ended: the hook's calls, the verification, the rollback, the error.
+fn print_finished(
+    out: &mut impl Write,
+    id: i64,
+    state: &str,
+    detail: &serde_json::Value,
+) -> anyhow::Result<()> {
+    // What hooks and peers said is shown visibly, never as raw terminal escapes.
+    let shown = |v: &serde_json::Value, default: &'static str| {
+        crate::escape::visible(v.as_str().unwrap_or(default)).into_owned()
+    };
     if let Some(calls) = detail["hook"]["calls"].as_array() {
         for c in calls {
-            let v = |key: &str| crate::escape::visible(c[key].as_str().unwrap_or("")).into_owned();
             writeln!(
                 out,
                 "  {}({}) -> {}",
-                v("function"),
-                v("args"),
-                v("outcome")
+                shown(&c["function"], "?"),
+                shown(&c["args"], ""),
+                shown(&c["outcome"], "")
             )?;
         }
     }
@@ -217,7 +218,7 @@ fn run_now(
     if let Some(r) = detail.get("rollback") {
         match r.get("skipped").and_then(serde_json::Value::as_str) {
             Some(why) => {
-                writeln!(out, "  rollback: none: {why}")?;
+                writeln!(out, "  rollback: none: {}", crate::escape::visible(why))?;
                 let after = detail["after_rollback"].to_string();
                 writeln!(
                     out,
@@ -237,11 +238,10 @@ fn run_now(
         }
     }
     if let Some(e) = detail.get("error") {
-        let e = crate::escape::visible(e.as_str().unwrap_or_default()).into_owned();
-        writeln!(out, "  error: {e}")?;
+        writeln!(out, "  error: {}", shown(e, ""))?;
     }
-    writeln!(out, "deployment {}: {}", d.id, finished.state)?;
-    Ok(u8::from(finished.state != "verified"))
+    writeln!(out, "deployment {id}: {}", crate::escape::visible(state))?;
+    Ok(())
 }
 
 /// When a deployment may run: "open now", the next opening, or what holds it.

@@ -196,8 +196,8 @@ pub enum DeployCommand {
         /// The deployment's id (from `deploy list`).
         id: i64,
     },
-    /// Run a deployment here and now, window or not: its hook, the verification probes,
-    /// and the rollback if it fails. Given an endpoint with nothing queued, queues the
+    /// Run a deployment now, window or not (by the running daemon when there is one): its
+    /// hook, the verification probes, and the rollback if it fails. Given an endpoint with nothing queued, queues the
     /// latest version for it first (to retry after a failure).
     ///
     /// Exit codes: 0 verified, 1 failed or rolled back, 3 usage or config error.

@@ -49,6 +49,17 @@ impl Default for Grant {
     }
 }
 
+/// `memory_mb` in bytes, when it lies in `MIN_MEMORY_MB..=MAX_MEMORY_MB` (checked before
+/// the shift, so no value wraps into range).
+pub fn memory_bytes(mb: i64) -> Result<u64, String> {
+    match u64::try_from(mb) {
+        Ok(mb) if (MIN_MEMORY_MB..=MAX_MEMORY_MB).contains(&mb) => Ok(mb << 20),
+        _ => Err(format!(
+            "{mb} MiB is outside {MIN_MEMORY_MB}..={MAX_MEMORY_MB} MiB"
+        )),
+    }
+}
+
 /// Why a call was refused; maps onto the WIT `hook-error` cases.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -160,6 +171,18 @@ impl Grant {
         }
     }
 
+    /// The granted directory a clean path lies beneath (the deepest, when grants nest), and
+    /// the path relative to it; `None` when it lies beneath none or is one of them.
+    pub fn write_root<'a>(&self, clean: &'a Path) -> Option<(&Path, &'a Path)> {
+        self.write_paths
+            .iter()
+            .filter_map(|root| {
+                let rel = clean.strip_prefix(root).ok()?;
+                (!rel.as_os_str().is_empty()).then_some((root.as_path(), rel))
+            })
+            .max_by_key(|(root, _)| root.components().count())
+    }
+
     /// The argv when it is exactly one of the granted commands.
     pub fn check_command(&self, argv: &[String]) -> Result<(), Refusal> {
         if argv.is_empty() {
@@ -223,6 +246,23 @@ impl Grant {
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
         for p in &self.write_paths {
+            if p.is_absolute()
+                && p.components()
+                    .all(|c| matches!(c, Component::RootDir | Component::CurDir))
+            {
+                // Refused rather than allowed: it would let a hook replace any file this
+                // process may write (the store's key, /etc/passwd as root), and naming the
+                // few directories a hook needs is always possible.
+                out.push((
+                    "write_paths",
+                    format!(
+                        "{:?} grants the whole file system; name the directories the hook \
+                         writes in (e.g. \"/etc/nginx/certs\")",
+                        p.display().to_string()
+                    ),
+                ));
+                continue;
+            }
             match p.to_str().map(normalize) {
                 Some(Ok(clean)) if clean == *p => {}
                 Some(Ok(clean)) => out.push((
@@ -241,6 +281,15 @@ impl Grant {
             match c.first() {
                 None => out.push(("commands", "an empty argv".into())),
                 Some(p) if p.is_empty() => out.push(("commands", "an empty program name".into())),
+                // No lookup and no working directory to be relative to: a relative name would
+                // run whatever that name resolves to from `/` or the PATH at the time.
+                Some(p) if !p.starts_with('/') => out.push((
+                    "commands",
+                    format!(
+                        "{p:?} is not an absolute path (write the program's full path, e.g. \
+                         \"/usr/sbin/nginx\")"
+                    ),
+                )),
                 Some(_) => {}
             }
         }
@@ -257,12 +306,8 @@ impl Grant {
                 ));
             }
         }
-        let mb = self.memory_bytes >> 20;
-        if !(MIN_MEMORY_MB..=MAX_MEMORY_MB).contains(&mb) {
-            out.push((
-                "memory_mb",
-                format!("{mb} is outside {MIN_MEMORY_MB}..={MAX_MEMORY_MB}"),
-            ));
+        if let Err(e) = memory_bytes(i64::try_from(self.memory_bytes >> 20).unwrap_or(i64::MAX)) {
+            out.push(("memory_mb", e));
         }
         if self.timeout < Duration::from_secs(1) || self.timeout > MAX_TIMEOUT {
             out.push((
@@ -386,8 +431,13 @@ mod tests {
     #[test]
     fn grant_problems_name_their_key() {
         let g = Grant {
-            write_paths: vec!["relative".into(), "/a/../b".into(), "/ok".into()],
-            commands: vec![vec![]],
+            write_paths: vec![
+                "relative".into(),
+                "/a/../b".into(),
+                "/ok".into(),
+                "/".into(),
+            ],
+            commands: vec![vec![], vec!["bin/true".into()], vec!["/bin/true".into()]],
             http_hosts: vec![
                 "Host:1".into(),
                 "host".into(),
@@ -404,6 +454,8 @@ mod tests {
             [
                 "write_paths",
                 "write_paths",
+                "write_paths",
+                "commands",
                 "commands",
                 "http_hosts",
                 "http_hosts",
@@ -412,5 +464,46 @@ mod tests {
                 "timeout"
             ]
         );
+        let messages: Vec<String> = g.problems().into_iter().map(|(_, m)| m).collect();
+        assert!(
+            messages[2].contains("grants the whole file system"),
+            "{}",
+            messages[2]
+        );
+        assert!(
+            messages[4].contains("\"bin/true\" is not an absolute path"),
+            "{}",
+            messages[4]
+        );
+    }
+
+    #[test]
+    fn memory_is_checked_before_it_is_shifted() {
+        assert_eq!(memory_bytes(128), Ok(128 << 20));
+        assert_eq!(memory_bytes(MAX_MEMORY_MB as i64), Ok(MAX_MEMORY_MB << 20));
+        // 2^44 + 128 MiB would wrap to 128 MiB once shifted into bytes.
+        for mb in [(1 << 44) + 128, i64::MAX, -1, 0, 15, 4097] {
+            let e = memory_bytes(mb).unwrap_err();
+            assert_eq!(e, format!("{mb} MiB is outside 16..=4096 MiB"));
+        }
+    }
+
+    #[test]
+    fn the_write_root_is_the_deepest_grant_holding_the_path() {
+        let g = Grant {
+            write_paths: vec!["/srv".into(), "/srv/certs".into()],
+            ..Grant::default()
+        };
+        let p = Path::new("/srv/certs/a/b.pem");
+        assert_eq!(
+            g.write_root(p),
+            Some((Path::new("/srv/certs"), Path::new("a/b.pem")))
+        );
+        assert_eq!(
+            g.write_root(Path::new("/srv/certs")),
+            Some((Path::new("/srv"), Path::new("certs")))
+        );
+        assert_eq!(g.write_root(Path::new("/srv")), None);
+        assert_eq!(g.write_root(Path::new("/srvx/a")), None);
     }
 }

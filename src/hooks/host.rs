@@ -2,9 +2,6 @@
 //! before it touches anything, and the record of what the run did (for the journal, for
 //! `tlsward hook run`, and for rollback).
 
-use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -15,6 +12,7 @@ use tracing::{debug, error, info, warn};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::beneath;
 use super::bindings::tlsward::hook::host::Host;
 use super::bindings::tlsward::hook::types::{
     self, CertFormat, CommandOutput, HookError, HttpRequest, HttpResponse, LogLevel,
@@ -33,13 +31,18 @@ pub const MAX_HTTP_BODY: usize = 1 << 20;
 pub const MAX_WRITE: usize = 64 << 20;
 /// Log bytes kept per run; beyond it, lines are counted and dropped.
 pub const MAX_LOG: usize = 64 << 10;
+/// The longest text from a hook kept whole: its summary or error, one log line, one host
+/// call's arguments or outcome; beyond it the text is cut and says how much was dropped.
+pub const MAX_MESSAGE: usize = 4 << 10;
+/// Host calls recorded per run; later ones are counted, and one last entry says how many.
+pub const MAX_CALLS: usize = 1000;
 /// The suffix of the previous version of a file a hook replaced.
 pub const PREVIOUS_SUFFIX: &str = ".tlsward-prev";
 
 /// One host call, as `tlsward hook run` prints it and the journal keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct HostCall {
-    /// The function.
+    /// The function; `dropped` for the one entry counting calls beyond [`MAX_CALLS`].
     pub function: &'static str,
     /// Its arguments, rendered without secrets.
     pub args: String,
@@ -52,6 +55,9 @@ pub struct HostCall {
 pub struct Written {
     /// The file.
     pub path: PathBuf,
+    /// The granted directory it lies beneath: rollback resolves `path` from it again,
+    /// through the same directories and never through a symbolic link.
+    pub root: PathBuf,
     /// The previous file, kept as `<path>.tlsward-prev`; `None` when there was none.
     pub previous: Option<PathBuf>,
 }
@@ -128,10 +134,56 @@ pub(crate) struct State {
 #[derive(Debug, Default)]
 pub(crate) struct Record {
     pub(crate) calls: Vec<HostCall>,
+    pub(crate) calls_dropped: usize,
     pub(crate) written: Vec<Written>,
     pub(crate) commands: Vec<Vec<String>>,
     pub(crate) log_bytes: usize,
     pub(crate) denied: bool,
+}
+
+// === impl Record ===
+
+impl Record {
+    /// Keeps a call (its texts capped by the caller) while fewer than [`MAX_CALLS`] are kept.
+    fn push(&mut self, call: HostCall) {
+        if self.calls.len() < MAX_CALLS {
+            self.calls.push(call);
+        } else {
+            self.calls_dropped += 1;
+        }
+    }
+
+    /// The calls kept, then one entry for those dropped, if any.
+    pub(crate) fn take_calls(&mut self) -> Vec<HostCall> {
+        let mut calls = std::mem::take(&mut self.calls);
+        if self.calls_dropped > 0 {
+            calls.push(HostCall {
+                function: "dropped",
+                args: String::new(),
+                outcome: format!(
+                    "{} more host calls not recorded (the first {MAX_CALLS} are kept)",
+                    std::mem::take(&mut self.calls_dropped)
+                ),
+            });
+        }
+        calls
+    }
+}
+
+/// `text` cut to [`MAX_MESSAGE`] bytes (at a character boundary), saying how much was
+/// dropped.
+pub(crate) fn capped(mut text: String) -> String {
+    if text.len() <= MAX_MESSAGE {
+        return text;
+    }
+    let mut cut = MAX_MESSAGE;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let dropped = text.len() - cut;
+    text.truncate(cut);
+    text.push_str(&format!(" [{dropped} more bytes dropped]"));
+    text
 }
 
 impl WasiView for State {
@@ -201,12 +253,13 @@ impl State {
                 render_error(e)
             }
         };
-        debug!(hook = %self.hook, function, %args, %outcome, "host call");
-        self.rec().calls.push(HostCall {
+        let call = HostCall {
             function,
-            args,
-            outcome,
-        });
+            args: capped(args),
+            outcome: capped(outcome),
+        };
+        debug!(hook = %self.hook, function, args = %call.args, outcome = %call.outcome, "host call");
+        self.rec().push(call);
         result
     }
 
@@ -236,6 +289,8 @@ impl State {
     }
 
     /// Writes `data` to `path` atomically, beneath the grant, keeping the previous file.
+    /// The path is resolved from a handle on the granted directory, never through a
+    /// symbolic link ([`beneath`]).
     fn write(
         &mut self,
         path: &str,
@@ -252,86 +307,39 @@ impl State {
                 data.len()
             )));
         }
-        let parent = clean.parent().unwrap_or(Path::new("/"));
-        // The lexical check passed; now make sure no symbolic link below the granted
-        // directory leads elsewhere.
-        let real_parent = fs::canonicalize(parent)
-            .map_err(|e| HookError::Failed(format!("{}: {e}", parent.display())))?;
-        let beneath = self
-            .grant
-            .write_paths
-            .iter()
-            .filter_map(|root| fs::canonicalize(root).ok())
-            .any(|root| real_parent.starts_with(root));
-        if !beneath {
-            return Err(HookError::AccessDenied(format!(
-                "{} resolves outside write_paths through a symbolic link",
-                clean.display()
-            )));
-        }
-        let target = real_parent.join(clean.file_name().unwrap_or_default());
-        let existing = match fs::symlink_metadata(&target) {
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(HookError::AccessDenied(format!(
-                    "{} is a symbolic link; hooks replace regular files only",
-                    clean.display()
-                )));
-            }
-            Ok(m) if !m.is_file() => {
-                return Err(HookError::InvalidArgument(format!(
-                    "{} exists and is not a regular file",
-                    clean.display()
-                )));
-            }
-            Ok(m) => Some(m),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(HookError::Failed(format!("{}: {e}", clean.display()))),
-        };
-        let first_write = !self.rec().written.iter().any(|w| w.path == target);
-        if first_write {
-            let previous = match &existing {
-                Some(_) => {
-                    let prev = with_suffix(&target, PREVIOUS_SUFFIX);
-                    let tmp = with_suffix(&target, &format!(".tlsward-link-{}", fastrand::u64(..)));
-                    fs::hard_link(&target, &tmp)
-                        .and_then(|()| fs::rename(&tmp, &prev))
-                        .map_err(|e| {
-                            let _ = fs::remove_file(&tmp);
-                            HookError::Failed(format!(
-                                "cannot keep the previous {}: {e}",
-                                clean.display()
-                            ))
-                        })?;
-                    Some(prev)
-                }
-                None => None,
-            };
+        let (root, rel) = self.grant.write_root(&clean).ok_or_else(|| {
+            HookError::InvalidArgument(format!("{} names no file", clean.display()))
+        })?;
+        let first_write = !self.rec().written.iter().any(|w| w.path == clean);
+        let replaced = beneath::replace(
+            root,
+            rel,
+            data,
+            mode,
+            first_write.then_some(PREVIOUS_SUFFIX),
+        );
+        if let Some(previous) = replaced.previous {
             self.rec().written.push(Written {
-                path: target.clone(),
+                path: clean.clone(),
+                root: root.to_path_buf(),
                 previous,
             });
         }
-        let tmp = with_suffix(&target, &format!(".tlsward-tmp-{}", fastrand::u64(..)));
-        let result = (|| -> std::io::Result<()> {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(mode)
-                .open(&tmp)?;
-            f.set_permissions(fs::Permissions::from_mode(mode))?;
-            if let Some(m) = &existing {
-                // Keep the owner and group of the file being replaced (a key readable by
-                // the service's group stays so); only root can do this, so best effort.
-                let _ = std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()));
-            }
-            f.write_all(data)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &target)?;
-            fs::File::open(&real_parent)?.sync_all()
-        })();
-        result.map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            HookError::Failed(format!("cannot write {}: {e}", clean.display()))
+        replaced.result.map_err(|e| match e {
+            beneath::Error::LinkOnTheWay(link) => HookError::AccessDenied(format!(
+                "{} passes through a symbolic link ({}); hooks write through real \
+                 directories beneath write_paths only",
+                clean.display(),
+                link.display()
+            )),
+            beneath::Error::LinkAtTheEnd(_) => HookError::AccessDenied(format!(
+                "{} is a symbolic link; hooks replace regular files only",
+                clean.display()
+            )),
+            beneath::Error::NotADirectory(_)
+            | beneath::Error::NotAFile(_)
+            | beneath::Error::BadPath(_) => HookError::InvalidArgument(e.to_string()),
+            beneath::Error::Io(..) => HookError::Failed(e.to_string()),
         })
     }
 
@@ -421,12 +429,6 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
-}
-
 fn truncate(bytes: &[u8]) -> String {
     let cut = bytes.len().min(MAX_COMMAND_OUTPUT);
     let mut s = String::from_utf8_lossy(&bytes[..cut]).into_owned();
@@ -446,6 +448,12 @@ pub(crate) fn run_command(
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| HookError::InvalidArgument("empty argv".into()))?;
+    // Checked at config load too; here for grants built in code and for rollback's re-runs.
+    if !program.starts_with('/') {
+        return Err(HookError::InvalidArgument(format!(
+            "{program:?} is not an absolute path"
+        )));
+    }
     rt.block_on(async {
         let child = tokio::process::Command::new(program)
             .args(args)
@@ -475,6 +483,7 @@ pub(crate) fn run_command(
 
 impl Host for State {
     fn log(&mut self, level: LogLevel, message: String) {
+        let message = capped(message);
         let (before, after) = {
             let mut rec = self.rec();
             let before = rec.log_bytes;
@@ -495,7 +504,7 @@ impl Host for State {
             LogLevel::Error => error!(hook = %hook, endpoint = %endpoint, "{message}"),
         }
         let level = format!("{level:?}").to_lowercase();
-        self.rec().calls.push(HostCall {
+        self.rec().push(HostCall {
             function: "log",
             args: level,
             outcome: message,
@@ -606,15 +615,29 @@ pub(crate) fn roll_back(
 ) -> Rollback {
     let mut out = Rollback::default();
     for w in written.iter().rev() {
-        let r = match &w.previous {
-            Some(prev) => fs::rename(prev, &w.path).map(|()| out.restored.push(w.path.clone())),
-            None => match fs::remove_file(&w.path) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                r => r.map(|()| out.removed.push(w.path.clone())),
-            },
+        let Ok(rel) = w.path.strip_prefix(&w.root) else {
+            out.errors.push(format!(
+                "{}: not beneath {}",
+                w.path.display(),
+                w.root.display()
+            ));
+            continue;
         };
-        if let Err(e) = r {
-            out.errors.push(format!("{}: {e}", w.path.display()));
+        let previous = w.previous.as_deref().and_then(Path::file_name);
+        match beneath::restore(&w.root, rel, previous) {
+            Ok(beneath::Restored::Renamed) => out.restored.push(w.path.clone()),
+            Ok(beneath::Restored::Removed) => out.removed.push(w.path.clone()),
+            Ok(beneath::Restored::Absent) => {}
+            Err(e) if e.is_link() => {
+                let e = format!(
+                    "{}: not put back: {e} (replaced since the hook wrote it; rollback goes \
+                     through real directories only)",
+                    w.path.display()
+                );
+                warn!(error = %e, "rollback refused");
+                out.errors.push(e);
+            }
+            Err(e) => out.errors.push(format!("{}: {e}", w.path.display())),
         }
     }
     let deadline = Instant::now() + limit;
@@ -642,4 +665,50 @@ pub(crate) fn roll_back(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts_are_capped_at_a_character_boundary() {
+        assert_eq!(capped("short".into()), "short");
+        let exact = "x".repeat(MAX_MESSAGE);
+        assert_eq!(capped(exact.clone()), exact);
+        // A 3-byte character straddles the cap: cut before it.
+        let text = format!("{}€tail", "x".repeat(MAX_MESSAGE - 1));
+        let kept = capped(text.clone());
+        assert_eq!(
+            kept,
+            format!(
+                "{} [{} more bytes dropped]",
+                "x".repeat(MAX_MESSAGE - 1),
+                text.len() - (MAX_MESSAGE - 1)
+            )
+        );
+    }
+
+    #[test]
+    fn programs_run_only_by_absolute_path() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        for argv in [["bin/true"], ["true"]] {
+            let argv: Vec<String> = argv.iter().map(|s| (*s).to_owned()).collect();
+            let e = run_command(rt.handle(), &argv, Duration::from_secs(60)).unwrap_err();
+            assert!(
+                matches!(&e, HookError::InvalidArgument(m) if m.contains("is not an absolute path")),
+                "{e:?}"
+            );
+        }
+        let ok = run_command(
+            rt.handle(),
+            &["/bin/true".to_owned()],
+            Duration::from_secs(60),
+        );
+        assert_eq!(ok.map(|o| o.exit_code).ok(), Some(0));
+    }
 }

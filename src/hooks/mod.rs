@@ -12,6 +12,7 @@
 //! Owns: the wasmtime engine, the host functions, format conversion. Knows nothing of the
 //! store, the reconciler, metrics or the config file.
 
+mod beneath;
 pub mod convert;
 pub mod grant;
 pub mod host;
@@ -133,9 +134,11 @@ fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
 pub struct HookRun {
     /// The hook's name.
     pub hook: String,
-    /// The hook's summary, or why it failed.
+    /// The hook's summary, or why it failed (a guest's own text capped at
+    /// [`host::MAX_MESSAGE`] bytes).
     pub outcome: Result<String, HookFailure>,
-    /// Every host call, in order.
+    /// Every host call, in order: the first [`host::MAX_CALLS`], then one `dropped` entry
+    /// counting the rest.
     pub calls: Vec<HostCall>,
     /// What the guest wrote to stdout and stderr (bounded).
     pub output: String,
@@ -415,10 +418,11 @@ impl Hooks {
                     instance.and_then(|hook| hook.call_deploy(&mut store, &bundle, &settings));
                 let call = t.elapsed();
                 let refused = store.data().memory.refused;
+                // The guest's own texts, capped like its log lines.
                 let outcome = match result {
-                    Ok(Ok(summary)) => Ok(summary),
-                    Ok(Err(msg)) if refused => Err(HookFailure::OutOfMemory(msg)),
-                    Ok(Err(msg)) => Err(HookFailure::Hook(msg)),
+                    Ok(Ok(summary)) => Ok(host::capped(summary)),
+                    Ok(Err(msg)) if refused => Err(HookFailure::OutOfMemory(host::capped(msg))),
+                    Ok(Err(msg)) => Err(HookFailure::Hook(host::capped(msg))),
                     Err(e) => Err(classify(&e, refused, timeout)),
                 };
                 let _ = tx.send((outcome, instantiate, call));
@@ -448,7 +452,7 @@ impl Hooks {
         output.push_str(&String::from_utf8_lossy(&stderr.contents()));
         run.output = output;
         let mut rec = record.lock().unwrap_or_else(PoisonError::into_inner);
-        run.calls = std::mem::take(&mut rec.calls);
+        run.calls = rec.take_calls();
         run.written = std::mem::take(&mut rec.written);
         run.commands = std::mem::take(&mut rec.commands);
         run.denied = rec.denied;
@@ -480,12 +484,12 @@ fn classify(e: &wasmtime::Error, memory_refused: bool, timeout: Duration) -> Hoo
             HookFailure::Timeout(humantime::format_duration(timeout).to_string())
         }
         Some(Trap::StackOverflow) => HookFailure::Trap("stack overflow".into()),
-        _ if memory_refused => HookFailure::OutOfMemory(format!("{e:#}")),
+        _ if memory_refused => HookFailure::OutOfMemory(host::capped(format!("{e:#}"))),
         Some(t) => HookFailure::Trap(t.to_string()),
         None if format!("{e:#}").contains("exceeds memory limits") => {
-            HookFailure::OutOfMemory(format!("{e:#}"))
+            HookFailure::OutOfMemory(host::capped(format!("{e:#}")))
         }
-        None => HookFailure::Trap(format!("{e:#}")),
+        None => HookFailure::Trap(host::capped(format!("{e:#}"))),
     }
 }
 

@@ -1,8 +1,11 @@
 //! The HTTP client under instant-acme, wrapped to keep what instant-acme drops: the
 //! `Retry-After` of an error answer (RFC 8555 §6.6: rate limits; RFC 9110 §10.2.3), so a
-//! rate-limited order is retried when the CA says, not sooner.
+//! rate-limited order is retried when the CA says, not sooner; and the status of the last
+//! answer, which instant-acme does not keep when the body is no problem document (a resumed
+//! order the CA no longer has may come back as a bare 404).
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -27,6 +30,23 @@ impl RetryAfter {
     }
 }
 
+/// The HTTP status of the last answer from the CA. The issuer's requests run one at a time,
+/// so right after a failed request this is that request's status.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LastStatus(Arc<AtomicU16>);
+
+impl LastStatus {
+    /// The last status seen, if any answer came.
+    pub(crate) fn get(&self) -> Option<u16> {
+        Some(self.0.load(Ordering::SeqCst)).filter(|s| *s != 0)
+    }
+
+    /// Forgets the last status (before a request whose answer is to be judged).
+    pub(crate) fn clear(&self) {
+        self.0.store(0, Ordering::SeqCst);
+    }
+}
+
 /// Parses `Retry-After`: delay-seconds or an HTTP-date.
 pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
@@ -48,10 +68,12 @@ pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration
     )
 }
 
-/// Wraps an [`HttpClient`] and records `Retry-After` on 429 and 503 answers.
+/// Wraps an [`HttpClient`] and records `Retry-After` on 429 and 503 answers, and the status
+/// of every answer.
 pub(crate) struct Recording {
     inner: Box<dyn HttpClient>,
     retry_after: RetryAfter,
+    status: LastStatus,
     now: fn() -> SystemTime,
 }
 
@@ -59,11 +81,13 @@ impl Recording {
     pub(crate) fn new(
         inner: Box<dyn HttpClient>,
         retry_after: RetryAfter,
+        status: LastStatus,
         now: fn() -> SystemTime,
     ) -> Self {
         Self {
             inner,
             retry_after,
+            status,
             now,
         }
     }
@@ -75,10 +99,11 @@ impl HttpClient for Recording {
         req: Request<BodyWrapper<Bytes>>,
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
         let fut = self.inner.request(req);
-        let (record, now) = (self.retry_after.clone(), self.now);
+        let (record, seen, now) = (self.retry_after.clone(), self.status.clone(), self.now);
         Box::pin(async move {
             let rsp = fut.await?;
             let status = rsp.parts.status.as_u16();
+            seen.0.store(status, Ordering::SeqCst);
             let retry = rsp
                 .parts
                 .headers

@@ -9,20 +9,22 @@ mod dns01;
 mod http;
 pub(crate) use http::tls_client_config;
 mod http01;
+mod resume;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
-    NewOrder, OrderStatus, RetryPolicy,
+    Account, AccountCredentials, AuthorizationStatus, ChallengeStatus, ChallengeType, Identifier,
+    NewAccount, NewOrder, Order, OrderStatus, RetryPolicy,
 };
 use serde_json::{Value, json};
-use tracing::info;
+use tracing::{info, warn};
 
 pub use dns01::{Dns01, Rfc2136Settings};
 pub use http::https_client;
 pub use http01::Http01Responder;
+pub use resume::{AbandonReason, ORDER_LIFETIME, Resumed, Resumption};
 
 use rustls_pki_types::pem::PemObject;
 
@@ -115,6 +117,10 @@ pub enum IssueError {
     /// The order did not become ready or valid in time.
     #[error("the order did not complete in time")]
     Timeout,
+    /// The CA sent a certificate tlsward cannot use: no parsable leaf, or not for the key the
+    /// order's CSR was made with.
+    #[error("unusable certificate from the CA: {0}")]
+    BadCertificate(String),
     /// The order became invalid (a challenge failed).
     #[error("the order became {0}")]
     Invalid(String),
@@ -139,11 +145,29 @@ impl IssueError {
             Self::Problem { kind, .. } if kind.ends_with(":rateLimited") => "rate_limited",
             Self::Problem { .. } => "ca_problem",
             Self::Timeout => "timeout",
+            Self::BadCertificate(_) => "bad_certificate",
             Self::Invalid(_) => "challenge_failed",
             Self::NoChallenge(_) => "no_challenge",
             Self::Dns(_) => "dns_update",
             Self::Store(_) => "store",
             Self::Client(_) => "client",
+        }
+    }
+
+    /// Whether the error says nothing about the order itself: no answer (network, timeout),
+    /// the store failing, or the CA failing or asking to wait (a 5xx problem, a rate limit).
+    /// Any other problem document is the CA's verdict.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Timeout | Self::Client(_) | Self::Store(_) => true,
+            Self::Problem { kind, document, .. } => {
+                kind.ends_with(":rateLimited")
+                    || kind.ends_with(":badNonce")
+                    || document["status"].as_u64().is_some_and(|s| s >= 500)
+            }
+            Self::BadCertificate(_) | Self::Invalid(_) | Self::NoChallenge(_) | Self::Dns(_) => {
+                false
+            }
         }
     }
 
@@ -223,6 +247,8 @@ pub struct Issuer {
     settings: AcmeSettings,
     responder: Http01Responder,
     retry_after: http::RetryAfter,
+    /// The status of the CA's last answer.
+    status: http::LastStatus,
     /// Whether the CA's directory offers ARI (`renewalInfo`).
     ari: bool,
 }
@@ -276,7 +302,8 @@ impl Issuer {
         http: Box<dyn instant_acme::HttpClient>,
     ) -> Result<Self, IssueError> {
         let retry_after = http::RetryAfter::default();
-        let recording = http::Recording::new(http, retry_after.clone(), || {
+        let status = http::LastStatus::default();
+        let recording = http::Recording::new(http, retry_after.clone(), status.clone(), || {
             crate::clock::SystemClock.now()
         });
         let client = std::sync::Mutex::new(Some(recording));
@@ -332,6 +359,7 @@ impl Issuer {
             settings,
             responder,
             retry_after,
+            status,
             ari,
         })
     }
@@ -344,8 +372,14 @@ impl Issuer {
     /// Orders a certificate for `spec`, answers its challenges, and stores the new version
     /// with its key sealed. Every step is journaled; a failure keeps the CA's problem document.
     ///
+    /// Orders of `spec` a crash left pending are resumed first ([`Self::resume`]): when one
+    /// yields the newest version, that is the issuance and no new order is placed; while the
+    /// CA cannot say what became of one, no new order is placed either (the CA may have
+    /// issued it: ordering again would spend its duplicate-certificate limit).
+    ///
     /// `replaces` is the ARI identifier of the version this one renews: sent as the order's
-    /// `replaces` (RFC 9773 §5) when the CA offers ARI.
+    /// `replaces` (RFC 9773 §5) when the CA offers ARI. A CA that refuses the replacement
+    /// gets the order again without it, journaled as `order.replaces_refused`.
     pub async fn issue(
         &self,
         spec: &CertificateSpec,
@@ -359,43 +393,42 @@ impl Issuer {
             key_type: spec.key_type.as_str().to_owned(),
         };
         store.upsert_certificate(&row, unix(clock))?;
+        let pending = store.pending_orders(Some(&spec.name))?;
+        if !pending.is_empty() {
+            let before = store.latest(&spec.name)?.map(|v| v.id);
+            let resumed = self
+                .resume_certificate(&spec.name, Some(spec), pending, store, clock)
+                .await?;
+            if let Some(latest) = store.latest(&spec.name)?
+                && Some(latest.id) != before
+                && resumed.iter().any(|r| r.stored() == Some(latest.id))
+            {
+                return Ok(latest);
+            }
+            for r in resumed {
+                if let Resumption::Kept(e) | Resumption::Failed(e) = r.outcome {
+                    return Err(e);
+                }
+            }
+        }
         // `replaces` means nothing to a CA without ARI: it is neither sent nor recorded.
         let replaces = replaces.filter(|_| self.ari);
         let order_id = store.begin_order(&spec.name, replaces, unix(clock))?;
-        match self.order(spec, order_id, store, replaces).await {
-            Ok((chain_pem, key)) => {
-                let leaf = rustls_pki_types::CertificateDer::pem_slice_iter(chain_pem.as_bytes())
-                    .next()
-                    .and_then(Result::ok)
-                    .ok_or_else(|| IssueError::Client("the CA sent no certificate".into()))?;
-                let facts =
-                    CertFacts::parse(&leaf).map_err(|e| IssueError::Client(e.to_string()))?;
-                let ari_id = instant_acme::CertificateIdentifier::try_from(&leaf)
-                    .ok()
-                    .map(|c| c.to_string());
-                let version = NewVersion {
-                    certificate: &spec.name,
-                    serial: &facts.serial,
-                    sha256: &facts.sha256,
-                    not_before: facts.not_before.unix_timestamp(),
-                    not_after: facts.not_after.unix_timestamp(),
-                    chain_pem: &chain_pem,
-                    key: &key,
-                    ari_id: ari_id.as_deref(),
-                };
-                let id = store.complete_order(order_id, &version, unix(clock))?;
-                info!(certificate = %spec.name, serial = %facts.serial, not_after = %crate::cert::rfc3339(facts.not_after), "certificate issued");
-                store
-                    .versions(&spec.name)?
-                    .into_iter()
-                    .find(|v| v.id == id)
-                    .ok_or_else(|| IssueError::Client("stored version vanished".into()))
-            }
+        let mut order = match self.place(spec, order_id, store, clock, replaces).await {
+            Ok(order) => order,
             Err(e) => {
                 let e = e.with_retry_after(self.retry_after.take());
                 store.fail_order(order_id, &spec.name, &e.document(), unix(clock))?;
-                Err(e)
+                return Err(e);
             }
+        };
+        match self
+            .run(spec, order_id, &mut order, false, store, clock)
+            .await?
+        {
+            Resumption::Stored(v) => Ok(v),
+            Resumption::Failed(e) | Resumption::Kept(e) => Err(e),
+            Resumption::Abandoned(r) => Err(IssueError::Invalid(r.as_str().to_owned())),
         }
     }
 
@@ -417,13 +450,16 @@ impl Issuer {
         }
     }
 
-    async fn order(
+    /// Places a new order for `spec` and records its URL. A renewal names the version it
+    /// replaces; when the CA refuses that, the order goes again without `replaces`.
+    async fn place(
         &self,
         spec: &CertificateSpec,
         order_id: i64,
         store: &Store,
+        clock: &dyn Clock,
         replaces: Option<&str>,
-    ) -> Result<(String, Secret), IssueError> {
+    ) -> Result<Order, IssueError> {
         let identifiers: Vec<Identifier> = spec
             .domains
             .iter()
@@ -437,7 +473,7 @@ impl Issuer {
                 None => new,
             }
         };
-        let mut order = match replaces {
+        let order = match replaces {
             Some(id) => {
                 let with = plain().replaces(certificate_id(id)?);
                 match self.account.new_order(&with).await {
@@ -445,73 +481,119 @@ impl Issuer {
                     Err(instant_acme::Error::Unsupported(_)) => {
                         self.account.new_order(&plain()).await?
                     }
+                    // The CA will not take this order as a replacement: the identified
+                    // certificate is unknown to it or already replaced, or it disagrees about
+                    // the identifier (Pebble 2.6 looks a serial up by its bytes without the
+                    // leading zero DER gives a serial with the high bit set, so it never finds
+                    // such certificates). The renewal still has to happen: order plainly.
+                    // A rate limit is not about `replaces` and is not worked around.
+                    Err(e @ instant_acme::Error::Api(_)) => {
+                        let refused = IssueError::from(e);
+                        if refused.reason() == "rate_limited" {
+                            return Err(refused);
+                        }
+                        self.retry_after.take();
+                        tracing::warn!(certificate = %spec.name, replaces = id, error = %refused, "the CA refused the order as a replacement; ordering without replaces");
+                        store.drop_order_replaces(
+                            order_id,
+                            &spec.name,
+                            &refused.document(),
+                            unix(clock),
+                        )?;
+                        self.account.new_order(&plain()).await?
+                    }
                     other => other?,
                 }
             }
             None => self.account.new_order(&plain()).await?,
         };
-        store.set_order_url(order_id, order.url())?;
+        store.set_order_url(order_id, &self.settings.directory, order.url())?;
+        Ok(order)
+    }
+
+    /// Takes an order from where it stands to a stored version: answers its pending
+    /// authorizations, finalizes it once ready, downloads the chain and stores it.
+    ///
+    /// The key for the CSR is sealed into the order before finalize is sent (or, when the
+    /// order already has one, that one is used): once the CA may have issued, the key is
+    /// never lost. `sealed` says whether the order has a key already. From then on, a
+    /// [transient](IssueError::is_transient) error (network, timeout, store, a CA server
+    /// error) keeps the order pending, for [`Self::resume`] to ask the CA again instead of
+    /// ordering anew; only the CA's verdict (an invalid order, a refused finalize) or a
+    /// certificate that cannot be used fails it.
+    async fn run(
+        &self,
+        spec: &CertificateSpec,
+        order_id: i64,
+        order: &mut Order,
+        mut sealed: bool,
+        store: &Store,
+        clock: &dyn Clock,
+    ) -> Result<Resumption, IssueError> {
+        let result = match self
+            .finish(spec, order_id, order, &mut sealed, store, clock)
+            .await
+        {
+            Ok((chain, key)) => {
+                self.store_version(&spec.name, order_id, &chain, &key, store, clock)
+            }
+            Err(e) => Err(e),
+        };
+        let e = match result {
+            Ok(v) => return Ok(Resumption::Stored(v)),
+            Err(e) => e.with_retry_after(self.retry_after.take()),
+        };
+        if sealed && e.is_transient() && order.state().status != OrderStatus::Invalid {
+            warn!(certificate = %spec.name, order = order_id, error = %e, "the order is interrupted after finalize; it stays pending and is resumed before any new order");
+            return Ok(Resumption::Kept(e));
+        }
+        store.fail_order(order_id, &spec.name, &e.document(), unix(clock))?;
+        Ok(Resumption::Failed(e))
+    }
+
+    /// Answers what is pending, finalizes, and polls for the chain; returns it with its key.
+    async fn finish(
+        &self,
+        spec: &CertificateSpec,
+        order_id: i64,
+        order: &mut Order,
+        sealed: &mut bool,
+        store: &Store,
+        clock: &dyn Clock,
+    ) -> Result<(String, Secret), IssueError> {
         let mut tokens = Vec::new();
         let mut records: Vec<(String, String)> = Vec::new();
         let result = async {
-            let mut authzs = order.authorizations();
-            while let Some(authz) = authzs.next().await {
-                let mut authz = authz?;
-                match authz.status {
-                    AuthorizationStatus::Pending => {}
-                    AuthorizationStatus::Valid => continue,
-                    other => return Err(IssueError::Invalid(format!("authorization {other:?}"))),
-                }
-                let ident = authz.identifier();
-                let domain = match ident.identifier {
-                    Identifier::Dns(d) => d.clone(),
-                    other => format!("{other:?}"),
-                };
-                match spec.challenge {
-                    ChallengeKind::Http01 => {
-                        let mut challenge = authz
-                            .challenge(ChallengeType::Http01)
-                            .ok_or(IssueError::NoChallenge(domain))?;
-                        let ka = challenge.key_authorization();
-                        self.responder.insert(&challenge.token, ka.as_str());
-                        tokens.push(challenge.token.clone());
-                        challenge.set_ready().await?;
-                    }
-                    ChallengeKind::Dns01 => {
-                        let dns = self.settings.dns01.as_ref().ok_or_else(|| {
-                            IssueError::Dns("no [acme.dns01] server configured".into())
-                        })?;
-                        let mut challenge = authz
-                            .challenge(ChallengeType::Dns01)
-                            .ok_or(IssueError::NoChallenge(domain.clone()))?;
-                        // A wildcard's authorization carries the base name (RFC 8555 §7.1.3).
-                        let owner = format!("_acme-challenge.{domain}");
-                        let value = challenge.key_authorization().dns_value();
-                        dns.add_txt(&owner, &value).await?;
-                        records.push((owner, value));
-                        challenge.set_ready().await?;
-                    }
+            if order.state().status == OrderStatus::Pending {
+                self.answer(spec, order, &mut tokens, &mut records).await?;
+                match order.poll_ready(&self.settings.retry).await? {
+                    OrderStatus::Ready => {}
+                    other => return Err(IssueError::Invalid(format!("{other:?}").to_lowercase())),
                 }
             }
-            match order.poll_ready(&self.settings.retry).await? {
-                OrderStatus::Ready => {}
+            let key = match order.state().status {
+                OrderStatus::Ready => {
+                    let key = match store.order_key(order_id)? {
+                        Some(key) => key,
+                        None => {
+                            let key = new_key(spec.key_type)?;
+                            store.seal_order_key(order_id, &spec.name, &key, unix(clock))?;
+                            key
+                        }
+                    };
+                    *sealed = true;
+                    order.finalize_csr(&csr(spec, &key)?).await?;
+                    key
+                }
+                OrderStatus::Processing | OrderStatus::Valid => {
+                    store.order_key(order_id)?.ok_or_else(|| {
+                        IssueError::BadCertificate("no key is stored with the order".into())
+                    })?
+                }
                 other => return Err(IssueError::Invalid(format!("{other:?}").to_lowercase())),
-            }
-            let alg = match spec.key_type {
-                KeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
-                KeyType::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
             };
-            let key =
-                rcgen::KeyPair::generate_for(alg).map_err(|e| IssueError::Client(e.to_string()))?;
-            let mut params = rcgen::CertificateParams::new(spec.domains.clone())
-                .map_err(|e| IssueError::Client(e.to_string()))?;
-            params.distinguished_name = rcgen::DistinguishedName::new();
-            let csr = params
-                .serialize_request(&key)
-                .map_err(|e| IssueError::Client(e.to_string()))?;
-            order.finalize_csr(csr.der()).await?;
             let chain = order.poll_certificate(&self.settings.retry).await?;
-            Ok((chain, Secret::new(key.serialize_der())))
+            Ok((chain, key))
         }
         .await;
         for t in tokens {
@@ -525,5 +607,186 @@ impl Issuer {
             }
         }
         result
+    }
+
+    /// Publishes the response to each pending authorization's challenge and tells the CA,
+    /// unless it is already validating it (an order resumed after a crash).
+    async fn answer(
+        &self,
+        spec: &CertificateSpec,
+        order: &mut Order,
+        tokens: &mut Vec<String>,
+        records: &mut Vec<(String, String)>,
+    ) -> Result<(), IssueError> {
+        let mut authzs = order.authorizations();
+        while let Some(authz) = authzs.next().await {
+            let mut authz = authz?;
+            match authz.status {
+                AuthorizationStatus::Pending => {}
+                AuthorizationStatus::Valid => continue,
+                other => return Err(IssueError::Invalid(format!("authorization {other:?}"))),
+            }
+            let ident = authz.identifier();
+            let domain = match ident.identifier {
+                Identifier::Dns(d) => d.clone(),
+                other => format!("{other:?}"),
+            };
+            match spec.challenge {
+                ChallengeKind::Http01 => {
+                    let mut challenge = authz
+                        .challenge(ChallengeType::Http01)
+                        .ok_or(IssueError::NoChallenge(domain))?;
+                    let ka = challenge.key_authorization();
+                    self.responder.insert(&challenge.token, ka.as_str());
+                    tokens.push(challenge.token.clone());
+                    if challenge.status == ChallengeStatus::Pending {
+                        challenge.set_ready().await?;
+                    }
+                }
+                ChallengeKind::Dns01 => {
+                    let dns = self.settings.dns01.as_ref().ok_or_else(|| {
+                        IssueError::Dns("no [acme.dns01] server configured".into())
+                    })?;
+                    let mut challenge = authz
+                        .challenge(ChallengeType::Dns01)
+                        .ok_or(IssueError::NoChallenge(domain.clone()))?;
+                    // A wildcard's authorization carries the base name (RFC 8555 §7.1.3).
+                    let owner = format!("_acme-challenge.{domain}");
+                    let value = challenge.key_authorization().dns_value();
+                    dns.add_txt(&owner, &value).await?;
+                    records.push((owner, value));
+                    if challenge.status == ChallengeStatus::Pending {
+                        challenge.set_ready().await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the chain the CA sent against the order's key and stores it as the order's
+    /// version, completing the order.
+    fn store_version(
+        &self,
+        certificate: &str,
+        order_id: i64,
+        chain_pem: &str,
+        key: &Secret,
+        store: &Store,
+        clock: &dyn Clock,
+    ) -> Result<Version, IssueError> {
+        let leaf = rustls_pki_types::CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+            .next()
+            .and_then(Result::ok)
+            .ok_or_else(|| IssueError::BadCertificate("the CA sent no certificate".into()))?;
+        let facts =
+            CertFacts::parse(&leaf).map_err(|e| IssueError::BadCertificate(e.to_string()))?;
+        if !key_matches(key, &leaf) {
+            return Err(IssueError::BadCertificate(
+                "the certificate is not for the order's key".into(),
+            ));
+        }
+        let ari_id = facts.ari_id();
+        let version = NewVersion {
+            certificate,
+            serial: &facts.serial,
+            sha256: &facts.sha256,
+            not_before: facts.not_before.unix_timestamp(),
+            not_after: facts.not_after.unix_timestamp(),
+            chain_pem,
+            key,
+            ari_id: ari_id.as_deref(),
+        };
+        let id = store.complete_order(order_id, &version, unix(clock))?;
+        info!(certificate = %certificate, serial = %facts.serial, not_after = %crate::cert::rfc3339(facts.not_after), "certificate issued");
+        store
+            .version_by_id(id)?
+            .ok_or_else(|| IssueError::Client("stored version vanished".into()))
+    }
+}
+
+/// A new private key of this type, as PKCS#8 DER.
+fn new_key(key_type: KeyType) -> Result<Secret, IssueError> {
+    let alg = match key_type {
+        KeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+        KeyType::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+    };
+    let key = rcgen::KeyPair::generate_for(alg).map_err(|e| IssueError::Client(e.to_string()))?;
+    Ok(Secret::new(key.serialize_der()))
+}
+
+/// A CSR (DER) for `spec`'s names, signed with `key` (PKCS#8 DER).
+fn csr(spec: &CertificateSpec, key: &Secret) -> Result<Vec<u8>, IssueError> {
+    let key = rcgen::KeyPair::try_from(key.expose())
+        .map_err(|e| IssueError::Client(format!("the order's key: {e}")))?;
+    let mut params = rcgen::CertificateParams::new(spec.domains.clone())
+        .map_err(|e| IssueError::Client(e.to_string()))?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    let csr = params
+        .serialize_request(&key)
+        .map_err(|e| IssueError::Client(e.to_string()))?;
+    Ok(csr.der().to_vec())
+}
+
+/// Whether `leaf` certifies the public half of `key` (PKCS#8 DER).
+fn key_matches(key: &Secret, leaf: &[u8]) -> bool {
+    use x509_parser::prelude::FromDer;
+    let Ok(pair) = rcgen::KeyPair::try_from(key.expose()) else {
+        return false;
+    };
+    x509_parser::certificate::X509Certificate::from_der(leaf).is_ok_and(|(_, cert)| {
+        cert.public_key().subject_public_key.data.as_ref() == pair.public_key_raw()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(kind: &str, status: u16) -> IssueError {
+        IssueError::Problem {
+            kind: kind.into(),
+            detail: String::new(),
+            document: json!({ "type": kind, "status": status }),
+            retry_after: None,
+        }
+    }
+
+    /// After finalize, only a transient error keeps an order pending for resumption.
+    #[test]
+    fn the_cas_verdict_is_final_and_a_failure_to_answer_is_not() {
+        let transient = [
+            IssueError::Timeout,
+            IssueError::Client("connection reset".into()),
+            problem("urn:ietf:params:acme:error:serverInternal", 500),
+            problem("urn:ietf:params:acme:error:rateLimited", 429),
+            problem("urn:ietf:params:acme:error:badNonce", 400),
+        ];
+        for e in &transient {
+            assert!(e.is_transient(), "{e}");
+        }
+        let verdicts = [
+            problem("urn:ietf:params:acme:error:badCSR", 400),
+            problem("urn:ietf:params:acme:error:orderNotReady", 403),
+            IssueError::Invalid("invalid".into()),
+            IssueError::BadCertificate("not for the order's key".into()),
+        ];
+        for e in &verdicts {
+            assert!(!e.is_transient(), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_certificate_is_for_the_key_it_certifies_only() {
+        let key = new_key(KeyType::EcdsaP256).unwrap();
+        let other = new_key(KeyType::EcdsaP256).unwrap();
+        let pair = rcgen::KeyPair::try_from(key.expose()).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["k.test".to_owned()])
+            .unwrap()
+            .self_signed(&pair)
+            .unwrap();
+        assert!(key_matches(&key, cert.der()));
+        assert!(!key_matches(&other, cert.der()));
+        assert!(!key_matches(&key, b"not a certificate"));
     }
 }

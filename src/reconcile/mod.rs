@@ -4,6 +4,7 @@
 //! its certificate.
 
 mod deploy;
+mod manual;
 mod plan;
 mod rollout;
 pub mod window;
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 pub use deploy::{CONFIRMATIONS, DeployJob, DeploySettings, Deployer, Finished};
+pub use manual::{RequestError, approve, job_of, pick_run_now, run_now_trigger};
 pub use plan::{CertState, Drift, OrderReason, Plan, drift, plan, point_in_window, renewal_time};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -22,13 +24,13 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
-pub use rollout::job;
-use tokio::sync::Notify;
+pub use rollout::{QueueReason, REGRESSION_FIRST_WAIT, REGRESSION_REQUEUES, job, regression_wait};
+use tokio::sync::{Notify, mpsc};
 use tracing::{error, info, warn};
 
 use crate::clock::Clock;
 use crate::escape::LabelValue;
-use crate::issuer::{AcmeSettings, CertificateSpec, Http01Responder, Issuer};
+use crate::issuer::{AcmeSettings, CertificateSpec, Http01Responder, Issuer, Resumption};
 use crate::schedule::Results;
 use crate::store::Store;
 
@@ -53,18 +55,6 @@ struct ServedWindow {
     sha256: String,
     window: Option<(i64, i64)>,
     next_check: i64,
-}
-
-/// The ARI identifier of a certificate (RFC 9773 §4.1): base64url of the AKI keyIdentifier,
-/// a dot, base64url of the serial number's DER value bytes.
-fn ari_id(leaf: &crate::cert::CertFacts) -> Option<String> {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let aki = leaf.aki.as_ref()?;
-    let serial: Vec<u8> = (0..leaf.serial.len() / 2)
-        .filter_map(|i| u8::from_str_radix(&leaf.serial[2 * i..2 * i + 2], 16).ok())
-        .collect();
-    Some(format!("{}.{}", b64.encode(aki), b64.encode(serial)))
 }
 
 /// A probe target bound to a managed certificate.
@@ -134,6 +124,12 @@ pub struct Reconciler {
     deployer: Deployer,
     /// Deployments running in this process.
     running: Mutex<std::collections::HashSet<i64>>,
+    /// The last regression journaled per endpoint: (version, re-queues, action).
+    regressions: Mutex<HashMap<String, (i64, u32, &'static str)>>,
+    /// Orders by hand for the loop ([`Reconciler::order_now`]).
+    manual_tx: mpsc::Sender<manual::ManualOrder>,
+    /// Their receiving end, taken by [`Reconciler::run`].
+    manual_rx: Mutex<Option<mpsc::Receiver<manual::ManualOrder>>>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -177,6 +173,7 @@ impl Reconciler {
         );
         let deployer = Deployer::new(store.clone(), hooks, clock.clone(), results.clone(), reg);
         deployer.touch(&desired.endpoints);
+        let (manual_tx, manual_rx) = mpsc::channel(manual::MANUAL_ORDERS);
         let me = Arc::new(Self {
             store,
             desired: RwLock::new(desired),
@@ -190,6 +187,9 @@ impl Reconciler {
             metrics,
             deployer,
             running: Mutex::new(std::collections::HashSet::new()),
+            regressions: Mutex::new(HashMap::new()),
+            manual_tx,
+            manual_rx: Mutex::new(Some(manual_rx)),
         });
         me.record_endpoints(&me.desired());
         me.interrupted_deployments();
@@ -242,10 +242,17 @@ impl Reconciler {
             .collect()
     }
 
-    /// Runs until `shutdown` completes: plan, order, sleep until the next deadline.
+    /// Runs until `shutdown` completes: plan, order, sleep until the next deadline or an
+    /// order by hand.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut issuer: Option<(String, Issuer)> = None;
+        let mut manual_rx = self
+            .manual_rx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let mut manual: Vec<manual::ManualOrder> = Vec::new();
         loop {
             let desired = self.desired();
             if !desired.certificates.is_empty()
@@ -261,12 +268,21 @@ impl Reconciler {
                 )
                 .await
                 {
-                    Ok(i) => issuer = Some((desired.acme.directory.clone(), i)),
+                    Ok(i) => {
+                        // Before anything is ordered: what a crash interrupted.
+                        self.resume(&i, &desired).await;
+                        issuer = Some((desired.acme.directory.clone(), i));
+                    }
                     Err(e) => {
                         error!(directory = %desired.acme.directory, error = %e, "cannot reach the ACME account");
                         issuer = None;
                     }
                 }
+            }
+            // Orders by hand first: someone is waiting for them.
+            for order in manual.drain(..) {
+                self.manual_order(order, issuer.as_ref().map(|(_, i)| i), &desired)
+                    .await;
             }
             if let Some((_, iss)) = &issuer {
                 self.refresh_windows(iss, &desired).await;
@@ -293,32 +309,7 @@ impl Reconciler {
                     OrderReason::Missing => None,
                 };
                 info!(certificate = %name, reason = ?reason, "ordering");
-                match iss
-                    .issue(spec, &self.store, self.clock.as_ref(), replaces.as_deref())
-                    .await
-                {
-                    Ok(v) => {
-                        self.retries
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .remove(name);
-                        self.metrics
-                            .orders
-                            .get_or_create(&OrderLabels {
-                                result: "valid",
-                                reason: "none",
-                            })
-                            .inc();
-                        self.metrics
-                            .last_success
-                            .set(unix(self.clock.as_ref()) as f64);
-                        info!(certificate = %name, serial = %v.serial, "stored new version");
-                    }
-                    Err(e) => {
-                        warn!(certificate = %name, error = %e, "order failed");
-                        self.failed(name, e.reason(), e.retry_after());
-                    }
-                }
+                let _ = self.order(iss, spec, replaces.as_deref()).await;
             }
             let now = unix(self.clock.as_ref());
             let planned = plan(&self.states(&desired), now, desired.renew_fraction);
@@ -342,7 +333,80 @@ impl Reconciler {
                 () = &mut shutdown => return,
                 () = tokio::time::sleep(sleep) => {}
                 () = self.notify.notified() => {}
+                Some(order) = async {
+                    match manual_rx.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => manual.push(order),
             }
+        }
+    }
+
+    /// Orders a version of `spec`, counting the result in `tlsward_acme_orders_total` and
+    /// scheduling the retry of a failure.
+    async fn order(
+        &self,
+        issuer: &Issuer,
+        spec: &CertificateSpec,
+        replaces: Option<&str>,
+    ) -> Result<crate::store::Version, crate::issuer::IssueError> {
+        let name = &spec.name;
+        match issuer
+            .issue(spec, &self.store, self.clock.as_ref(), replaces)
+            .await
+        {
+            Ok(v) => {
+                self.retries
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(name);
+                self.metrics
+                    .orders
+                    .get_or_create(&OrderLabels {
+                        result: "valid",
+                        reason: "none",
+                    })
+                    .inc();
+                self.metrics
+                    .last_success
+                    .set(unix(self.clock.as_ref()) as f64);
+                info!(certificate = %name, serial = %v.serial, "stored new version");
+                Ok(v)
+            }
+            Err(e) => {
+                warn!(certificate = %name, error = %e, "order failed");
+                self.failed(name, e.reason(), e.retry_after());
+                Err(e)
+            }
+        }
+    }
+
+    /// Resumes the orders a crash left pending, counting each that ends in
+    /// `tlsward_acme_orders_total` (`abandoned` with its reason, for those that cannot
+    /// complete).
+    async fn resume(&self, issuer: &Issuer, desired: &Desired) {
+        let resumed = match issuer
+            .resume(&self.store, self.clock.as_ref(), &desired.certificates)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                error!(error = %e, "cannot resume the interrupted orders");
+                return;
+            }
+        };
+        for r in resumed {
+            let (result, reason) = match &r.outcome {
+                Resumption::Stored(_) => ("valid", "none"),
+                Resumption::Abandoned(why) => ("abandoned", why.as_str()),
+                Resumption::Failed(e) => ("failed", e.reason()),
+                Resumption::Kept(_) => continue,
+            };
+            self.metrics
+                .orders
+                .get_or_create(&OrderLabels { result, reason })
+                .inc();
         }
     }
 
@@ -418,7 +482,7 @@ impl Reconciler {
                     let facts = state.last.first()?.outcome.as_ref().ok()?;
                     Some((
                         state.spec.name.clone(),
-                        (facts.leaf.sha256.clone(), ari_id(&facts.leaf)?),
+                        (facts.leaf.sha256.clone(), facts.leaf.ari_id()?),
                     ))
                 })
                 .collect()

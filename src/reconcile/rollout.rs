@@ -1,8 +1,15 @@
 //! The reconciler's side of deployments: queue a deployment when an endpoint with a hook
 //! does not serve the latest version, start it when its window opens (or at once in an
 //! emergency, or when approved), and export the queue as metrics.
+//!
+//! When a deployment is queued is one pure rule, `decide`: a version is queued once per
+//! endpoint, and once more each time the endpoint *regresses* after a verified deployment of
+//! it (an appliance reset to its old certificate), at most [`REGRESSION_REQUEUES`] times and
+//! each time after a longer wait ([`regression_wait`]). A failed or rolled back deployment is
+//! never queued again by itself.
 
 use std::sync::{Arc, PoisonError};
+use std::time::Duration;
 
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -18,6 +25,154 @@ use crate::store::Deployment;
 const UNPROBED_RECHECK: i64 = 1;
 /// How often drift of endpoints with hooks is looked at, besides renewals.
 const DRIFT_RECHECK: i64 = 30;
+
+/// How many times a regression of one version on one endpoint is queued again, at most; after
+/// that the endpoint drifts until an operator acts (`tlsward deploy run-now ENDPOINT`).
+pub const REGRESSION_REQUEUES: u32 = 5;
+/// How long after the verification a regression waits before its first re-queue; each later
+/// one waits twice as long as the one before (1 h, 2 h, 4 h, 8 h, 16 h), so something that
+/// keeps putting the old certificate back is not fought every few seconds.
+pub const REGRESSION_FIRST_WAIT: Duration = Duration::from_secs(3600);
+
+/// Why a deployment was queued, as the queue records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QueueReason {
+    /// A version not yet deployed there, and the endpoint serves an older one tlsward issued.
+    Renewed,
+    /// A version not yet deployed there, and the endpoint serves a certificate tlsward never
+    /// issued.
+    Foreign,
+    /// A version not yet deployed there, and the endpoint could not be probed.
+    Unreachable,
+    /// The version was verified there, and the endpoint serves another certificate since.
+    Regressed,
+    /// An operator asked for it (`tlsward deploy run-now ENDPOINT`).
+    Manual,
+}
+
+impl QueueReason {
+    /// Every reason, in declaration order.
+    pub const ALL: [Self; 5] = [
+        Self::Renewed,
+        Self::Foreign,
+        Self::Unreachable,
+        Self::Regressed,
+        Self::Manual,
+    ];
+
+    /// The stable name stored in the queue and shown by `deploy list`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Renewed => "renewed",
+            Self::Foreign => "foreign",
+            Self::Unreachable => "unreachable",
+            Self::Regressed => "regressed",
+            Self::Manual => "manual",
+        }
+    }
+}
+
+/// What the queue holds about the latest version on one endpoint: its newest deployment
+/// there that was not superseded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Previous {
+    /// It was never queued there.
+    Never,
+    /// It is waiting, approved or running.
+    Open,
+    /// It failed or was rolled back: an operator decides.
+    Failed,
+    /// It was verified there at this time (unix seconds).
+    Verified {
+        /// When.
+        at: i64,
+    },
+}
+
+impl Previous {
+    /// From the newest deployment of the version to the endpoint that was not superseded.
+    fn of(d: Option<&Deployment>) -> Self {
+        match d.map(|d| (d.state.as_str(), d.updated_at)) {
+            None => Self::Never,
+            Some(("verified", at)) => Self::Verified { at },
+            Some(("waiting" | "approved" | "running", _)) => Self::Open,
+            Some(_) => Self::Failed,
+        }
+    }
+}
+
+/// What [`decide`] says to do for one endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Decision {
+    /// Nothing: it serves the latest version, or it is queued already, or its deployment
+    /// failed, or a regression cannot be told from an outage (an address did not answer).
+    Nothing,
+    /// Queue the latest version, for this reason.
+    Queue(QueueReason),
+    /// A regression, queued again no sooner than `until` (unix seconds).
+    Held {
+        /// The earliest re-queue.
+        until: i64,
+        /// Re-queues of this version there so far.
+        requeues: u32,
+    },
+    /// A regression that has been queued again [`REGRESSION_REQUEUES`] times already.
+    Capped,
+}
+
+/// The wait before the regression re-queue that follows `requeues` earlier ones.
+pub const fn regression_wait(requeues: u32) -> Duration {
+    let factor = 1u64 << (if requeues < 16 { requeues } else { 16 });
+    Duration::from_secs(REGRESSION_FIRST_WAIT.as_secs().saturating_mul(factor))
+}
+
+/// When to queue the latest version for an endpoint: `served` is the drift of what each of
+/// its addresses served at the last probe, `previous` what the queue holds for the version
+/// there, `requeues` how often it was queued there because of a regression.
+pub(super) fn decide(served: &[Drift], previous: Previous, requeues: u32, now: i64) -> Decision {
+    if !served.is_empty() && served.iter().all(|d| *d == Drift::InSync) {
+        return Decision::Nothing;
+    }
+    match previous {
+        Previous::Never => {
+            let reason = match worst(served) {
+                Drift::Stale | Drift::InSync => QueueReason::Renewed,
+                Drift::Foreign => QueueReason::Foreign,
+                Drift::Missing => QueueReason::Unreachable,
+            };
+            Decision::Queue(reason)
+        }
+        Previous::Open | Previous::Failed => Decision::Nothing,
+        // A regression is seen, not guessed: every address answered, with another leaf.
+        Previous::Verified { .. } if served.is_empty() || served.contains(&Drift::Missing) => {
+            Decision::Nothing
+        }
+        Previous::Verified { .. } if requeues >= REGRESSION_REQUEUES => Decision::Capped,
+        Previous::Verified { at } => {
+            let wait = i64::try_from(regression_wait(requeues).as_secs()).unwrap_or(i64::MAX);
+            let until = at.saturating_add(wait);
+            if now >= until {
+                Decision::Queue(QueueReason::Regressed)
+            } else {
+                Decision::Held { until, requeues }
+            }
+        }
+    }
+}
+
+/// The worst of several addresses' drifts.
+fn worst(served: &[Drift]) -> Drift {
+    served
+        .iter()
+        .copied()
+        .max_by_key(|d| match d {
+            Drift::InSync => 0,
+            Drift::Missing => 1,
+            Drift::Stale => 2,
+            Drift::Foreign => 3,
+        })
+        .unwrap_or(Drift::Missing)
+}
 
 /// What the last probe of an endpoint's target saw at one address.
 #[derive(Debug, Clone)]
@@ -105,8 +260,10 @@ impl Reconciler {
             let Some(served) = served else {
                 continue;
             };
-            if let Err(err) = self.queue(e, &served, now, at) {
-                error!(endpoint = %e.name, error = %err, "cannot queue a deployment");
+            match self.queue(e, &served, now, at) {
+                Ok(Some(held)) => next = Some(next.map_or(held, |n| n.min(held))),
+                Ok(None) => {}
+                Err(err) => error!(endpoint = %e.name, error = %err, "cannot queue a deployment"),
             }
         }
         let open = match self.store.open_deployments() {
@@ -152,29 +309,19 @@ impl Reconciler {
         next
     }
 
-    /// Queues the latest version for `e` unless `served` (its last probe) is that version
-    /// or it was queued there before.
+    /// Queues the latest version for `e` when [`decide`] says so, from `served` (its last
+    /// probe) and the queue's history of that version there; returns when a regression held
+    /// back may be queued.
     fn queue(
         &self,
         e: &EndpointSpec,
         served: &[Served],
         now: i64,
         at: time::OffsetDateTime,
-    ) -> Result<(), crate::store::StoreError> {
+    ) -> Result<Option<i64>, crate::store::StoreError> {
         let Some(latest) = self.store.latest(&e.certificate)? else {
-            return Ok(());
+            return Ok(None);
         };
-        if !served.is_empty()
-            && served
-                .iter()
-                .all(|s| s.sha256.as_deref() == Some(latest.sha256.as_str()))
-        {
-            return Ok(());
-        }
-        // A version is queued once per endpoint: after a failure, an operator decides.
-        if self.store.deployment_of(&e.name, latest.id)?.is_some() {
-            return Ok(());
-        }
         let versions: Vec<String> = self
             .store
             .versions(&e.certificate)?
@@ -182,31 +329,99 @@ impl Reconciler {
             .map(|v| v.sha256)
             .collect();
         let refs: Vec<&str> = versions.iter().map(String::as_str).collect();
-        let worst = served
+        let drifts: Vec<Drift> = served
             .iter()
             .map(|s| drift(s.sha256.as_deref(), &refs))
-            .max_by_key(|d| match d {
-                Drift::InSync => 0,
-                Drift::Missing => 1,
-                Drift::Stale => 2,
-                Drift::Foreign => 3,
-            })
-            .unwrap_or(Drift::Missing);
-        let reason = match worst {
-            Drift::Stale | Drift::InSync => "renewed",
-            Drift::Foreign => "foreign",
-            Drift::Missing => "unreachable",
+            .collect();
+        if !drifts.is_empty() && drifts.iter().all(|d| *d == Drift::InSync) {
+            return Ok(None);
+        }
+        let history = self.store.deployments_of(&e.name, latest.id)?;
+        let previous = Previous::of(history.iter().rev().find(|d| d.state != "superseded"));
+        let requeues = history
+            .iter()
+            .filter(|d| d.reason == QueueReason::Regressed.as_str())
+            .count() as u32;
+        let reason = match decide(&drifts, previous, requeues, now) {
+            Decision::Nothing => return Ok(None),
+            Decision::Queue(reason) => reason,
+            decision @ (Decision::Held { .. } | Decision::Capped) => {
+                self.regression_noticed(e, &latest, served, decision, requeues, now);
+                return Ok(match decision {
+                    Decision::Held { until, .. } => Some(until),
+                    _ => None,
+                });
+            }
         };
+        if reason == QueueReason::Regressed {
+            self.regression_noticed(e, &latest, served, Decision::Queue(reason), requeues, now);
+        }
         let not_before = e
             .window
             .as_ref()
             .filter(|w| !w.is_open(at))
             .map(|w| w.next_open(at).start.unix_timestamp());
-        let id = self
-            .store
-            .queue_deployment(&e.name, latest.id, reason, not_before, now)?;
-        info!(deployment = id, endpoint = %e.name, reason, window = e.window.as_ref().map(|w| w.name()), "deployment queued");
-        Ok(())
+        let id =
+            self.store
+                .queue_deployment(&e.name, latest.id, reason.as_str(), not_before, now)?;
+        info!(deployment = id, endpoint = %e.name, reason = reason.as_str(), window = e.window.as_ref().map(|w| w.name()), "deployment queued");
+        Ok(None)
+    }
+
+    /// Journals a regression of `latest` on `e` (`deployment.regression`): what is served,
+    /// and whether it is queued again, held until a time, or past the cap. Once per
+    /// endpoint, version, re-queue count and decision, as the rule runs every pass.
+    fn regression_noticed(
+        &self,
+        e: &EndpointSpec,
+        latest: &crate::store::Version,
+        served: &[Served],
+        decision: Decision,
+        requeues: u32,
+        now: i64,
+    ) {
+        let (action, until) = match decision {
+            Decision::Queue(_) => ("queued", None),
+            Decision::Held { until, .. } => ("held", Some(until)),
+            Decision::Capped => ("capped", None),
+            Decision::Nothing => return,
+        };
+        let key = (latest.id, requeues, action);
+        {
+            let mut seen = self
+                .regressions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if seen.get(&e.name) == Some(&key) {
+                return;
+            }
+            seen.insert(e.name.clone(), key);
+        }
+        let detail = json!({
+            "endpoint": e.name,
+            "version": latest.id,
+            "served": served.iter().map(|s| s.sha256.clone()).collect::<Vec<_>>(),
+            "action": action,
+            "requeues": requeues,
+            "max_requeues": REGRESSION_REQUEUES,
+            "requeue_at": until,
+        });
+        match action {
+            "capped" => {
+                error!(endpoint = %e.name, version = latest.id, requeues, "the endpoint went back to another certificate again; not queued any more: `tlsward deploy run-now` after finding what resets it")
+            }
+            _ => {
+                warn!(endpoint = %e.name, version = latest.id, requeues, action, requeue_at = ?until, "the endpoint no longer serves the version verified there")
+            }
+        }
+        if let Err(err) = self.store.journal(
+            now,
+            "deployment.regression",
+            Some(&latest.certificate),
+            &detail,
+        ) {
+            error!(endpoint = %e.name, error = %err, "cannot journal a regression");
+        }
     }
 
     fn start(
@@ -365,6 +580,75 @@ pub fn job(e: &EndpointSpec, desired: &Desired) -> Option<DeployJob> {
 #[cfg(test)]
 mod tests {
     use super::emergency_reason as emergency;
+    use super::{
+        Decision, Drift, Previous, QueueReason, REGRESSION_REQUEUES, decide, regression_wait,
+    };
+
+    #[test]
+    fn the_queue_rule_queues_once_and_again_after_a_regression_with_backoff() {
+        use Decision::{Capped, Held, Nothing, Queue};
+        use Drift::{Foreign, InSync, Missing, Stale};
+        const H: i64 = 3600;
+        let now = 1_800_000_000;
+        let verified = |ago: i64| Previous::Verified { at: now - ago };
+        #[rustfmt::skip]
+        let table: &[(&[Drift], Previous, u32, Decision)] = &[
+            // In sync at every address: nothing, whatever the history.
+            (&[InSync], Previous::Never, 0, Nothing),
+            (&[InSync, InSync], verified(10), 3, Nothing),
+            // Never queued there: queued, the reason from the worst address.
+            (&[Stale], Previous::Never, 0, Queue(QueueReason::Renewed)),
+            (&[InSync, Stale], Previous::Never, 0, Queue(QueueReason::Renewed)),
+            (&[Stale, Foreign], Previous::Never, 0, Queue(QueueReason::Foreign)),
+            (&[Missing], Previous::Never, 0, Queue(QueueReason::Unreachable)),
+            (&[], Previous::Never, 0, Queue(QueueReason::Unreachable)),
+            // Queued or running already; failed or rolled back: an operator decides.
+            (&[Stale], Previous::Open, 0, Nothing),
+            (&[Foreign], Previous::Failed, 0, Nothing),
+            (&[Foreign], Previous::Failed, 2, Nothing),
+            // Verified, and now another certificate: a regression, queued again once the
+            // wait since the verification has passed (1 h, then 2 h, 4 h, ...).
+            (&[Foreign], verified(2 * H), 0, Queue(QueueReason::Regressed)),
+            (&[Stale], verified(H), 0, Queue(QueueReason::Regressed)),
+            (&[InSync, Stale], verified(H), 0, Queue(QueueReason::Regressed)),
+            (&[Foreign], verified(60), 0, Held { until: now - 60 + H, requeues: 0 }),
+            (&[Foreign], verified(H), 1, Held { until: now + H, requeues: 1 }),
+            (&[Foreign], verified(2 * H), 1, Queue(QueueReason::Regressed)),
+            (&[Stale], verified(15 * H), 4, Held { until: now + H, requeues: 4 }),
+            (&[Stale], verified(16 * H), 4, Queue(QueueReason::Regressed)),
+            // At the cap: never again by itself, however long ago.
+            (&[Stale], verified(1000 * H), REGRESSION_REQUEUES, Capped),
+            (&[Stale], verified(1000 * H), REGRESSION_REQUEUES + 3, Capped),
+            // An address that did not answer: an outage is not a regression.
+            (&[Missing], verified(10 * H), 0, Nothing),
+            (&[Foreign, Missing], verified(10 * H), 0, Nothing),
+            (&[], verified(10 * H), 0, Nothing),
+        ];
+        for (i, (served, previous, requeues, want)) in table.iter().enumerate() {
+            assert_eq!(
+                decide(served, *previous, *requeues, now),
+                *want,
+                "row {i}: {served:?} {previous:?} {requeues}"
+            );
+        }
+        // The waits double from one hour and do not overflow.
+        let hours: Vec<u64> = (0..REGRESSION_REQUEUES)
+            .map(|k| regression_wait(k).as_secs() / 3600)
+            .collect();
+        assert_eq!(hours, [1, 2, 4, 8, 16]);
+        assert!(regression_wait(u32::MAX).as_secs() >= regression_wait(15).as_secs());
+        let far = Previous::Verified { at: i64::MAX - 10 };
+        assert!(matches!(decide(&[Stale], far, 0, now), Held { .. }));
+    }
+
+    #[test]
+    fn queue_reasons_have_stable_distinct_names() {
+        let names: Vec<&str> = QueueReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(
+            names,
+            ["renewed", "foreign", "unreachable", "regressed", "manual"]
+        );
+    }
 
     #[test]
     fn emergencies_are_near_expiry_or_an_ari_window_in_the_past() {

@@ -4,8 +4,9 @@
 //! credentials encrypted at rest (age, X25519), orders, endpoints, and an append-only journal.
 //! Versioned migrations (`PRAGMA user_version`). Crash safety: WAL with full sync, and every
 //! issuance recorded in one transaction, so a kill at any point leaves either the old state or
-//! the new one. The database and key files are created 0600. Must not know ACME, HTTP or
-//! probing.
+//! the new one; an order's CSR key is sealed into the order before finalize is sent, so an
+//! interrupted order can still be completed. The database and key files are created 0600.
+//! Must not know ACME, HTTP or probing.
 
 mod crypt;
 
@@ -98,6 +99,13 @@ CREATE TABLE deployments (
 CREATE UNIQUE INDEX deployments_one_open ON deployments(endpoint)
     WHERE state IN ('waiting', 'approved', 'running');
 "#,
+    r#"
+-- Resuming an order after a crash: the directory it was placed with, and the private key its
+-- CSR is made with, sealed before finalize is sent (cleared once the order is over). A status
+-- can now also be 'abandoned' (the problem column then says why).
+ALTER TABLE orders ADD COLUMN directory TEXT;
+ALTER TABLE orders ADD COLUMN key_sealed BLOB;
+"#,
 ];
 
 /// States a deployment can be in while it is still to run.
@@ -114,12 +122,15 @@ pub struct Deployment {
     pub version: i64,
     /// waiting, approved, running, verified, failed, rolled_back or superseded.
     pub state: String,
-    /// Why it was queued.
+    /// Why it was queued: renewed, foreign, unreachable, regressed or manual (the reconciler's
+    /// `QueueReason`).
     pub reason: String,
     /// When its window opens (unix seconds); `None` = at once.
     pub not_before: Option<i64>,
     /// When it was queued.
     pub created_at: i64,
+    /// When its state last changed (for a verified one: when it was verified).
+    pub updated_at: i64,
 }
 
 /// A store problem.
@@ -227,6 +238,26 @@ pub struct NewVersion<'a> {
     pub key: &'a Secret,
     /// ARI identifier.
     pub ari_id: Option<&'a str>,
+}
+
+/// An order still `pending` in the store: interrupted by a crash (or still running in the one
+/// process that placed it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingOrder {
+    /// Row id.
+    pub id: i64,
+    /// The certificate it is for.
+    pub certificate: String,
+    /// The directory it was placed with (`None` for orders recorded before it was kept).
+    pub directory: Option<String>,
+    /// The CA's URL for it, once the CA answered the new-order request.
+    pub url: Option<String>,
+    /// The ARI identifier of the version it replaces, as sent.
+    pub replaces: Option<String>,
+    /// When it was started (unix seconds).
+    pub started_at: i64,
+    /// Whether the private key for its CSR is stored (sealed) with it.
+    pub has_key: bool,
 }
 
 /// The SQLite store.
@@ -673,7 +704,7 @@ impl Store {
     ) -> Result<Vec<Deployment>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
-            "SELECT id, endpoint, version, state, reason, not_before, created_at \
+            "SELECT id, endpoint, version, state, reason, not_before, created_at, updated_at \
              FROM deployments WHERE {filter} ORDER BY id"
         ))?;
         let rows = stmt.query_map(args, |r| {
@@ -685,6 +716,7 @@ impl Store {
                 reason: r.get(4)?,
                 not_before: r.get(5)?,
                 created_at: r.get(6)?,
+                updated_at: r.get(7)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -710,6 +742,16 @@ impl Store {
                 params![endpoint, version],
             )?
             .pop())
+    }
+
+    /// Every deployment of `version` to `endpoint`, superseded ones included, oldest first:
+    /// the history the queue rule reads (how often a regression was queued again).
+    pub fn deployments_of(
+        &self,
+        endpoint: &str,
+        version: i64,
+    ) -> Result<Vec<Deployment>, StoreError> {
+        self.deployments_where("endpoint = ?1 AND version = ?2", params![endpoint, version])
     }
 
     /// The detail recorded with a deployment's last state change.
@@ -800,11 +842,124 @@ impl Store {
         Ok(id)
     }
 
-    /// Records the ACME order URL (so an interrupted order can be found again).
-    pub fn set_order_url(&self, id: i64, url: &str) -> Result<(), StoreError> {
-        self.conn()
-            .execute("UPDATE orders SET url = ?2 WHERE id = ?1", params![id, url])?;
+    /// Records the ACME order URL and the directory it belongs to (so an interrupted order can
+    /// be found again, by the account that placed it).
+    pub fn set_order_url(&self, id: i64, directory: &str, url: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE orders SET url = ?2, directory = ?3 WHERE id = ?1",
+            params![id, url, directory],
+        )?;
         Ok(())
+    }
+
+    /// Seals the private key an order's CSR is made with into the order, with a journal entry,
+    /// in one transaction. Called before finalize is sent: a crash after the CA received it
+    /// leaves the key with the order, so the certificate the CA issues can still be stored.
+    pub fn seal_order_key(
+        &self,
+        id: i64,
+        certificate: &str,
+        key: &Secret,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let sealed = self.crypt.encrypt(key)?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let changed = tx.execute(
+            "UPDATE orders SET key_sealed = ?2 WHERE id = ?1 AND status = 'pending'",
+            params![id, sealed],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::Corrupt(format!("order {id} is not pending")));
+        }
+        journal_in(
+            &tx,
+            now,
+            "order.finalizing",
+            Some(certificate),
+            &serde_json::json!({ "order": id }),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The private key sealed with a pending order, decrypted; `None` when it has none.
+    pub fn order_key(&self, id: i64) -> Result<Option<Secret>, StoreError> {
+        let sealed: Option<Vec<u8>> = self
+            .conn()
+            .query_row(
+                "SELECT key_sealed FROM orders WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        sealed.map(|s| self.crypt.decrypt(&s)).transpose()
+    }
+
+    /// Records that a renewal order went out without `replaces`, because the CA refused the
+    /// order that named the version it replaces (`problem`), with a journal entry.
+    pub fn drop_order_replaces(
+        &self,
+        id: i64,
+        certificate: &str,
+        problem: &Value,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let replaced: Option<String> = tx.query_row(
+            "SELECT replaces FROM orders WHERE id = ?1",
+            params![id],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "UPDATE orders SET replaces = NULL WHERE id = ?1",
+            params![id],
+        )?;
+        journal_in(
+            &tx,
+            now,
+            "order.replaces_refused",
+            Some(certificate),
+            &serde_json::json!({ "order": id, "replaces": replaced, "problem": problem }),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Marks a pending order abandoned: it cannot complete (`reason`, a stable label, and
+    /// `detail`, e.g. the CA's problem document, are kept), with a journal entry, in one
+    /// transaction. Its sealed key, if any, is dropped: no certificate was issued for it.
+    /// Returns false when the order was not pending any more.
+    pub fn abandon_order(
+        &self,
+        id: i64,
+        certificate: &str,
+        reason: &str,
+        detail: &Value,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let document = serde_json::json!({ "reason": reason, "detail": detail });
+        let changed = tx.execute(
+            "UPDATE orders SET status = 'abandoned', finished_at = ?2, problem = ?3, key_sealed = NULL
+             WHERE id = ?1 AND status = 'pending'",
+            params![id, now, document.to_string()],
+        )?;
+        if changed == 0 {
+            return Ok(false);
+        }
+        journal_in(
+            &tx,
+            now,
+            "order.abandoned",
+            Some(certificate),
+            &serde_json::json!({ "order": id, "reason": reason, "detail": detail }),
+        )?;
+        tx.commit()?;
+        Ok(true)
     }
 
     /// Marks an order failed with the CA's problem document.
@@ -818,7 +973,8 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
-            "UPDATE orders SET status = 'failed', finished_at = ?2, problem = ?3 WHERE id = ?1",
+            "UPDATE orders SET status = 'failed', finished_at = ?2, problem = ?3, key_sealed = NULL
+             WHERE id = ?1",
             params![id, now, problem.to_string()],
         )?;
         journal_in(
@@ -850,7 +1006,7 @@ impl Store {
         )?;
         let id = tx.last_insert_rowid();
         tx.execute(
-            "UPDATE orders SET status = 'valid', finished_at = ?2 WHERE id = ?1",
+            "UPDATE orders SET status = 'valid', finished_at = ?2, key_sealed = NULL WHERE id = ?1",
             params![order, now],
         )?;
         journal_in(
@@ -864,13 +1020,28 @@ impl Store {
         Ok(id)
     }
 
-    /// Orders still pending (interrupted by a crash or still running).
-    pub fn pending_orders(&self) -> Result<Vec<(i64, String, Option<String>)>, StoreError> {
+    /// Orders still pending (interrupted by a crash or still running), oldest first,
+    /// optionally only those of one certificate.
+    pub fn pending_orders(
+        &self,
+        certificate: Option<&str>,
+    ) -> Result<Vec<PendingOrder>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT id, certificate, url FROM orders WHERE status = 'pending' ORDER BY id",
+            "SELECT id, certificate, directory, url, replaces, started_at, key_sealed IS NOT NULL
+             FROM orders WHERE status = 'pending' AND (?1 IS NULL OR certificate = ?1) ORDER BY id",
         )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let rows = stmt.query_map(params![certificate], |r| {
+            Ok(PendingOrder {
+                id: r.get(0)?,
+                certificate: r.get(1)?,
+                directory: r.get(2)?,
+                url: r.get(3)?,
+                replaces: r.get(4)?,
+                started_at: r.get(5)?,
+                has_key: r.get(6)?,
+            })
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -1180,6 +1351,105 @@ mod tests {
                 .is_err()
         );
         assert!(format!("{key:?}").contains("bytes") && !format!("{key:?}").contains("PRIVATE"));
+    }
+
+    #[test]
+    fn an_order_keeps_its_sealed_key_until_it_is_over_and_an_abandoned_one_says_why() {
+        let (dir, store) = open();
+        add_www(&store);
+        let key = Secret::new(b"-----ORDER KEY MATERIAL-----".to_vec());
+        let a = store.begin_order("www", Some("AKI.SERIAL"), 2).unwrap();
+        store
+            .set_order_url(a, "https://ca.test/dir", "https://ca.test/order/1")
+            .unwrap();
+        assert_eq!(store.order_key(a).unwrap(), None);
+        store.seal_order_key(a, "www", &key, 3).unwrap();
+        let b = store.begin_order("www", None, 4).unwrap();
+        drop(store);
+        // What a restart finds: both pending, the first with its URL, directory and key.
+        let store = reopen(&dir);
+        let pending = store.pending_orders(Some("www")).unwrap();
+        assert_eq!(
+            pending,
+            [
+                PendingOrder {
+                    id: a,
+                    certificate: "www".into(),
+                    directory: Some("https://ca.test/dir".into()),
+                    url: Some("https://ca.test/order/1".into()),
+                    replaces: Some("AKI.SERIAL".into()),
+                    started_at: 2,
+                    has_key: true,
+                },
+                PendingOrder {
+                    id: b,
+                    certificate: "www".into(),
+                    directory: None,
+                    url: None,
+                    replaces: None,
+                    started_at: 4,
+                    has_key: false,
+                }
+            ]
+        );
+        assert!(store.pending_orders(Some("other")).unwrap().is_empty());
+        assert_eq!(store.order_key(a).unwrap(), Some(key.clone()));
+        let raw = std::fs::read(dir.path().join("state/tlsward.db")).unwrap();
+        let wal = std::fs::read(dir.path().join("state/tlsward.db-wal")).unwrap_or_default();
+        let needle = b"ORDER KEY MATERIAL";
+        assert!(
+            !raw.windows(needle.len()).any(|w| w == needle)
+                && !wal.windows(needle.len()).any(|w| w == needle)
+        );
+        // Abandoned once, with its reason; the second time it is not pending any more.
+        let why = serde_json::json!({ "status": 404 });
+        assert!(store.abandon_order(b, "www", "not_found", &why, 5).unwrap());
+        assert!(!store.abandon_order(b, "www", "not_found", &why, 6).unwrap());
+        let problem: String = store
+            .conn()
+            .query_row(
+                "SELECT status || ' ' || problem FROM orders WHERE id = ?1",
+                [b],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(
+            problem,
+            r#"abandoned {"detail":{"status":404},"reason":"not_found"}"#
+        );
+        // Completing the first stores the version and drops the order's copy of the key.
+        let v = NewVersion {
+            certificate: "www",
+            serial: "01",
+            sha256: "aa",
+            not_before: 5,
+            not_after: 105,
+            chain_pem: "PEM",
+            key: &key,
+            ari_id: None,
+        };
+        let id = store.complete_order(a, &v, 7).unwrap();
+        assert_eq!(store.version_key(id).unwrap(), key);
+        assert_eq!(store.order_key(a).unwrap(), None);
+        assert!(store.pending_orders(None).unwrap().is_empty());
+        assert!(store.seal_order_key(a, "www", &key, 8).is_err());
+        let kinds: Vec<String> = store
+            .journal_entries(Some("www"))
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "order.started",
+                "order.finalizing",
+                "order.started",
+                "order.abandoned",
+                "version.stored"
+            ]
+        );
+        assert!(store.check().unwrap().is_empty());
     }
 
     #[test]

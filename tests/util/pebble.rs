@@ -210,6 +210,18 @@ impl Pebble {
         Ok(pebble)
     }
 
+    /// The serial of every certificate Pebble issued, from its log ("Issued certificate
+    /// serial S for order O"), as Pebble writes them: lowercase hex without leading zeros.
+    pub fn issued_serials(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("pebble.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split("Issued certificate serial ").nth(1))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .map(normal_serial)
+            .collect()
+    }
+
     /// The root Pebble issues under (generated anew at every start), as DER.
     pub async fn issuing_root(&self) -> rustls::pki_types::CertificateDer<'static> {
         use rustls::pki_types::pem::PemObject;
@@ -219,6 +231,17 @@ impl Pebble {
         assert_eq!(r.status, 200, "{}", r.body);
         rustls::pki_types::CertificateDer::from_pem_slice(r.body.as_bytes()).unwrap()
     }
+}
+
+/// A serial in hex as Pebble writes it (no leading zero bytes), whatever the form given (the
+/// store keeps the DER content bytes, with the leading zero a high bit needs).
+pub fn normal_serial(hex: &str) -> String {
+    let hex = hex.to_ascii_lowercase();
+    let mut s = hex.as_str();
+    while s.len() > 2 && s.starts_with("00") {
+        s = &s[2..];
+    }
+    s.to_owned()
 }
 
 async fn wait_port(port: u16, dir: &Path) -> Result<(), String> {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::Validator;
 use crate::config::raw::RawConfig;
-use crate::hooks::grant::{DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT};
+use crate::hooks::grant::{DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, memory_bytes};
 use crate::hooks::{Grant, HookSpec};
 
 impl Validator<'_, '_> {
@@ -50,7 +50,10 @@ impl Validator<'_, '_> {
                 timeout: DEFAULT_TIMEOUT,
             };
             if let Some(mb) = &h.memory_mb {
-                grant.memory_bytes = u64::try_from(*mb.get_ref()).unwrap_or(0) << 20;
+                match memory_bytes(*mb.get_ref()) {
+                    Ok(bytes) => grant.memory_bytes = bytes,
+                    Err(e) => self.p.at(mb, &format!("{key}.memory_mb"), e),
+                }
             }
             if let Some(t) = self.duration(h.timeout.as_ref(), &format!("{key}.timeout")) {
                 grant.timeout = t;

@@ -117,13 +117,53 @@ const stoppers = {
     for (let i = 0; i < 100000; i++) host.log('info', message);
     return 'logged 100000 messages of 1 KiB';
   },
+  // Texts and calls without end: one 100 KB log line, 3000 refused calls, a 1 MiB error.
+  chatter: () => {
+    host.log('info', 'l'.repeat(100000));
+    for (let i = 0; i < 3000; i++) {
+      try {
+        host.writeFile('relative', bytes('x'), 0o600);
+      } catch (e) {
+        if (hostError(e) === null) throw e;
+      }
+    }
+    throw 'e'.repeat(1 << 20);
+  },
   'deep-recursion': () => {
     const down = (n) => down(n + 1) + 1;
     return `recursion returned ${down(0)}`;
   },
 };
 
+// Many legitimate writes, for tests that attack the host from outside while they run (a
+// directory inside the grant swapped for a symbolic link): every outcome is counted and
+// returned as JSON `{ ok, refused: { tag: count }, first }`, never judged here; the test
+// looks at where the files landed. Settings: `dir` (inside the grant), `count`.
+function writeMany(s) {
+  const count = Number(s.count || '200');
+  let ok = 0;
+  let first = null;
+  const refused = {};
+  for (let i = 0; i < count; i++) {
+    const key = i % 2 === 1;
+    const file = key ? `${s.dir}/k${i % 40}.pem` : `${s.dir}/f${i % 40}`;
+    try {
+      if (key) host.writeCert('pem-key', file, 0o600, null);
+      else host.writeFile(file, bytes(`file ${i}\n`), 0o644);
+      ok++;
+    } catch (e) {
+      const r = hostError(e);
+      if (r === null) throw e;
+      const tag = r.slice(0, r.indexOf(':'));
+      refused[tag] = (refused[tag] || 0) + 1;
+      if (first === null) first = r;
+    }
+  }
+  return JSON.stringify({ ok, refused, first });
+}
+
 function run(attack, s, bundle) {
+  if (attack === 'write-many') return writeMany(s);
   if (Object.hasOwn(stoppers, attack)) return stoppers[attack]();
   if (!Object.hasOwn(attacks, attack)) throw `unknown attack ${JSON.stringify(attack)}`;
   const { report, escaped } = attempt(attacks[attack](s));
