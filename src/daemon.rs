@@ -221,7 +221,6 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    info!(version = env!("CARGO_PKG_VERSION"), %listen, config = %opts.config.display(), targets = config.targets.len(), "tlsward serving");
     run(
         listener,
         opts.config.clone(),
@@ -240,6 +239,9 @@ pub async fn run(
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let listen = listener
+        .local_addr()
+        .context("the listener has no address")?;
     let descriptors = Descriptors::now();
     let limits = descriptors.fit_limits(config.http_limits);
     info!(
@@ -317,6 +319,13 @@ pub async fn run(
         clock.clone(),
     ));
     let started_limits = config.http_limits;
+    info!(
+        version = %env!("CARGO_PKG_VERSION"),
+        %listen,
+        config = %path.display(),
+        targets = config.targets.len(),
+        "tlsward serving"
+    );
     scheduler.apply(
         config.targets,
         descriptors.fit_concurrency(config.concurrency),
@@ -395,11 +404,12 @@ fn reload(
                     "server.max_connections, header_timeout and idle_timeout changes take effect at the next start"
                 );
             }
+            let targets = config.targets.len();
             scheduler.apply(
                 config.targets,
                 descriptors.fit_concurrency(config.concurrency),
             );
-            info!(config = %path.display(), "config reloaded");
+            info!(config = %path.display(), targets, "config reloaded");
             Ok(())
         }
         Err(e) => {

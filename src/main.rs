@@ -1,10 +1,10 @@
 //! The `tlsward` binary: parse arguments, set up logging, run, map to an exit code.
 
-use std::io;
+use std::io::{self, IsTerminal};
 use std::process::ExitCode;
 
 use clap::Parser;
-use tlsward::cli::{self, Cli, EXIT_UNKNOWN};
+use tlsward::cli::{self, Cli, ColorWhen, Command, EXIT_UNKNOWN};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -20,14 +20,16 @@ fn main() -> ExitCode {
             };
         }
     };
-    let default = match cli.verbose {
-        0 => "warn",
-        1 => "info",
+    // A daemon logs its lifecycle (started, reloaded) by default; a command only its warnings.
+    let default = match (cli.verbose, &cli.command) {
+        (0, Command::Serve(_)) | (1, _) => "info",
+        (0, _) => "warn",
         _ => "debug",
     };
     let filter = EnvFilter::try_from_env("TLSWARD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_writer(io::stderr)
+        .with_ansi(log_colour(cli.color))
         .with_env_filter(filter)
         .init();
     tracing::debug!(version = env!("CARGO_PKG_VERSION"), "tlsward starting");
@@ -39,6 +41,18 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("{}", cli::render_error(&e));
             ExitCode::from(EXIT_UNKNOWN)
+        }
+    }
+}
+
+/// Whether log lines carry colour: with `--color auto` only on a terminal and without
+/// `NO_COLOR`, so a log file or the journal never holds escape codes.
+fn log_colour(when: ColorWhen) -> bool {
+    match when {
+        ColorWhen::Always => true,
+        ColorWhen::Never => false,
+        ColorWhen::Auto => {
+            io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
         }
     }
 }

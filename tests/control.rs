@@ -132,8 +132,16 @@ async fn cert_renew_goes_through_the_daemon_that_holds_the_http01_port() {
         m.contains("tlsward_acme_orders_total{result=\"valid\",reason=\"none\"} 2"),
         "{m}"
     );
-    // `cert issue` goes the same way (it renews, as it does without a daemon).
+    // `cert issue` of a certificate with a version is refused (renew is the command for a
+    // new one); with --force it goes the same way.
     let issue = tlsward(&["cert", "issue", "site"], &path).await;
+    assert_eq!(issue.status.code(), Some(3), "{issue:?}");
+    assert!(
+        text(&issue.stderr).contains("already has version"),
+        "{issue:?}"
+    );
+    assert_eq!(store.versions("site").unwrap().len(), 2);
+    let issue = tlsward(&["cert", "issue", "--force", "site"], &path).await;
     assert_eq!(issue.status.code(), Some(0), "{issue:?}");
     assert_eq!(store.versions("site").unwrap().len(), 3);
 

@@ -841,7 +841,9 @@ settings = {{ url = "https://127.0.0.1:{liar_api}", token = "tok-l" }}
     .await;
     assert_eq!(honest.serving_sha256(), new_sha);
 
-    // Run now through the daemon: the liar's verification fails, its rollback too.
+    // Run now through the daemon: the liar's verification fails, and no version was ever
+    // verified there, so there is nothing to put back: it ends failed, not as a failed
+    // rollback (the liar still serves its own, valid certificate).
     let out = cli(&["deploy", "run-now", "liar"], &path).await;
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
@@ -859,12 +861,12 @@ settings = {{ url = "https://127.0.0.1:{liar_api}", token = "tok-l" }}
     );
     assert!(stdout.contains("http(POST https://127.0.0.1:"), "{stdout}");
     assert!(stdout.contains("nothing to put back"), "{stdout}");
-    assert!(stdout.trim_end().ends_with(": rolled_back"), "{stdout}");
+    assert!(stdout.trim_end().ends_with(": failed"), "{stdout}");
     // The daemon's own counters moved: these are what the alerts read.
     let m = get(addr, "/metrics").await.body;
     for series in [
-        "tlsward_deployments_total{endpoint=\"liar\",result=\"rolled_back\"} 1",
-        "tlsward_deployment_rollbacks_total{endpoint=\"liar\",result=\"failed\"} 1",
+        "tlsward_deployments_total{endpoint=\"liar\",result=\"failed\"} 1",
+        "tlsward_deployment_rollbacks_total{endpoint=\"liar\",result=\"failed\"} 0",
         "tlsward_deployment_verification_failures_total{endpoint=\"liar\"} 1",
         "tlsward_deployment_failed{endpoint=\"liar\",certificate=\"app\"} 1",
         "tlsward_deployments_total{endpoint=\"honest\",result=\"verified\"} 1",

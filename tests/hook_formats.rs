@@ -80,13 +80,13 @@ impl Subject {
     }
 }
 
-fn openssl(args: &[&str]) -> Command {
+pub fn openssl(args: &[&str]) -> Command {
     let mut cmd = Command::new("openssl");
     cmd.args(args);
     cmd
 }
 
-fn keytool(args: &[&str]) -> Command {
+pub fn keytool(args: &[&str]) -> Command {
     let mut cmd = Command::new(KEYTOOL);
     // English messages whatever the machine's locale, so assertions on the text hold.
     cmd.args(["-J-Duser.language=en", "-J-Duser.country=US"])
@@ -95,10 +95,10 @@ fn keytool(args: &[&str]) -> Command {
 }
 
 /// A finished command's output, as text.
-struct Run {
-    status: std::process::ExitStatus,
-    stdout: String,
-    stderr: String,
+pub struct Run {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
     shown: String,
 }
 
@@ -120,7 +120,7 @@ fn run(cmd: &mut Command) -> Run {
 }
 
 /// Runs `cmd`, which must succeed.
-fn ok(cmd: &mut Command) -> Run {
+pub fn ok(cmd: &mut Command) -> Run {
     let out = run(cmd);
     assert!(
         out.status.success(),

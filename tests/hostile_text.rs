@@ -433,7 +433,9 @@ async fn probe_and_verify_tables_show_peer_escapes_visibly() {
         }
         let (code, out) = tlsward(&args).await;
         assert_eq!(code, 2, "{out}");
-        let plain = assert_terminal_safe(&out, 2);
+        // Two rows, then the summary line.
+        let plain = assert_terminal_safe(&out, 2 + 1);
+        assert!(plain.ends_with(" critical\n"), "{plain}");
         assert!(
             plain.contains(r"Evil \x1b]0;pwned\x07 CA \x1b[2J"),
             "{plain}"
@@ -463,8 +465,9 @@ async fn probe_and_verify_tables_show_peer_escapes_visibly() {
         .to_vec();
         let (code, out) = tlsward(&smtp_args).await;
         assert_eq!(code, 2, "{out}");
-        let plain = assert_terminal_safe(&out, 1);
+        let plain = assert_terminal_safe(&out, 1 + 1);
         assert!(plain.contains(r"\x1b]0;pwned\x07 \x1b[2J go"), "{plain}");
+        assert!(plain.ends_with("0 ok, 0 warning, 1 critical\n"), "{plain}");
 
         let verify_args: Vec<String> = [
             "verify",

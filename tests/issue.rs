@@ -247,7 +247,7 @@ async fn a_crash_mid_issuance_leaves_the_store_consistent() {
     let mut interrupted = 0;
     for delay_ms in [5u64, 20, 60, 120, 200, 300, 450, 700] {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tlsward"))
-            .args(["cert", "issue", "site", "--config"])
+            .args(["cert", "issue", "--force", "site", "--config"])
             .arg(&config)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -272,7 +272,7 @@ async fn a_crash_mid_issuance_leaves_the_store_consistent() {
         interrupted >= 3,
         "only {interrupted} runs were killed mid-way"
     );
-    let done = tlsward(&["cert", "issue", "site"], &config);
+    let done = tlsward(&["cert", "issue", "--force", "site"], &config);
     assert!(done.status.success(), "{done:?}");
     let store = Store::open(&db, &key).unwrap();
     assert!(store.check().unwrap().is_empty());

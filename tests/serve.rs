@@ -364,7 +364,7 @@ async fn web_protection_with_basic_auth_bearer_and_tls() {
         request(
             d.addr,
             "GET",
-            "/-/healthy",
+            "/metrics",
             &[("Authorization", "Bearer t0ken")],
             root
         )
@@ -376,7 +376,7 @@ async fn web_protection_with_basic_auth_bearer_and_tls() {
         request(
             d.addr,
             "GET",
-            "/-/healthy",
+            "/metrics",
             &[("Authorization", "Bearer nope")],
             root
         )
@@ -384,6 +384,26 @@ async fn web_protection_with_basic_auth_bearer_and_tls() {
         .status,
         401
     );
+    // Liveness and readiness answer without credentials (load balancers and orchestrators
+    // send none); everything else stays behind them.
+    assert_eq!(
+        request(d.addr, "GET", "/-/healthy", &[], root).await.status,
+        200
+    );
+    eventually(15, "/-/ready without credentials", || async {
+        request(d.addr, "GET", "/-/ready", &[], root).await.status == 200
+    })
+    .await;
+    for (method, path) in [
+        ("GET", "/probe?target=good.test:1"),
+        ("GET", "/api/targets"),
+        ("GET", "/"),
+        ("POST", "/-/reload"),
+        ("POST", "/-/healthy"),
+    ] {
+        let r = request(d.addr, method, path, &[], root).await;
+        assert_eq!(r.status, 401, "{method} {path} without credentials");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

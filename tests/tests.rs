@@ -79,3 +79,10 @@ mod demo_acme;
 // What an installed tool has: the systemd unit (systemd-analyze), completions, man pages,
 // --version, and the Debian package installed with dpkg, run and purged.
 mod packaging;
+
+// `tlsward cert export` read back by openssl and keytool; `cert issue` on an issued certificate.
+mod cert_export;
+
+// What operators read: plain logs off a terminal, serve's start and reload lines, the probe
+// table at a width with its summary, deploy list/show, rollbacks with nothing to undo.
+mod cli_output;

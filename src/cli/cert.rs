@@ -88,13 +88,12 @@ pub(super) fn run(args: CertArgs) -> anyhow::Result<u8> {
     );
     let (config, remediation, store) = load(&args.file.config, writes)?;
     let mut out = std::io::stdout().lock();
+    if let CertCommand::Issue { name, force: false } = &args.command {
+        refuse_reissue(&store, name)?;
+    }
     match args.command {
         CertCommand::List => {
-            writeln!(
-                out,
-                "{:<20} {:<9} {:<22} {:<22} DOMAINS",
-                "NAME", "VERSIONS", "NOT AFTER", "RENEW AT"
-            )?;
+            let mut rows = Vec::with_capacity(remediation.certificates.len());
             for spec in &remediation.certificates {
                 let versions = store.versions(&spec.name)?;
                 let (not_after, renew) = match versions.first() {
@@ -108,16 +107,19 @@ pub(super) fn run(args: CertArgs) -> anyhow::Result<u8> {
                     ),
                     None => ("-".into(), "now (never issued)".into()),
                 };
-                writeln!(
-                    out,
-                    "{:<20} {:<9} {:<22} {:<22} {}",
-                    spec.name,
-                    versions.len(),
+                rows.push(vec![
+                    spec.name.clone(),
+                    versions.len().to_string(),
                     not_after,
                     renew,
-                    spec.domains.join(",")
-                )?;
+                    spec.domains.join(","),
+                ]);
             }
+            super::output::write_columns(
+                &mut out,
+                &["NAME", "VERSIONS", "NOT AFTER", "RENEW AT", "DOMAINS"],
+                &rows,
+            )?;
         }
         CertCommand::Show { name } => {
             let spec = remediation
@@ -149,7 +151,15 @@ pub(super) fn run(args: CertArgs) -> anyhow::Result<u8> {
                 writeln!(out, "  {} {:<16} {}", time(e.at), e.kind, e.detail)?;
             }
         }
-        CertCommand::Issue { name } | CertCommand::Renew { name } => {
+        CertCommand::Export(export) => {
+            let spec = remediation
+                .certificates
+                .iter()
+                .find(|c| c.name == export.name)
+                .with_context(|| format!("no [[certificate]] named {:?}", export.name))?;
+            super::export::run(&store, spec, &export, &mut out)?;
+        }
+        CertCommand::Issue { name, .. } | CertCommand::Renew { name } => {
             let spec = remediation
                 .certificates
                 .iter()
@@ -208,4 +218,20 @@ pub(super) fn run(args: CertArgs) -> anyhow::Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// `cert issue` orders a certificate's first version; once it has one, a new version is a
+/// renewal, which an operator asks for by name (`cert renew`), not by repeating `issue`.
+fn refuse_reissue(store: &Store, name: &str) -> anyhow::Result<()> {
+    if let Some(v) = store.latest(name)? {
+        bail!(
+            "{name} already has version {} (serial {}, valid until {}): \
+             `tlsward cert renew {name}` orders a new version; \
+             `tlsward cert issue --force {name}` orders one anyway",
+            v.id,
+            v.serial,
+            time(v.not_after)
+        );
+    }
+    Ok(())
 }

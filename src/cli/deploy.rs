@@ -8,7 +8,8 @@ use std::io::Write;
 use anyhow::{Context, bail};
 
 use super::cert::{ask, daemon, load, user};
-use super::{DeployArgs, DeployCommand};
+use super::output;
+use super::{DeployArgs, DeployCommand, ShowFormat};
 use crate::cert::rfc3339;
 use crate::clock::{Clock, SystemClock};
 use crate::control::{self, Reply};
@@ -25,47 +26,75 @@ pub(super) fn run(args: DeployArgs) -> anyhow::Result<u8> {
             } else {
                 store.open_deployments()?
             };
-            writeln!(
-                out,
-                "{:<5} {:<20} {:<10} {:<9} {:<9} {:<16} WINDOW OPENS",
-                "ID", "ENDPOINT", "SHA256", "STATE", "REASON", "WINDOW"
-            )?;
+            let mut table = Vec::with_capacity(rows.len());
             for d in &rows {
                 let spec = remediation.endpoints.iter().find(|e| e.name == d.endpoint);
                 let window = spec.and_then(|e| e.window.as_ref());
                 let sha: String = store
                     .version_by_id(d.version)?
                     .map_or_else(|| "?".into(), |v| v.sha256.chars().take(8).collect());
-                let opens = opens(d, window, now);
-                writeln!(
-                    out,
-                    "{:<5} {:<20} {:<10} {:<9} {:<9} {:<16} {}",
-                    d.id,
-                    d.endpoint,
+                table.push(vec![
+                    d.id.to_string(),
+                    d.endpoint.clone(),
                     sha,
-                    d.state,
-                    d.reason,
-                    window.map_or("-", |w| w.name()),
-                    opens
-                )?;
+                    d.state.clone(),
+                    d.reason.clone(),
+                    window.map_or("-", |w| w.name()).to_owned(),
+                    opens(d, window, now),
+                ]);
             }
+            output::write_columns(
+                &mut out,
+                &[
+                    "ID",
+                    "ENDPOINT",
+                    "SHA256",
+                    "STATE",
+                    "REASON",
+                    "WINDOW",
+                    "WINDOW OPENS",
+                ],
+                &table,
+            )?;
         }
-        DeployCommand::Show { id } => {
+        DeployCommand::Show { id, output } => {
             let Some(d) = store.all_deployments()?.into_iter().find(|d| d.id == id) else {
                 bail!("no deployment {id} (see `tlsward deploy list --all`)");
             };
             let sha = store
                 .version_by_id(d.version)?
                 .map_or_else(|| "?".into(), |v| v.sha256);
-            writeln!(
-                out,
-                "deployment {} to {}: {} ({})",
-                d.id, d.endpoint, d.state, d.reason
-            )?;
-            writeln!(out, "version {} sha256 {sha}", d.version)?;
-            writeln!(out, "queued {}", super::cert::time(d.created_at))?;
             let detail = store.deployment_detail(id)?;
-            writeln!(out, "{}", serde_json::to_string_pretty(&detail)?)?;
+            match output {
+                ShowFormat::Json => {
+                    let shown = serde_json::json!({
+                        "id": d.id,
+                        "endpoint": d.endpoint,
+                        "state": d.state,
+                        "reason": d.reason,
+                        "version": d.version,
+                        "sha256": sha,
+                        "queued_at": super::cert::time(d.created_at),
+                        "not_before": d.not_before.map(super::cert::time),
+                        "detail": detail,
+                    });
+                    serde_json::to_writer_pretty(&mut out, &shown)?;
+                    writeln!(out)?;
+                }
+                ShowFormat::Text => {
+                    writeln!(
+                        out,
+                        "deployment {} to {}: {} ({})",
+                        d.id, d.endpoint, d.state, d.reason
+                    )?;
+                    writeln!(out, "version {} sha256 {sha}", d.version)?;
+                    writeln!(out, "queued {}", super::cert::time(d.created_at))?;
+                    // JSON escapes C0 controls, not C1 or bidi ones: shown visibly too.
+                    for line in serde_json::to_string_pretty(&detail)?.lines() {
+                        writeln!(out, "{}", crate::escape::visible(line))?;
+                    }
+                }
+            }
         }
         DeployCommand::Approve { id } => {
             if let Some(client) = daemon(&config, "approving")? {
@@ -180,11 +209,33 @@ fn print_finished(
         }
     }
     if let Some(v) = detail.get("verification") {
-        writeln!(out, "  verification: {v}")?;
+        writeln!(
+            out,
+            "  verification: {}",
+            crate::escape::visible(&v.to_string())
+        )?;
     }
     if let Some(r) = detail.get("rollback") {
-        writeln!(out, "  rollback: {r}")?;
-        writeln!(out, "  after rollback: {}", detail["after_rollback"])?;
+        match r.get("skipped").and_then(serde_json::Value::as_str) {
+            Some(why) => {
+                writeln!(out, "  rollback: none: {}", crate::escape::visible(why))?;
+                let after = detail["after_rollback"].to_string();
+                writeln!(
+                    out,
+                    "  probed afterwards: {}",
+                    crate::escape::visible(&after)
+                )?;
+            }
+            None => {
+                let after = detail["after_rollback"].to_string();
+                writeln!(
+                    out,
+                    "  rollback: {}",
+                    crate::escape::visible(&r.to_string())
+                )?;
+                writeln!(out, "  after rollback: {}", crate::escape::visible(&after))?;
+            }
+        }
     }
     if let Some(e) = detail.get("error") {
         writeln!(out, "  error: {}", shown(e, ""))?;

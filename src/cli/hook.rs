@@ -73,6 +73,9 @@ pub(super) fn run(args: HookArgs) -> anyhow::Result<u8> {
         for e in &undo.errors {
             writeln!(out, "  rollback: FAILED {e}")?;
         }
+        if let Some(why) = nothing_to_undo(&run) {
+            writeln!(out, "  rollback: {why}")?;
+        }
     }
     Ok(u8::from(run.outcome.is_err()))
 }
@@ -114,6 +117,20 @@ fn check(component: &Path, cache: Option<std::path::PathBuf>) -> anyhow::Result<
     }
 }
 
+/// Why a rollback of `run` does nothing on this host, when it does nothing: a rollback puts
+/// back files and re-runs commands, and a hook that only talked to a device left neither.
+fn nothing_to_undo(run: &HookRun) -> Option<&'static str> {
+    if !run.written.is_empty() || !run.commands.is_empty() {
+        return None;
+    }
+    Some(if run.calls.iter().any(|c| c.function == "http") {
+        "nothing to undo on this host: the hook only made HTTP calls; a device is rolled back \
+         by deploying the previous version to it (a failed deployment does that itself)"
+    } else {
+        "nothing to undo: the hook wrote no files and ran no commands"
+    })
+}
+
 /// The run as a hook author reads it: timings, each host call, output, the result.
 pub(super) fn print_run(
     out: &mut impl Write,
@@ -135,19 +152,27 @@ pub(super) fn print_run(
         t.instantiate,
         t.call
     )?;
+    // What the guest logs and returns, and what a device answered, is shown with control
+    // characters visible: none of it may drive the terminal.
+    let v = crate::escape::visible;
     for c in &run.calls {
         if c.function == "log" {
-            writeln!(out, "  log[{}] {}", c.args, c.outcome)?;
+            writeln!(out, "  log[{}] {}", v(&c.args), v(&c.outcome))?;
         } else {
-            writeln!(out, "  {}({}) -> {}", c.function, c.args, c.outcome)?;
+            writeln!(out, "  {}({}) -> {}", c.function, v(&c.args), v(&c.outcome))?;
         }
     }
     for line in run.output.lines() {
-        writeln!(out, "  | {line}")?;
+        writeln!(out, "  | {}", v(line))?;
     }
     match &run.outcome {
-        Ok(s) => writeln!(out, "result: ok: {s}")?,
-        Err(e) => writeln!(out, "result: failed ({}): {e}", run.reason())?,
+        Ok(s) => writeln!(out, "result: ok: {}", v(s))?,
+        Err(e) => writeln!(
+            out,
+            "result: failed ({}): {}",
+            run.reason(),
+            v(&e.to_string())
+        )?,
     }
     Ok(())
 }

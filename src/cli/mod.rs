@@ -5,6 +5,7 @@
 
 mod cert;
 mod deploy;
+mod export;
 mod generate;
 mod hook;
 mod output;
@@ -32,10 +33,12 @@ pub const EXIT_UNKNOWN: u8 = 3;
     max_term_width = 100
 )]
 pub struct Cli {
-    /// More log output on stderr (-v info, -vv debug); TLSWARD_LOG overrides.
+    /// More log output on stderr (-v info, -vv debug; serve logs info by default);
+    /// TLSWARD_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
-    /// When to use colour: auto, always or never.
+    /// When to colour tables and logs: auto (only on a terminal, and not with NO_COLOR set),
+    /// always or never.
     #[arg(long, value_enum, default_value_t = ColorWhen::Auto, global = true)]
     pub color: ColorWhen,
     /// The command to run.
@@ -213,10 +216,14 @@ pub enum DeployCommand {
         all: bool,
     },
     /// One deployment: its state and what its last step recorded (the hook's calls, the
-    /// verification probes, the error and the rollback), as JSON.
+    /// verification probes, the error and the rollback): a summary and the record's JSON,
+    /// or with `-o json` one JSON object and nothing else (for `jq`).
     Show {
         /// The deployment's id (from `deploy list --all`).
         id: i64,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = ShowFormat::Text)]
+        output: ShowFormat,
     },
     /// Let a waiting deployment run without waiting for its change window.
     Approve {
@@ -255,16 +262,76 @@ pub enum CertCommand {
         /// The certificate's name.
         name: String,
     },
-    /// Order the certificate now.
+    /// Order the certificate's first version now. Refused when it has one already: `renew`
+    /// orders a new version (or pass --force).
     Issue {
         /// The certificate's name.
         name: String,
+        /// Order even though a version exists.
+        #[arg(long)]
+        force: bool,
     },
     /// Order a new version now, whatever its renewal time.
     Renew {
         /// The certificate's name.
         name: String,
     },
+    /// Write a stored version (the newest by default) to a directory, converted as hooks
+    /// convert it. Files holding the private key are created 0600 (never readable by others,
+    /// not even while written); existing files are kept unless --force.
+    ///
+    /// pem: cert.pem (the leaf), chain.pem (the intermediates), fullchain.pem and key.pem
+    /// (PKCS#8), the layout `tlsward hook run --bundle` reads. pkcs12: cert.p12 (AES-256;
+    /// pkcs12-legacy: 3DES for old readers). jks: cert.jks. Their password comes from
+    /// --password-file or --password-env, never the command line (other users can read it).
+    Export(ExportArgs),
+}
+
+/// `tlsward cert export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The certificate's name.
+    pub name: String,
+    /// What to write.
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// The directory to write into (created 0700 if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Read the PKCS#12 or JKS password from this file (its first line).
+    #[arg(long, value_name = "FILE", conflicts_with = "password_env")]
+    pub password_file: Option<PathBuf>,
+    /// Take the PKCS#12 or JKS password from this environment variable.
+    #[arg(long, value_name = "VAR")]
+    pub password_env: Option<String>,
+    /// Export this version (an id from `tlsward cert show`) instead of the newest.
+    #[arg(long, value_name = "ID")]
+    pub version_id: Option<i64>,
+    /// Replace files that exist (atomically: a reader sees the old file or the new one).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// What `cert export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// cert.pem, chain.pem, fullchain.pem and key.pem.
+    Pem,
+    /// cert.p12: PBES2 (AES-256-CBC, PBKDF2-HMAC-SHA-256) with an HMAC-SHA-256 MAC.
+    Pkcs12,
+    /// cert.p12 with 3DES and an HMAC-SHA-1 MAC, for readers that predate PBES2.
+    Pkcs12Legacy,
+    /// cert.jks: a Java KeyStore with one private key entry.
+    Jks,
+}
+
+/// How `deploy show` prints a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShowFormat {
+    /// A summary for people, then the recorded detail as indented JSON.
+    Text,
+    /// One JSON object: the deployment's fields and its recorded detail.
+    Json,
 }
 
 /// `tlsward serve`.

@@ -75,7 +75,8 @@ pub(super) fn run(args: ProbeArgs, color: anstream::ColorChoice) -> anyhow::Resu
         }
         OutputFormat::Table => {
             let mut out = anstream::AutoStream::new(io::stdout().lock(), color);
-            output::write_table(&mut out, &reports, now)?;
+            output::write_table(&mut out, &reports, now, output::table_width())?;
+            writeln!(out, "{}", output::summary(&reports))?;
             out.flush()?;
         }
     }

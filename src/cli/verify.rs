@@ -49,7 +49,12 @@ pub(super) fn run(args: VerifyArgs, color: anstream::ColorChoice) -> anyhow::Res
     let now = OffsetDateTime::from(now);
     let mut out = anstream::AutoStream::new(io::stdout().lock(), color);
     match format {
-        OutputFormat::Table => output::write_table(&mut out, std::slice::from_ref(&report), now)?,
+        OutputFormat::Table => output::write_table(
+            &mut out,
+            std::slice::from_ref(&report),
+            now,
+            output::table_width(),
+        )?,
         OutputFormat::Json => {
             serde_json::to_writer_pretty(&mut out, &crate::probe::report_json(&report, now))?;
             writeln!(out)?;

@@ -151,8 +151,22 @@ fn json(body: Vec<u8>) -> Response<Full<Bytes>> {
     r
 }
 
+/// Whether a request may go without credentials: liveness and readiness, which load
+/// balancers, orchestrators and service managers check without any, and which say nothing
+/// but a fixed word. (Prometheus' own web config protects every path; its users ask for this
+/// exemption, prometheus/exporter-toolkit#111.) Everything else needs credentials when web
+/// auth is on.
+fn open_to_all(req: &Request<Incoming>) -> bool {
+    req.method() == Method::GET && matches!(req.uri().path(), "/-/healthy" | "/-/ready")
+}
+
 async fn route(req: Request<Incoming>, state: &ExporterState) -> Response<Full<Bytes>> {
-    match state.authorized(&req).await {
+    let verdict = if open_to_all(&req) {
+        Verdict::Allowed
+    } else {
+        state.authorized(&req).await
+    };
+    match verdict {
         Verdict::Allowed => {}
         Verdict::Denied => {
             let mut r = text(StatusCode::UNAUTHORIZED, "authentication required\n");

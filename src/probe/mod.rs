@@ -23,7 +23,7 @@ use std::time::Duration;
 
 pub use json::{JsonReport, report_json};
 pub use starttls::{Protocol, StartTlsError, upgrade as starttls_upgrade};
-pub use target::{DEFAULT_PORT, Host, Resolve, Target, TargetError};
+pub use target::{DEFAULT_PORT, Host, Resolve, ResolveError, Target, TargetError};
 pub use tls::{Prober, resolve};
 pub use trust::{ClientIdentity, TrustError, load_trust, read_pem_certs};
 

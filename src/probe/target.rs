@@ -210,11 +210,22 @@ pub struct Resolve {
     pub addrs: Vec<IpAddr>,
 }
 
+/// A `--resolve NAME:PORT:ADDR` that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid --resolve {input}: {why} (expected NAME:PORT:ADDR)")]
+pub struct ResolveError {
+    input: String,
+    why: &'static str,
+}
+
 impl FromStr for Resolve {
-    type Err = TargetError;
+    type Err = ResolveError;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let bad = |why: &str| TargetError::new(input, format!("{why} (expected NAME:PORT:ADDR)"));
+        let bad = |why| ResolveError {
+            input: excerpt(input),
+            why,
+        };
         let (name, rest) = input.split_once(':').ok_or_else(|| bad("missing port"))?;
         let (port, addr) = rest.split_once(':').ok_or_else(|| bad("missing address"))?;
         let port = parse_port(port).ok_or_else(|| bad("bad port"))?;
@@ -352,6 +363,25 @@ mod tests {
         assert_eq!(v6.addrs, ["::1".parse::<IpAddr>().unwrap()]);
         let many: Resolve = "lb.test:443:127.0.0.1,[::1]".parse().unwrap();
         assert_eq!(many.addrs.len(), 2);
+    }
+
+    #[test]
+    fn a_malformed_resolve_is_called_a_resolve_not_a_target() {
+        for (bad, why) in [
+            ("good.test", "missing port"),
+            ("good.test:443", "missing address"),
+            ("good.test:http:127.0.0.1", "bad port"),
+            ("good.test:443:localhost", "bad address"),
+        ] {
+            let err = bad.parse::<Resolve>().unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!("invalid --resolve {bad:?}: {why} (expected NAME:PORT:ADDR)")
+            );
+        }
+        let hostile = format!("a\x1b[2J:{}", "9".repeat(100));
+        let err = hostile.parse::<Resolve>().unwrap_err().to_string();
+        assert!(!err.contains('\x1b') && err.len() < 120, "{err}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use tracing::{error, info, warn};
 
 use super::EndpointSpec;
+use crate::cert::Status;
 use crate::clock::{Clock, unix_seconds};
 use crate::escape::{LabelValue, Visible};
 use crate::hooks::{HookRun, HookSpec, Hooks, Material};
@@ -367,10 +368,7 @@ impl Deployer {
             // API). Put back the version last verified there, through the same hook.
             match self.previous_verified(d) {
                 Some(previous) => self.redeploy(job, previous).await,
-                None => (
-                    false,
-                    json!({ "errors": ["no earlier version was verified on this endpoint: nothing to put back"] }),
-                ),
+                None => return self.nothing_to_put_back(job, detail).await,
             }
         } else {
             return Finished {
@@ -396,6 +394,34 @@ impl Deployer {
             .update(&job.target.key(), after, self.clock.now());
         Finished {
             state: "rolled_back",
+            detail,
+        }
+    }
+
+    /// A hook that only talked to a device failed, and no earlier version was verified on
+    /// the endpoint: there is nothing to put back, so no rollback is attempted or counted.
+    /// The endpoint is probed once more and the deployment ends `failed`; the log says
+    /// whether the endpoint still serves a valid certificate (most often the device refused
+    /// the upload and kept its old one) or may be broken.
+    async fn nothing_to_put_back(&self, job: &DeployJob, mut detail: Value) -> Finished {
+        detail["rollback"] = json!({
+            "skipped": "no earlier version was verified on this endpoint: nothing to put back"
+        });
+        let after = self.probe(&job.target).await;
+        let serving = !after.is_empty()
+            && after
+                .iter()
+                .all(|r| matches!(r.status(), Status::Ok | Status::Warning));
+        detail["after_rollback"] = probe_detail(&after);
+        self.results
+            .update(&job.target.key(), after, self.clock.now());
+        if serving {
+            warn!(endpoint = %job.endpoint.name, "nothing to roll back (no earlier version was verified on this endpoint); it still serves a valid certificate");
+        } else {
+            error!(endpoint = %job.endpoint.name, "nothing to roll back (no earlier version was verified on this endpoint), and it does not serve a valid certificate: the endpoint may be broken");
+        }
+        Finished {
+            state: "failed",
             detail,
         }
     }

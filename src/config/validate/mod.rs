@@ -382,9 +382,18 @@ impl Validator<'_, '_> {
         let hooks = self.hooks(&raw);
         let remediation = self.remediation(&raw, &targets, &hooks);
 
+        // `/probe` of a target that is not configured uses a profile with `[defaults]` laid
+        // over it, as a configured target without settings of its own would.
         let mut by_name = BTreeMap::new();
         for name in profiles.keys() {
-            if let Some(prober) = self.prober(&mut probers, &profiles, name, None, None, None) {
+            if let Some(prober) = self.prober(
+                &mut probers,
+                &profiles,
+                name,
+                defaults.timeout,
+                defaults.warn,
+                defaults.crit,
+            ) {
                 by_name.insert(name.clone(), prober);
             }
         }
