@@ -253,10 +253,8 @@ impl Hooks {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         bindings::Hook::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
-        if let Some(dir) = &cache_dir {
-            crate::files::create_private_dir(dir)?;
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
-        }
+        // The cache directory is made when the first compiled hook is stored, so a daemon
+        // that runs no hook writes nothing under its state directory for them.
         Ok(Self {
             engine,
             linker,
@@ -361,6 +359,10 @@ impl Hooks {
 
     fn store_cached(&self, component: &Component, path: &Path) {
         let write = || -> anyhow::Result<()> {
+            if let Some(dir) = path.parent() {
+                crate::files::create_private_dir(dir)?;
+                fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+            }
             let bytes = component.serialize()?;
             let tmp = path.with_extension(format!("tmp{}", fastrand::u64(..)));
             let mut f = fs::OpenOptions::new()
