@@ -166,6 +166,25 @@ pub fn read_pem_key(path: &Path) -> Result<PrivateKeyDer<'static>, FileError> {
     })
 }
 
+/// Trust anchors for an HTTPS client: every certificate of `ca_file` (a private CA: an ACME
+/// server, an appliance's API), or the system's roots when there is none.
+pub fn root_store(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            for cert in read_pem_certs(path).map_err(|e| e.to_string())? {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
+        None => {
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        }
+    }
+    Ok(roots)
+}
+
 /// At most `max` characters of peer- or file-supplied text, quoted and escaped (`"ro\u{1b}…"`),
 /// for error messages that must say what was wrong without echoing a whole line.
 pub fn excerpt(s: &str, max: usize) -> String {

@@ -40,8 +40,8 @@
 //!   connection cap, the head, idle and stall deadlines, TLS handshakes under the head's
 //!   deadline. Knows no routes, no config and no metrics.
 //! - [`clock`]: the only reader of wall time.
-//! - [`files`]: reading files a config names: regular files only, size-capped, errors
-//!   without their content.
+//! - [`files`]: reading files a config names (regular files only, size-capped, errors
+//!   without their content), PEM into rustls types, trust roots for HTTPS clients.
 //! - [`escape`]: text from outside made safe to show: control and bidi characters rendered
 //!   visibly, lengths capped, and [`escape::LabelValue`], the one way into a metric label.
 //!   Knows nothing else.

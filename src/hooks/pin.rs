@@ -62,7 +62,7 @@ impl HookVerifier {
     ) -> Result<(rustls::ClientConfig, Arc<Self>), String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let roots = if pins.is_empty() {
-            let roots = Arc::new(root_store(ca_file)?);
+            let roots = Arc::new(crate::files::root_store(ca_file)?);
             Some(
                 WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
                     .build()
@@ -101,24 +101,6 @@ impl HookVerifier {
         });
         error
     }
-}
-
-/// The roots of `ca_file`, or the system's.
-fn root_store(ca_file: Option<&std::path::Path>) -> Result<rustls::RootCertStore, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            for cert in crate::probe::read_pem_certs(path).map_err(|e| e.to_string())? {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-            }
-        }
-        None => {
-            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-        }
-    }
-    Ok(roots)
 }
 
 impl ServerCertVerifier for HookVerifier {
