@@ -1,8 +1,23 @@
 //! The issuance side of the config: `[store]`, `[acme]` (with `[acme.dns01]`),
 //! `[[certificate]]`, `[[endpoint]]` and `[window.NAME]`.
 
-#[allow(clippy::wildcard_imports)]
-use super::*;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use toml::Spanned;
+
+use super::Validator;
+use super::problems::suggest;
+use crate::config::raw::RawConfig;
+use crate::config::{RemediationSettings, StoreSettings};
+use crate::issuer::{
+    AcmeSettings, CertificateSpec, ChallengeKind, Dns01, KeyType, Rfc2136Settings,
+};
+use crate::probe::Target;
+use crate::reconcile::window::{Window, WindowError};
+use crate::reconcile::{DeploySettings, EndpointSpec};
+use crate::schedule::TargetSpec;
+use crate::store::{KeySource, Secret};
 
 impl Validator<'_, '_> {
     pub(super) fn store_settings(&mut self, raw: &RawConfig, state_dir: &Path) -> StoreSettings {

@@ -1,10 +1,12 @@
-//! `[server]` keys for the HTTP listeners: their limits and which targets `/probe` may probe.
+//! `[server]` keys for the HTTP listeners: their limits, which targets `/probe` may probe,
+//! and `[server.web]` (TLS and who may ask).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::Validator;
-use crate::config::raw::{RawProbeTargets, RawServer};
-use crate::exporter::{Allowlist, ProbeTargets};
+use crate::config::raw::{RawConfig, RawProbeTargets, RawServer};
+use crate::exporter::{Allowlist, ProbeTargets, WebConfig};
 use crate::listen::Limits;
 
 /// The largest `max_connections` accepted.
@@ -83,4 +85,80 @@ impl Validator<'_, '_> {
             },
         }
     }
+
+    pub(super) fn web(&mut self, raw: &RawConfig) -> Option<WebConfig> {
+        let w = &raw.server.web;
+        let mut ok = true;
+        let tls = match (&w.tls_cert_file, &w.tls_key_file) {
+            (None, None) => None,
+            (Some(c), Some(k)) => Some((
+                self.base.join(c.get_ref()),
+                self.base.join(k.get_ref()),
+                c.span(),
+            )),
+            (Some(v), None) | (None, Some(v)) => {
+                self.p.at(
+                    v,
+                    "server.web",
+                    "tls_cert_file and tls_key_file go together",
+                );
+                ok = false;
+                None
+            }
+        };
+        let mut users = BTreeMap::new();
+        for (user, hash) in &w.basic_auth_users {
+            let h = hash.get_ref();
+            if !(h.starts_with("$2a$") || h.starts_with("$2b$") || h.starts_with("$2y$"))
+                || h.len() != 60
+            {
+                self.p.at(
+                    hash,
+                    &format!("server.web.basic_auth_users.{user}"),
+                    "must be a bcrypt hash ($2b$...), never a plain password",
+                );
+                ok = false;
+            } else {
+                users.insert(user.clone(), h.clone());
+            }
+        }
+        let mut tokens = Vec::new();
+        for t in &w.bearer_token_sha256 {
+            match decode_sha256(t.get_ref()) {
+                Some(d) => tokens.push(d),
+                None => {
+                    self.p.at(
+                        t,
+                        "server.web.bearer_token_sha256",
+                        "must be 64 hex digits (the SHA-256 of the token)",
+                    );
+                    ok = false;
+                }
+            }
+        }
+        let mut web = WebConfig::open();
+        web.basic_auth_users = users;
+        web.bearer_token_sha256 = tokens;
+        if let Some((cert, key, span)) = tls {
+            match crate::exporter::load_server_tls(&cert, &key) {
+                Ok(cfg) => web.tls = Some(cfg),
+                Err(e) => {
+                    self.p.add(Some(span), "server.web.tls_cert_file", e);
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(web)
+    }
+}
+
+fn decode_sha256(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
