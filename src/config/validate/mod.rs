@@ -8,22 +8,19 @@ mod server;
 mod shape;
 mod targets;
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use toml::Spanned;
 
-use self::problems::{Problems, suggest};
+use self::problems::Problems;
 use self::profiles::{crit_key, thresholds_span};
-use self::targets::{Defaults, ProberKey, RESERVED_LABELS, valid_label_name};
+use self::targets::{TargetList, TargetSettings};
 use super::raw::RawConfig;
 use super::{Config, ConfigError, DEFAULT_CONCURRENCY, DEFAULT_INTERVAL, DEFAULT_LISTEN, base_dir};
 use crate::cert::TrustStore;
-use crate::probe::Prober;
-use crate::schedule::TargetSpec;
 
 /// Reads and validates the config at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -136,149 +133,20 @@ impl Validator<'_, '_> {
         let http_limits = self.http_limits(&raw.server);
         let probe_targets = self.probe_targets(&raw.server);
 
-        let mut probers: HashMap<ProberKey, Arc<Prober>> = HashMap::new();
-        let mut targets = Vec::new();
-        let mut seen: HashMap<(String, String), usize> = HashMap::new();
-        let defaults = Defaults {
+        let defaults = TargetSettings {
+            profile: default_profile.clone(),
             interval,
             timeout,
             warn,
             crit,
-            profile: default_profile.clone(),
         };
-
-        for (i, t) in raw.targets.iter().enumerate() {
-            let key = format!("target[{i}]");
-            let Some(target) = self.target_address(&t.address, &format!("{key}.address")) else {
-                continue;
-            };
-            let mut target = target;
-            if let Some(sni) = &t.server_name {
-                target.server_name = Some(sni.get_ref().trim_end_matches('.').to_ascii_lowercase());
-                if target.server_name().is_err() {
-                    self.p.at(
-                        sni,
-                        &format!("{key}.server_name"),
-                        format!("{:?} is not a DNS name or IP address", sni.get_ref()),
-                    );
-                }
-            }
-            for addr in &t.connect_to {
-                match addr
-                    .get_ref()
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .parse::<IpAddr>()
-                {
-                    Ok(ip) => target.connect_to.push(SocketAddr::new(ip, target.port)),
-                    Err(_) => self.p.at(
-                        addr,
-                        &format!("{key}.connect_to"),
-                        format!("{:?} is not an IP address", addr.get_ref()),
-                    ),
-                }
-            }
-            let profile = match &t.profile {
-                Some(name) if broken.contains(&name.get_ref()) => continue,
-                Some(name) if !profiles.contains_key(name.get_ref()) => {
-                    let hint = suggest(name.get_ref(), profiles.keys());
-                    self.p.at(
-                        name,
-                        &format!("{key}.profile"),
-                        format!("unknown profile {:?}{hint}", name.get_ref()),
-                    );
-                    continue;
-                }
-                Some(name) => name.get_ref().clone(),
-                None => default_profile.clone(),
-            };
-            let interval = self
-                .duration(t.interval.as_ref(), &format!("{key}.interval"))
-                .unwrap_or(interval);
-            let timeout = self
-                .duration(t.timeout.as_ref(), &format!("{key}.timeout"))
-                .or(timeout);
-            let own_warn = self.threshold(
-                t.warn.as_ref(),
-                t.warn_days.as_ref(),
-                &format!("{key}.warn"),
-            );
-            let own_crit = self.threshold(
-                t.crit.as_ref(),
-                t.crit_days.as_ref(),
-                &format!("{key}.crit"),
-            );
-            let mut warn = own_warn.or(warn);
-            let mut crit = own_crit.or(crit);
-            if own_warn.is_some() || own_crit.is_some() {
-                let span = thresholds_span(&t.crit, &t.crit_days, &t.warn, &t.warn_days);
-                if self
-                    .policy(warn, crit, span, &crit_key(&key, &t.crit))
-                    .is_none()
-                {
-                    continue;
-                }
-            }
-            if let Some(p) = profiles.get(&profile) {
-                // A profile's own thresholds apply unless the target or defaults set them.
-                warn = warn.or(Some(p.module.policy.warn()));
-                crit = crit.or(Some(p.module.policy.crit()));
-            }
-            let mut labels = Vec::new();
-            for (name, value) in &t.labels {
-                if !valid_label_name(name) {
-                    self.p.at(
-                        value,
-                        &format!("{key}.labels"),
-                        format!("{name:?} is not a valid Prometheus label name"),
-                    );
-                } else if RESERVED_LABELS.contains(&name.as_str()) || name.starts_with("__") {
-                    self.p.at(
-                        value,
-                        &format!("{key}.labels"),
-                        format!("{name:?} is reserved by tlsward"),
-                    );
-                } else {
-                    labels.push((name.clone(), value.get_ref().clone()));
-                }
-            }
-            let id = (target.to_string(), profile.clone());
-            if let Some(first) = seen.insert(id.clone(), i) {
-                self.p.at(
-                    &t.address,
-                    &format!("{key}.address"),
-                    format!(
-                        "{} with profile {:?} is already target[{first}]",
-                        id.0, id.1
-                    ),
-                );
-                continue;
-            }
-            let Some(prober) = self.prober(&mut probers, &profiles, &profile, timeout, warn, crit)
-            else {
-                continue;
-            };
-            targets.push(TargetSpec {
-                name: target.to_string(),
-                profile,
-                target,
-                interval,
-                prober,
-                labels,
-                all_addresses: t.all_addresses.as_ref().is_some_and(|b| *b.get_ref()),
-            });
-        }
-
-        for pattern in &raw.targets_files {
-            self.targets_file(
-                pattern,
-                &defaults,
-                &profiles,
-                &mut probers,
-                &mut seen,
-                &mut targets,
-            );
-        }
+        let mut list = TargetList::new(&profiles);
+        self.targets(&raw, &defaults, &broken, &mut list);
+        let TargetList {
+            mut probers,
+            specs: targets,
+            ..
+        } = list;
 
         let store = self.store_settings(&raw, &state_dir);
         let hooks = self.hooks(&raw);
@@ -288,14 +156,8 @@ impl Validator<'_, '_> {
         // over it, as a configured target without settings of its own would.
         let mut by_name = BTreeMap::new();
         for name in profiles.keys() {
-            if let Some(prober) = self.prober(
-                &mut probers,
-                &profiles,
-                name,
-                defaults.timeout,
-                defaults.warn,
-                defaults.crit,
-            ) {
+            if let Some(prober) = probers.get(name, defaults.timeout, defaults.warn, defaults.crit)
+            {
                 by_name.insert(name.clone(), prober);
             }
         }
