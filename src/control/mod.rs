@@ -2,9 +2,9 @@
 //! what it does goes through the daemon's own reconciler (its HTTP-01 responder, its ACME
 //! account, its metrics and journal) instead of a second process beside it.
 //!
-//! Owns the protocol, the server `serve` runs and the client the CLI uses. Knows the
-//! reconciler's requests ([`crate::reconcile::Reconciler`]); knows nothing of the config
-//! file or the command line.
+//! Owns the protocol (`protocol.rs`), the server `serve` runs (`server.rs`) and the client
+//! the CLI uses (`client.rs`). Knows the reconciler's requests
+//! ([`crate::reconcile::Reconciler`]); knows nothing of the config file or the command line.
 //!
 //! - **Where:** a Unix socket beside the store (`tlsward.db` → `tlsward.db.sock`, by default
 //!   in the 0700 state directory): the CLI acts on a store, so it asks the daemon that holds

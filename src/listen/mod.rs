@@ -15,6 +15,9 @@
 //! response to the end of the next head, so it would also be the keep-alive idle limit, and
 //! a kept-alive Prometheus connection (idle for a scrape interval) should outlive the few
 //! seconds a client gets to send a head.
+//!
+//! This file holds [`Limits`] and [`serve`]; `slot.rs` the phases and their deadlines,
+//! `table.rs` the connection cap, `tracked.rs` the body and stream hyper is given.
 
 mod slot;
 mod table;

@@ -1,4 +1,8 @@
 //! From the raw mirror to each module's settings, collecting every problem with its line.
+//!
+//! This file holds the top-level flow ([`load`], [`load_str`], `[defaults]`); each part of
+//! the file is checked beside it: `shape` (unknown keys and wrong types), `problems` (the
+//! collector), `profiles` (and thresholds), `targets`, `server`, `hooks` and `remediation`.
 
 mod hooks;
 mod problems;
@@ -19,7 +23,7 @@ use self::problems::Problems;
 use self::profiles::{crit_key, thresholds_span};
 use self::targets::{TargetList, TargetSettings};
 use super::raw::RawConfig;
-use super::{Config, ConfigError, DEFAULT_CONCURRENCY, DEFAULT_INTERVAL, DEFAULT_LISTEN, base_dir};
+use super::{Config, ConfigError, DEFAULT_CONCURRENCY, DEFAULT_INTERVAL, base_dir};
 use crate::cert::TrustStore;
 
 /// Reads and validates the config at `path`.
@@ -61,6 +65,8 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigError> {
     }
 }
 
+/// One validation run: where problems go, the folder relative paths resolve against, and the
+/// system's trust roots once loaded.
 struct Validator<'p, 'a> {
     p: &'p mut Problems<'a>,
     base: &'p Path,
@@ -114,17 +120,7 @@ impl Validator<'_, '_> {
             None => "https".to_owned(),
         };
 
-        let listen = match &raw.server.listen {
-            Some(l) => l
-                .get_ref()
-                .parse()
-                .map_err(|_| {
-                    self.p
-                        .at(l, "server.listen", "expected IP:PORT, e.g. 127.0.0.1:9219")
-                })
-                .ok(),
-            None => DEFAULT_LISTEN.parse().ok(),
-        };
+        let listen = self.listen(&raw.server);
         let state_dir = raw.server.state_dir.as_ref().map_or_else(
             || PathBuf::from("/var/lib/tlsward"),
             |s| self.base.join(s.get_ref()),

@@ -2,9 +2,11 @@
 //! and `[server.web]` (TLS and who may ask).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::Validator;
+use crate::config::DEFAULT_LISTEN;
 use crate::config::raw::{RawConfig, RawProbeTargets, RawServer};
 use crate::exporter::{Allowlist, ProbeTargets, WebConfig};
 use crate::listen::Limits;
@@ -15,6 +17,21 @@ const MAX_CONNECTIONS: i64 = 1_000_000;
 const TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(3600));
 
 impl Validator<'_, '_> {
+    /// `listen`: the exporter's address (IP:PORT).
+    pub(super) fn listen(&mut self, s: &RawServer) -> Option<SocketAddr> {
+        match &s.listen {
+            Some(l) => l
+                .get_ref()
+                .parse()
+                .map_err(|_| {
+                    self.p
+                        .at(l, "server.listen", "expected IP:PORT, e.g. 127.0.0.1:9219")
+                })
+                .ok(),
+            None => DEFAULT_LISTEN.parse().ok(),
+        }
+    }
+
     /// `max_connections`, `header_timeout`, `idle_timeout`; a bad value is reported and the
     /// default kept.
     pub(super) fn http_limits(&mut self, s: &RawServer) -> Limits {

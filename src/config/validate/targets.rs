@@ -399,3 +399,85 @@ fn valid_label_name(name: &str) -> bool {
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::config::load;
+
+    /// A `[[target]]` and a targets file line go through the same duplicate check: the same
+    /// address with the same profile is refused in the file, named by its file and line,
+    /// while the same address with another profile is a target of its own.
+    #[test]
+    fn a_targets_file_line_repeating_a_target_entry_is_listed_twice() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(
+            tmp.path().join("more.txt"),
+            "other.example.org\nwww.example.org:443\n",
+        )
+        .unwrap();
+        let cfg = tmp.path().join("t.toml");
+        std::fs::write(
+            &cfg,
+            "targets_files = [\"more.txt\"]\n\n\
+             [[target]]\naddress = \"www.example.org\"\n\n\
+             [[target]]\naddress = \"www.example.org\"\nprofile = \"smtp-starttls\"\n",
+        )
+        .unwrap();
+        let err = load(&cfg).unwrap_err();
+        let file = tmp.path().join("more.txt");
+        assert_eq!(
+            err.problems,
+            [format!(
+                "{}:2: www.example.org:443 with profile \"https\" is listed twice",
+                file.display()
+            )]
+        );
+        std::fs::write(tmp.path().join("more.txt"), "other.example.org\n").unwrap();
+        let config = load(&cfg).unwrap();
+        let listed: Vec<(&str, &str)> = config
+            .targets
+            .iter()
+            .map(|t| (t.name.as_str(), t.profile.as_str()))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("www.example.org:443", "https"),
+                ("www.example.org:443", "smtp-starttls"),
+                ("other.example.org:443", "https"),
+            ]
+        );
+    }
+
+    /// Targets with equal settings share one prober, whether written as `[[target]]` or in a
+    /// targets file, and `/probe` of an unconfigured target uses that same prober; a target
+    /// with a timeout of its own gets another.
+    #[test]
+    fn equal_settings_share_one_prober() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("more.txt"), "b.example.org\n").unwrap();
+        let cfg = tmp.path().join("t.toml");
+        std::fs::write(
+            &cfg,
+            "targets_files = [\"more.txt\"]\n\n\
+             [[target]]\naddress = \"a.example.org\"\n\n\
+             [[target]]\naddress = \"c.example.org\"\ntimeout = \"3s\"\n",
+        )
+        .unwrap();
+        let config = load(&cfg).unwrap();
+        let prober = |name: &str| {
+            let t = config.targets.iter().find(|t| t.name == name).unwrap();
+            t.prober.clone()
+        };
+        let (a, b, c) = (
+            prober("a.example.org:443"),
+            prober("b.example.org:443"),
+            prober("c.example.org:443"),
+        );
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(Arc::ptr_eq(&a, &config.profiles["https"]));
+        assert!(!Arc::ptr_eq(&a, &c));
+    }
+}
