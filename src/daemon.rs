@@ -294,11 +294,10 @@ pub async fn run(
             );
             tokio::spawn(reconciler.clone().run(stop.clone()));
             info!(socket = %control.path().display(), "control socket ready");
-            let control_stop = stop.clone();
             control_task = Some(tokio::spawn(control::serve(
                 control,
                 reconciler.clone(),
-                async move { control_stop.wait().await },
+                stop.clone().into_future(),
             )));
             info!(certificates = r.certificates.len(), endpoints = r.endpoints.len(), http01 = %r.http01_listen, "remediation running");
             Some(reconciler)

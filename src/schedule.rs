@@ -241,7 +241,7 @@ impl Scheduler {
 
     /// Replaces the running schedule with `targets` under a limit of `concurrency` probes in
     /// flight. In-flight probes of the old schedule are cancelled (a probe only reads); kept
-    /// targets keep their results and history. After shutdown, nothing is started.
+    /// targets keep their results and history. After shutdown, the loops end at once.
     pub fn apply(&self, targets: Vec<TargetSpec>, concurrency: usize) {
         let specs: Vec<Arc<TargetSpec>> = targets.into_iter().map(Arc::new).collect();
         self.results.replace(&specs);
