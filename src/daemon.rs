@@ -1,5 +1,7 @@
 //! `tlsward serve`: wires the config, the scheduler and the HTTP server, and owns reloads
-//! (SIGHUP and `POST /-/reload`) and shutdown (SIGINT, SIGTERM).
+//! (SIGHUP and `POST /-/reload`) and shutdown (SIGINT, SIGTERM): one
+//! [`Shutdown`](crate::shutdown::Shutdown) stops the listeners, the probe loops and the
+//! reconciler, and deployments still running are waited for before `serve` returns.
 //!
 //! With `[acme]`, it also serves the control channel ([`crate::control`]) the CLI uses to
 //! ask it for orders and deployments.
@@ -30,6 +32,7 @@ use crate::issuer::Http01Responder;
 use crate::listen::Limits;
 use crate::reconcile::{Desired, Reconciler};
 use crate::schedule::{Results, ScheduleMetrics, Scheduler};
+use crate::shutdown::Shutdown;
 use crate::store::Store;
 
 /// Runtime options of `serve` (not config keys).
@@ -231,7 +234,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     .await
 }
 
-/// Runs the daemon on `listener` with an already loaded `config` until `shutdown`.
+/// Runs the daemon on `listener` with an already loaded `config` until `shutdown`
+/// completes; then every part stops on one [`Shutdown`], and deployments still running are
+/// drained ([`Reconciler::drain`]) before it returns.
 pub async fn run(
     listener: TcpListener,
     path: PathBuf,
@@ -258,7 +263,8 @@ pub async fn run(
     };
     daemon_metrics.loaded(true, clock.as_ref());
     let results = Arc::new(Results::default());
-    let (remediation_stop_tx, remediation_stop_rx) = tokio::sync::watch::channel(false);
+    // The one signal every part below stops on.
+    let stop = Shutdown::new();
     let mut control_task = None;
     let reconciler = match &config.remediation {
         Some(r) => {
@@ -274,10 +280,7 @@ pub async fn run(
             let http01 = TcpListener::bind(r.http01_listen)
                 .await
                 .with_context(|| format!("cannot listen for HTTP-01 on {}", r.http01_listen))?;
-            let mut rx = remediation_stop_rx.clone();
-            tokio::spawn(responder.clone().serve_with(http01, limits, async move {
-                let _ = rx.wait_for(|s| *s).await;
-            }));
+            tokio::spawn(responder.clone().serve_with(http01, limits, stop.clone()));
             let hooks = hook_engine(&config)?;
             preload(&hooks, &config);
             let reconciler = Reconciler::new(
@@ -289,25 +292,24 @@ pub async fn run(
                 hooks,
                 registry.sub_registry_with_prefix("tlsward"),
             );
-            let mut rx = remediation_stop_rx.clone();
-            tokio::spawn(reconciler.clone().run(async move {
-                let _ = rx.wait_for(|s| *s).await;
-            }));
+            tokio::spawn(reconciler.clone().run(stop.clone()));
             info!(socket = %control.path().display(), "control socket ready");
-            let mut rx = remediation_stop_rx.clone();
             control_task = Some(tokio::spawn(control::serve(
                 control,
                 reconciler.clone(),
-                async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                },
+                stop.clone().into_future(),
             )));
             info!(certificates = r.certificates.len(), endpoints = r.endpoints.len(), http01 = %r.http01_listen, "remediation running");
             Some(reconciler)
         }
         None => None,
     };
-    let scheduler = Scheduler::new(results.clone(), schedule_metrics, clock.clone());
+    let scheduler = Scheduler::new(
+        results.clone(),
+        schedule_metrics,
+        clock.clone(),
+        stop.clone(),
+    );
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
     let tls = config.web.tls.clone();
     let state = Arc::new(ExporterState::new(
@@ -331,16 +333,12 @@ pub async fn run(
         descriptors.fit_concurrency(config.concurrency),
     );
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(exporter::serve(
         listener,
         state.clone(),
         tls,
         limits,
-        async move {
-            let mut rx = stop_rx;
-            let _ = rx.wait_for(|s| *s).await;
-        },
+        stop.clone(),
     ));
     let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     tokio::pin!(shutdown);
@@ -366,14 +364,17 @@ pub async fn run(
         }
     }
     info!("shutting down");
-    scheduler.stop();
-    let _ = remediation_stop_tx.send(true);
-    let _ = stop_tx.send(true);
+    stop.trigger();
     if let Some(task) = control_task {
         // It removes its socket as it ends: a CLI started after this runs alone.
         let _ = task.await;
     }
     server.await.context("the HTTP server task failed")?;
+    // Last, as it may take longest: a deployment cut off here would leave its endpoint
+    // half-written and be found interrupted at the next start.
+    if let Some(r) = &reconciler {
+        r.drain().await;
+    }
     Ok(())
 }
 

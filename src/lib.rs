@@ -40,6 +40,8 @@
 //!   connection cap, the head, idle and stall deadlines, TLS handshakes under the head's
 //!   deadline. Knows no routes, no config and no metrics.
 //! - [`clock`]: the only reader of wall time.
+//! - [`shutdown`]: the daemon's one shutdown signal (trigger once, wait anywhere). Knows
+//!   nothing else.
 //! - [`files`]: reading files a config names (regular files only, size-capped, errors
 //!   without their content), PEM into rustls types, trust roots for HTTPS clients.
 //! - [`escape`]: text from outside made safe to show: control and bidi characters rendered
@@ -63,5 +65,6 @@ pub mod listen;
 pub mod probe;
 pub mod reconcile;
 pub mod schedule;
+pub mod shutdown;
 pub mod store;
 pub mod version;

@@ -22,6 +22,7 @@ use tracing::{debug, info};
 use crate::cert::Status;
 use crate::clock::Clock;
 use crate::probe::{ProbeReport, Prober, Target};
+use crate::shutdown::Shutdown;
 
 /// Successes kept per target in the history.
 pub const HISTORY_OK: usize = 10;
@@ -210,6 +211,7 @@ pub struct Scheduler {
     results: Arc<Results>,
     metrics: ScheduleMetrics,
     clock: Arc<dyn Clock>,
+    shutdown: Shutdown,
     tasks: Mutex<JoinSet<()>>,
 }
 
@@ -220,19 +222,26 @@ impl std::fmt::Debug for Scheduler {
 }
 
 impl Scheduler {
-    /// A scheduler with no targets yet.
-    pub fn new(results: Arc<Results>, metrics: ScheduleMetrics, clock: Arc<dyn Clock>) -> Self {
+    /// A scheduler with no targets yet, whose loops end when `shutdown` fires (a probe in
+    /// flight is cancelled: it only reads).
+    pub fn new(
+        results: Arc<Results>,
+        metrics: ScheduleMetrics,
+        clock: Arc<dyn Clock>,
+        shutdown: Shutdown,
+    ) -> Self {
         Self {
             results,
             metrics,
             clock,
+            shutdown,
             tasks: Mutex::new(JoinSet::new()),
         }
     }
 
     /// Replaces the running schedule with `targets` under a limit of `concurrency` probes in
     /// flight. In-flight probes of the old schedule are cancelled (a probe only reads); kept
-    /// targets keep their results and history.
+    /// targets keep their results and history. After shutdown, the loops end at once.
     pub fn apply(&self, targets: Vec<TargetSpec>, concurrency: usize) {
         let specs: Vec<Arc<TargetSpec>> = targets.into_iter().map(Arc::new).collect();
         self.results.replace(&specs);
@@ -248,12 +257,18 @@ impl Scheduler {
                 self.clock.clone(),
                 limit.clone(),
             );
-            tasks.spawn(probe_loop(spec, results, metrics, clock, limit));
+            let shutdown = self.shutdown.clone();
+            tasks.spawn(async move {
+                tokio::select! {
+                    () = shutdown.wait() => {}
+                    () = probe_loop(spec, results, metrics, clock, limit) => {}
+                }
+            });
         }
         info!(targets = n, concurrency, "schedule applied");
     }
 
-    /// Stops every loop.
+    /// Stops every loop at once (as on drop; shutdown ends them too).
     pub fn stop(&self) {
         self.tasks
             .lock()

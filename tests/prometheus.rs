@@ -1,7 +1,9 @@
 //! The real thing: Debian's Prometheus scrapes a running `tlsward serve` that probes local
-//! endpoints (good, expired, wrong host), loads alerts/ as rule files, and is asked through
-//! its HTTP API whether the metrics arrived, whether every rule evaluates, which alerts fire,
-//! and whether every query in dashboards/ parses and returns data. tlsward is scraped as an
+//! endpoints (good, expired, wrong host) and, with `[acme]`, has issued a certificate from
+//! Pebble and deployed it with the stock `pem-files` hook (one endpoint verified on nginx,
+//! one rolled back, one waiting for its window), loads alerts/ as rule files, and is asked
+//! through its HTTP API whether the metrics arrived, whether every rule evaluates, which
+//! alerts fire, and whether every query in dashboards/ parses and returns data. tlsward is scraped as an
 //! HA pair would be (two instances of job `tlsward`, here the same daemon under two instance
 //! labels) and through `/probe` in the blackbox_exporter style (job `tlsward-probe`, the
 //! target as instance). `promtool check metrics` lints the scraped output.
@@ -16,7 +18,11 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::serve::{Endpoints, eventually};
+use crate::util::exposition::{Format, parse_or_panic};
 use crate::util::http::get;
+use crate::util::pebble::Pebble;
+use crate::util::servers::NginxHttps;
+use crate::util::{TestCa, TlsServer, real_now};
 
 /// A child process killed by pid on drop.
 struct Proc(Child);
@@ -53,8 +59,9 @@ async fn query(prom: SocketAddr, expr: &str) -> Vec<Value> {
     v["data"]["result"].as_array().cloned().unwrap_or_default()
 }
 
-/// One firing alert: alertname, job, instance and target (empty for /probe series).
-type Firing = (String, String, String, String);
+/// One firing alert: alertname, job, instance, target (empty for /probe series) and
+/// endpoint (for the automation's alerts).
+type Firing = (String, String, String, String, String);
 
 /// Firing alerts, sorted.
 async fn firing(prom: SocketAddr) -> Vec<Firing> {
@@ -76,6 +83,7 @@ async fn firing(prom: SocketAddr) -> Vec<Firing> {
                 label(a, "job"),
                 label(a, "instance"),
                 label(a, "target"),
+                label(a, "endpoint"),
             )
         })
         .collect();
@@ -143,11 +151,15 @@ fn dashboard_variables(file: &Path) -> Vec<(String, String, String)> {
     out
 }
 
-/// Every `expr` in a Grafana dashboard, with its panel title and legend.
+/// Every `expr` in a Grafana dashboard, with its panel title and legend (rows, which only
+/// group panels, have none).
 fn dashboard_queries(file: &Path) -> Vec<(String, String, String)> {
     let d: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
     let mut out = Vec::new();
     for panel in d["panels"].as_array().unwrap() {
+        if panel["type"] == "row" {
+            continue;
+        }
         for t in panel["targets"].as_array().unwrap() {
             out.push((
                 panel["title"].as_str().unwrap().to_owned(),
@@ -165,7 +177,8 @@ fn substitute(expr: &str, target: &str) -> String {
         .replace("$job", "tlsward")
         .replace("$instance", "a|b")
         .replace("$target", target)
-        .replace("$__rate_interval", "30s");
+        .replace("$__rate_interval", "30s")
+        .replace("$__range", "1h");
     assert!(
         !out.contains('$'),
         "a template variable the test does not fill in: {expr}"
@@ -173,11 +186,179 @@ fn substitute(expr: &str, target: &str) -> String {
     out
 }
 
+/// The automation's side: Pebble, and three endpoints of one managed certificate that first
+/// serve a certificate from an "Old CA" (trusted, valid, foreign): `web` on nginx, deployed
+/// and reloaded by `pem-files` (verified); `web2`, whose hook writes files no server reads
+/// (verification fails, the files are rolled back); `web3`, waiting for a window that is
+/// closed.
+struct Automation {
+    pebble: Pebble,
+    http01_port: u16,
+    nginx: NginxHttps,
+    web2: TlsServer,
+    web3: TlsServer,
+    /// Where `web2`'s and `web3`'s hook writes.
+    files: tempfile::TempDir,
+}
+
+impl Automation {
+    /// Starts it all, with the CA files the config names written into `dir`.
+    async fn start(dir: &Path) -> Self {
+        let http01_port = crate::util::unique_port();
+        let pebble = Pebble::start(http01_port, 30 * 86_400).await;
+        let root = crate::util::pem(&pebble.issuing_root().await);
+        std::fs::write(dir.join("acme-root.pem"), root).unwrap();
+        let old_ca = TestCa::root_at("Old CA", real_now());
+        std::fs::write(dir.join("old-root.pem"), old_ca.pem()).unwrap();
+        let old = old_ca
+            .leaf(&["site.tlsward.test"])
+            .valid(-10.0, 80.0)
+            .build();
+        let files = tempfile::tempdir().unwrap();
+        let (cert, key) = old.write_pem(files.path(), "old");
+        let nginx = NginxHttps::start(1, &cert, &key).await;
+        for name in ["web2", "web3"] {
+            std::fs::copy(&cert, files.path().join(format!("{name}.crt"))).unwrap();
+            std::fs::copy(&key, files.path().join(format!("{name}.key"))).unwrap();
+        }
+        Self {
+            pebble,
+            http01_port,
+            nginx,
+            web2: TlsServer::leaf(&old).start().await,
+            web3: TlsServer::leaf(&old).start().await,
+            files,
+        }
+    }
+
+    fn target(&self, endpoint: &str) -> String {
+        let port = match endpoint {
+            "web" => self.nginx.addrs[0].port(),
+            "web2" => self.web2.addr.port(),
+            _ => self.web3.addr.port(),
+        };
+        format!("site.tlsward.test:{port}")
+    }
+
+    /// `[server]` (with `/probe` open to any address, for the blackbox-style job), the store,
+    /// `[acme]`, the certificate, hooks, endpoints and their targets.
+    fn config(&self) -> String {
+        let reload = self.nginx.reload_argv();
+        let files = self.files.path().display();
+        // A daily one-hour window that opens two hours from now (UTC): closed now.
+        let opens = (real_now().hour() + 2) % 24;
+        let mut out = format!(
+            r#"
+[server]
+probe_targets = "any"
+state_dir = "{state_dir}"
+
+[store]
+path = "state/tlsward.db"
+key_file = "state/store.key"
+
+[acme]
+directory = "{directory}"
+ca_file = "{ca}"
+http01_listen = "127.0.0.1:{http01_port}"
+
+[deploy]
+verify_timeout = "5s"
+verify_interval = "500ms"
+
+[[certificate]]
+name = "site"
+domains = ["site.tlsward.test"]
+
+[profile.site]
+ca_files = ["acme-root.pem", "old-root.pem"]
+system_roots = false
+
+[window.nightly]
+days = ["daily"]
+start = "{opens:02}:00"
+duration = "1h"
+
+[hook.nginx]
+component = "{pem_files}"
+write_paths = ["{certs}"]
+commands = [{reload:?}]
+timeout = "60s"
+
+[hook.nginx.settings]
+reload = "{reload_str}"
+
+[hook.unread]
+component = "{pem_files}"
+write_paths = ["{files}"]
+commands = [["/bin/true"]]
+timeout = "60s"
+
+[hook.unread.settings]
+reload = "/bin/true"
+
+[[endpoint]]
+name = "web"
+certificate = "site"
+target = "{web}"
+hook = "nginx"
+settings = {{ fullchain_path = "{certs}/0.crt", key_path = "{certs}/0.key" }}
+
+[[endpoint]]
+name = "web2"
+certificate = "site"
+target = "{web2}"
+hook = "unread"
+settings = {{ fullchain_path = "{files}/web2.crt", key_path = "{files}/web2.key" }}
+
+[[endpoint]]
+name = "web3"
+certificate = "site"
+target = "{web3}"
+window = "nightly"
+hook = "unread"
+settings = {{ fullchain_path = "{files}/web3.crt", key_path = "{files}/web3.key" }}
+"#,
+            // Shared with tests/deploy.rs: the compiled hooks are cached there.
+            state_dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .join("deploy-daemon-state")
+                .display(),
+            directory = self.pebble.directory,
+            ca = self.pebble.tls_ca_file.display(),
+            http01_port = self.http01_port,
+            pem_files = crate::util::hooks::component("pem-files").display(),
+            certs = self.nginx.certs.display(),
+            reload_str = reload.join(" "),
+            web = self.target("web"),
+            web2 = self.target("web2"),
+            web3 = self.target("web3"),
+        );
+        for endpoint in ["web", "web2", "web3"] {
+            out.push_str(&format!(
+                "\n[[target]]\naddress = \"{}\"\nprofile = \"site\"\ninterval = \"1s\"\nconnect_to = [\"127.0.0.1\"]\n",
+                self.target(endpoint)
+            ));
+        }
+        out
+    }
+}
+
+/// The value of the series `name` with exactly these `labels` in tlsward's exposition.
+fn series(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    parse_or_panic(Format::Text, body)
+        .named(name)
+        .into_iter()
+        .find(|s| {
+            s.labels.len() == labels.len() && labels.iter().all(|(k, v)| s.label(k) == Some(v))
+        })
+        .map(|s| s.value)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn prometheus_scrapes_alerts_fire_and_dashboards_query() {
     let e = Endpoints::start().await;
-    // /probe is scraped for arbitrary addresses: the blackbox pattern must be allowed.
-    let config = e.write(&e.config("[server]\nprobe_targets = \"any\"\n"));
+    let automation = Automation::start(e.dir.path()).await;
+    let config = e.write(&e.config(&automation.config()));
     let tw_addr = free_addr();
     let _tlsward = Proc(
         Command::new(env!("CARGO_BIN_EXE_tlsward"))
@@ -205,6 +386,43 @@ async fn prometheus_scrapes_alerts_fire_and_dashboards_query() {
         .join("\n");
     let dir = e.dir.path();
     std::fs::write(dir.join("rules.yml"), fast).unwrap();
+
+    // Issued and deployed: web verified (and in sync once probed), web2 rolled back, web3
+    // waiting for its window. The first run compiles the hook, which takes a while.
+    eventually(
+        600,
+        "the deployments to web, web2 and web3",
+        || async move {
+            let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(10), async {
+                tokio::net::TcpStream::connect(tw_addr).await?;
+                Ok::<_, std::io::Error>(get(tw_addr, "/metrics").await.body)
+            })
+            .await
+            else {
+                return false;
+            };
+            let deployed = |endpoint, result| {
+                series(
+                    &m,
+                    "tlsward_deployments_total",
+                    &[("endpoint", endpoint), ("result", result)],
+                ) == Some(1.0)
+            };
+            deployed("web", "verified")
+                && deployed("web2", "rolled_back")
+                && series(
+                    &m,
+                    "tlsward_deployments_pending",
+                    &[("endpoint", "web3"), ("state", "waiting")],
+                ) == Some(1.0)
+                && series(
+                    &m,
+                    "tlsward_endpoint_drift",
+                    &[("endpoint", "web"), ("certificate", "site")],
+                ) == Some(0.0)
+        },
+    )
+    .await;
 
     // /probe targets by address (no name to resolve): the expired and wrong-name servers, and
     // a port bound but not listening, which refuses connections.
@@ -262,7 +480,7 @@ async fn prometheus_scrapes_alerts_fire_and_dashboards_query() {
     // /probe answers.
     eventually(60, "tlsward_probe_success in Prometheus", || async move {
         tokio::net::TcpStream::connect(prom_addr).await.is_ok()
-            && query(prom_addr, "tlsward_probe_success").await.len() == 9
+            && query(prom_addr, "tlsward_probe_success").await.len() == 15
     })
     .await;
     let good = format!("good.test:{}", e.good.addr.port());
@@ -296,8 +514,15 @@ async fn prometheus_scrapes_alerts_fire_and_dashboards_query() {
     // and none for the good one.
     let expected: Vec<Firing> = {
         let mut v: Vec<Firing> = Vec::new();
+        let mut deployed: Vec<Firing> = Vec::new();
         let mut add = |alert: &str, job: &str, instance: &str, target: &str| {
-            v.push((alert.into(), job.into(), instance.into(), target.into()));
+            v.push((
+                alert.into(),
+                job.into(),
+                instance.into(),
+                target.into(),
+                String::new(),
+            ));
         };
         for instance in ["a", "b"] {
             add("TlsCertificateExpired", "tlsward", instance, &expired);
@@ -305,6 +530,21 @@ async fn prometheus_scrapes_alerts_fire_and_dashboards_query() {
             add("TlsProbeFailing", "tlsward", instance, &expired);
             add("TlsHostnameMismatch", "tlsward", instance, &wrong);
             add("TlsProbeFailing", "tlsward", instance, &wrong);
+            // The automation's: web2 (rolled back) and web3 (waiting) serve the old
+            // certificate; web2's deployment failed.
+            for (alert, endpoint) in [
+                ("TlsEndpointDrift", "web2"),
+                ("TlsEndpointDrift", "web3"),
+                ("TlsDeploymentFailed", "web2"),
+            ] {
+                deployed.push((
+                    alert.to_owned(),
+                    "tlsward".to_owned(),
+                    instance.to_owned(),
+                    String::new(),
+                    endpoint.to_owned(),
+                ));
+            }
         }
         // By address, no certificate covers the name asked for.
         add("TlsCertificateExpired", "tlsward-probe", &probed[0], "");
@@ -314,6 +554,7 @@ async fn prometheus_scrapes_alerts_fire_and_dashboards_query() {
         add("TlsHostnameMismatch", "tlsward-probe", &probed[1], "");
         add("TlsProbeFailing", "tlsward-probe", &probed[1], "");
         add("TlsProbeFailing", "tlsward-probe", &probed[2], "");
+        v.extend(deployed);
         v.sort();
         v
     };
@@ -350,6 +591,7 @@ async fn prometheus_scrapes_alerts_fire_and_dashboards_query() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut checked = 0;
     let mut status = Vec::new();
+    let mut automation_status = Vec::new();
     for (file, target) in [
         ("dashboards/overview.json", ".*".to_owned()),
         ("dashboards/endpoint.json", expired.clone()),
@@ -368,6 +610,20 @@ async fn prometheus_scrapes_alerts_fire_and_dashboards_query() {
             if title == "Endpoints by status" || title.starts_with("Endpoints ") {
                 status.push((
                     format!("{title} {legend}").trim().to_owned(),
+                    result[0]["value"][1].as_str().unwrap().to_owned(),
+                ));
+            }
+            if title == "Deployments pending by state" {
+                for s in &result {
+                    automation_status.push((
+                        format!("{title} {}", s["metric"]["state"].as_str().unwrap()),
+                        s["value"][1].as_str().unwrap().to_owned(),
+                    ));
+                }
+            }
+            if title == "Failed deployments" || title == "Drifting endpoints" {
+                automation_status.push((
+                    title.clone(),
                     result[0]["value"][1].as_str().unwrap().to_owned(),
                 ));
             }
@@ -394,18 +650,31 @@ async fn prometheus_scrapes_alerts_fire_and_dashboards_query() {
             );
         }
     }
-    assert!(checked >= 20, "{checked} queries checked");
-    // Each target counted once, though both instances probe it: good is ok; expired and
-    // wrong are critical.
+    assert!(checked >= 32, "{checked} queries checked");
+    // Each target counted once, though both instances probe it: good, web, web2 and web3
+    // are ok; expired and wrong are critical.
     status.sort();
     assert_eq!(
         status,
         [
-            ("Endpoints OK", "1"),
+            ("Endpoints OK", "4"),
             ("Endpoints by status critical", "2"),
-            ("Endpoints by status ok", "1"),
+            ("Endpoints by status ok", "4"),
             ("Endpoints by status warning", "0"),
             ("Endpoints failing", "2"),
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+    // Each endpoint counted once too: web3 waits; web2 failed; web2 and web3 drift.
+    automation_status.sort();
+    assert_eq!(
+        automation_status,
+        [
+            ("Deployments pending by state approved", "0"),
+            ("Deployments pending by state running", "0"),
+            ("Deployments pending by state waiting", "1"),
+            ("Drifting endpoints", "2"),
+            ("Failed deployments", "1"),
         ]
         .map(|(a, b)| (a.to_owned(), b.to_owned()))
     );

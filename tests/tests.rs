@@ -47,6 +47,9 @@ mod control;
 // serve with [acme]: issuance from Pebble, renewal, drift.
 mod remediation;
 
+// SIGTERM while a deploy hook runs: the deployment is drained, not left interrupted.
+mod shutdown;
+
 // Window-gated deployments to a real nginx with the stock pem-files hook; verification,
 // rollback of a broken reload.
 mod deploy;

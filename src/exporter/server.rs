@@ -25,6 +25,7 @@ use crate::clock::Clock;
 use crate::listen::Limits;
 use crate::probe::{Host, ProbeReport, Prober, Target, report_json};
 use crate::schedule::Results;
+use crate::shutdown::Shutdown;
 
 /// Subtracted from Prometheus's scrape timeout so the answer arrives in time.
 const SCRAPE_TIMEOUT_OFFSET: Duration = Duration::from_millis(500);
@@ -117,19 +118,19 @@ impl ExporterState {
 }
 
 /// Serves HTTP (or HTTPS, with `tls`) on `listener` under `limits` until `shutdown`
-/// completes. Connections in progress are left to finish on their own.
+/// fires. Connections in progress are left to finish on their own.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<ExporterState>,
     tls: Option<Arc<rustls::ServerConfig>>,
     limits: Limits,
-    shutdown: impl Future<Output = ()>,
+    shutdown: Shutdown,
 ) {
     let handler = move |req| {
         let state = state.clone();
         async move { route(req, &state).await }
     };
-    crate::listen::serve(listener, limits, tls, handler, shutdown).await;
+    crate::listen::serve(listener, limits, tls, handler, shutdown.wait()).await;
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

@@ -51,18 +51,20 @@ impl Http01Responder {
             .cloned()
     }
 
-    /// Serves on `listener` with the default [`Limits`] until `shutdown` completes.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    /// Serves on `listener` with the default [`Limits`] until `shutdown` completes (a
+    /// [`Shutdown`](crate::shutdown::Shutdown) fires, or any future ends).
+    pub async fn serve(self, listener: TcpListener, shutdown: impl IntoFuture<Output = ()>) {
         self.serve_with(listener, Limits::new(), shutdown).await;
     }
 
     /// Serves on `listener` under `limits` (the connection cap and deadlines of `serve`'s
-    /// HTTP listeners) until `shutdown` completes.
+    /// HTTP listeners) until `shutdown` completes (the daemon's
+    /// [`Shutdown`](crate::shutdown::Shutdown) fires).
     pub async fn serve_with(
         self,
         listener: TcpListener,
         limits: Limits,
-        shutdown: impl Future<Output = ()>,
+        shutdown: impl IntoFuture<Output = ()>,
     ) {
         let handler = move |req: hyper::Request<hyper::body::Incoming>| {
             let answer = self.answer(req.uri().path());
@@ -83,6 +85,6 @@ impl Http01Responder {
                 rsp
             }
         };
-        crate::listen::serve(listener, limits, None, handler, shutdown).await;
+        crate::listen::serve(listener, limits, None, handler, shutdown.into_future()).await;
     }
 }

@@ -4,7 +4,7 @@
 //! free functions); both take the same path through the queue, so a request means the same
 //! either way.
 
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -284,25 +284,25 @@ impl Reconciler {
         job: DeployJob,
         why: Value,
     ) -> Result<Finished, RequestError> {
-        if !self
-            .running
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(d.id)
-        {
-            return Err(RequestError::Conflict(format!(
-                "deployment {} is already running",
-                d.id
-            )));
+        match self.running.enter(d.id) {
+            Ok(()) => {}
+            Err(super::drain::Refused::Running) => {
+                return Err(RequestError::Conflict(format!(
+                    "deployment {} is already running",
+                    d.id
+                )));
+            }
+            Err(super::drain::Refused::Closed) => {
+                return Err(RequestError::Unavailable(
+                    "tlsward is shutting down; run it again after the restart".into(),
+                ));
+            }
         }
         let me = self.clone();
         let id = d.id;
         let task = tokio::spawn(async move {
             let finished = me.deployer.execute(&d, &job, why).await;
-            me.running
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&d.id);
+            me.running.leave(d.id);
             me.notify.notify_one();
             finished
         });

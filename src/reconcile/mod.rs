@@ -4,6 +4,7 @@
 //! its certificate.
 
 mod deploy;
+mod drain;
 mod manual;
 mod plan;
 mod rollout;
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 pub use deploy::{CONFIRMATIONS, DeployJob, DeploySettings, Deployer, Finished};
+pub use drain::{DRAIN_MARGIN, drain_limit};
 pub use manual::{RequestError, approve, job_of, pick_run_now, run_now_trigger};
 pub use plan::{CertState, Drift, OrderReason, Plan, drift, plan, point_in_window, renewal_time};
 use prometheus_client::collector::Collector;
@@ -32,6 +34,7 @@ use crate::clock::Clock;
 use crate::escape::LabelValue;
 use crate::issuer::{AcmeSettings, CertificateSpec, Http01Responder, Issuer, Resumption};
 use crate::schedule::Results;
+use crate::shutdown::Shutdown;
 use crate::store::Store;
 
 /// Renew when a third of the lifetime is left, unless configured otherwise.
@@ -122,8 +125,8 @@ pub struct Reconciler {
     served_windows: Mutex<HashMap<String, ServedWindow>>,
     metrics: OrderMetrics,
     deployer: Deployer,
-    /// Deployments running in this process.
-    running: Mutex<std::collections::HashSet<i64>>,
+    /// Deployments running in this process, drained at shutdown.
+    running: drain::Running,
     /// The last regression journaled per endpoint: (version, re-queues, action).
     regressions: Mutex<HashMap<String, (i64, u32, &'static str)>>,
     /// Orders by hand for the loop ([`Reconciler::order_now`]).
@@ -186,7 +189,7 @@ impl Reconciler {
             served_windows: Mutex::new(HashMap::new()),
             metrics,
             deployer,
-            running: Mutex::new(std::collections::HashSet::new()),
+            running: drain::Running::default(),
             regressions: Mutex::new(HashMap::new()),
             manual_tx,
             manual_rx: Mutex::new(Some(manual_rx)),
@@ -242,10 +245,9 @@ impl Reconciler {
             .collect()
     }
 
-    /// Runs until `shutdown` completes: plan, order, sleep until the next deadline or an
-    /// order by hand.
-    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
-        tokio::pin!(shutdown);
+    /// Runs until `shutdown` fires: plan, order, sleep until the next deadline or an order
+    /// by hand. Deployments it started keep running; [`Reconciler::drain`] waits for them.
+    pub async fn run(self: Arc<Self>, shutdown: Shutdown) {
         let mut issuer: Option<(String, Issuer)> = None;
         let mut manual_rx = self
             .manual_rx
@@ -330,7 +332,7 @@ impl Reconciler {
                 .unwrap_or(MAX_SLEEP)
                 .min(MAX_SLEEP);
             tokio::select! {
-                () = &mut shutdown => return,
+                () = shutdown.wait() => return,
                 () = tokio::time::sleep(sleep) => {}
                 () = self.notify.notified() => {}
                 Some(order) = async {

@@ -435,12 +435,8 @@ impl Reconciler {
             error!(endpoint = %e.name, "the endpoint's hook or target is not configured");
             return;
         };
-        if !self
-            .running
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(d.id)
-        {
+        // Running already, or shutting down: it stays queued for the next pass or start.
+        if self.running.enter(d.id).is_err() {
             return;
         }
         let me = self.clone();
@@ -448,10 +444,7 @@ impl Reconciler {
             if let Err(err) = me.deployer.execute(&d, &job, why).await {
                 error!(deployment = d.id, error = %err, "the deployment could not be recorded");
             }
-            me.running
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&d.id);
+            me.running.leave(d.id);
             me.notify.notify_one();
         });
     }
