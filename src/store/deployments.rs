@@ -1,0 +1,209 @@
+//! Deployments of a version to an endpoint: the queue, its claims and its finished states.
+
+use rusqlite::{OptionalExtension, params};
+use serde_json::Value;
+
+use super::journal::journal_in;
+use super::{Deployment, Store, StoreError};
+
+/// States a deployment can be in while it is still to run.
+const OPEN_STATES: &str = "('waiting', 'approved', 'running')";
+
+impl Store {
+    /// Queues `version` for `endpoint`, to run from `not_before` (its change window), and
+    /// returns the deployment's id. An open deployment of the same version is kept (and its
+    /// id returned); an open one of another version is superseded. Journaled, in one
+    /// transaction, so a restart finds the queue as it was.
+    pub fn queue_deployment(
+        &self,
+        endpoint: &str,
+        version: i64,
+        reason: &str,
+        not_before: Option<i64>,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let open: Option<(i64, i64)> = tx
+            .query_row(
+                &format!(
+                    "SELECT id, version FROM deployments WHERE endpoint = ?1 AND state IN {OPEN_STATES}"
+                ),
+                params![endpoint],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let certificate: Option<String> = tx
+            .query_row(
+                "SELECT certificate FROM versions WHERE id = ?1",
+                params![version],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match open {
+            Some((id, v)) if v == version => return Ok(id),
+            Some((id, _)) => {
+                tx.execute(
+                    "UPDATE deployments SET state = 'superseded', updated_at = ?2 WHERE id = ?1",
+                    params![id, now],
+                )?;
+                journal_in(
+                    &tx,
+                    now,
+                    "deployment.superseded",
+                    certificate.as_deref(),
+                    &serde_json::json!({ "deployment": id, "endpoint": endpoint, "by_version": version }),
+                )?;
+            }
+            None => {}
+        }
+        tx.execute(
+            "INSERT INTO deployments (endpoint, version, state, reason, not_before, created_at, updated_at) \
+             VALUES (?1, ?2, 'waiting', ?3, ?4, ?5, ?5)",
+            params![endpoint, version, reason, not_before, now],
+        )?;
+        let id = tx.last_insert_rowid();
+        journal_in(
+            &tx,
+            now,
+            "deployment.queued",
+            certificate.as_deref(),
+            &serde_json::json!({
+                "deployment": id, "endpoint": endpoint, "version": version,
+                "reason": reason, "not_before": not_before,
+            }),
+        )?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Deployments still to run (waiting, approved or running), oldest first.
+    pub fn open_deployments(&self) -> Result<Vec<Deployment>, StoreError> {
+        self.deployments_where(&format!("state IN {OPEN_STATES}"), [])
+    }
+
+    /// Every deployment, oldest first (the history `deploy list --all` shows).
+    pub fn all_deployments(&self) -> Result<Vec<Deployment>, StoreError> {
+        self.deployments_where("1", [])
+    }
+
+    fn deployments_where(
+        &self,
+        filter: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<Deployment>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT id, endpoint, version, state, reason, not_before, created_at, updated_at \
+             FROM deployments WHERE {filter} ORDER BY id"
+        ))?;
+        let rows = stmt.query_map(args, |r| {
+            Ok(Deployment {
+                id: r.get(0)?,
+                endpoint: r.get(1)?,
+                version: r.get(2)?,
+                state: r.get(3)?,
+                reason: r.get(4)?,
+                not_before: r.get(5)?,
+                created_at: r.get(6)?,
+                updated_at: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Takes a waiting or approved deployment to `running`, journaling `detail` (why it
+    /// runs now). Returns false when it is not waiting or approved any more, so two
+    /// processes (the daemon and `deploy run-now`) cannot both run it.
+    pub fn claim_deployment(&self, id: i64, detail: &Value, now: i64) -> Result<bool, StoreError> {
+        self.move_deployment(id, "running", "('waiting', 'approved')", detail, now)
+    }
+
+    /// The newest deployment of `version` to `endpoint` that was not superseded, if any:
+    /// a version that failed there is not queued again by itself.
+    pub fn deployment_of(
+        &self,
+        endpoint: &str,
+        version: i64,
+    ) -> Result<Option<Deployment>, StoreError> {
+        Ok(self
+            .deployments_where(
+                "endpoint = ?1 AND version = ?2 AND state != 'superseded'",
+                params![endpoint, version],
+            )?
+            .pop())
+    }
+
+    /// Every deployment of `version` to `endpoint`, superseded ones included, oldest first:
+    /// the history the queue rule reads (how often a regression was queued again).
+    pub fn deployments_of(
+        &self,
+        endpoint: &str,
+        version: i64,
+    ) -> Result<Vec<Deployment>, StoreError> {
+        self.deployments_where("endpoint = ?1 AND version = ?2", params![endpoint, version])
+    }
+
+    /// The detail recorded with a deployment's last state change.
+    pub fn deployment_detail(&self, id: i64) -> Result<Value, StoreError> {
+        let text: Option<String> = self.conn().query_row(
+            "SELECT detail FROM deployments WHERE id = ?1",
+            params![id],
+            |r| r.get(0),
+        )?;
+        Ok(text
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null))
+    }
+
+    /// Moves an open deployment to `state` (approved, running, verified, failed,
+    /// rolled_back), journaling `detail`. Returns false when it is not open any more (already
+    /// finished or superseded), so two actors cannot both finish it.
+    pub fn set_deployment_state(
+        &self,
+        id: i64,
+        state: &str,
+        detail: &Value,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        self.move_deployment(id, state, OPEN_STATES, detail, now)
+    }
+
+    /// Moves a deployment in one of the `from` states (an SQL list) to `to`, journaling
+    /// `deployment.<to>` with `detail`, in one transaction; false when it was in none of them.
+    fn move_deployment(
+        &self,
+        id: i64,
+        to: &str,
+        from: &str,
+        detail: &Value,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let changed = tx.execute(
+            &format!(
+                "UPDATE deployments SET state = ?2, updated_at = ?3, detail = ?4 \
+                 WHERE id = ?1 AND state IN {from}"
+            ),
+            params![id, to, now, detail.to_string()],
+        )?;
+        if changed == 0 {
+            return Ok(false);
+        }
+        let certificate: Option<String> = tx.query_row(
+            "SELECT v.certificate FROM deployments d JOIN versions v ON v.id = d.version WHERE d.id = ?1",
+            params![id],
+            |r| r.get(0),
+        )?;
+        journal_in(
+            &tx,
+            now,
+            &format!("deployment.{to}"),
+            certificate.as_deref(),
+            &serde_json::json!({ "deployment": id, "detail": detail }),
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+}
