@@ -30,14 +30,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use crate::escape::Visible;
-use crate::reconcile::{Reconciler, RequestError, run_now_trigger};
+use crate::reconcile::{Outcome, Reconciler, RequestError, run_now_trigger};
+use crate::store::DeploymentState;
 
 /// The protocol version this build speaks.
 pub const VERSION: u32 = 1;
@@ -124,10 +124,10 @@ pub enum Reply {
         endpoint: String,
         /// The hook that ran.
         hook: String,
-        /// verified, failed or rolled_back.
-        state: String,
+        /// Verified, failed or rolled back.
+        state: DeploymentState,
         /// What was journaled with it (hook calls, verification, rollback, error).
-        detail: Value,
+        detail: Outcome,
     },
     /// The request was not done.
     Error {
@@ -443,8 +443,8 @@ async fn connection(mut stream: UnixStream, reconciler: &Arc<Reconciler>, own: u
                         deployment: id,
                         endpoint,
                         hook,
-                        state: f.state.to_owned(),
-                        detail: f.detail,
+                        state: f.state,
+                        detail: f.outcome,
                     },
                     Err(e) => e.into(),
                 }
@@ -622,8 +622,8 @@ mod tests {
             deployment: 3,
             endpoint: "lb".into(),
             hook: "appliance".into(),
-            state: "rolled_back".into(),
-            detail: serde_json::json!({ "error": "x" }),
+            state: DeploymentState::RolledBack,
+            detail: Outcome::error("x"),
         };
         let line = serde_json::to_vec(&Line {
             v: VERSION,

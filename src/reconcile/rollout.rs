@@ -19,7 +19,7 @@ use tracing::{error, info, warn};
 
 use super::{DeployJob, Desired, Drift, EndpointSpec, Reconciler, drift, unix};
 use crate::escape::LabelValue;
-use crate::store::Deployment;
+use crate::store::{Deployment, DeploymentState};
 
 /// How soon to look again at an endpoint with a hook whose target has not been probed yet.
 const UNPROBED_RECHECK: i64 = 1;
@@ -92,10 +92,10 @@ pub(super) enum Previous {
 impl Previous {
     /// From the newest deployment of the version to the endpoint that was not superseded.
     fn of(d: Option<&Deployment>) -> Self {
-        match d.map(|d| (d.state.as_str(), d.updated_at)) {
+        match d {
             None => Self::Never,
-            Some(("verified", at)) => Self::Verified { at },
-            Some(("waiting" | "approved" | "running", _)) => Self::Open,
+            Some(d) if d.state == DeploymentState::Verified => Self::Verified { at: d.updated_at },
+            Some(d) if d.state.is_open() => Self::Open,
             Some(_) => Self::Failed,
         }
     }
@@ -187,15 +187,15 @@ impl Reconciler {
     pub(super) fn interrupted_deployments(&self) {
         let now = unix(self.clock.as_ref());
         for d in self.store.open_deployments().unwrap_or_default() {
-            if d.state == "running" {
+            if d.state == DeploymentState::Running {
                 let detail = json!({
                     "error": "interrupted: tlsward stopped while this deployment ran; \
                               check the endpoint, then `tlsward deploy run-now`",
                 });
                 warn!(deployment = d.id, endpoint = %d.endpoint, "a deployment was interrupted");
-                let _ = self
-                    .store
-                    .set_deployment_state(d.id, "failed", &detail, now);
+                let _ =
+                    self.store
+                        .set_deployment_state(d.id, DeploymentState::Failed, &detail, now);
             }
         }
     }
@@ -277,9 +277,9 @@ impl Reconciler {
             let Some(e) = desired.endpoints.iter().find(|e| e.name == d.endpoint) else {
                 continue;
             };
-            let why = match d.state.as_str() {
-                "approved" => json!({ "trigger": "approved" }),
-                "waiting" => match &e.window {
+            let why = match d.state {
+                DeploymentState::Approved => json!({ "trigger": "approved" }),
+                DeploymentState::Waiting => match &e.window {
                     None => json!({ "trigger": "no_window" }),
                     Some(w) if w.is_open(at) => {
                         json!({ "trigger": "window_open", "window": w.name() })
@@ -337,7 +337,12 @@ impl Reconciler {
             return Ok(None);
         }
         let history = self.store.deployments_of(&e.name, latest.id)?;
-        let previous = Previous::of(history.iter().rev().find(|d| d.state != "superseded"));
+        let previous = Previous::of(
+            history
+                .iter()
+                .rev()
+                .find(|d| d.state != DeploymentState::Superseded),
+        );
         let requeues = history
             .iter()
             .filter(|d| d.reason == QueueReason::Regressed.as_str())
@@ -480,14 +485,14 @@ impl Reconciler {
             MetricType::Gauge,
         )?;
         for e in &with_hooks {
-            for state in ["waiting", "approved", "running"] {
+            for state in DeploymentState::OPEN {
                 let n = all
                     .iter()
                     .filter(|d| d.endpoint == e.name && d.state == state)
                     .count();
                 ConstGauge::new(n as i64).encode(fam.encode_family(&[
                     ("endpoint", LabelValue::from(e.name.as_str())),
-                    ("state", LabelValue::from(state)),
+                    ("state", LabelValue::from(state.as_str())),
                 ])?)?;
             }
         }
@@ -495,10 +500,7 @@ impl Reconciler {
             .iter()
             .filter_map(|e| {
                 all.iter()
-                    .find(|d| {
-                        d.endpoint == e.name
-                            && matches!(d.state.as_str(), "waiting" | "approved" | "running")
-                    })
+                    .find(|d| d.endpoint == e.name && d.state.is_open())
                     .map(|d| (e.name.as_str(), now - d.created_at))
             })
             .collect();
@@ -524,11 +526,8 @@ impl Reconciler {
             let failed = all
                 .iter()
                 .rev()
-                .find(|d| {
-                    d.endpoint == e.name
-                        && matches!(d.state.as_str(), "verified" | "failed" | "rolled_back")
-                })
-                .is_some_and(|d| d.state != "verified");
+                .find(|d| d.endpoint == e.name && d.state.is_finished())
+                .is_some_and(|d| d.state != DeploymentState::Verified);
             ConstGauge::new(i64::from(failed)).encode(fam.encode_family(&[
                 ("endpoint", LabelValue::from(e.name.as_str())),
                 ("certificate", LabelValue::from(e.certificate.as_str())),

@@ -1,13 +1,125 @@
 //! Deployments of a version to an endpoint: the queue, its claims and its finished states.
 
-use rusqlite::{OptionalExtension, params};
+use std::fmt;
+
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
+use rusqlite::{OptionalExtension, ToSql, params};
 use serde_json::Value;
 
 use super::journal::journal_in;
 use super::{Deployment, Store, StoreError};
 
-/// States a deployment can be in while it is still to run.
-const OPEN_STATES: &str = "('waiting', 'approved', 'running')";
+/// Where a deployment is in its life. Queued `Waiting` (for its change window), maybe
+/// `Approved` by an operator, `Running` once claimed, then `Verified`, `Failed` or
+/// `RolledBack`; an open one is `Superseded` when a newer version is queued instead.
+///
+/// [`as_str`](Self::as_str) is the only place the names exist: the database column, the
+/// journal kinds (`deployment.<state>`), metric labels and the CLI's output all use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DeploymentState {
+    /// Queued, waiting for its change window.
+    Waiting,
+    /// Let run by an operator without waiting for its window.
+    Approved,
+    /// Claimed: its hook runs or the endpoint is being verified.
+    Running,
+    /// The endpoint served the new certificate.
+    Verified,
+    /// It did not deploy, and nothing was rolled back.
+    Failed,
+    /// It did not deploy, and what the hook did was rolled back.
+    RolledBack,
+    /// A newer version was queued for the endpoint before it ran.
+    Superseded,
+}
+
+impl DeploymentState {
+    /// Every state, in the order of a deployment's life.
+    pub const ALL: [Self; 7] = [
+        Self::Waiting,
+        Self::Approved,
+        Self::Running,
+        Self::Verified,
+        Self::Failed,
+        Self::RolledBack,
+        Self::Superseded,
+    ];
+
+    /// The states of a deployment still to run (at most one per endpoint).
+    pub const OPEN: [Self; 3] = [Self::Waiting, Self::Approved, Self::Running];
+
+    /// The states a deployment that ran ends in.
+    pub const FINISHED: [Self; 3] = [Self::Verified, Self::Failed, Self::RolledBack];
+
+    /// Its name, as stored and shown.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Waiting => "waiting",
+            Self::Approved => "approved",
+            Self::Running => "running",
+            Self::Verified => "verified",
+            Self::Failed => "failed",
+            Self::RolledBack => "rolled_back",
+            Self::Superseded => "superseded",
+        }
+    }
+
+    /// The state of this name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// Whether the deployment is still to run (waiting, approved or running).
+    pub const fn is_open(self) -> bool {
+        matches!(self, Self::Waiting | Self::Approved | Self::Running)
+    }
+
+    /// Whether the deployment ran to its end (verified, failed or rolled back).
+    pub const fn is_finished(self) -> bool {
+        matches!(self, Self::Verified | Self::Failed | Self::RolledBack)
+    }
+}
+
+impl fmt::Display for DeploymentState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl ToSql for DeploymentState {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl FromSql for DeploymentState {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let name = value.as_str()?;
+        Self::parse(name)
+            .ok_or_else(|| FromSqlError::Other(format!("unknown deployment state {name:?}").into()))
+    }
+}
+
+impl serde::Serialize for DeploymentState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DeploymentState {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Self::parse(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown deployment state {name:?}")))
+    }
+}
+
+/// `states` as an SQL list, `('waiting', 'approved')`, for `state IN ...`. The names are
+/// constants, never input, so they can be written into the statement.
+pub(super) fn sql_list(states: &[DeploymentState]) -> String {
+    let names: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
+    format!("({})", names.join(", "))
+}
 
 impl Store {
     /// Queues `version` for `endpoint`, to run from `not_before` (its change window), and
@@ -27,7 +139,8 @@ impl Store {
         let open: Option<(i64, i64)> = tx
             .query_row(
                 &format!(
-                    "SELECT id, version FROM deployments WHERE endpoint = ?1 AND state IN {OPEN_STATES}"
+                    "SELECT id, version FROM deployments WHERE endpoint = ?1 AND state IN {}",
+                    sql_list(&DeploymentState::OPEN)
                 ),
                 params![endpoint],
                 |r| Ok((r.get(0)?, r.get(1)?)),
@@ -44,13 +157,13 @@ impl Store {
             Some((id, v)) if v == version => return Ok(id),
             Some((id, _)) => {
                 tx.execute(
-                    "UPDATE deployments SET state = 'superseded', updated_at = ?2 WHERE id = ?1",
-                    params![id, now],
+                    "UPDATE deployments SET state = ?3, updated_at = ?2 WHERE id = ?1",
+                    params![id, now, DeploymentState::Superseded],
                 )?;
                 journal_in(
                     &tx,
                     now,
-                    "deployment.superseded",
+                    &journal_kind(DeploymentState::Superseded),
                     certificate.as_deref(),
                     &serde_json::json!({ "deployment": id, "endpoint": endpoint, "by_version": version }),
                 )?;
@@ -59,8 +172,8 @@ impl Store {
         }
         tx.execute(
             "INSERT INTO deployments (endpoint, version, state, reason, not_before, created_at, updated_at) \
-             VALUES (?1, ?2, 'waiting', ?3, ?4, ?5, ?5)",
-            params![endpoint, version, reason, not_before, now],
+             VALUES (?1, ?2, ?6, ?3, ?4, ?5, ?5)",
+            params![endpoint, version, reason, not_before, now, DeploymentState::Waiting],
         )?;
         let id = tx.last_insert_rowid();
         journal_in(
@@ -79,7 +192,10 @@ impl Store {
 
     /// Deployments still to run (waiting, approved or running), oldest first.
     pub fn open_deployments(&self) -> Result<Vec<Deployment>, StoreError> {
-        self.deployments_where(&format!("state IN {OPEN_STATES}"), [])
+        self.deployments_where(
+            &format!("state IN {}", sql_list(&DeploymentState::OPEN)),
+            [],
+        )
     }
 
     /// Every deployment, oldest first (the history `deploy list --all` shows).
@@ -116,7 +232,8 @@ impl Store {
     /// runs now). Returns false when it is not waiting or approved any more, so two
     /// processes (the daemon and `deploy run-now`) cannot both run it.
     pub fn claim_deployment(&self, id: i64, detail: &Value, now: i64) -> Result<bool, StoreError> {
-        self.move_deployment(id, "running", "('waiting', 'approved')", detail, now)
+        use DeploymentState::{Approved, Running, Waiting};
+        self.move_deployment(id, Running, &[Waiting, Approved], detail, now)
     }
 
     /// The newest deployment of `version` to `endpoint` that was not superseded, if any:
@@ -128,8 +245,8 @@ impl Store {
     ) -> Result<Option<Deployment>, StoreError> {
         Ok(self
             .deployments_where(
-                "endpoint = ?1 AND version = ?2 AND state != 'superseded'",
-                params![endpoint, version],
+                "endpoint = ?1 AND version = ?2 AND state != ?3",
+                params![endpoint, version, DeploymentState::Superseded],
             )?
             .pop())
     }
@@ -162,20 +279,20 @@ impl Store {
     pub fn set_deployment_state(
         &self,
         id: i64,
-        state: &str,
+        state: DeploymentState,
         detail: &Value,
         now: i64,
     ) -> Result<bool, StoreError> {
-        self.move_deployment(id, state, OPEN_STATES, detail, now)
+        self.move_deployment(id, state, &DeploymentState::OPEN, detail, now)
     }
 
-    /// Moves a deployment in one of the `from` states (an SQL list) to `to`, journaling
+    /// Moves a deployment in one of the `from` states to `to`, journaling
     /// `deployment.<to>` with `detail`, in one transaction; false when it was in none of them.
     fn move_deployment(
         &self,
         id: i64,
-        to: &str,
-        from: &str,
+        to: DeploymentState,
+        from: &[DeploymentState],
         detail: &Value,
         now: i64,
     ) -> Result<bool, StoreError> {
@@ -184,7 +301,8 @@ impl Store {
         let changed = tx.execute(
             &format!(
                 "UPDATE deployments SET state = ?2, updated_at = ?3, detail = ?4 \
-                 WHERE id = ?1 AND state IN {from}"
+                 WHERE id = ?1 AND state IN {}",
+                sql_list(from)
             ),
             params![id, to, now, detail.to_string()],
         )?;
@@ -199,11 +317,16 @@ impl Store {
         journal_in(
             &tx,
             now,
-            &format!("deployment.{to}"),
+            &journal_kind(to),
             certificate.as_deref(),
             &serde_json::json!({ "deployment": id, "detail": detail }),
         )?;
         tx.commit()?;
         Ok(true)
     }
+}
+
+/// The journal kind of a move to `state`: `deployment.<state>`.
+fn journal_kind(state: DeploymentState) -> String {
+    format!("deployment.{state}")
 }

@@ -3,34 +3,25 @@
 use rusqlite::{Connection, params};
 use serde_json::Value;
 
-use super::{JournalEntry, Store, StoreError};
+use super::{EndpointRow, JournalEntry, Store, StoreError};
 
 impl Store {
-    /// Replaces the recorded endpoints (name, certificate, probe target) with the configured
-    /// ones, journaling the change when there is one.
-    pub fn set_endpoints(
-        &self,
-        endpoints: &[(String, String, String)],
-        now: i64,
-    ) -> Result<(), StoreError> {
+    /// Replaces the recorded endpoints with the configured ones, journaling the change when
+    /// there is one.
+    pub fn set_endpoints(&self, endpoints: &[EndpointRow], now: i64) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let current: Vec<(String, String, String)> = {
-            let mut stmt =
-                tx.prepare("SELECT name, certificate, target FROM endpoints ORDER BY name")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-            rows.collect::<Result<_, _>>()?
-        };
+        let current = endpoints_in(&tx)?;
         let mut wanted = endpoints.to_vec();
         wanted.sort();
         if current == wanted {
             return Ok(());
         }
         tx.execute("DELETE FROM endpoints", [])?;
-        for (name, certificate, target) in &wanted {
+        for e in &wanted {
             tx.execute(
                 "INSERT INTO endpoints (name, certificate, target) VALUES (?1, ?2, ?3)",
-                params![name, certificate, target],
+                params![e.name, e.certificate, e.target],
             )?;
         }
         journal_in(
@@ -38,19 +29,15 @@ impl Store {
             now,
             "endpoints.set",
             None,
-            &serde_json::json!({ "endpoints": wanted.iter().map(|(n, c, t)| serde_json::json!({ "name": n, "certificate": c, "target": t })).collect::<Vec<_>>() }),
+            &serde_json::json!({ "endpoints": wanted.iter().map(|e| serde_json::json!({ "name": e.name, "certificate": e.certificate, "target": e.target })).collect::<Vec<_>>() }),
         )?;
         tx.commit()?;
         Ok(())
     }
 
-    /// The recorded endpoints: (name, certificate, target), by name.
-    pub fn endpoints(&self) -> Result<Vec<(String, String, String)>, StoreError> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT name, certificate, target FROM endpoints ORDER BY name")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+    /// The recorded endpoints, by name.
+    pub fn endpoints(&self) -> Result<Vec<EndpointRow>, StoreError> {
+        endpoints_in(&self.conn())
     }
 
     /// Appends to the journal.
@@ -86,6 +73,20 @@ impl Store {
     }
 }
 
+/// The endpoints recorded in `conn` (a connection or a transaction), by name.
+fn endpoints_in(conn: &Connection) -> Result<Vec<EndpointRow>, StoreError> {
+    let mut stmt = conn.prepare("SELECT name, certificate, target FROM endpoints ORDER BY name")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(EndpointRow {
+            name: r.get(0)?,
+            certificate: r.get(1)?,
+            target: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Appends to the journal inside `conn`'s transaction.
 pub(super) fn journal_in(
     conn: &Connection,
     now: i64,

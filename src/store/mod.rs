@@ -25,6 +25,7 @@ use serde_json::Value;
 
 use crypt::Crypt;
 pub use crypt::{KeySource, Secret};
+pub use deployments::DeploymentState;
 
 /// One deployment of a certificate version to an endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,8 +36,8 @@ pub struct Deployment {
     pub endpoint: String,
     /// The version (row id in `versions`) it deploys.
     pub version: i64,
-    /// waiting, approved, running, verified, failed, rolled_back or superseded.
-    pub state: String,
+    /// Where it is in its life.
+    pub state: DeploymentState,
     /// Why it was queued: renewed, foreign, unreachable, regressed or manual (the reconciler's
     /// `QueueReason`).
     pub reason: String,
@@ -46,6 +47,18 @@ pub struct Deployment {
     pub created_at: i64,
     /// When its state last changed (for a verified one: when it was verified).
     pub updated_at: i64,
+}
+
+/// One recorded endpoint: a place a certificate is deployed to, and the probe target that
+/// shows what it serves.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EndpointRow {
+    /// Its configured name.
+    pub name: String,
+    /// The managed certificate it serves.
+    pub certificate: String,
+    /// The probe target (`host:port`) monitoring it.
+    pub target: String,
 }
 
 /// A store problem.

@@ -2,6 +2,7 @@
 
 use rusqlite::Connection;
 
+use super::deployments::sql_list;
 use super::schema::MIGRATIONS;
 use super::*;
 
@@ -246,12 +247,24 @@ fn deployments_queue_supersede_survive_reopen_and_finish_once() {
         ]
     );
     let all = store.all_deployments().unwrap();
-    assert_eq!(all[0].state, "superseded");
+    assert_eq!(all[0].state, DeploymentState::Superseded);
     // A superseded deployment cannot be finished; an open one finishes exactly once.
     let ok = serde_json::json!({ "served": "bb" });
-    assert!(!store.set_deployment_state(d1, "verified", &ok, 7).unwrap());
-    assert!(store.set_deployment_state(d2, "verified", &ok, 7).unwrap());
-    assert!(!store.set_deployment_state(d2, "failed", &ok, 8).unwrap());
+    assert!(
+        !store
+            .set_deployment_state(d1, DeploymentState::Verified, &ok, 7)
+            .unwrap()
+    );
+    assert!(
+        store
+            .set_deployment_state(d2, DeploymentState::Verified, &ok, 7)
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_deployment_state(d2, DeploymentState::Failed, &ok, 8)
+            .unwrap()
+    );
     let kinds: Vec<String> = store
         .journal_entries(Some("www"))
         .unwrap()
@@ -430,4 +443,102 @@ fn a_key_owned_by_another_user_is_refused() {
         err.to_string().contains(&format!("owned by uid {other}")),
         "{err}"
     );
+}
+
+#[test]
+fn deployment_states_have_stable_names_and_one_list() {
+    use DeploymentState::Superseded;
+    let names: Vec<&str> = DeploymentState::ALL.iter().map(|s| s.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "waiting",
+            "approved",
+            "running",
+            "verified",
+            "failed",
+            "rolled_back",
+            "superseded"
+        ]
+    );
+    for s in DeploymentState::ALL {
+        assert_eq!(DeploymentState::parse(s.as_str()), Some(s));
+        assert_eq!(s.to_string(), s.as_str());
+        assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        assert_eq!(
+            serde_json::from_value::<DeploymentState>(s.as_str().into()).unwrap(),
+            s
+        );
+        assert_eq!(s.is_open(), DeploymentState::OPEN.contains(&s), "{s}");
+        assert_eq!(
+            s.is_finished(),
+            DeploymentState::FINISHED.contains(&s),
+            "{s}"
+        );
+    }
+    assert!(!Superseded.is_open() && !Superseded.is_finished());
+    assert_eq!(DeploymentState::parse("rolled-back"), None);
+    assert!(serde_json::from_value::<DeploymentState>("done".into()).is_err());
+    // The migration's one-open-per-endpoint index names exactly the open states.
+    let open = sql_list(&DeploymentState::OPEN);
+    assert_eq!(open, "('waiting', 'approved', 'running')");
+    assert!(
+        MIGRATIONS[2].contains(&format!("WHERE state IN {open};")),
+        "{}",
+        MIGRATIONS[2]
+    );
+}
+
+#[test]
+fn an_unknown_state_in_a_row_is_an_error_not_a_guess() {
+    let (_dir, store) = open();
+    add_www(&store);
+    let v = issue(&store, "aa", 2, &Secret::new(b"k".to_vec()));
+    let d = store.queue_deployment("lb", v, "renewed", None, 3).unwrap();
+    // Written by a newer tlsward, say: the row is refused, not read as some other state.
+    store
+        .conn()
+        .execute("UPDATE deployments SET state = 'paused' WHERE id = ?1", [d])
+        .unwrap();
+    let err = store.all_deployments().unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("unknown deployment state \"paused\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn endpoints_are_recorded_by_name_and_journaled_only_when_they_change() {
+    let (_dir, store) = open();
+    let row = |name: &str, target: &str| EndpointRow {
+        name: name.into(),
+        certificate: "www".into(),
+        target: target.into(),
+    };
+    let wanted = [row("web", "web.test:443"), row("lb", "lb.test:443")];
+    store.set_endpoints(&wanted, 1).unwrap();
+    store.set_endpoints(&wanted, 2).unwrap();
+    assert_eq!(
+        store.endpoints().unwrap(),
+        [wanted[1].clone(), wanted[0].clone()]
+    );
+    store.set_endpoints(&wanted[..1], 3).unwrap();
+    assert_eq!(store.endpoints().unwrap(), [wanted[0].clone()]);
+    let set: Vec<_> = store
+        .journal_entries(None)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "endpoints.set")
+        .map(|e| (e.at, e.detail))
+        .collect();
+    assert_eq!(set.len(), 2, "{set:?}");
+    assert_eq!(
+        set[0].1,
+        serde_json::json!({ "endpoints": [
+            { "name": "lb", "certificate": "www", "target": "lb.test:443" },
+            { "name": "web", "certificate": "www", "target": "web.test:443" },
+        ] })
+    );
+    assert_eq!(set[1].0, 3);
 }
