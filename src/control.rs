@@ -127,7 +127,7 @@ pub enum Reply {
         /// Verified, failed or rolled back.
         state: DeploymentState,
         /// What was journaled with it (hook calls, verification, rollback, error).
-        detail: Outcome,
+        detail: Box<Outcome>,
     },
     /// The request was not done.
     Error {
@@ -444,7 +444,7 @@ async fn connection(mut stream: UnixStream, reconciler: &Arc<Reconciler>, own: u
                         endpoint,
                         hook,
                         state: f.state,
-                        detail: f.outcome,
+                        detail: Box::new(f.outcome),
                     },
                     Err(e) => e.into(),
                 }
@@ -623,7 +623,7 @@ mod tests {
             endpoint: "lb".into(),
             hook: "appliance".into(),
             state: DeploymentState::RolledBack,
-            detail: Outcome::error("x"),
+            detail: Box::new(Outcome::error("x")),
         };
         let line = serde_json::to_vec(&Line {
             v: VERSION,

@@ -444,7 +444,7 @@ impl Deployer {
                     errors: Some(vec![e]),
                     ..Redeploy::default()
                 };
-                return (false, Rollback::Redeployed(out));
+                return (false, Rollback::Redeployed(Box::new(out)));
             }
         };
         let run = self.run_hook(job, material).await;
@@ -458,7 +458,7 @@ impl Deployer {
             out.errors = Some(vec![format!(
                 "the hook failed putting the previous version back: {e}"
             )]);
-            return (false, Rollback::Redeployed(out));
+            return (false, Rollback::Redeployed(Box::new(out)));
         }
         let (ok, verification) = self.verify(job, &version.sha256).await;
         out.verification = Some(verification);
@@ -467,7 +467,7 @@ impl Deployer {
                 "the endpoint does not serve the previous version either".into(),
             ]);
         }
-        (ok, Rollback::Redeployed(out))
+        (ok, Rollback::Redeployed(Box::new(out)))
     }
 
     async fn run_hook(&self, job: &DeployJob, material: Material) -> HookRun {

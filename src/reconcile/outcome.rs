@@ -151,7 +151,7 @@ pub enum Rollback {
     },
     /// The version verified there before was deployed again through the same hook (a hook
     /// that only talked to a device).
-    Redeployed(Redeploy),
+    Redeployed(Box<Redeploy>),
     /// What the hook did on this host was undone.
     Undone(Undone),
     /// Any other shape, kept as it was.

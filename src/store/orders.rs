@@ -5,7 +5,7 @@ use rusqlite::{OptionalExtension, params};
 use serde_json::Value;
 
 use super::journal::journal_in;
-use super::{NewVersion, PendingOrder, Secret, Store, StoreError};
+use super::{NewVersion, PendingOrder, Secret, Store, StoreError, Version};
 
 impl Store {
     /// Starts an order: a row in `pending` state and a journal entry, in one transaction.
@@ -181,12 +181,13 @@ impl Store {
 
     /// Stores a newly issued version and completes its order, atomically: after a crash
     /// there is either no trace of the version and the order is still pending, or both.
+    /// Returns the version as stored (no renewal window chosen yet).
     pub fn complete_order(
         &self,
         order: i64,
         v: &NewVersion<'_>,
         now: i64,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<Version, StoreError> {
         let sealed = self.crypt.encrypt(v.key)?;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -208,7 +209,19 @@ impl Store {
             &serde_json::json!({ "order": order, "version": id, "serial": v.serial, "sha256": v.sha256, "not_after": v.not_after }),
         )?;
         tx.commit()?;
-        Ok(id)
+        Ok(Version {
+            id,
+            certificate: v.certificate.to_owned(),
+            serial: v.serial.to_owned(),
+            sha256: v.sha256.to_owned(),
+            not_before: v.not_before,
+            not_after: v.not_after,
+            chain_pem: v.chain_pem.to_owned(),
+            ari_id: v.ari_id.map(str::to_owned),
+            issued_at: now,
+            ari_window: None,
+            renew_at: None,
+        })
     }
 
     /// Orders still pending (interrupted by a crash or still running), oldest first,

@@ -47,7 +47,7 @@ fn issue(store: &Store, sha256: &str, at: i64, key: &Secret) -> i64 {
         key,
         ari_id: None,
     };
-    store.complete_order(order, &v, at).unwrap()
+    store.complete_order(order, &v, at).unwrap().id
 }
 
 #[test]
@@ -177,7 +177,14 @@ fn an_order_keeps_its_sealed_key_until_it_is_over_and_an_abandoned_one_says_why(
         key: &key,
         ari_id: None,
     };
-    let id = store.complete_order(a, &v, 7).unwrap();
+    let stored = store.complete_order(a, &v, 7).unwrap();
+    // What it returns is what a read finds.
+    assert_eq!(
+        store.version_by_id(stored.id).unwrap(),
+        Some(stored.clone())
+    );
+    assert_eq!((stored.issued_at, stored.serial.as_str()), (7, "01"));
+    let id = stored.id;
     assert_eq!(store.version_key(id).unwrap(), key);
     assert_eq!(store.order_key(a).unwrap(), None);
     assert!(store.pending_orders(None).unwrap().is_empty());

@@ -103,7 +103,7 @@ fn verified_redeployed_and_skipped_outcomes_render_as_before() {
         verified.to_json(),
         json!({ "deployment": 1, "verification": { "attempts": 2, "seconds": 1.5, "served": served_json } })
     );
-    let redeployed = Rollback::Redeployed(Redeploy {
+    let redeployed = Rollback::Redeployed(Box::new(Redeploy {
         redeployed_version: Some(2),
         sha256: Some("aa".into()),
         hook: None,
@@ -111,7 +111,7 @@ fn verified_redeployed_and_skipped_outcomes_render_as_before() {
         errors: Some(vec![
             "the endpoint does not serve the previous version either".into(),
         ]),
-    });
+    }));
     let json = serde_json::to_value(&redeployed).unwrap();
     assert_eq!(json["redeployed_version"], 2);
     assert_eq!(json["verification"]["served"][0]["sha256"], "aa");
@@ -119,10 +119,10 @@ fn verified_redeployed_and_skipped_outcomes_render_as_before() {
         serde_json::from_value::<Rollback>(json).unwrap(),
         redeployed
     );
-    let unreadable = Rollback::Redeployed(Redeploy {
+    let unreadable = Rollback::Redeployed(Box::new(Redeploy {
         errors: Some(vec!["version 9 is not in the store".into()]),
         ..Redeploy::default()
-    });
+    }));
     assert_eq!(
         serde_json::to_value(&unreadable).unwrap(),
         json!({ "errors": ["version 9 is not in the store"] })
