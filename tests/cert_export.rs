@@ -74,7 +74,8 @@ impl Stored {
                 },
                 3,
             )
-            .unwrap();
+            .unwrap()
+            .id;
         Self {
             dir,
             config,

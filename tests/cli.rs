@@ -599,7 +599,7 @@ async fn deploy_list_shows_the_queue_with_windows_and_approve_lets_one_run() {
         key: &key,
         ari_id: None,
     };
-    let v = store.complete_order(order, &version, 3).unwrap();
+    let v = store.complete_order(order, &version, 3).unwrap().id;
     let lb = store.queue_deployment("lb", v, "renewed", None, 4).unwrap();
     let mail = store
         .queue_deployment("mail", v, "renewed", None, 4)

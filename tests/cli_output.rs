@@ -350,7 +350,7 @@ async fn deploy_list_lines_up_and_deploy_show_json_is_only_json() {
     let detail = serde_json::json!({ "error": "the endpoint did not serve it", "rollback": { "restored": ["/etc/x.crt"] } });
     assert!(
         store
-            .set_deployment_state(web, "rolled_back", &detail, 6)
+            .set_deployment_state(web, tlsward::store::DeploymentState::RolledBack, &detail, 6)
             .unwrap()
     );
     drop(store);

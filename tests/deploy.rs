@@ -386,7 +386,7 @@ settings = {{ fullchain_path = "{certs}/1.crt", key_path = "{certs}/1.key" }}
         .filter(|d| d.endpoint == "web2")
         .collect();
     assert_eq!(web2.len(), 1, "{web2:?}");
-    assert_eq!(web2[0].state, "rolled_back");
+    assert_eq!(web2[0].state.as_str(), "rolled_back");
     // `deploy show` tells an operator what happened.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tlsward"))
         .args(["deploy", "show", &web2[0].id.to_string(), "--config"])
@@ -687,7 +687,7 @@ hook = "appliance"
         .all_deployments()
         .unwrap()
         .into_iter()
-        .find(|d| d.state == "rolled_back")
+        .find(|d| d.state.as_str() == "rolled_back")
         .unwrap();
     assert_eq!(failed.version, v2.id);
     let detail = store.deployment_detail(failed.id).unwrap();

@@ -131,7 +131,11 @@ target = "{target}"
     eventually(10, "stale drift", drift("stale")).await;
     assert_eq!(
         store.endpoints().unwrap(),
-        [(target.clone(), "site".to_owned(), target.clone())]
+        [tlsward::store::EndpointRow {
+            name: target.clone(),
+            certificate: "site".to_owned(),
+            target: target.clone()
+        }]
     );
     let kinds: Vec<String> = store
         .journal_entries(Some("site"))

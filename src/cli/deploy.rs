@@ -13,7 +13,8 @@ use super::{DeployArgs, DeployCommand, ShowFormat};
 use crate::cert::rfc3339;
 use crate::clock::{Clock, SystemClock};
 use crate::control::{self, Reply};
-use crate::store::Deployment;
+use crate::reconcile::{Outcome, Rollback};
+use crate::store::{Deployment, DeploymentState};
 
 pub(super) fn run(args: DeployArgs) -> anyhow::Result<u8> {
     let (config, remediation, store) = load(&args.file.config, false)?;
@@ -37,7 +38,7 @@ pub(super) fn run(args: DeployArgs) -> anyhow::Result<u8> {
                     d.id.to_string(),
                     d.endpoint.clone(),
                     sha,
-                    d.state.clone(),
+                    d.state.as_str().to_owned(),
                     d.reason.clone(),
                     window.map_or("-", |w| w.name()).to_owned(),
                     opens(d, window, now),
@@ -64,7 +65,14 @@ pub(super) fn run(args: DeployArgs) -> anyhow::Result<u8> {
             let sha = store
                 .version_by_id(d.version)?
                 .map_or_else(|| "?".into(), |v| v.sha256);
+            // A finished deployment's detail is its outcome; an open one's says why it runs
+            // (or who approved it), kept as it was recorded.
             let detail = store.deployment_detail(id)?;
+            let detail = if d.state.is_finished() {
+                Outcome::from_json(&detail).to_json()
+            } else {
+                detail
+            };
             match output {
                 ShowFormat::Json => {
                     let shown = serde_json::json!({
@@ -137,8 +145,8 @@ pub(super) fn run(args: DeployArgs) -> anyhow::Result<u8> {
                     out,
                     "running deployment {deployment} to {endpoint} with hook {hook}"
                 )?;
-                print_finished(&mut out, deployment, &state, &detail)?;
-                return Ok(u8::from(state != "verified"));
+                print_finished(&mut out, deployment, state, &detail)?;
+                return Ok(u8::from(state != DeploymentState::Verified));
             }
             return run_now(&config, &remediation, store, &deployment, &mut out);
         }
@@ -182,66 +190,57 @@ fn run_now(
     let finished = runtime
         .block_on(deployer.execute(&d, &job, why))?
         .with_context(|| format!("deployment {} was claimed by another process", d.id))?;
-    print_finished(out, d.id, finished.state, &finished.detail)?;
-    Ok(u8::from(finished.state != "verified"))
+    print_finished(out, d.id, finished.state, &finished.outcome)?;
+    Ok(u8::from(finished.state != DeploymentState::Verified))
 }
 
 /// How a deployment ended: the hook's calls, the verification, the rollback, the error.
 fn print_finished(
     out: &mut impl Write,
     id: i64,
-    state: &str,
-    detail: &serde_json::Value,
+    state: DeploymentState,
+    outcome: &Outcome,
 ) -> anyhow::Result<()> {
     // What hooks and peers said is shown visibly, never as raw terminal escapes.
-    let shown = |v: &serde_json::Value, default: &'static str| {
-        crate::escape::visible(v.as_str().unwrap_or(default)).into_owned()
-    };
-    if let Some(calls) = detail["hook"]["calls"].as_array() {
-        for c in calls {
-            writeln!(
-                out,
-                "  {}({}) -> {}",
-                shown(&c["function"], "?"),
-                shown(&c["args"], ""),
-                shown(&c["outcome"], "")
-            )?;
-        }
-    }
-    if let Some(v) = detail.get("verification") {
+    let visible = |text: &str| crate::escape::visible(text).into_owned();
+    for c in outcome.hook.iter().flat_map(|h| &h.calls) {
         writeln!(
             out,
-            "  verification: {}",
-            crate::escape::visible(&v.to_string())
+            "  {}({}) -> {}",
+            visible(&c.function),
+            visible(&c.args),
+            visible(&c.outcome)
         )?;
     }
-    if let Some(r) = detail.get("rollback") {
-        match r.get("skipped").and_then(serde_json::Value::as_str) {
-            Some(why) => {
-                writeln!(out, "  rollback: none: {}", crate::escape::visible(why))?;
-                let after = detail["after_rollback"].to_string();
-                writeln!(
-                    out,
-                    "  probed afterwards: {}",
-                    crate::escape::visible(&after)
-                )?;
+    if let Some(v) = &outcome.verification {
+        writeln!(out, "  verification: {}", visible(&compact(v)))?;
+    }
+    if let Some(r) = &outcome.rollback {
+        let after = match &outcome.after_rollback {
+            Some(a) => visible(&compact(a)),
+            None => "null".to_owned(),
+        };
+        match r {
+            Rollback::Skipped { skipped } => {
+                writeln!(out, "  rollback: none: {}", visible(skipped))?;
+                writeln!(out, "  probed afterwards: {after}")?;
             }
-            None => {
-                let after = detail["after_rollback"].to_string();
-                writeln!(
-                    out,
-                    "  rollback: {}",
-                    crate::escape::visible(&r.to_string())
-                )?;
-                writeln!(out, "  after rollback: {}", crate::escape::visible(&after))?;
+            r => {
+                writeln!(out, "  rollback: {}", visible(&compact(r)))?;
+                writeln!(out, "  after rollback: {after}")?;
             }
         }
     }
-    if let Some(e) = detail.get("error") {
-        writeln!(out, "  error: {}", shown(e, ""))?;
+    if let Some(e) = &outcome.error {
+        writeln!(out, "  error: {}", visible(e))?;
     }
-    writeln!(out, "deployment {id}: {}", crate::escape::visible(state))?;
+    writeln!(out, "deployment {id}: {}", visible(state.as_str()))?;
     Ok(())
+}
+
+/// `v` as one line of JSON, its keys sorted as the journal has them.
+fn compact(v: &impl serde::Serialize) -> String {
+    serde_json::to_value(v).map_or_else(|e| e.to_string(), |v| v.to_string())
 }
 
 /// When a deployment may run: "open now", the next opening, or what holds it.
@@ -250,9 +249,9 @@ fn opens(
     window: Option<&crate::reconcile::window::Window>,
     now: time::OffsetDateTime,
 ) -> String {
-    match d.state.as_str() {
-        "waiting" => {}
-        "approved" | "running" => return "now (approved)".into(),
+    match d.state {
+        DeploymentState::Waiting => {}
+        DeploymentState::Approved | DeploymentState::Running => return "now (approved)".into(),
         _ => return "-".into(),
     }
     match window {

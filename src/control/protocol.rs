@@ -1,10 +1,10 @@
 //! The wire format: versioned JSON lines, one request and the replies that answer it.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::{ControlError, VERSION};
-use crate::reconcile::RequestError;
+use crate::reconcile::{Outcome, RequestError};
+use crate::store::DeploymentState;
 
 /// What the command line asks the daemon to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,10 +68,10 @@ pub enum Reply {
         endpoint: String,
         /// The hook that ran.
         hook: String,
-        /// verified, failed or rolled_back.
-        state: String,
+        /// Verified, failed or rolled back.
+        state: DeploymentState,
         /// What was journaled with it (hook calls, verification, rollback, error).
-        detail: Value,
+        detail: Box<Outcome>,
     },
     /// The request was not done.
     Error {

@@ -237,8 +237,8 @@ async fn connection(mut stream: UnixStream, reconciler: &Arc<Reconciler>, own: u
                         deployment: id,
                         endpoint,
                         hook,
-                        state: f.state.to_owned(),
-                        detail: f.detail,
+                        state: f.state,
+                        detail: Box::new(f.outcome),
                     },
                     Err(e) => e.into(),
                 }

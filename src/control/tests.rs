@@ -2,6 +2,8 @@ use std::path::Path;
 
 use super::protocol::{Line, ReplyBody, RequestBody, parse_reply, parse_request};
 use super::*;
+use crate::reconcile::Outcome;
+use crate::store::DeploymentState;
 
 #[test]
 fn only_the_daemons_user_and_root_may_control_it() {
@@ -67,8 +69,8 @@ fn replies_round_trip_and_other_versions_are_refused() {
         deployment: 3,
         endpoint: "lb".into(),
         hook: "appliance".into(),
-        state: "rolled_back".into(),
-        detail: serde_json::json!({ "error": "x" }),
+        state: DeploymentState::RolledBack,
+        detail: Box::new(Outcome::error("x")),
     };
     let line = serde_json::to_vec(&Line {
         v: VERSION,

@@ -696,11 +696,9 @@ impl Issuer {
             key,
             ari_id: ari_id.as_deref(),
         };
-        let id = store.complete_order(order_id, &version, unix(clock))?;
+        let stored = store.complete_order(order_id, &version, unix(clock))?;
         info!(certificate = %certificate, serial = %facts.serial, not_after = %crate::cert::rfc3339(facts.not_after), "certificate issued");
-        store
-            .version_by_id(id)?
-            .ok_or_else(|| IssueError::Client("stored version vanished".into()))
+        Ok(stored)
     }
 }
 

@@ -14,17 +14,18 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tracing::{error, info, warn};
 
 use super::EndpointSpec;
+use super::outcome::{Finished, HookReport, Outcome, Redeploy, Rollback, Served, Verification};
 use crate::cert::Status;
 use crate::clock::{Clock, unix_seconds};
 use crate::escape::{LabelValue, Visible};
 use crate::hooks::{HookRun, HookSpec, Hooks, Material};
 use crate::probe::ProbeReport;
 use crate::schedule::{Results, TargetSpec};
-use crate::store::{Deployment, Store, StoreError, Version};
+use crate::store::{Deployment, DeploymentState, Store, StoreError, Version};
 
 /// Verification rounds in a row that must see the new certificate.
 pub const CONFIRMATIONS: u32 = 2;
@@ -186,15 +187,6 @@ pub struct DeployJob {
     pub settings: DeploySettings,
 }
 
-/// How a deployment ended.
-#[derive(Debug, Clone)]
-pub struct Finished {
-    /// verified, failed or rolled_back.
-    pub state: &'static str,
-    /// What was journaled with it.
-    pub detail: Value,
-}
-
 /// Runs deployments.
 #[derive(Debug)]
 pub struct Deployer {
@@ -251,26 +243,27 @@ impl Deployer {
         let finished = match self.material(d, &job.endpoint) {
             Ok((version, material)) => self.run(d, job, &version, material).await,
             Err(e) => Finished {
-                state: "failed",
-                detail: json!({ "error": e }),
+                state: DeploymentState::Failed,
+                outcome: Outcome::error(e),
             },
         };
+        let detail = finished.outcome.to_json();
         match finished.state {
-            "verified" => {
+            DeploymentState::Verified => {
                 info!(deployment = d.id, endpoint = %job.endpoint.name, "deployment verified")
             }
             state => {
-                error!(deployment = d.id, endpoint = %job.endpoint.name, state, detail = %Visible(&finished.detail), "deployment failed")
+                error!(deployment = d.id, endpoint = %job.endpoint.name, state = state.as_str(), detail = %Visible(&detail), "deployment failed")
             }
         }
         self.metrics
             .deployments
             .get_or_create(&EndpointResult {
                 endpoint: job.endpoint.name.clone().into(),
-                result: finished.state,
+                result: finished.state.as_str(),
             })
             .inc();
-        if finished.state == "verified" {
+        if finished.state == DeploymentState::Verified {
             self.metrics
                 .last_success
                 .get_or_create(&EndpointLabel {
@@ -279,7 +272,7 @@ impl Deployer {
                 .set(self.now() as f64);
         }
         self.store
-            .set_deployment_state(d.id, finished.state, &finished.detail, self.now())?;
+            .set_deployment_state(d.id, finished.state, &detail, self.now())?;
         Ok(Some(finished))
     }
 
@@ -320,21 +313,22 @@ impl Deployer {
         material: Material,
     ) -> Finished {
         let run = self.run_hook(job, material).await;
-        let mut detail = json!({
-            "deployment": d.id,
-            "endpoint": job.endpoint.name,
-            "version": version.id,
-            "sha256": version.sha256,
-            "hook": run_detail(&run),
-        });
+        let mut outcome = Outcome {
+            deployment: Some(d.id),
+            endpoint: Some(job.endpoint.name.clone()),
+            version: Some(version.id),
+            sha256: Some(version.sha256.clone()),
+            hook: Some(HookReport::of(&run)),
+            ..Outcome::default()
+        };
         let failure = match &run.outcome {
             Ok(_) => {
                 let (ok, verification) = self.verify(job, &version.sha256).await;
-                detail["verification"] = verification;
+                outcome.verification = Some(verification);
                 if ok {
                     return Finished {
-                        state: "verified",
-                        detail,
+                        state: DeploymentState::Verified,
+                        outcome,
                     };
                 }
                 self.metrics
@@ -350,7 +344,7 @@ impl Deployer {
             }
             Err(e) => e.to_string(),
         };
-        detail["error"] = json!(failure);
+        outcome.error = Some(failure);
         let local = !run.written.is_empty() || !run.commands.is_empty();
         let remote = run.calls.iter().any(|c| c.function == "http");
         let (rollback_ok, rollback) = if local {
@@ -362,18 +356,18 @@ impl Deployer {
                     .await
                     .unwrap_or_default()
             };
-            (rollback.ok(), json!(rollback))
+            (rollback.ok(), Rollback::undone(rollback))
         } else if remote {
             // Nothing on this host to undo: the hook talked to a device (an appliance's
             // API). Put back the version last verified there, through the same hook.
             match self.previous_verified(d) {
                 Some(previous) => self.redeploy(job, previous).await,
-                None => return self.nothing_to_put_back(job, detail).await,
+                None => return self.nothing_to_put_back(job, outcome).await,
             }
         } else {
             return Finished {
-                state: "failed",
-                detail,
+                state: DeploymentState::Failed,
+                outcome,
             };
         };
         let _ = self
@@ -385,16 +379,17 @@ impl Deployer {
             })
             .inc();
         if !rollback_ok {
-            error!(endpoint = %job.endpoint.name, rollback = %Visible(&rollback), "rollback failed: the endpoint may be broken");
+            let shown = serde_json::to_value(&rollback).unwrap_or(Value::Null);
+            error!(endpoint = %job.endpoint.name, rollback = %Visible(&shown), "rollback failed: the endpoint may be broken");
         }
-        detail["rollback"] = rollback;
+        outcome.rollback = Some(rollback);
         let after = self.probe(&job.target).await;
-        detail["after_rollback"] = probe_detail(&after);
+        outcome.after_rollback = Some(Served::of(&after));
         self.results
             .update(&job.target.key(), after, self.clock.now());
         Finished {
-            state: "rolled_back",
-            detail,
+            state: DeploymentState::RolledBack,
+            outcome,
         }
     }
 
@@ -403,16 +398,16 @@ impl Deployer {
     /// The endpoint is probed once more and the deployment ends `failed`; the log says
     /// whether the endpoint still serves a valid certificate (most often the device refused
     /// the upload and kept its old one) or may be broken.
-    async fn nothing_to_put_back(&self, job: &DeployJob, mut detail: Value) -> Finished {
-        detail["rollback"] = json!({
-            "skipped": "no earlier version was verified on this endpoint: nothing to put back"
+    async fn nothing_to_put_back(&self, job: &DeployJob, mut outcome: Outcome) -> Finished {
+        outcome.rollback = Some(Rollback::Skipped {
+            skipped: "no earlier version was verified on this endpoint: nothing to put back".into(),
         });
         let after = self.probe(&job.target).await;
         let serving = !after.is_empty()
             && after
                 .iter()
                 .all(|r| matches!(r.status(), Status::Ok | Status::Warning));
-        detail["after_rollback"] = probe_detail(&after);
+        outcome.after_rollback = Some(Served::of(&after));
         self.results
             .update(&job.target.key(), after, self.clock.now());
         if serving {
@@ -421,8 +416,8 @@ impl Deployer {
             error!(endpoint = %job.endpoint.name, "nothing to roll back (no earlier version was verified on this endpoint), and it does not serve a valid certificate: the endpoint may be broken");
         }
         Finished {
-            state: "failed",
-            detail,
+            state: DeploymentState::Failed,
+            outcome,
         }
     }
 
@@ -433,33 +428,46 @@ impl Deployer {
             .ok()?
             .into_iter()
             .rev()
-            .find(|p| p.endpoint == d.endpoint && p.state == "verified" && p.version != d.version)
+            .find(|p| {
+                p.endpoint == d.endpoint
+                    && p.state == DeploymentState::Verified
+                    && p.version != d.version
+            })
     }
 
     /// Deploys `previous`'s version again and checks the endpoint serves it.
-    async fn redeploy(&self, job: &DeployJob, previous: Deployment) -> (bool, Value) {
+    async fn redeploy(&self, job: &DeployJob, previous: Deployment) -> (bool, Rollback) {
         let (version, material) = match self.material(&previous, &job.endpoint) {
             Ok(x) => x,
-            Err(e) => return (false, json!({ "errors": [e] })),
+            Err(e) => {
+                let out = Redeploy {
+                    errors: Some(vec![e]),
+                    ..Redeploy::default()
+                };
+                return (false, Rollback::Redeployed(Box::new(out)));
+            }
         };
         let run = self.run_hook(job, material).await;
-        let mut out = json!({
-            "redeployed_version": version.id,
-            "sha256": version.sha256,
-            "hook": run_detail(&run),
-        });
+        let mut out = Redeploy {
+            redeployed_version: Some(version.id),
+            sha256: Some(version.sha256.clone()),
+            hook: Some(HookReport::of(&run)),
+            ..Redeploy::default()
+        };
         if let Err(e) = &run.outcome {
-            out["errors"] = json!([format!(
+            out.errors = Some(vec![format!(
                 "the hook failed putting the previous version back: {e}"
             )]);
-            return (false, out);
+            return (false, Rollback::Redeployed(Box::new(out)));
         }
         let (ok, verification) = self.verify(job, &version.sha256).await;
-        out["verification"] = verification;
+        out.verification = Some(verification);
         if !ok {
-            out["errors"] = json!(["the endpoint does not serve the previous version either"]);
+            out.errors = Some(vec![
+                "the endpoint does not serve the previous version either".into(),
+            ]);
         }
-        (ok, out)
+        (ok, Rollback::Redeployed(Box::new(out)))
     }
 
     async fn run_hook(&self, job: &DeployJob, material: Material) -> HookRun {
@@ -518,7 +526,7 @@ impl Deployer {
     /// Probes until every address serves `sha256` in [`CONFIRMATIONS`] rounds in a row, or
     /// the deadline passes. One good round is not enough: while a service reloads
     /// gracefully (nginx), old workers may still answer new connections for a moment.
-    async fn verify(&self, job: &DeployJob, sha256: &str) -> (bool, Value) {
+    async fn verify(&self, job: &DeployJob, sha256: &str) -> (bool, Verification) {
         let started = tokio::time::Instant::now();
         let deadline = started + job.settings.verify_timeout;
         let (mut attempts, mut in_a_row) = (0, 0);
@@ -530,11 +538,12 @@ impl Deployer {
                     .iter()
                     .all(|r| r.outcome.as_ref().is_ok_and(|f| f.leaf.sha256 == sha256));
             in_a_row = if served_new { in_a_row + 1 } else { 0 };
-            let detail = json!({
-                "attempts": attempts,
-                "seconds": started.elapsed().as_secs_f64(),
-                "served": probe_detail(&reports),
-            });
+            let detail = Verification {
+                attempts,
+                seconds: started.elapsed().as_secs_f64(),
+                served: Served::of(&reports),
+                other: serde_json::Map::new(),
+            };
             if in_a_row >= CONFIRMATIONS {
                 self.results
                     .update(&job.target.key(), reports, self.clock.now());
@@ -546,28 +555,4 @@ impl Deployer {
             tokio::time::sleep(job.settings.verify_interval).await;
         }
     }
-}
-
-fn probe_detail(reports: &[ProbeReport]) -> Value {
-    reports
-        .iter()
-        .map(|r| {
-            json!({
-                "address": r.address.map(|a| a.to_string()),
-                "status": r.status().as_str(),
-                "reason": r.reason(),
-                "sha256": r.outcome.as_ref().ok().map(|f| f.leaf.sha256.clone()),
-            })
-        })
-        .collect()
-}
-
-fn run_detail(run: &HookRun) -> Value {
-    json!({
-        "name": run.hook,
-        "result": match &run.outcome { Ok(s) => json!({ "ok": s }), Err(e) => json!({ "error": e.to_string(), "reason": run.reason() }) },
-        "calls": run.calls,
-        "written": run.written,
-        "timings": run.timings,
-    })
 }

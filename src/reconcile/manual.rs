@@ -12,7 +12,7 @@ use tracing::{error, info};
 
 use super::{DeployJob, Desired, EndpointSpec, Finished, QueueReason, Reconciler, job, unix};
 use crate::issuer::{IssueError, Issuer};
-use crate::store::{Deployment, Store, StoreError, Version};
+use crate::store::{Deployment, DeploymentState, Store, StoreError, Version};
 
 /// How many orders by hand may wait for the reconciler at once.
 pub(super) const MANUAL_ORDERS: usize = 8;
@@ -108,7 +108,7 @@ pub fn pick_run_now(
             }
         },
     };
-    if d.state == "running" {
+    if d.state == DeploymentState::Running {
         return Err(RequestError::Conflict(format!(
             "deployment {} is already running",
             d.id
@@ -165,7 +165,7 @@ pub fn approve(
                 "no queued deployment {id} (see `tlsward deploy list --all`)"
             ))
         })?;
-    if d.state != "waiting" {
+    if d.state != DeploymentState::Waiting {
         return Err(RequestError::Conflict(format!(
             "deployment {id} is {}, not waiting",
             d.state
@@ -175,7 +175,7 @@ pub fn approve(
     if let Some(uid) = uid {
         detail["uid"] = json!(uid);
     }
-    if !store.set_deployment_state(id, "approved", &detail, now)? {
+    if !store.set_deployment_state(id, DeploymentState::Approved, &detail, now)? {
         return Err(RequestError::Conflict(format!(
             "deployment {id} changed while approving it; see `tlsward deploy list`"
         )));

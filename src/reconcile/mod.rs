@@ -6,6 +6,7 @@
 mod deploy;
 mod drain;
 mod manual;
+mod outcome;
 mod plan;
 mod rollout;
 pub mod window;
@@ -15,9 +16,13 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-pub use deploy::{CONFIRMATIONS, DeployJob, DeploySettings, Deployer, Finished};
+pub use deploy::{CONFIRMATIONS, DeployJob, DeploySettings, Deployer};
 pub use drain::{DRAIN_MARGIN, drain_limit};
 pub use manual::{RequestError, approve, job_of, pick_run_now, run_now_trigger};
+pub use outcome::{
+    Call, Finished, HookReport, HookResult, Outcome, Redeploy, Rollback, Served, Undone,
+    Verification,
+};
 pub use plan::{CertState, Drift, OrderReason, Plan, drift, plan, point_in_window, renewal_time};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -35,7 +40,7 @@ use crate::escape::LabelValue;
 use crate::issuer::{AcmeSettings, CertificateSpec, Http01Responder, Issuer, Resumption};
 use crate::schedule::Results;
 use crate::shutdown::Shutdown;
-use crate::store::Store;
+use crate::store::{EndpointRow, Store};
 
 /// Renew when a third of the lifetime is left, unless configured otherwise.
 pub const DEFAULT_RENEW_FRACTION: f64 = 1.0 / 3.0;
@@ -203,10 +208,14 @@ impl Reconciler {
     }
 
     fn record_endpoints(&self, desired: &Desired) {
-        let list: Vec<(String, String, String)> = desired
+        let list: Vec<EndpointRow> = desired
             .endpoints
             .iter()
-            .map(|e| (e.name.clone(), e.certificate.clone(), e.target.clone()))
+            .map(|e| EndpointRow {
+                name: e.name.clone(),
+                certificate: e.certificate.clone(),
+                target: e.target.clone(),
+            })
             .collect();
         if let Err(e) = self.store.set_endpoints(&list, unix(self.clock.as_ref())) {
             error!(error = %e, "cannot record the endpoints in the store");

@@ -19,7 +19,7 @@ use tracing::{error, info, warn};
 
 use super::{DeployJob, Desired, Drift, EndpointSpec, Reconciler, drift, unix};
 use crate::escape::LabelValue;
-use crate::store::Deployment;
+use crate::store::{Deployment, DeploymentState};
 
 /// How soon to look again at an endpoint with a hook whose target has not been probed yet.
 const UNPROBED_RECHECK: i64 = 1;
@@ -92,10 +92,10 @@ pub(super) enum Previous {
 impl Previous {
     /// From the newest deployment of the version to the endpoint that was not superseded.
     fn of(d: Option<&Deployment>) -> Self {
-        match d.map(|d| (d.state.as_str(), d.updated_at)) {
+        match d {
             None => Self::Never,
-            Some(("verified", at)) => Self::Verified { at },
-            Some(("waiting" | "approved" | "running", _)) => Self::Open,
+            Some(d) if d.state == DeploymentState::Verified => Self::Verified { at: d.updated_at },
+            Some(d) if d.state.is_open() => Self::Open,
             Some(_) => Self::Failed,
         }
     }
@@ -187,15 +187,15 @@ impl Reconciler {
     pub(super) fn interrupted_deployments(&self) {
         let now = unix(self.clock.as_ref());
         for d in self.store.open_deployments().unwrap_or_default() {
-            if d.state == "running" {
+            if d.state == DeploymentState::Running {
                 let detail = json!({
                     "error": "interrupted: tlsward stopped while this deployment ran; \
                               check the endpoint, then `tlsward deploy run-now`",
                 });
                 warn!(deployment = d.id, endpoint = %d.endpoint, "a deployment was interrupted");
-                let _ = self
-                    .store
-                    .set_deployment_state(d.id, "failed", &detail, now);
+                let _ =
+                    self.store
+                        .set_deployment_state(d.id, DeploymentState::Failed, &detail, now);
             }
         }
     }
@@ -277,9 +277,9 @@ impl Reconciler {
             let Some(e) = desired.endpoints.iter().find(|e| e.name == d.endpoint) else {
                 continue;
             };
-            let why = match d.state.as_str() {
-                "approved" => json!({ "trigger": "approved" }),
-                "waiting" => match &e.window {
+            let why = match d.state {
+                DeploymentState::Approved => json!({ "trigger": "approved" }),
+                DeploymentState::Waiting => match &e.window {
                     None => json!({ "trigger": "no_window" }),
                     Some(w) if w.is_open(at) => {
                         json!({ "trigger": "window_open", "window": w.name() })
@@ -337,7 +337,12 @@ impl Reconciler {
             return Ok(None);
         }
         let history = self.store.deployments_of(&e.name, latest.id)?;
-        let previous = Previous::of(history.iter().rev().find(|d| d.state != "superseded"));
+        let previous = Previous::of(
+            history
+                .iter()
+                .rev()
+                .find(|d| d.state != DeploymentState::Superseded),
+        );
         let requeues = history
             .iter()
             .filter(|d| d.reason == QueueReason::Regressed.as_str())
@@ -473,14 +478,14 @@ impl Reconciler {
             MetricType::Gauge,
         )?;
         for e in &with_hooks {
-            for state in ["waiting", "approved", "running"] {
+            for state in DeploymentState::OPEN {
                 let n = all
                     .iter()
                     .filter(|d| d.endpoint == e.name && d.state == state)
                     .count();
                 ConstGauge::new(n as i64).encode(fam.encode_family(&[
                     ("endpoint", LabelValue::from(e.name.as_str())),
-                    ("state", LabelValue::from(state)),
+                    ("state", LabelValue::from(state.as_str())),
                 ])?)?;
             }
         }
@@ -488,10 +493,7 @@ impl Reconciler {
             .iter()
             .filter_map(|e| {
                 all.iter()
-                    .find(|d| {
-                        d.endpoint == e.name
-                            && matches!(d.state.as_str(), "waiting" | "approved" | "running")
-                    })
+                    .find(|d| d.endpoint == e.name && d.state.is_open())
                     .map(|d| (e.name.as_str(), now - d.created_at))
             })
             .collect();
@@ -517,11 +519,8 @@ impl Reconciler {
             let failed = all
                 .iter()
                 .rev()
-                .find(|d| {
-                    d.endpoint == e.name
-                        && matches!(d.state.as_str(), "verified" | "failed" | "rolled_back")
-                })
-                .is_some_and(|d| d.state != "verified");
+                .find(|d| d.endpoint == e.name && d.state.is_finished())
+                .is_some_and(|d| d.state != DeploymentState::Verified);
             ConstGauge::new(i64::from(failed)).encode(fam.encode_family(&[
                 ("endpoint", LabelValue::from(e.name.as_str())),
                 ("certificate", LabelValue::from(e.certificate.as_str())),
@@ -571,108 +570,4 @@ pub fn job(e: &EndpointSpec, desired: &Desired) -> Option<DeployJob> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::emergency_reason as emergency;
-    use super::{
-        Decision, Drift, Previous, QueueReason, REGRESSION_REQUEUES, decide, regression_wait,
-    };
-
-    #[test]
-    fn the_queue_rule_queues_once_and_again_after_a_regression_with_backoff() {
-        use Decision::{Capped, Held, Nothing, Queue};
-        use Drift::{Foreign, InSync, Missing, Stale};
-        const H: i64 = 3600;
-        let now = 1_800_000_000;
-        let verified = |ago: i64| Previous::Verified { at: now - ago };
-        #[rustfmt::skip]
-        let table: &[(&[Drift], Previous, u32, Decision)] = &[
-            // In sync at every address: nothing, whatever the history.
-            (&[InSync], Previous::Never, 0, Nothing),
-            (&[InSync, InSync], verified(10), 3, Nothing),
-            // Never queued there: queued, the reason from the worst address.
-            (&[Stale], Previous::Never, 0, Queue(QueueReason::Renewed)),
-            (&[InSync, Stale], Previous::Never, 0, Queue(QueueReason::Renewed)),
-            (&[Stale, Foreign], Previous::Never, 0, Queue(QueueReason::Foreign)),
-            (&[Missing], Previous::Never, 0, Queue(QueueReason::Unreachable)),
-            (&[], Previous::Never, 0, Queue(QueueReason::Unreachable)),
-            // Queued or running already; failed or rolled back: an operator decides.
-            (&[Stale], Previous::Open, 0, Nothing),
-            (&[Foreign], Previous::Failed, 0, Nothing),
-            (&[Foreign], Previous::Failed, 2, Nothing),
-            // Verified, and now another certificate: a regression, queued again once the
-            // wait since the verification has passed (1 h, then 2 h, 4 h, ...).
-            (&[Foreign], verified(2 * H), 0, Queue(QueueReason::Regressed)),
-            (&[Stale], verified(H), 0, Queue(QueueReason::Regressed)),
-            (&[InSync, Stale], verified(H), 0, Queue(QueueReason::Regressed)),
-            (&[Foreign], verified(60), 0, Held { until: now - 60 + H, requeues: 0 }),
-            (&[Foreign], verified(H), 1, Held { until: now + H, requeues: 1 }),
-            (&[Foreign], verified(2 * H), 1, Queue(QueueReason::Regressed)),
-            (&[Stale], verified(15 * H), 4, Held { until: now + H, requeues: 4 }),
-            (&[Stale], verified(16 * H), 4, Queue(QueueReason::Regressed)),
-            // At the cap: never again by itself, however long ago.
-            (&[Stale], verified(1000 * H), REGRESSION_REQUEUES, Capped),
-            (&[Stale], verified(1000 * H), REGRESSION_REQUEUES + 3, Capped),
-            // An address that did not answer: an outage is not a regression.
-            (&[Missing], verified(10 * H), 0, Nothing),
-            (&[Foreign, Missing], verified(10 * H), 0, Nothing),
-            (&[], verified(10 * H), 0, Nothing),
-        ];
-        for (i, (served, previous, requeues, want)) in table.iter().enumerate() {
-            assert_eq!(
-                decide(served, *previous, *requeues, now),
-                *want,
-                "row {i}: {served:?} {previous:?} {requeues}"
-            );
-        }
-        // The waits double from one hour and do not overflow.
-        let hours: Vec<u64> = (0..REGRESSION_REQUEUES)
-            .map(|k| regression_wait(k).as_secs() / 3600)
-            .collect();
-        assert_eq!(hours, [1, 2, 4, 8, 16]);
-        assert!(regression_wait(u32::MAX).as_secs() >= regression_wait(15).as_secs());
-        let far = Previous::Verified { at: i64::MAX - 10 };
-        assert!(matches!(decide(&[Stale], far, 0, now), Held { .. }));
-    }
-
-    #[test]
-    fn queue_reasons_have_stable_distinct_names() {
-        let names: Vec<&str> = QueueReason::ALL.iter().map(|r| r.as_str()).collect();
-        assert_eq!(
-            names,
-            ["renewed", "foreign", "unreachable", "regressed", "manual"]
-        );
-    }
-
-    #[test]
-    fn emergencies_are_near_expiry_or_an_ari_window_in_the_past() {
-        let now = 1_800_000_000;
-        let day = 86_400;
-        // Expiring within the margin, or already expired.
-        assert!(
-            emergency(Some(now + day), None, now, 3.0)
-                .unwrap()
-                .contains("1.0 days")
-        );
-        assert!(emergency(Some(now - day), None, now, 3.0).is_some());
-        // Outside the margin; a margin of zero never triggers before expiry.
-        assert_eq!(emergency(Some(now + 4 * day), None, now, 3.0), None);
-        assert_eq!(emergency(Some(now + 1), None, now, 0.0), None);
-        // ARI: an open window is the usual renewal time, not an emergency; an ended one is.
-        assert_eq!(
-            emergency(Some(now + 30 * day), Some((now - day, now + day)), now, 3.0),
-            None
-        );
-        assert!(
-            emergency(
-                Some(now + 30 * day),
-                Some((now - 2 * day, now - day)),
-                now,
-                3.0
-            )
-            .unwrap()
-            .contains("ARI")
-        );
-        // Nothing known about the endpoint: no emergency.
-        assert_eq!(emergency(None, None, now, 3.0), None);
-    }
-}
+mod tests;
