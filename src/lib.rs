@@ -28,7 +28,8 @@
 //!   reconciler or metrics.
 //! - [`issuer`]: ACME via instant-acme: the account, orders, the HTTP-01 responder; records
 //!   every order and version in the store, and resumes the orders a crash left pending
-//!   (`resume.rs`). Knows nothing of probing or metrics.
+//!   (`resume.rs`). Reads wall time only through the [`clock::Clock`] it is given. Knows
+//!   nothing of probing or metrics.
 //! - [`store`]: SQLite, the only SQL: certificates, versions, keys sealed with age, orders,
 //!   the deployment queue, the append-only journal. Knows nothing of ACME or HTTP.
 //! - [`schedule`]: per-target probe loops under one concurrency limit; results and history
@@ -41,7 +42,11 @@
 //!   deadline. Knows no routes, no config and no metrics.
 //! - [`clock`]: the only reader of wall time.
 //! - [`files`]: reading files a config names (regular files only, size-capped, errors
-//!   without their content), PEM into rustls types, trust roots for HTTPS clients.
+//!   without their content), PEM into rustls types (the probe's trust roots, the exporter's
+//!   server TLS, `verify`'s chain), trust roots for the issuer's and hooks' HTTPS clients.
+//! - [`secret`]: [`secret::Secret`], bytes never printed and zeroed on drop (keys, account
+//!   credentials, TSIG secrets): the store seals them, the issuer makes them, hooks convert
+//!   them, and none of them needs another for it. Knows nothing else.
 //! - [`escape`]: text from outside made safe to show: control and bidi characters rendered
 //!   visibly, lengths capped, and [`escape::LabelValue`], the one way into a metric label.
 //!   Knows nothing else.
@@ -63,5 +68,6 @@ pub mod listen;
 pub mod probe;
 pub mod reconcile;
 pub mod schedule;
+pub mod secret;
 pub mod store;
 pub mod version;

@@ -11,7 +11,7 @@ use rustls_pki_types::PrivateKeyDer;
 use super::{HookArgs, HookCommand};
 use crate::clock::{Clock, SystemClock};
 use crate::hooks::{HookRun, Hooks, Material};
-use crate::store::Secret;
+use crate::secret::Secret;
 
 pub(super) fn run(args: HookArgs) -> anyhow::Result<u8> {
     let (name, bundle, settings, endpoint, rollback) = match args.command {

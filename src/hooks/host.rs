@@ -19,7 +19,7 @@ use super::bindings::tlsward::hook::types::{
 };
 use super::convert::{self, Format, Material};
 use super::grant::{Grant, Refusal, check_mode};
-use crate::store::Secret;
+use crate::secret::Secret;
 
 /// The `PATH` commands run with; the rest of the environment is empty.
 pub const COMMAND_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

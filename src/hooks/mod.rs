@@ -37,7 +37,7 @@ use host::{Cert, MemoryCap, Record, State};
 pub use host::{HostCall, Rollback, Written};
 
 use crate::cert::{CertFacts, sha256_hex};
-use crate::store::Secret;
+use crate::secret::Secret;
 
 /// The generated bindings of `hooks/wit/hook.wit`.
 mod bindings {

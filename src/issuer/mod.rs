@@ -29,7 +29,8 @@ use rustls_pki_types::pem::PemObject;
 
 use crate::cert::CertFacts;
 use crate::clock::Clock;
-use crate::store::{CertificateRow, NewVersion, Secret, Store, StoreError, Version};
+use crate::secret::Secret;
+use crate::store::{CertificateRow, NewVersion, Store, StoreError, Version};
 
 /// Default polling of orders: quick first, backing off, for up to two minutes.
 pub const DEFAULT_RETRY: RetryPolicy = RetryPolicy::new()
@@ -302,9 +303,7 @@ impl Issuer {
     ) -> Result<Self, IssueError> {
         let retry_after = http::RetryAfter::default();
         let status = http::LastStatus::default();
-        let recording = http::Recording::new(http, retry_after.clone(), status.clone(), || {
-            crate::clock::SystemClock.now()
-        });
+        let recording = http::Recording::new(http, retry_after.clone(), status.clone());
         let client = std::sync::Mutex::new(Some(recording));
         let builder = || -> Result<instant_acme::AccountBuilder, instant_acme::Error> {
             let http = client
@@ -352,7 +351,7 @@ impl Issuer {
             account.renewal_info(&probe).await,
             Err(instant_acme::Error::Unsupported(_))
         );
-        retry_after.take();
+        retry_after.take(clock);
         Ok(Self {
             account,
             settings,
@@ -416,7 +415,7 @@ impl Issuer {
         let mut order = match self.place(spec, order_id, store, clock, replaces).await {
             Ok(order) => order,
             Err(e) => {
-                let e = e.with_retry_after(self.retry_after.take());
+                let e = e.with_retry_after(self.retry_after.take(clock));
                 store.fail_order(order_id, &spec.name, &e.document(), unix(clock))?;
                 return Err(e);
             }
@@ -491,7 +490,7 @@ impl Issuer {
                         if refused.reason() == "rate_limited" {
                             return Err(refused);
                         }
-                        self.retry_after.take();
+                        self.retry_after.take(clock);
                         tracing::warn!(certificate = %spec.name, replaces = id, error = %refused, "the CA refused the order as a replacement; ordering without replaces");
                         store.drop_order_replaces(
                             order_id,
@@ -540,7 +539,7 @@ impl Issuer {
         };
         let e = match result {
             Ok(v) => return Ok(Resumption::Stored(v)),
-            Err(e) => e.with_retry_after(self.retry_after.take()),
+            Err(e) => e.with_retry_after(self.retry_after.take(clock)),
         };
         if sealed && e.is_transient() && order.state().status != OrderStatus::Invalid {
             warn!(certificate = %spec.name, order = order_id, error = %e, "the order is interrupted after finalize; it stays pending and is resumed before any new order");
@@ -564,7 +563,8 @@ impl Issuer {
         let mut records: Vec<(String, String)> = Vec::new();
         let result = async {
             if order.state().status == OrderStatus::Pending {
-                self.answer(spec, order, &mut tokens, &mut records).await?;
+                self.answer(spec, order, &mut tokens, &mut records, clock)
+                    .await?;
                 match order.poll_ready(&self.settings.retry).await? {
                     OrderStatus::Ready => {}
                     other => return Err(IssueError::Invalid(format!("{other:?}").to_lowercase())),
@@ -600,7 +600,7 @@ impl Issuer {
         }
         if let Some(dns) = &self.settings.dns01 {
             for (owner, value) in records {
-                if let Err(e) = dns.remove_txt(&owner, &value).await {
+                if let Err(e) = dns.remove_txt(&owner, &value, clock).await {
                     tracing::warn!(record = %owner, error = %e, "could not remove a DNS-01 record");
                 }
             }
@@ -616,6 +616,7 @@ impl Issuer {
         order: &mut Order,
         tokens: &mut Vec<String>,
         records: &mut Vec<(String, String)>,
+        clock: &dyn Clock,
     ) -> Result<(), IssueError> {
         let mut authzs = order.authorizations();
         while let Some(authz) = authzs.next().await {
@@ -652,7 +653,7 @@ impl Issuer {
                     // A wildcard's authorization carries the base name (RFC 8555 §7.1.3).
                     let owner = format!("_acme-challenge.{domain}");
                     let value = challenge.key_authorization().dns_value();
-                    dns.add_txt(&owner, &value).await?;
+                    dns.add_txt(&owner, &value, clock).await?;
                     records.push((owner, value));
                     if challenge.status == ChallengeStatus::Pending {
                         challenge.set_ready().await?;

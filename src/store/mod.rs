@@ -17,7 +17,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
 use crypt::Crypt;
-pub use crypt::{KeySource, Secret};
+pub use crate::secret::Secret;
+pub use crypt::KeySource;
 
 /// Schema migrations, applied in order; the index + 1 is the `user_version` they bring.
 const MIGRATIONS: &[&str] = &[

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use tlsward::clock::Clock;
 use tlsward::hooks::{Grant, HookRun, HookSpec, Hooks, Material};
-use tlsward::store::Secret;
+use tlsward::secret::Secret;
 
 use super::Leaf;
 

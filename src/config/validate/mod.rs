@@ -28,7 +28,8 @@ use crate::probe::{ClientIdentity, Module, Prober, Protocol, Target, load_trust}
 use crate::reconcile::window::{Window, WindowError};
 use crate::reconcile::{DeploySettings, EndpointSpec};
 use crate::schedule::TargetSpec;
-use crate::store::{KeySource, Secret};
+use crate::secret::Secret;
+use crate::store::KeySource;
 
 /// Label names tlsward sets itself, which config labels may not take.
 const RESERVED_LABELS: &[&str] = &[
