@@ -25,7 +25,11 @@ pub(crate) struct RetryAfter(Arc<Mutex<Option<Hint>>>);
 impl RetryAfter {
     /// Takes the recorded delay, if any, counted from `clock`'s now.
     pub(crate) fn take(&self, clock: &dyn Clock) -> Option<Duration> {
-        let hint = self.0.lock().unwrap_or_else(PoisonError::into_inner).take()?;
+        let hint = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()?;
         Some(hint.delay(clock.now()))
     }
 

@@ -16,8 +16,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
-use crypt::Crypt;
 pub use crate::secret::Secret;
+use crypt::Crypt;
 pub use crypt::KeySource;
 
 /// Schema migrations, applied in order; the index + 1 is the `user_version` they bring.
