@@ -17,6 +17,7 @@ pub mod convert;
 mod engine;
 pub mod grant;
 pub mod host;
+mod material;
 pub mod pin;
 mod run;
 pub mod world;
@@ -32,8 +33,7 @@ use wasmtime::component::Linker;
 pub use grant::Grant;
 use host::State;
 pub use host::{HostCall, Rollback, Written};
-
-use crate::secret::Secret;
+pub use material::Material;
 
 /// The generated bindings of `hooks/wit/hook.wit`.
 mod bindings {
@@ -74,19 +74,6 @@ impl std::fmt::Debug for HookSpec {
             .field("settings", &self.settings.keys().collect::<Vec<_>>())
             .finish()
     }
-}
-
-/// The certificate a run deploys.
-#[derive(Debug)]
-pub struct Material {
-    /// The endpoint deployed to.
-    pub endpoint: String,
-    /// The managed certificate's name.
-    pub certificate: String,
-    /// Leaf first, then intermediates (DER).
-    pub chain_der: Vec<Vec<u8>>,
-    /// The private key, PKCS#8 DER.
-    pub key: Secret,
 }
 
 /// Why a run failed.

@@ -16,8 +16,6 @@ use super::{
     ABANDON_GRACE, CHECK_TIMEOUT, EPOCH_TICK, Grant, HookFailure, HookRun, HookSpec, Hooks,
     LoadKind, Material, Rollback, bindings, convert, world,
 };
-use crate::cert::CertFacts;
-use crate::secret::Secret;
 
 /// A loaded component about to run, and under what.
 struct Prepared<'a> {
@@ -36,7 +34,7 @@ impl Hooks {
     pub fn run(
         &self,
         spec: &HookSpec,
-        material: &Material,
+        material: Arc<Material>,
         extra: &BTreeMap<String, String>,
         rt: tokio::runtime::Handle,
         now: SystemTime,
@@ -48,15 +46,26 @@ impl Hooks {
         };
         let mut settings = spec.settings.clone();
         settings.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let (bundle, cert) = match bundle(spec, material, &settings, now) {
+        let bundle = match bundle(spec, &material) {
             Ok(x) => x,
             Err(e) => return HookRun::failed(&spec.name, HookFailure::Load(e)),
+        };
+        let endpoint = material.endpoint.clone();
+        let cert = Cert {
+            alias: settings
+                .get("alias")
+                .cloned()
+                .unwrap_or_else(|| material.endpoint.clone()),
+            now_unix_ms: now
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            material,
         };
         self.execute(
             Prepared {
                 name: &spec.name,
                 grant: &spec.grant,
-                endpoint: &material.endpoint,
+                endpoint: &endpoint,
                 pre,
                 kind,
                 started,
@@ -89,9 +98,7 @@ impl Hooks {
             endpoint: name.into(),
         };
         let cert = Cert {
-            leaf_der: Vec::new(),
-            chain_der: Vec::new(),
-            key: None,
+            material: Arc::new(Material::placeholder(name)),
             alias: name.into(),
             now_unix_ms: 0,
         };
@@ -261,26 +268,12 @@ fn classify(e: &wasmtime::Error, memory_refused: bool, timeout: Duration) -> Hoo
     }
 }
 
-/// The guest's view of the certificate, and the host's.
-fn bundle(
-    spec: &HookSpec,
-    m: &Material,
-    settings: &BTreeMap<String, String>,
-    now: SystemTime,
-) -> Result<(bindings::CertBundle, Cert), String> {
-    let (leaf, chain) = m
-        .chain_der
-        .split_first()
-        .ok_or("the certificate has no leaf")?;
-    let facts = CertFacts::parse(leaf).map_err(|e| format!("the leaf: {e}"))?;
+/// The guest's view of the certificate: its PEM rendered from the DER, its facts as parsed.
+fn bundle(spec: &HookSpec, m: &Material) -> Result<bindings::CertBundle, String> {
+    let facts = m.facts()?;
     let mut domains = facts.dns_names.clone();
     domains.extend(facts.ip_addresses.iter().map(ToString::to_string));
-    let material = convert::Material {
-        leaf_der: leaf,
-        chain_der: chain,
-        key_pkcs8_der: Some(m.key.expose()),
-        alias: &m.endpoint,
-    };
+    let material = m.view(&m.endpoint);
     let text = |format| {
         convert::convert(format, &material, None, 0)
             .map(|b| String::from_utf8_lossy(&b).into_owned())
@@ -291,28 +284,14 @@ fn bundle(
     } else {
         String::new()
     };
-    let bundle = bindings::CertBundle {
+    Ok(bindings::CertBundle {
         cert_pem: text(convert::Format::PemCert)?,
         chain_pem: text(convert::Format::PemChain)?,
         key_pem,
         domains,
         not_after: u64::try_from(facts.not_after.unix_timestamp()).unwrap_or(0),
-        sha256: facts.sha256,
+        sha256: facts.sha256.clone(),
         certificate: m.certificate.clone(),
         endpoint: m.endpoint.clone(),
-    };
-    let now_ms = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    let cert = Cert {
-        leaf_der: leaf.clone(),
-        chain_der: chain.to_vec(),
-        key: Some(Secret::new(m.key.expose().to_vec())),
-        alias: settings
-            .get("alias")
-            .cloned()
-            .unwrap_or_else(|| m.endpoint.clone()),
-        now_unix_ms: now_ms,
-    };
-    Ok((bundle, cert))
+    })
 }

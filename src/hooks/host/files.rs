@@ -4,9 +4,8 @@
 use super::{MAX_WRITE, PREVIOUS_SUFFIX, State, Written};
 use crate::hooks::beneath;
 use crate::hooks::bindings::tlsward::hook::types::{CertFormat, HookError};
-use crate::hooks::convert::{self, Format, Material};
+use crate::hooks::convert::{self, Format};
 use crate::hooks::grant::check_mode;
-use crate::secret::Secret;
 
 pub(super) fn format_of(f: CertFormat) -> Format {
     match f {
@@ -30,12 +29,7 @@ impl State {
         password: Option<&str>,
     ) -> Result<zeroize::Zeroizing<Vec<u8>>, HookError> {
         self.remaining()?;
-        let m = Material {
-            leaf_der: &self.cert.leaf_der,
-            chain_der: &self.cert.chain_der,
-            key_pkcs8_der: self.cert.key.as_ref().map(Secret::expose),
-            alias: &self.cert.alias,
-        };
+        let m = self.cert.material.view(&self.cert.alias);
         convert::convert(format, &m, password, self.cert.now_unix_ms)
             .map_err(|e| HookError::InvalidArgument(e.to_string()))
     }

@@ -20,12 +20,12 @@ use files::format_of;
 pub use rollback::Rollback;
 pub(crate) use rollback::roll_back;
 
+use super::Material;
 use super::bindings::tlsward::hook::host::Host;
 use super::bindings::tlsward::hook::types::{
     self, CertFormat, CommandOutput, HookError, HttpRequest, HttpResponse, LogLevel,
 };
 use super::grant::{Grant, Refusal};
-use crate::secret::Secret;
 
 /// The `PATH` commands run with; the rest of the environment is empty.
 pub const COMMAND_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -68,12 +68,14 @@ pub struct Written {
     pub previous: Option<PathBuf>,
 }
 
-/// The certificate a run deploys, as the host holds it.
+/// The certificate a run deploys, as the host holds it: the caller's material, shared, and
+/// what this run converts it with.
 pub(crate) struct Cert {
-    pub(crate) leaf_der: Vec<u8>,
-    pub(crate) chain_der: Vec<Vec<u8>>,
-    pub(crate) key: Option<Secret>,
+    pub(crate) material: Arc<Material>,
+    /// The keystore alias (JKS) or friendlyName (PKCS#12): the `alias` setting, or the
+    /// endpoint's name.
     pub(crate) alias: String,
+    /// The JKS entry's creation date: the run's start.
     pub(crate) now_unix_ms: i64,
 }
 
