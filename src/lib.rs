@@ -20,13 +20,16 @@
 //!   deployments (`rollout.rs`, the pure queue rule) and runs them: hook, verification
 //!   probes, rollback (`deploy.rs`); operators' requests, by hand or through the daemon
 //!   (`manual.rs`).
-//! - [`hooks`]: the wasmtime host for deploy hooks: grants (pure `grant.rs`), the host
-//!   functions each checked against the grant, file writes and rollbacks through directory
-//!   handles beneath the grant (`beneath.rs`), certificate formats (pure `convert.rs`),
-//!   the component header and world checks (`world.rs`), the `http` call's certificate
-//!   check by CA or pinned fingerprint (`pin.rs`). Knows nothing of the store, the
-//!   reconciler or metrics.
-//! - [`issuer`]: ACME via instant-acme: the account, orders, the HTTP-01 responder; records
+//! - [`hooks`]: the wasmtime host for deploy hooks: the engine and its compiled-code cache
+//!   (`engine.rs`), one run in a fresh sandbox (`run.rs`), grants (pure `grant.rs`), the host
+//!   functions each checked against the grant (`host/`: files, http, commands, rollback),
+//!   file writes and rollbacks through directory handles beneath the grant (`beneath.rs`),
+//!   the one certificate material a run shares (`material.rs`: DER chain, key, the leaf
+//!   parsed once), certificate formats (pure `convert.rs`), the component header and world
+//!   checks (`world.rs`), the `http` call's certificate check by CA or pinned fingerprint
+//!   (`pin.rs`). Knows nothing of the store, the reconciler or metrics.
+//! - [`issuer`]: ACME via instant-acme: the account (`account.rs`), orders (`order.rs`), the
+//!   CA's HTTP client that keeps its `Retry-After` (`http.rs`), the HTTP-01 responder; records
 //!   every order and version in the store, and resumes the orders a crash left pending
 //!   (`resume.rs`). Reads wall time only through the [`clock::Clock`] it is given. Knows
 //!   nothing of probing or metrics.

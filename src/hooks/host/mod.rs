@@ -1,6 +1,10 @@
 //! The host side of a run: the functions a hook imports, each checked against its grant
 //! before it touches anything, and the record of what the run did (for the journal, for
 //! `tlsward hook run`, and for rollback).
+//!
+//! Here: the run's state, the record, and the `Host` impl that checks and records every
+//! call; the calls themselves by group: `files.rs` (certificates converted and files written
+//! beneath the grant), `http.rs`, `command.rs`, and `rollback.rs` (undoing a run).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
