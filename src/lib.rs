@@ -20,15 +20,19 @@
 //!   deployments (`rollout.rs`, the pure queue rule) and runs them: hook, verification
 //!   probes, rollback (`deploy.rs`); operators' requests, by hand or through the daemon
 //!   (`manual.rs`).
-//! - [`hooks`]: the wasmtime host for deploy hooks: grants (pure `grant.rs`), the host
-//!   functions each checked against the grant, file writes and rollbacks through directory
-//!   handles beneath the grant (`beneath.rs`), certificate formats (pure `convert.rs`),
-//!   the component header and world checks (`world.rs`), the `http` call's certificate
-//!   check by CA or pinned fingerprint (`pin.rs`). Knows nothing of the store, the
-//!   reconciler or metrics.
-//! - [`issuer`]: ACME via instant-acme: the account, orders, the HTTP-01 responder; records
+//! - [`hooks`]: the wasmtime host for deploy hooks: the engine and its compiled-code cache
+//!   (`engine.rs`), one run in a fresh sandbox (`run.rs`), grants (pure `grant.rs`), the host
+//!   functions each checked against the grant (`host/`: files, http, commands, rollback),
+//!   file writes and rollbacks through directory handles beneath the grant (`beneath.rs`),
+//!   the one certificate material a run shares (`material.rs`: DER chain, key, the leaf
+//!   parsed once), certificate formats (pure `convert.rs`), the component header and world
+//!   checks (`world.rs`), the `http` call's certificate check by CA or pinned fingerprint
+//!   (`pin.rs`). Knows nothing of the store, the reconciler or metrics.
+//! - [`issuer`]: ACME via instant-acme: the account (`account.rs`), orders (`order.rs`), the
+//!   CA's HTTP client that keeps its `Retry-After` (`http.rs`), the HTTP-01 responder; records
 //!   every order and version in the store, and resumes the orders a crash left pending
-//!   (`resume.rs`). Knows nothing of probing or metrics.
+//!   (`resume.rs`). Reads wall time only through the [`clock::Clock`] it is given. Knows
+//!   nothing of probing or metrics.
 //! - [`store`]: SQLite, the only SQL: certificates, versions, keys sealed with age, orders,
 //!   the deployment queue, the append-only journal. Knows nothing of ACME or HTTP.
 //! - [`schedule`]: per-target probe loops under one concurrency limit; results and history
@@ -43,7 +47,11 @@
 //! - [`shutdown`]: the daemon's one shutdown signal (trigger once, wait anywhere). Knows
 //!   nothing else.
 //! - [`files`]: reading files a config names (regular files only, size-capped, errors
-//!   without their content), PEM into rustls types, trust roots for HTTPS clients.
+//!   without their content), PEM into rustls types (the probe's trust roots, the exporter's
+//!   server TLS, `verify`'s chain), trust roots for the issuer's and hooks' HTTPS clients.
+//! - [`secret`]: [`secret::Secret`], bytes never printed and zeroed on drop (keys, account
+//!   credentials, TSIG secrets): the store seals them, the issuer makes them, hooks convert
+//!   them, and none of them needs another for it. Knows nothing else.
 //! - [`escape`]: text from outside made safe to show: control and bidi characters rendered
 //!   visibly, lengths capped, and [`escape::LabelValue`], the one way into a metric label.
 //!   Knows nothing else.
@@ -65,6 +73,7 @@ pub mod listen;
 pub mod probe;
 pub mod reconcile;
 pub mod schedule;
+pub mod secret;
 pub mod shutdown;
 pub mod store;
 pub mod version;

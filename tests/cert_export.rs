@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use tlsward::cert::CertFacts;
-use tlsward::store::{CertificateRow, KeySource, NewVersion, Secret, Store};
+use tlsward::secret::Secret;
+use tlsward::store::{CertificateRow, KeySource, NewVersion, Store};
 
 use crate::hook_formats::{keytool, ok, openssl};
 use crate::util::{Leaf, TestCa, pem, pem_chain, real_now};

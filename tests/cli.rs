@@ -561,7 +561,8 @@ async fn all_addresses_resolves_real_names() {
 
 #[tokio::test]
 async fn deploy_list_shows_the_queue_with_windows_and_approve_lets_one_run() {
-    use tlsward::store::{CertificateRow, KeySource, NewVersion, Secret, Store};
+    use tlsward::secret::Secret;
+    use tlsward::store::{CertificateRow, KeySource, NewVersion, Store};
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("tlsward.toml");
     // A window that is never open "now" for more than a minute a week, and one with none.

@@ -411,7 +411,7 @@ async fn external_account_binding() {
         refused.to_string().contains("externalAccountRequired"),
         "{refused}"
     );
-    settings.eab = Some(("kid-1".into(), tlsward::store::Secret::new(hmac.to_vec())));
+    settings.eab = Some(("kid-1".into(), tlsward::secret::Secret::new(hmac.to_vec())));
     let issuer = Issuer::connect(settings, &store, responder, &clock)
         .await
         .unwrap();
@@ -530,7 +530,7 @@ async fn dns_01_through_rfc_2136_with_bind() {
                 server: format!("127.0.0.1:{}", bind.port).parse().unwrap(),
                 zone: "tlsward.test".into(),
                 key_name: "tlsward".into(),
-                secret: tlsward::store::Secret::new(bind.secret.clone()),
+                secret: tlsward::secret::Secret::new(bind.secret.clone()),
             },
         )),
         ..acme_settings(&pebble)
@@ -563,9 +563,9 @@ async fn dns_01_through_rfc_2136_with_bind() {
     let Some(tlsward::issuer::Dns01::Rfc2136(mut wrong)) = settings.dns01.clone() else {
         unreachable!()
     };
-    wrong.secret = tlsward::store::Secret::new(vec![7; 32]);
+    wrong.secret = tlsward::secret::Secret::new(vec![7; 32]);
     let err = wrong
-        .add_txt("_acme-challenge.x.tlsward.test", "v")
+        .add_txt("_acme-challenge.x.tlsward.test", "v", &clock)
         .await
         .unwrap_err();
     assert_eq!(err.reason(), "dns_update", "{err}");
@@ -623,7 +623,7 @@ async fn dns_01_through_a_hook_command() {
         "echo provider said no >&2; exit 3".into(),
     ]);
     let err = failing
-        .add_txt("_acme-challenge.x.tlsward.test", "v")
+        .add_txt("_acme-challenge.x.tlsward.test", "v", &clock)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("provider said no"), "{err}");

@@ -11,7 +11,7 @@ use rustls_pki_types::PrivateKeyDer;
 use super::{HookArgs, HookCommand};
 use crate::clock::{Clock, SystemClock};
 use crate::hooks::{HookRun, Hooks, Material};
-use crate::store::Secret;
+use crate::secret::Secret;
 
 pub(super) fn run(args: HookArgs) -> anyhow::Result<u8> {
     let (name, bundle, settings, endpoint, rollback) = match args.command {
@@ -49,7 +49,7 @@ pub(super) fn run(args: HookArgs) -> anyhow::Result<u8> {
         let spec = spec.clone();
         let h = handle.clone();
         tokio::task::spawn_blocking(move || {
-            hooks.run(&spec, &material, &extra, h, SystemClock.now())
+            hooks.run(&spec, material.into(), &extra, h, SystemClock.now())
         })
         .await
     })?;
@@ -199,16 +199,15 @@ fn read_bundle(dir: &Path, endpoint: &str) -> anyhow::Result<Material> {
             key_path.display()
         );
     };
-    let leaf = crate::cert::CertFacts::parse(&chain[0])
-        .map_err(|e| anyhow::anyhow!("{}: the leaf: {e}", dir.join("cert.pem").display()))?;
-    Ok(Material {
-        endpoint: endpoint.to_owned(),
-        certificate: leaf
-            .dns_names
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "bundle".into()),
-        chain_der: chain,
-        key: Secret::new(pkcs8.secret_pkcs8_der().to_vec()),
-    })
+    let key = Secret::new(pkcs8.secret_pkcs8_der().to_vec());
+    let mut material = Material::new(endpoint.to_owned(), String::new(), chain, key);
+    let leaf = material
+        .facts()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("cert.pem").display()))?;
+    material.certificate = leaf
+        .dns_names
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "bundle".into());
+    Ok(material)
 }

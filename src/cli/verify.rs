@@ -10,12 +10,14 @@ use super::VerifyArgs;
 use super::output::{self, OutputFormat};
 use crate::cert;
 use crate::clock::{Clock, SystemClock};
-use crate::probe::{Host, ProbeReport, Target, read_pem_certs};
+use crate::files::read_pem_certs;
+use crate::probe::{Host, ProbeReport, Target};
 
 pub(super) fn run(args: VerifyArgs, color: anstream::ColorChoice) -> anyhow::Result<u8> {
     let policy = args.check.policy()?;
     let trust = args.check.trust()?;
-    let chain = read_pem_certs(&args.chain)?;
+    // The message alone, as before: the chain of causes would repeat an I/O error.
+    let chain = read_pem_certs(&args.chain).map_err(|e| anyhow::anyhow!("{e}"))?;
     let ocsp = match &args.ocsp {
         Some(p) => Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?),
         None => None,

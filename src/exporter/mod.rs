@@ -45,7 +45,7 @@ impl WebConfig {
 
 /// Loads a PEM certificate chain and key for serving HTTPS.
 pub fn load_server_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
-    let chain = crate::probe::read_pem_certs(cert).map_err(|e| e.to_string())?;
+    let chain = crate::files::read_pem_certs(cert).map_err(|e| e.to_string())?;
     let key = crate::files::read_pem_key(key).map_err(|e| e.to_string())?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)

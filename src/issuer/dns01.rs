@@ -13,7 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::IssueError;
-use crate::store::Secret;
+use crate::clock::Clock;
+use crate::secret::Secret;
 
 /// How long TXT records live: short, they are gone after validation.
 const TXT_TTL: u32 = 60;
@@ -51,21 +52,31 @@ impl Rfc2136Settings {
         Ok(set)
     }
 
-    /// Adds `value` to the TXT records of `fqdn`.
-    pub async fn add_txt(&self, fqdn: &str, value: &str) -> Result<(), IssueError> {
+    /// Adds `value` to the TXT records of `fqdn`, signed at `clock`'s time.
+    pub async fn add_txt(
+        &self,
+        fqdn: &str,
+        value: &str,
+        clock: &dyn Clock,
+    ) -> Result<(), IssueError> {
         let msg =
             update_message::append(self.txt_set(fqdn, value)?, name(&self.zone)?, false, false);
-        self.send(msg).await
+        self.send(msg, clock).await
     }
 
     /// Removes exactly that TXT record again.
-    pub async fn remove_txt(&self, fqdn: &str, value: &str) -> Result<(), IssueError> {
+    pub async fn remove_txt(
+        &self,
+        fqdn: &str,
+        value: &str,
+        clock: &dyn Clock,
+    ) -> Result<(), IssueError> {
         let msg =
             update_message::delete_by_rdata(self.txt_set(fqdn, value)?, name(&self.zone)?, false);
-        self.send(msg).await
+        self.send(msg, clock).await
     }
 
-    async fn send(&self, mut msg: Message) -> Result<(), IssueError> {
+    async fn send(&self, mut msg: Message, clock: &dyn Clock) -> Result<(), IssueError> {
         let dns = |e: String| IssueError::Dns(format!("{}: {e}", self.server));
         let signer = TSigner::new(
             self.secret.expose().to_vec(),
@@ -75,7 +86,7 @@ impl Rfc2136Settings {
         )
         .map_err(|e| dns(e.to_string()))?;
         // TSIG's "time signed" (RFC 8945 §4.2).
-        let now = crate::clock::unix_seconds(&crate::clock::SystemClock) as u64;
+        let now = crate::clock::unix_seconds(clock) as u64;
         msg.metadata.id = fastrand::u16(..);
         msg.finalize(&signer, now).map_err(|e| dns(e.to_string()))?;
         let bytes = msg.to_vec().map_err(|e| dns(e.to_string()))?;
@@ -115,18 +126,29 @@ pub enum Dns01 {
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Dns01 {
-    /// Publishes `value` as a TXT record of `fqdn`.
-    pub async fn add_txt(&self, fqdn: &str, value: &str) -> Result<(), IssueError> {
+    /// Publishes `value` as a TXT record of `fqdn` (an RFC 2136 update is signed at
+    /// `clock`'s time).
+    pub async fn add_txt(
+        &self,
+        fqdn: &str,
+        value: &str,
+        clock: &dyn Clock,
+    ) -> Result<(), IssueError> {
         match self {
-            Self::Rfc2136(s) => s.add_txt(fqdn, value).await,
+            Self::Rfc2136(s) => s.add_txt(fqdn, value, clock).await,
             Self::Command(argv) => run_command(argv, "add", fqdn, value).await,
         }
     }
 
     /// Removes it again.
-    pub async fn remove_txt(&self, fqdn: &str, value: &str) -> Result<(), IssueError> {
+    pub async fn remove_txt(
+        &self,
+        fqdn: &str,
+        value: &str,
+        clock: &dyn Clock,
+    ) -> Result<(), IssueError> {
         match self {
-            Self::Rfc2136(s) => s.remove_txt(fqdn, value).await,
+            Self::Rfc2136(s) => s.remove_txt(fqdn, value, clock).await,
             Self::Command(argv) => run_command(argv, "remove", fqdn, value).await,
         }
     }

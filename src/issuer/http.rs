@@ -15,18 +15,45 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use instant_acme::{BodyWrapper, BytesResponse, HttpClient};
 
-/// The last `Retry-After` a CA sent with an error status.
+use crate::clock::Clock;
+
+/// The last `Retry-After` a CA sent with an error status, as it said it: the issuer turns it
+/// into a delay with its own clock ([`Self::take`]), so this client reads no wall time.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct RetryAfter(Arc<Mutex<Option<Duration>>>);
+pub(crate) struct RetryAfter(Arc<Mutex<Option<Hint>>>);
 
 impl RetryAfter {
-    /// Takes the recorded delay, if any.
-    pub(crate) fn take(&self) -> Option<Duration> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    /// Takes the recorded delay, if any, counted from `clock`'s now.
+    pub(crate) fn take(&self, clock: &dyn Clock) -> Option<Duration> {
+        let hint = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()?;
+        Some(hint.delay(clock.now()))
     }
 
-    fn set(&self, d: Duration) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(d);
+    fn set(&self, hint: Hint) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(hint);
+    }
+}
+
+/// A `Retry-After` value (RFC 9110 §10.2.3): delay-seconds or an HTTP-date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hint {
+    /// Wait this long.
+    After(Duration),
+    /// Wait until then.
+    At(SystemTime),
+}
+
+impl Hint {
+    /// How long to wait from `now` (nothing for a date already past).
+    pub(crate) fn delay(self, now: SystemTime) -> Duration {
+        match self {
+            Self::After(d) => d,
+            Self::At(at) => at.duration_since(now).unwrap_or(Duration::ZERO),
+        }
     }
 }
 
@@ -48,10 +75,10 @@ impl LastStatus {
 }
 
 /// Parses `Retry-After`: delay-seconds or an HTTP-date.
-pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str) -> Option<Hint> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+        return Some(Hint::After(Duration::from_secs(secs)));
     }
     let at = time::PrimitiveDateTime::parse(
         value,
@@ -61,11 +88,7 @@ pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration
     )
     .ok()?
     .assume_utc();
-    Some(
-        SystemTime::from(at)
-            .duration_since(now)
-            .unwrap_or(Duration::ZERO),
-    )
+    Some(Hint::At(SystemTime::from(at)))
 }
 
 /// Wraps an [`HttpClient`] and records `Retry-After` on 429 and 503 answers, and the status
@@ -74,7 +97,6 @@ pub(crate) struct Recording {
     inner: Box<dyn HttpClient>,
     retry_after: RetryAfter,
     status: LastStatus,
-    now: fn() -> SystemTime,
 }
 
 impl Recording {
@@ -82,13 +104,11 @@ impl Recording {
         inner: Box<dyn HttpClient>,
         retry_after: RetryAfter,
         status: LastStatus,
-        now: fn() -> SystemTime,
     ) -> Self {
         Self {
             inner,
             retry_after,
             status,
-            now,
         }
     }
 }
@@ -99,7 +119,7 @@ impl HttpClient for Recording {
         req: Request<BodyWrapper<Bytes>>,
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
         let fut = self.inner.request(req);
-        let (record, seen, now) = (self.retry_after.clone(), self.status.clone(), self.now);
+        let (record, seen) = (self.retry_after.clone(), self.status.clone());
         Box::pin(async move {
             let rsp = fut.await?;
             let status = rsp.parts.status.as_u16();
@@ -109,9 +129,9 @@ impl HttpClient for Recording {
                 .headers
                 .get(http::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, now()));
-            if let (429 | 503, Some(d)) = (status, retry) {
-                record.set(d);
+                .and_then(parse_retry_after);
+            if let (429 | 503, Some(hint)) = (status, retry) {
+                record.set(hint);
             }
             Ok(rsp)
         })
@@ -153,15 +173,26 @@ mod tests {
     #[test]
     fn retry_after_in_seconds_and_as_a_date() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_784_000_000);
-        assert_eq!(
-            parse_retry_after("120", now),
-            Some(Duration::from_secs(120))
-        );
+        let delay = |v: &str| parse_retry_after(v).map(|h| h.delay(now));
+        assert_eq!(delay("120"), Some(Duration::from_secs(120)));
         // 1_784_000_060 = Tue, 14 Jul 2026 03:34:20 GMT
         assert_eq!(
-            parse_retry_after("Tue, 14 Jul 2026 03:34:20 GMT", now),
+            delay("Tue, 14 Jul 2026 03:34:20 GMT"),
             Some(Duration::from_secs(60))
         );
-        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn a_recorded_date_is_counted_from_the_issuers_clock() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_784_000_060);
+        let clock = crate::clock::TestClock::at(at - Duration::from_secs(90));
+        let recorded = RetryAfter::default();
+        recorded.set(Hint::At(at));
+        assert_eq!(recorded.take(&clock), Some(Duration::from_secs(90)));
+        assert_eq!(recorded.take(&clock), None, "taken once");
+        recorded.set(Hint::At(at));
+        clock.set(at + Duration::from_secs(5));
+        assert_eq!(recorded.take(&clock), Some(Duration::ZERO), "a date past");
     }
 }

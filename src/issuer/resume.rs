@@ -178,7 +178,7 @@ impl Issuer {
         let mut out = Vec::new();
         let mut open = Vec::new();
         for p in orders {
-            let outcome = match self.look_up(&p).await {
+            let outcome = match self.look_up(&p, clock).await {
                 Lookup::Gone(reason, detail) => abandon(store, clock, &p, reason, &detail)?,
                 Lookup::Unknown(e) => Resumption::Kept(e),
                 Lookup::Found(mut order) => match order.state().status {
@@ -244,7 +244,7 @@ impl Issuer {
     }
 
     /// Asks the CA for a pending order by its URL.
-    async fn look_up(&self, p: &PendingOrder) -> Lookup {
+    async fn look_up(&self, p: &PendingOrder, clock: &dyn Clock) -> Lookup {
         let Some(url) = p.url.clone() else {
             return Lookup::Gone(AbandonReason::NoUrl, Value::Null);
         };
@@ -260,7 +260,7 @@ impl Issuer {
             Ok(order) => Lookup::Found(Box::new(order)),
             Err(e) => {
                 let status = self.status.get();
-                let e = IssueError::from(e).with_retry_after(self.retry_after.take());
+                let e = IssueError::from(e).with_retry_after(self.retry_after.take(clock));
                 if matches!(status, Some(404 | 410)) {
                     Lookup::Gone(AbandonReason::NotFound, e.document())
                 } else {

@@ -296,12 +296,12 @@ impl Deployer {
             .store
             .version_key(version.id)
             .map_err(|e| format!("cannot unseal the key: {e}"))?;
-        let material = Material {
-            endpoint: endpoint.name.clone(),
-            certificate: version.certificate.clone(),
+        let material = Material::new(
+            endpoint.name.clone(),
+            version.certificate.clone(),
             chain_der,
             key,
-        };
+        );
         Ok((version, material))
     }
 
@@ -477,9 +477,10 @@ impl Deployer {
         let handle = tokio::runtime::Handle::current();
         let now = self.clock.now();
         let name = spec.name.clone();
-        let run =
-            tokio::task::spawn_blocking(move || hooks.run(&spec, &material, &extra, handle, now))
-                .await;
+        let run = tokio::task::spawn_blocking(move || {
+            hooks.run(&spec, material.into(), &extra, handle, now)
+        })
+        .await;
         let run = match run {
             Ok(r) => r,
             Err(e) => {

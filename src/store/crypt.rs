@@ -8,28 +8,7 @@ use std::str::FromStr;
 use age::secrecy::ExposeSecret;
 
 use super::StoreError;
-
-/// Secret bytes (a private key, account credentials): never printed, zeroed on drop.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(zeroize::Zeroizing<Vec<u8>>);
-
-impl Secret {
-    /// Wraps secret bytes.
-    pub fn new(bytes: Vec<u8>) -> Self {
-        Self(zeroize::Zeroizing::new(bytes))
-    }
-
-    /// The bytes, for the one place that needs them.
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Secret({} bytes)", self.0.len())
-    }
-}
+use crate::secret::Secret;
 
 /// Where the store's age identity comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -23,8 +23,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use rusqlite::Connection;
 use serde_json::Value;
 
+pub use crate::secret::Secret;
 use crypt::Crypt;
-pub use crypt::{KeySource, Secret};
+pub use crypt::KeySource;
 pub use deployments::DeploymentState;
 
 /// One deployment of a certificate version to an endpoint.

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use tlsward::clock::Clock;
 use tlsward::hooks::{Grant, HookRun, HookSpec, Hooks, Material};
-use tlsward::store::Secret;
+use tlsward::secret::Secret;
 
 use super::Leaf;
 
@@ -58,12 +58,12 @@ pub fn spec(name: &str, component_name: &str, grant: Grant, settings: &[(&str, &
 
 /// What a run deploys: a leaf with its chain and key.
 pub fn material(leaf: &Leaf, endpoint: &str) -> Material {
-    Material {
-        endpoint: endpoint.into(),
-        certificate: "site".into(),
-        chain_der: leaf.chain.iter().map(|c| c.to_vec()).collect(),
-        key: Secret::new(leaf.key.secret_der().to_vec()),
-    }
+    Material::new(
+        endpoint.into(),
+        "site".into(),
+        leaf.chain.iter().map(|c| c.to_vec()).collect(),
+        Secret::new(leaf.key.secret_der().to_vec()),
+    )
 }
 
 /// Runs a hook on a blocking thread, as the daemon does.
@@ -78,7 +78,7 @@ pub async fn run(spec: &HookSpec, material: Material, extra: &[(&str, &str)]) ->
     tokio::task::spawn_blocking(move || {
         engine.run(
             &spec,
-            &material,
+            material.into(),
             &extra,
             rt,
             tlsward::clock::SystemClock.now(),

@@ -64,7 +64,7 @@ impl Validator<'_, '_> {
                 grant.timeout = t;
             }
             if let (Some(f), Some(path)) = (&h.http_ca_file, &grant.http_ca_file)
-                && let Err(e) = crate::probe::read_pem_certs(path)
+                && let Err(e) = crate::files::read_pem_certs(path)
             {
                 self.p.at(f, &format!("{key}.http_ca_file"), e);
             }

@@ -17,7 +17,8 @@ use crate::probe::Target;
 use crate::reconcile::window::{Window, WindowError};
 use crate::reconcile::{DeploySettings, EndpointSpec};
 use crate::schedule::TargetSpec;
-use crate::store::{KeySource, Secret};
+use crate::secret::Secret;
+use crate::store::KeySource;
 
 impl Validator<'_, '_> {
     pub(super) fn store_settings(&mut self, raw: &RawConfig, state_dir: &Path) -> StoreSettings {
