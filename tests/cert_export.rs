@@ -8,7 +8,7 @@ use std::process::Command;
 use tlsward::cert::CertFacts;
 use tlsward::store::{CertificateRow, KeySource, NewVersion, Secret, Store};
 
-use crate::hook_formats::{keytool, ok, openssl};
+use crate::util::tools::{keytool, ok, openssl};
 use crate::util::{Leaf, TestCa, pem, pem_chain, real_now};
 
 /// A config whose `[acme]` CA is never reached, with one certificate `www` (plus `extra`),

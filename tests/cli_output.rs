@@ -12,9 +12,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::cert_export::{Ran, Stored};
-use crate::serve::{Endpoints, eventually};
 use crate::util::appliance::{Appliance, ApplianceMode};
+use crate::util::daemon::Endpoints;
 use crate::util::http::{get, request};
+use crate::util::wait::eventually;
 use crate::util::{TestCa, TlsServer, pem_chain, real_now};
 
 async fn tlsward(args: &[&str], env: &[(&str, &str)]) -> Ran {
@@ -619,7 +620,8 @@ async fn probe_of_an_unconfigured_target_uses_the_defaults_timeout() {
     // [defaults] timeout = "3s"; the shipped https profile sets none (10 s built in).
     let e = Endpoints::start().await;
     let config = e.write(&e.config("[server]\nprobe_targets = \"any\"\nstate_dir = \"state\"\n"));
-    let d = crate::serve::start_with_clock(&config, Arc::new(tlsward::clock::SystemClock)).await;
+    let d =
+        crate::util::daemon::start_with_clock(&config, Arc::new(tlsward::clock::SystemClock)).await;
     let closed = crate::util::unique_port();
     for profile in ["", "&profile=https", "&profile=test"] {
         let r = get(

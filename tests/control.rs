@@ -15,9 +15,9 @@ use serde_json::Value;
 use tlsward::clock::SystemClock;
 use tlsward::store::{KeySource, Store};
 
-use crate::serve::eventually;
 use crate::util::http::get;
 use crate::util::pebble::Pebble;
+use crate::util::wait::eventually;
 
 /// A config for `serve` and the CLI against this Pebble: one certificate, the store and the
 /// state in the Pebble's temp dir.
@@ -102,7 +102,7 @@ async fn cert_renew_goes_through_the_daemon_that_holds_the_http01_port() {
     drop(UnixListener::bind(&socket).unwrap());
     assert!(socket.exists());
 
-    let daemon = crate::serve::start_with_clock(&path, Arc::new(SystemClock)).await;
+    let daemon = crate::util::daemon::start_with_clock(&path, Arc::new(SystemClock)).await;
     let addr = daemon.addr;
     let first = "tlsward_acme_orders_total{result=\"valid\",reason=\"none\"} 1";
     eventually(60, "the daemon's own first order", || async move {

@@ -236,7 +236,7 @@ settings = {{ fullchain_path = "{certs}/1.crt", key_path = "{certs}/1.key" }}
     let path = dir.join("tlsward.toml");
     std::fs::write(&path, config).unwrap();
     let clock = Arc::new(TestClock::at(SystemTime::from(now)));
-    let daemon = crate::serve::start_with_clock(&path, clock.clone()).await;
+    let daemon = crate::util::daemon::start_with_clock(&path, clock.clone()).await;
     let addr = daemon.addr;
 
     // Issued, queued for web (window closed); web2 has no window: deployed at once, and its
@@ -495,7 +495,7 @@ settings = {{ url = "https://127.0.0.1:{manual_api}", token = "tok-manual" }}
     let path = dir.join("tlsward.toml");
     std::fs::write(&path, config).unwrap();
     let clock = Arc::new(TestClock::at(SystemTime::from(now)));
-    let daemon = crate::serve::start_with_clock(&path, clock).await;
+    let daemon = crate::util::daemon::start_with_clock(&path, clock).await;
     let addr = daemon.addr;
     wait_metric(
         addr,
@@ -644,7 +644,8 @@ hook = "appliance"
     );
     let path = dir.join("tlsward.toml");
     std::fs::write(&path, config).unwrap();
-    let daemon = crate::serve::start_with_clock(&path, Arc::new(tlsward::clock::SystemClock)).await;
+    let daemon =
+        crate::util::daemon::start_with_clock(&path, Arc::new(tlsward::clock::SystemClock)).await;
     let addr = daemon.addr;
     wait_metric(
         addr,
@@ -790,7 +791,7 @@ settings = {{ url = "https://127.0.0.1:{liar_api}", token = "tok-l" }}
     let path = dir.join("tlsward.toml");
     std::fs::write(&path, config).unwrap();
     let clock = Arc::new(TestClock::at(SystemTime::from(now)));
-    let daemon = crate::serve::start_with_clock(&path, clock).await;
+    let daemon = crate::util::daemon::start_with_clock(&path, clock).await;
     let addr = daemon.addr;
     for endpoint in ["honest", "liar"] {
         wait_metric(
@@ -950,7 +951,7 @@ hook = "appliance"
     let path = dir.join("tlsward.toml");
     std::fs::write(&path, config).unwrap();
     let clock = Arc::new(TestClock::at(SystemTime::from(real_now())));
-    let daemon = crate::serve::start_with_clock(&path, clock.clone()).await;
+    let daemon = crate::util::daemon::start_with_clock(&path, clock.clone()).await;
     let addr = daemon.addr;
     let verified =
         |n: u32| format!("tlsward_deployments_total{{endpoint=\"lb\",result=\"verified\"}} {n}");

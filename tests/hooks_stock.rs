@@ -6,16 +6,17 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine as _;
 use tlsward::cert::sha256_hex;
 use tlsward::hooks::{Grant, HookFailure, HookRun, HookSpec, Hooks, Rollback, Written};
 
-use crate::probe_chain::{facts, probe};
 use crate::util::appliance::{Appliance, ApplianceMode, Upload};
 use crate::util::hooks::{component, material, run, spec};
+use crate::util::probe::{facts, probe};
+use crate::util::tools::{Run, cert_pubkey, fails, key_pubkey, keytool, ok, openssl, pem_certs};
 use crate::util::{Leaf, TestCa, TlsServer, real_now};
 
 /// A root and an intermediate valid at the real clock, which openssl and keytool judge by.
@@ -198,95 +199,6 @@ async fn roll_back(run: &HookRun) -> Rollback {
     tokio::task::spawn_blocking(move || Hooks::roll_back(&run, &rt, GENEROUS))
         .await
         .expect("rollback thread")
-}
-
-/// A finished external command's output.
-struct Ran {
-    success: bool,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    shown: String,
-}
-
-fn exec(cmd: &mut Command) -> Ran {
-    let shown = format!("{cmd:?}");
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = cmd.output().unwrap_or_else(|e| {
-        panic!("cannot run {shown}: {e} (openssl and default-jre-headless must be installed)")
-    });
-    Ran {
-        success: status.success(),
-        code: status.code(),
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-        shown,
-    }
-}
-
-/// Runs `cmd`, which must succeed.
-#[track_caller]
-fn ok(cmd: &mut Command) -> Ran {
-    let out = exec(cmd);
-    assert!(
-        out.success,
-        "{} failed:\nstdout:\n{}\nstderr:\n{}",
-        out.shown, out.stdout, out.stderr
-    );
-    out
-}
-
-/// Runs `cmd`, which must fail; stdout and stderr together.
-#[track_caller]
-fn fails(cmd: &mut Command) -> String {
-    let out = exec(cmd);
-    assert!(
-        !out.success,
-        "{} should have failed:\nstdout:\n{}\nstderr:\n{}",
-        out.shown, out.stdout, out.stderr
-    );
-    format!("{}{}", out.stdout, out.stderr)
-}
-
-fn openssl(args: &[&str]) -> Command {
-    let mut cmd = Command::new("openssl");
-    cmd.args(args);
-    cmd
-}
-
-fn keytool(args: &[&str]) -> Command {
-    let mut cmd = Command::new("/usr/bin/keytool");
-    // English messages whatever the machine's locale, so assertions on the text hold.
-    cmd.args(["-J-Duser.language=en", "-J-Duser.country=US"])
-        .args(args);
-    cmd
-}
-
-/// The public key of the certificate in `pem_file`, as `openssl x509 -pubkey` prints it.
-fn cert_pubkey(pem_file: impl AsRef<Path>) -> String {
-    let out = ok(openssl(&["x509", "-noout", "-pubkey", "-in"]).arg(pem_file.as_ref()));
-    assert!(out.stdout.contains("BEGIN PUBLIC KEY"), "{}", out.stdout);
-    out.stdout
-}
-
-/// The public key of the private key in `pem_file`, as `openssl pkey -pubout` prints it.
-fn key_pubkey(pem_file: impl AsRef<Path>) -> String {
-    let out = ok(openssl(&["pkey", "-pubout", "-in"]).arg(pem_file.as_ref()));
-    assert!(out.stdout.contains("BEGIN PUBLIC KEY"), "{}", out.stdout);
-    out.stdout
-}
-
-/// The certificates (DER) in openssl's PEM output, which has "Bag Attributes" text between.
-fn pem_certs(text: &str) -> Vec<Vec<u8>> {
-    pem::parse_many(text)
-        .unwrap_or_else(|e| panic!("PEM in openssl output: {e}\n{text}"))
-        .into_iter()
-        .filter(|p| p.tag() == "CERTIFICATE")
-        .map(|p| p.into_contents())
-        .collect()
 }
 
 fn chain_der(leaf: &Leaf) -> Vec<Vec<u8>> {
@@ -1197,8 +1109,8 @@ fn cli_state_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("hooks-stock-cli-state")
 }
 
-fn tlsward(args: &[&str]) -> Ran {
-    exec(Command::new(env!("CARGO_BIN_EXE_tlsward")).args(args))
+fn tlsward(args: &[&str]) -> Run {
+    crate::util::tools::run(Command::new(env!("CARGO_BIN_EXE_tlsward")).args(args))
 }
 
 #[tokio::test(flavor = "multi_thread")]

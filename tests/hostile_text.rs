@@ -19,9 +19,10 @@ use tlsward::clock::SystemClock;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
-use crate::serve::{eventually, start_with_clock};
+use crate::util::daemon::start_with_clock;
 use crate::util::exposition::{Exposition, Format, parse_or_panic};
 use crate::util::http::{Response, get, request};
+use crate::util::wait::eventually;
 use crate::util::{TestCa, TlsServer, pem_chain, real_now};
 
 /// A CN that closes its label value, ends the line and forges a series (and an end of

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::serve::eventually;
 use crate::util::http::get;
+use crate::util::wait::eventually;
 use crate::util::{TestCa, pem_chain, real_now, unique_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tlsward");

@@ -14,7 +14,7 @@ use tlsward::probe::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::probe_chain::{assert_verdict, facts, probe};
+use crate::util::probe::{assert_verdict, facts, probe};
 use crate::util::{OpensslServer, TestCa, TlsServer, fixture, test_time};
 
 /// The time the static fixtures (tests/fixtures/gen.sh) are judged at.

@@ -12,7 +12,7 @@ use tlsward::probe::{Module, ProbeReport, Prober, Protocol, StartTlsError, Targe
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
-use crate::probe_chain::{assert_verdict, facts};
+use crate::util::probe::{assert_verdict, facts};
 use crate::util::servers::{NginxMail, Postgres, Prosody, Slapd, Vsftpd};
 use crate::util::{TestCa, real_now};
 
@@ -736,8 +736,9 @@ async fn a_probe_batch_with_hostile_servers_prints_every_result() {
 /// it gets ready, reports every target with its reason, and keeps probing them.
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_keeps_probing_every_target_beside_hostile_servers() {
-    use crate::serve::{Endpoints, eventually, start_with_clock};
+    use crate::util::daemon::{Endpoints, start_with_clock};
     use crate::util::http::get;
+    use crate::util::wait::eventually;
 
     let e = Endpoints::start().await;
     let mut config = String::from(

@@ -9,9 +9,9 @@ use tlsward::clock::SystemClock;
 use tlsward::store::{KeySource, Store};
 use tokio::net::TcpListener;
 
-use crate::serve::eventually;
 use crate::util::http::get;
 use crate::util::pebble::Pebble;
+use crate::util::wait::eventually;
 use crate::util::{TestCa, TlsServer, real_now};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -66,7 +66,7 @@ target = "{target}"
     );
     let path = dir.join("tlsward.toml");
     std::fs::write(&path, config).unwrap();
-    let daemon = crate::serve::start_with_clock(&path, Arc::new(SystemClock)).await;
+    let daemon = crate::util::daemon::start_with_clock(&path, Arc::new(SystemClock)).await;
     let addr = daemon.addr;
 
     // The endpoint's name defaults to its target.

@@ -2,134 +2,18 @@
 //! endpoints, reloads (HTTP and SIGHUP), and web protection (basic auth, bearer, TLS).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use tlsward::clock::SystemClock;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
+use crate::util::daemon::{ready, start};
 use crate::util::http::{get, request};
 use crate::util::{TestCa, TlsServer, real_now};
 
-/// Three endpoints under one private root: good, expired, and one serving a certificate
-/// for another name.
-pub struct Endpoints {
-    pub root: TestCa,
-    pub good: TlsServer,
-    pub expired: TlsServer,
-    pub wrong: TlsServer,
-    pub dir: tempfile::TempDir,
-}
-
-impl Endpoints {
-    pub async fn start() -> Self {
-        let root = TestCa::root_at("Serve Root", real_now());
-        let int = root.intermediate("Serve Int");
-        let good = TlsServer::leaf(&int.leaf(&["good.test"]).valid(-10.0, 80.0).build())
-            .start()
-            .await;
-        let expired = TlsServer::leaf(&int.leaf(&["expired.test"]).valid(-60.0, -1.0).build())
-            .start()
-            .await;
-        let wrong = TlsServer::leaf(&int.leaf(&["other.test"]).build())
-            .start()
-            .await;
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("ca.pem"), root.pem()).unwrap();
-        Self {
-            root,
-            good,
-            expired,
-            wrong,
-            dir,
-        }
-    }
-
-    pub fn target(name: &str, server: &TlsServer, extra: &str) -> String {
-        format!(
-            "[[target]]\naddress = \"{name}:{}\"\nprofile = \"test\"\nconnect_to = [\"127.0.0.1\"]\n{extra}\n",
-            server.addr.port()
-        )
-    }
-
-    /// A config probing all three every second, plus `extra` TOML.
-    pub fn config(&self, extra: &str) -> String {
-        format!(
-            "[defaults]\ninterval = \"1s\"\ntimeout = \"3s\"\n\n[profile.test]\nprotocol = \"tls\"\nca_files = [\"ca.pem\"]\nsystem_roots = false\n\n{extra}\n{}{}{}",
-            Self::target("good.test", &self.good, "labels = { env = \"test\" }"),
-            Self::target("expired.test", &self.expired, ""),
-            Self::target("wrong.test", &self.wrong, ""),
-        )
-    }
-
-    pub fn write(&self, text: &str) -> PathBuf {
-        let path = self.dir.path().join("tlsward.toml");
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-}
-
-/// A daemon running in this process, stopped on drop.
-pub struct Daemon {
-    pub addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-async fn start(path: &Path) -> Daemon {
-    start_with_clock(path, Arc::new(SystemClock)).await
-}
-
-/// `tlsward serve` in this process with the config at `path`, on a free port, with `clock`.
-pub async fn start_with_clock(path: &Path, clock: Arc<dyn tlsward::clock::Clock>) -> Daemon {
-    let config = tlsward::config::load(path).expect("valid config");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    let path = path.to_owned();
-    tokio::spawn(async move {
-        tlsward::daemon::run(listener, path, config, clock, async {
-            let _ = rx.await;
-        })
-        .await
-        .expect("daemon runs");
-    });
-    Daemon {
-        addr,
-        stop: Some(tx),
-    }
-}
-
-/// Polls `f` every 100 ms until it returns true, for up to `secs`.
-pub async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    for _ in 0..secs * 10 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
-async fn ready(addr: SocketAddr) {
-    eventually(15, "/-/ready", || async move {
-        get(addr, "/-/ready").await.status == 200
-    })
-    .await;
-}
+// The daemon starter and its endpoints live in the test support; prometheus.rs still
+// imports them from here.
+pub use crate::util::daemon::Endpoints;
+pub use crate::util::wait::eventually;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_report_every_target_in_both_formats() {

@@ -11,8 +11,9 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, timeout};
 
-use crate::serve::{Endpoints, eventually, start_with_clock};
+use crate::util::daemon::{Endpoints, start_with_clock};
 use crate::util::http::{Response, get, request};
+use crate::util::wait::eventually;
 use crate::util::{TestCa, real_now};
 
 /// Far more than any of these steps needs, even on a loaded machine.
@@ -35,7 +36,7 @@ fn enough_descriptors() {
     }
 }
 
-async fn start(path: &std::path::Path) -> crate::serve::Daemon {
+async fn start(path: &std::path::Path) -> crate::util::daemon::Daemon {
     enough_descriptors();
     start_with_clock(path, std::sync::Arc::new(tlsward::clock::SystemClock)).await
 }

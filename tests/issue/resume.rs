@@ -16,8 +16,8 @@ use tlsward::issuer::{
 use tlsward::store::{KeySource, Store};
 
 use super::{Setup, setup};
-use crate::serve::eventually;
 use crate::util::pebble::{Pebble, normal_serial};
+use crate::util::wait::eventually;
 
 fn spec(name: &str, domain: &str) -> CertificateSpec {
     CertificateSpec {

@@ -4,12 +4,16 @@
 #![allow(dead_code)]
 
 pub mod appliance;
+pub mod daemon;
 pub mod exposition;
 pub mod hooks;
 pub mod http;
 pub mod pebble;
+pub mod probe;
 pub mod servers;
 pub mod starttls_script;
+pub mod tools;
+pub mod wait;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
