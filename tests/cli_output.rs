@@ -620,8 +620,7 @@ async fn probe_of_an_unconfigured_target_uses_the_defaults_timeout() {
     // [defaults] timeout = "3s"; the shipped https profile sets none (10 s built in).
     let e = Endpoints::start().await;
     let config = e.write(&e.config("[server]\nprobe_targets = \"any\"\nstate_dir = \"state\"\n"));
-    let d =
-        crate::util::daemon::start_with_clock(&config, Arc::new(tlsward::clock::SystemClock)).await;
+    let d = crate::util::daemon::start(&config).await;
     let closed = crate::util::unique_port();
     for profile in ["", "&profile=https", "&profile=test"] {
         let r = get(

@@ -102,7 +102,7 @@ async fn cert_renew_goes_through_the_daemon_that_holds_the_http01_port() {
     drop(UnixListener::bind(&socket).unwrap());
     assert!(socket.exists());
 
-    let daemon = crate::util::daemon::start_with_clock(&path, Arc::new(SystemClock)).await;
+    let daemon = crate::util::daemon::start(&path).await;
     let addr = daemon.addr;
     let first = "tlsward_acme_orders_total{result=\"valid\",reason=\"none\"} 1";
     eventually(60, "the daemon's own first order", || async move {

@@ -14,6 +14,7 @@ use tlsward::store::{KeySource, Store};
 use crate::util::http::{get, request};
 use crate::util::pebble::Pebble;
 use crate::util::servers::NginxHttps;
+use crate::util::wait::{EVERY, eventually, within};
 use crate::util::{TestCa, real_now};
 
 /// Pebble and the CA files the configs trust: its issuing root (`acme-root.pem`) and an
@@ -111,11 +112,12 @@ async fn wait_metric(
     series: &str,
     store_dir: &std::path::Path,
 ) {
-    for _ in 0..secs * 10 {
-        if get(addr, "/metrics").await.body.contains(series) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let seen = within(secs, EVERY, || async move {
+        get(addr, "/metrics").await.body.contains(series)
+    })
+    .await;
+    if seen.is_some() {
+        return;
     }
     let metrics = get(addr, "/metrics").await.body;
     let relevant: Vec<&str> = metrics
@@ -644,8 +646,7 @@ hook = "appliance"
     );
     let path = dir.join("tlsward.toml");
     std::fs::write(&path, config).unwrap();
-    let daemon =
-        crate::util::daemon::start_with_clock(&path, Arc::new(tlsward::clock::SystemClock)).await;
+    let daemon = crate::util::daemon::start(&path).await;
     let addr = daemon.addr;
     wait_metric(
         addr,
@@ -981,25 +982,25 @@ hook = "appliance"
         // Wake the reconciler (a reload does): the regression is seen and held.
         let r = request(addr, "POST", "/-/reload", &[], None).await;
         assert_eq!(r.status, 200, "{}", r.body);
-        let held = {
-            let mut found = None;
-            for _ in 0..200 {
-                found = store
-                    .journal_entries(Some("lb"))
-                    .unwrap()
-                    .into_iter()
-                    .find(|e| {
-                        e.kind == "deployment.regression"
-                            && e.detail["action"] == "held"
-                            && e.detail["requeues"] == round
-                    });
-                if found.is_some() {
-                    break;
+        let held = eventually(
+            20,
+            &format!("round {round}: a held regression journaled"),
+            || {
+                let store = &store;
+                async move {
+                    store
+                        .journal_entries(Some("lb"))
+                        .unwrap()
+                        .into_iter()
+                        .find(|e| {
+                            e.kind == "deployment.regression"
+                                && e.detail["action"] == "held"
+                                && e.detail["requeues"] == round
+                        })
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            found.unwrap_or_else(|| panic!("round {round}: no held regression journaled"))
-        };
+            },
+        )
+        .await;
         assert_eq!(
             held.detail["requeue_at"],
             verified_at + wait_hours * 3600,

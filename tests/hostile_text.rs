@@ -12,14 +12,12 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::process::Stdio;
-use std::sync::Arc;
 
 use rustls::pki_types::CertificateDer;
-use tlsward::clock::SystemClock;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
-use crate::util::daemon::start_with_clock;
+use crate::util::daemon::start;
 use crate::util::exposition::{Exposition, Format, parse_or_panic};
 use crate::util::http::{Response, get, request};
 use crate::util::wait::eventually;
@@ -242,7 +240,7 @@ fn assert_probe(x: &Exposition, subject: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_certificates_forge_no_series_in_either_format() {
     let h = Hostile::start().await;
-    let d = start_with_clock(&h.config(), Arc::new(SystemClock)).await;
+    let d = start(&h.config()).await;
     all_probed(d.addr).await;
     for format in [Format::Text, Format::OpenMetrics] {
         let (r, x) = scrape(d.addr, "/metrics", format).await;

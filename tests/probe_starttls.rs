@@ -736,7 +736,7 @@ async fn a_probe_batch_with_hostile_servers_prints_every_result() {
 /// it gets ready, reports every target with its reason, and keeps probing them.
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_keeps_probing_every_target_beside_hostile_servers() {
-    use crate::util::daemon::{Endpoints, start_with_clock};
+    use crate::util::daemon::{Endpoints, start};
     use crate::util::http::get;
     use crate::util::wait::eventually;
 
@@ -777,7 +777,7 @@ async fn serve_keeps_probing_every_target_beside_hostile_servers() {
             Some(case.reason),
         ));
     }
-    let d = start_with_clock(&e.write(&config), Arc::new(tlsward::clock::SystemClock)).await;
+    let d = start(&e.write(&config)).await;
     let addr = d.addr;
     eventually(20, "/-/ready", || async move {
         get(addr, "/-/ready").await.status == 200

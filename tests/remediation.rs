@@ -2,16 +2,13 @@
 //! renewed when due, and drift is reported for an endpoint that serves a foreign certificate,
 //! the latest version, then a stale one.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use tlsward::clock::SystemClock;
 use tlsward::store::{KeySource, Store};
-use tokio::net::TcpListener;
 
 use crate::util::http::get;
 use crate::util::pebble::Pebble;
-use crate::util::wait::eventually;
+use crate::util::wait::{EVERY, eventually, within};
 use crate::util::{TestCa, TlsServer, real_now};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -66,7 +63,7 @@ target = "{target}"
     );
     let path = dir.join("tlsward.toml");
     std::fs::write(&path, config).unwrap();
-    let daemon = crate::util::daemon::start_with_clock(&path, Arc::new(SystemClock)).await;
+    let daemon = crate::util::daemon::start(&path).await;
     let addr = daemon.addr;
 
     // The endpoint's name defaults to its target.
@@ -177,19 +174,8 @@ async fn serve_renews_inside_the_ari_window_with_replaces() {
     );
     let path = dir.join("tlsward.toml");
     std::fs::write(&path, config).unwrap();
-    let loaded = tlsward::config::load(&path).expect("valid config");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let metrics_addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn(tlsward::daemon::run(
-        listener,
-        path.clone(),
-        loaded,
-        Arc::new(SystemClock),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let daemon = crate::util::daemon::start(&path).await;
+    let metrics_addr = daemon.addr;
     // Wait for the daemon to create the store before opening it here too.
     eventually(10, "the store", || async {
         dir.join("state/store.key").exists()
@@ -200,21 +186,18 @@ async fn serve_renews_inside_the_ari_window_with_replaces() {
         &KeySource::File(dir.join("state/store.key")),
     )
     .unwrap();
-    for _ in 0..100 {
-        if store.latest("ari").unwrap().is_some() {
-            break;
-        }
+    let first = within(10, EVERY, || {
         assert!(!daemon.is_finished(), "the daemon stopped");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    if store.latest("ari").unwrap().is_none() {
+        std::future::ready(store.latest("ari").unwrap())
+    })
+    .await
+    .unwrap_or_else(|| {
         let journal = store.journal_entries(None).unwrap();
         panic!(
             "no first version; daemon finished: {}; journal: {journal:?}",
             daemon.is_finished()
-        );
-    }
-    let first = store.latest("ari").unwrap().unwrap();
+        )
+    });
     {
         use rustls::pki_types::pem::PemObject;
         let chain: Vec<_> =
@@ -271,5 +254,5 @@ async fn serve_renews_inside_the_ari_window_with_replaces() {
         async move { get(addr, "/metrics").await.body.contains(&served_window) }
     })
     .await;
-    let _ = stop.send(());
+    drop(daemon);
 }

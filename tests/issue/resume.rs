@@ -17,7 +17,7 @@ use tlsward::store::{KeySource, Store};
 
 use super::{Setup, setup};
 use crate::util::pebble::{Pebble, normal_serial};
-use crate::util::wait::eventually;
+use crate::util::wait::{eventually, within};
 
 fn spec(name: &str, domain: &str) -> CertificateSpec {
     CertificateSpec {
@@ -533,21 +533,18 @@ async fn wait_for(
     let Some(kind) = anchor.journal_kind() else {
         return true;
     };
-    for _ in 0..6000 {
+    // Looked at every 10 ms: the kill that follows must land close after the anchor.
+    within(60, Duration::from_millis(10), || {
         let seen = store
             .journal_entries(None)
             .unwrap()
             .iter()
             .any(|e| e.id > since && e.kind == kind);
-        if seen {
-            return true;
-        }
-        if child.try_wait().unwrap().is_some() {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    false
+        let exited = !seen && child.try_wait().unwrap().is_some();
+        std::future::ready((seen || exited).then_some(seen))
+    })
+    .await
+    .unwrap_or(false)
 }
 
 fn last_journal_id(store: &Store) -> i64 {

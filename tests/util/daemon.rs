@@ -75,6 +75,14 @@ impl Endpoints {
 pub struct Daemon {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Daemon {
+    /// Whether `daemon::run` has returned (or panicked on an error) already.
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
 }
 
 impl Drop for Daemon {
@@ -98,7 +106,7 @@ pub async fn start_with_clock(path: &Path, clock: Arc<dyn tlsward::clock::Clock>
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
     let path = path.to_owned();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         tlsward::daemon::run(listener, path, config, clock, async {
             let _ = rx.await;
         })
@@ -108,12 +116,13 @@ pub async fn start_with_clock(path: &Path, clock: Arc<dyn tlsward::clock::Clock>
     Daemon {
         addr,
         stop: Some(tx),
+        task,
     }
 }
 
 /// Waits for the daemon's `/-/ready`.
 pub async fn ready(addr: SocketAddr) {
-    eventually(15, "/-/ready", || async move {
+    eventually(30, "/-/ready", || async move {
         get(addr, "/-/ready").await.status == 200
     })
     .await;

@@ -315,13 +315,11 @@ impl OpensslServer {
             .spawn()
             .expect("openssl s_server (Debian package openssl) must be installed");
         let server = Self { child, addr };
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return server;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
-        }
-        panic!("openssl s_server did not start on {addr}");
+        wait::eventually(10, &format!("openssl s_server on {addr}"), || async move {
+            tokio::net::TcpStream::connect(addr).await.is_ok()
+        })
+        .await;
+        server
     }
 }
 

@@ -1,19 +1,80 @@
-//! Waiting for what a test cannot be told about: polls with a generous deadline, never a
-//! bet on speed, and a panic naming what was awaited.
+//! Waiting for what a test cannot be told about. One polling loop for every test: a
+//! generous deadline, never a bet on speed, and on a timeout a panic naming what was awaited
+//! and how long the test waited.
 
 use std::time::Duration;
 
-/// Polls `f` every 100 ms until it returns true, for up to `secs`.
-pub async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F)
+use tokio::time::Instant;
+
+/// How often [`eventually`] looks again.
+pub const EVERY: Duration = Duration::from_millis(100);
+
+/// What a polled condition gives back: `true`, or `Some(value)`, once it holds.
+pub trait Awaited {
+    /// What the wait returns once the condition holds.
+    type Value;
+    /// `Some` once the condition holds.
+    fn ready(self) -> Option<Self::Value>;
+}
+
+impl Awaited for bool {
+    type Value = ();
+    fn ready(self) -> Option<()> {
+        self.then_some(())
+    }
+}
+
+impl<T> Awaited for Option<T> {
+    type Value = T;
+    fn ready(self) -> Option<T> {
+        self
+    }
+}
+
+/// Polls `f` every `every` until it holds (true, or `Some`), for up to `secs` seconds;
+/// `None` when the deadline passed first, for a caller that explains the timeout itself.
+/// `f` is always tried at least once, and once more at the deadline.
+pub async fn within<F, Fut>(
+    secs: u64,
+    every: Duration,
+    mut f: F,
+) -> Option<<Fut::Output as Awaited>::Value>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
+    Fut: Future,
+    Fut::Output: Awaited,
 {
-    for _ in 0..secs * 10 {
-        if f().await {
-            return;
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let last = Instant::now() >= deadline;
+        if let Some(value) = f().await.ready() {
+            return Some(value);
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        if last {
+            return None;
+        }
+        tokio::time::sleep_until((Instant::now() + every).min(deadline)).await;
     }
-    panic!("timed out waiting for {what}");
+}
+
+/// Polls `f` every 100 ms until it holds (true, or `Some(value)`, which is returned), for up
+/// to `secs` seconds; panics naming `what` when it never did.
+#[track_caller]
+pub fn eventually<F, Fut>(
+    secs: u64,
+    what: &str,
+    f: F,
+) -> impl Future<Output = <Fut::Output as Awaited>::Value>
+where
+    F: FnMut() -> Fut,
+    Fut: Future,
+    Fut::Output: Awaited,
+{
+    let caller = std::panic::Location::caller();
+    async move {
+        match within(secs, EVERY, f).await {
+            Some(value) => value,
+            None => panic!("timed out after {secs} s waiting for {what} (at {caller})"),
+        }
+    }
 }
