@@ -609,9 +609,7 @@ async fn a_failed_first_deployment_to_a_device_is_not_a_failed_rollback() {
 
 /// The value of `probe_timeout_seconds` in a /probe answer.
 fn probe_timeout(body: &str) -> f64 {
-    body.lines()
-        .find_map(|l| l.strip_prefix("probe_timeout_seconds "))
-        .and_then(|v| v.trim().parse().ok())
+    crate::util::exposition::metric(body, "probe_timeout_seconds", &[])
         .unwrap_or_else(|| panic!("no probe_timeout_seconds in\n{body}"))
 }
 
@@ -629,7 +627,7 @@ async fn probe_of_an_unconfigured_target_uses_the_defaults_timeout() {
         )
         .await;
         assert_eq!(r.status, 200, "{}", r.body);
-        assert!(r.body.contains("\nprobe_success 0\n"), "{}", r.body);
+        crate::util::exposition::assert_metric(&r.body, "probe_success", &[], 0.0);
         assert_eq!(probe_timeout(&r.body), 3.0, "{profile}: {}", r.body);
     }
     // A shorter scrape timeout still wins over it.

@@ -15,6 +15,7 @@ use serde_json::Value;
 use tlsward::clock::SystemClock;
 use tlsward::store::{KeySource, Store};
 
+use crate::util::exposition::{assert_metric, metric};
 use crate::util::http::get;
 use crate::util::pebble::Pebble;
 use crate::util::wait::eventually;
@@ -104,9 +105,10 @@ async fn cert_renew_goes_through_the_daemon_that_holds_the_http01_port() {
 
     let daemon = crate::util::daemon::start(&path).await;
     let addr = daemon.addr;
-    let first = "tlsward_acme_orders_total{result=\"valid\",reason=\"none\"} 1";
+    let valid = [("result", "valid"), ("reason", "none")];
     eventually(60, "the daemon's own first order", || async move {
-        get(addr, "/metrics").await.body.contains(first)
+        let m = get(addr, "/metrics").await.body;
+        metric(&m, "tlsward_acme_orders_total", &valid) == Some(1.0)
     })
     .await;
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
@@ -128,10 +130,7 @@ async fn cert_renew_goes_through_the_daemon_that_holds_the_http01_port() {
     assert!(out.contains(&versions[0].sha256), "{out}");
     // Counted by the daemon, which scrapes show.
     let m = get(addr, "/metrics").await.body;
-    assert!(
-        m.contains("tlsward_acme_orders_total{result=\"valid\",reason=\"none\"} 2"),
-        "{m}"
-    );
+    assert_metric(&m, "tlsward_acme_orders_total", &valid, 2.0);
     // `cert issue` of a certificate with a version is refused (renew is the command for a
     // new one); with --force it goes the same way.
     let issue = tlsward(&["cert", "issue", "site"], &path).await;

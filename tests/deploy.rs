@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use tlsward::clock::TestClock;
 use tlsward::store::{KeySource, Store};
 
+use crate::util::exposition::{Series, series};
 use crate::util::http::{get, request};
 use crate::util::pebble::Pebble;
 use crate::util::servers::NginxHttps;
@@ -109,11 +110,11 @@ async fn wait_metric(
     addr: std::net::SocketAddr,
     secs: u64,
     what: &str,
-    series: &str,
+    want: Series<'_>,
     store_dir: &std::path::Path,
 ) {
     let seen = within(secs, EVERY, || async move {
-        get(addr, "/metrics").await.body.contains(series)
+        want.in_body(&get(addr, "/metrics").await.body)
     })
     .await;
     if seen.is_some() {
@@ -137,7 +138,7 @@ async fn wait_metric(
     })
     .unwrap_or_else(|e| e.to_string());
     panic!(
-        "timed out waiting for {what} ({series})\n--- metrics ---\n{}\n--- journal ---\n{journal}",
+        "timed out waiting for {what} ({want:?})\n--- metrics ---\n{}\n--- journal ---\n{journal}",
         relevant.join("\n")
     );
 }
@@ -247,7 +248,11 @@ settings = {{ fullchain_path = "{certs}/1.crt", key_path = "{certs}/1.key" }}
         addr,
         180,
         "web's deployment waiting for its window",
-        "tlsward_deployments_pending{endpoint=\"web\",state=\"waiting\"} 1",
+        series(
+            "tlsward_deployments_pending",
+            &[("endpoint", "web"), ("state", "waiting")],
+            1.0,
+        ),
         dir,
     )
     .await;
@@ -255,7 +260,11 @@ settings = {{ fullchain_path = "{certs}/1.crt", key_path = "{certs}/1.key" }}
         addr,
         180,
         "web2's deployment rolled back",
-        "tlsward_deployments_total{endpoint=\"web2\",result=\"rolled_back\"} 1",
+        series(
+            "tlsward_deployments_total",
+            &[("endpoint", "web2"), ("result", "rolled_back")],
+            1.0,
+        ),
         dir,
     )
     .await;
@@ -280,13 +289,37 @@ settings = {{ fullchain_path = "{certs}/1.crt", key_path = "{certs}/1.key" }}
     assert_eq!(sha256_served(web2, "site.tlsward.test"), old_sha);
     let m = get(addr, "/metrics").await.body;
     for series in [
-        "tlsward_deployment_failed{endpoint=\"web2\",certificate=\"site\"} 1",
-        "tlsward_deployment_verification_failures_total{endpoint=\"web2\"} 1",
-        "tlsward_deployment_rollbacks_total{endpoint=\"web2\",result=\"restored\"} 1",
-        "tlsward_hook_runs_total{hook=\"nginx-broken\",result=\"ok\",reason=\"none\"} 1",
-        "tlsward_deployment_failed{endpoint=\"web\",certificate=\"site\"} 0",
+        series(
+            "tlsward_deployment_failed",
+            &[("endpoint", "web2"), ("certificate", "site")],
+            1.0,
+        ),
+        series(
+            "tlsward_deployment_verification_failures_total",
+            &[("endpoint", "web2")],
+            1.0,
+        ),
+        series(
+            "tlsward_deployment_rollbacks_total",
+            &[("endpoint", "web2"), ("result", "restored")],
+            1.0,
+        ),
+        series(
+            "tlsward_hook_runs_total",
+            &[
+                ("hook", "nginx-broken"),
+                ("result", "ok"),
+                ("reason", "none"),
+            ],
+            1.0,
+        ),
+        series(
+            "tlsward_deployment_failed",
+            &[("endpoint", "web"), ("certificate", "site")],
+            0.0,
+        ),
     ] {
-        assert!(m.contains(series), "{series} missing from\n{m}");
+        series.assert_in(&m);
     }
 
     // `deploy list` (the real CLI, on the same store) shows web waiting for "nightly".
@@ -317,7 +350,11 @@ settings = {{ fullchain_path = "{certs}/1.crt", key_path = "{certs}/1.key" }}
         addr,
         180,
         "web's deployment verified",
-        "tlsward_deployments_total{endpoint=\"web\",result=\"verified\"} 1",
+        series(
+            "tlsward_deployments_total",
+            &[("endpoint", "web"), ("result", "verified")],
+            1.0,
+        ),
         dir,
     )
     .await;
@@ -326,7 +363,11 @@ settings = {{ fullchain_path = "{certs}/1.crt", key_path = "{certs}/1.key" }}
         addr,
         60,
         "web's drift to clear",
-        "tlsward_endpoint_drift{endpoint=\"web\",certificate=\"site\"} 0",
+        series(
+            "tlsward_endpoint_drift",
+            &[("endpoint", "web"), ("certificate", "site")],
+            0.0,
+        ),
         dir,
     )
     .await;
@@ -503,7 +544,11 @@ settings = {{ url = "https://127.0.0.1:{manual_api}", token = "tok-manual" }}
         addr,
         180,
         "the urgent deployment verified",
-        "tlsward_deployments_total{endpoint=\"urgent\",result=\"verified\"} 1",
+        series(
+            "tlsward_deployments_total",
+            &[("endpoint", "urgent"), ("result", "verified")],
+            1.0,
+        ),
         dir,
     )
     .await;
@@ -511,7 +556,11 @@ settings = {{ url = "https://127.0.0.1:{manual_api}", token = "tok-manual" }}
         addr,
         60,
         "the manual deployment waiting",
-        "tlsward_deployments_pending{endpoint=\"manual\",state=\"waiting\"} 1",
+        series(
+            "tlsward_deployments_pending",
+            &[("endpoint", "manual"), ("state", "waiting")],
+            1.0,
+        ),
         dir,
     )
     .await;
@@ -652,7 +701,11 @@ hook = "appliance"
         addr,
         120,
         "v1 deployed",
-        "tlsward_deployments_total{endpoint=\"lb\",result=\"verified\"} 1",
+        series(
+            "tlsward_deployments_total",
+            &[("endpoint", "lb"), ("result", "verified")],
+            1.0,
+        ),
         dir,
     )
     .await;
@@ -669,7 +722,11 @@ hook = "appliance"
         addr,
         150,
         "v2's deployment rolled back",
-        "tlsward_deployments_total{endpoint=\"lb\",result=\"rolled_back\"} 1",
+        series(
+            "tlsward_deployments_total",
+            &[("endpoint", "lb"), ("result", "rolled_back")],
+            1.0,
+        ),
         dir,
     )
     .await;
@@ -679,11 +736,23 @@ hook = "appliance"
     assert_eq!(appliance.serving_sha256(), v1.sha256);
     let m = get(addr, "/metrics").await.body;
     for series in [
-        "tlsward_deployment_verification_failures_total{endpoint=\"lb\"} 1",
-        "tlsward_deployment_rollbacks_total{endpoint=\"lb\",result=\"restored\"} 1",
-        "tlsward_deployment_failed{endpoint=\"lb\",certificate=\"lb\"} 1",
+        series(
+            "tlsward_deployment_verification_failures_total",
+            &[("endpoint", "lb")],
+            1.0,
+        ),
+        series(
+            "tlsward_deployment_rollbacks_total",
+            &[("endpoint", "lb"), ("result", "restored")],
+            1.0,
+        ),
+        series(
+            "tlsward_deployment_failed",
+            &[("endpoint", "lb"), ("certificate", "lb")],
+            1.0,
+        ),
     ] {
-        assert!(m.contains(series), "{series} missing from\n{m}");
+        series.assert_in(&m);
     }
     let failed = store
         .all_deployments()
@@ -799,7 +868,11 @@ settings = {{ url = "https://127.0.0.1:{liar_api}", token = "tok-l" }}
             addr,
             60,
             "both deployments waiting for their window",
-            &format!("tlsward_deployments_pending{{endpoint=\"{endpoint}\",state=\"waiting\"}} 1"),
+            series(
+                "tlsward_deployments_pending",
+                &[("endpoint", endpoint), ("state", "waiting")],
+                1.0,
+            ),
             dir,
         )
         .await;
@@ -837,7 +910,11 @@ settings = {{ url = "https://127.0.0.1:{liar_api}", token = "tok-l" }}
         addr,
         60,
         "the approved deployment verified",
-        "tlsward_deployments_total{endpoint=\"honest\",result=\"verified\"} 1",
+        series(
+            "tlsward_deployments_total",
+            &[("endpoint", "honest"), ("result", "verified")],
+            1.0,
+        ),
         dir,
     )
     .await;
@@ -867,13 +944,33 @@ settings = {{ url = "https://127.0.0.1:{liar_api}", token = "tok-l" }}
     // The daemon's own counters moved: these are what the alerts read.
     let m = get(addr, "/metrics").await.body;
     for series in [
-        "tlsward_deployments_total{endpoint=\"liar\",result=\"failed\"} 1",
-        "tlsward_deployment_rollbacks_total{endpoint=\"liar\",result=\"failed\"} 0",
-        "tlsward_deployment_verification_failures_total{endpoint=\"liar\"} 1",
-        "tlsward_deployment_failed{endpoint=\"liar\",certificate=\"app\"} 1",
-        "tlsward_deployments_total{endpoint=\"honest\",result=\"verified\"} 1",
+        series(
+            "tlsward_deployments_total",
+            &[("endpoint", "liar"), ("result", "failed")],
+            1.0,
+        ),
+        series(
+            "tlsward_deployment_rollbacks_total",
+            &[("endpoint", "liar"), ("result", "failed")],
+            0.0,
+        ),
+        series(
+            "tlsward_deployment_verification_failures_total",
+            &[("endpoint", "liar")],
+            1.0,
+        ),
+        series(
+            "tlsward_deployment_failed",
+            &[("endpoint", "liar"), ("certificate", "app")],
+            1.0,
+        ),
+        series(
+            "tlsward_deployments_total",
+            &[("endpoint", "honest"), ("result", "verified")],
+            1.0,
+        ),
     ] {
-        assert!(m.contains(series), "{series} missing from\n{m}");
+        series.assert_in(&m);
     }
     // The journal names who asked, with the uid the daemon saw.
     let journal = store.journal_entries(Some("app")).unwrap();
@@ -954,9 +1051,14 @@ hook = "appliance"
     let clock = Arc::new(TestClock::at(SystemTime::from(real_now())));
     let daemon = crate::util::daemon::start_with_clock(&path, clock.clone()).await;
     let addr = daemon.addr;
-    let verified =
-        |n: u32| format!("tlsward_deployments_total{{endpoint=\"lb\",result=\"verified\"}} {n}");
-    wait_metric(addr, 60, "the first deployment", &verified(1), dir).await;
+    let verified = |n: u32| {
+        series(
+            "tlsward_deployments_total",
+            &[("endpoint", "lb"), ("result", "verified")],
+            f64::from(n),
+        )
+    };
+    wait_metric(addr, 60, "the first deployment", verified(1), dir).await;
     let store = Store::open(
         &dir.join("state/tlsward.db"),
         &KeySource::File(dir.join("state/store.key")),
@@ -975,7 +1077,11 @@ hook = "appliance"
             addr,
             20,
             "the drift after the reset",
-            "tlsward_endpoint_drift{endpoint=\"lb\",certificate=\"lb\"} 1",
+            series(
+                "tlsward_endpoint_drift",
+                &[("endpoint", "lb"), ("certificate", "lb")],
+                1.0,
+            ),
             dir,
         )
         .await;
@@ -1017,7 +1123,7 @@ hook = "appliance"
         clock.advance(Duration::from_secs(wait_hours as u64 * 3600));
         let r = request(addr, "POST", "/-/reload", &[], None).await;
         assert_eq!(r.status, 200, "{}", r.body);
-        wait_metric(addr, 60, "the redeployment", &verified(round + 2), dir).await;
+        wait_metric(addr, 60, "the redeployment", verified(round + 2), dir).await;
         assert_eq!(appliance.serving_sha256(), latest.sha256);
         let all = store.all_deployments().unwrap();
         let last = all.last().unwrap();

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::util::daemon::{ready, start};
+use crate::util::exposition::{Format, assert_metric, format_of, metric, parse_or_panic};
 use crate::util::http::{get, request};
 use crate::util::{TestCa, TlsServer, real_now};
 
@@ -26,47 +27,58 @@ async fn metrics_report_every_target_in_both_formats() {
         m.header("content-type"),
         Some("text/plain; version=0.0.4; charset=utf-8")
     );
-    let good = format!(
-        "target=\"good.test:{}\",profile=\"test\",env=\"test\"",
-        e.good.addr.port()
+    let (good, expired, wrong) = (
+        format!("good.test:{}", e.good.addr.port()),
+        format!("expired.test:{}", e.expired.addr.port()),
+        format!("wrong.test:{}", e.wrong.addr.port()),
     );
-    let expired = format!(
-        "target=\"expired.test:{}\",profile=\"test\"",
-        e.expired.addr.port()
-    );
-    let wrong = format!(
-        "target=\"wrong.test:{}\",profile=\"test\"",
-        e.wrong.addr.port()
-    );
+    let good = [
+        ("target", good.as_str()),
+        ("profile", "test"),
+        ("env", "test"),
+    ];
+    let expired = [("target", expired.as_str()), ("profile", "test")];
+    let wrong = [("target", wrong.as_str()), ("profile", "test")];
+    fn with<'a>(
+        labels: &[(&'a str, &'a str)],
+        more: (&'a str, &'a str),
+    ) -> Vec<(&'a str, &'a str)> {
+        let mut all = labels.to_vec();
+        all.push(more);
+        all
+    }
     let body = &m.body;
+    assert_metric(body, "tlsward_probe_success", &good, 1.0);
+    assert_metric(body, "tlsward_probe_success", &expired, 0.0);
+    assert_metric(
+        body,
+        "tlsward_probe_failure_info",
+        &with(&expired, ("reason", "cert_expired")),
+        1.0,
+    );
+    assert_metric(
+        body,
+        "tlsward_check_ok",
+        &with(&wrong, ("check", "hostname")),
+        0.0,
+    );
+    let x = parse_or_panic(Format::Text, body);
     assert!(
-        body.contains(&format!("tlsward_probe_success{{{good}}} 1")),
+        x.named("tlsward_cert_info").iter().any(|s| {
+            good.iter().all(|(k, v)| s.label(k) == Some(v))
+                && s.label("subject") == Some("CN=good.test")
+        }),
         "{body}"
     );
+    assert_eq!(x.families["tlsward_cert_info"].kind, "gauge");
+    assert_eq!(x.families["tlsward_probes_total"].kind, "counter");
     assert!(
-        body.contains(&format!("tlsward_probe_success{{{expired}}} 0")),
+        x.named("tlsward_build_info")
+            .iter()
+            .any(|s| s.label("version").is_some()),
         "{body}"
     );
-    assert!(
-        body.contains(&format!(
-            "tlsward_probe_failure_info{{{expired},reason=\"cert_expired\"}} 1"
-        )),
-        "{body}"
-    );
-    assert!(
-        body.contains(&format!("tlsward_check_ok{{{wrong},check=\"hostname\"}} 0")),
-        "{body}"
-    );
-    assert!(
-        body.contains(&format!(
-            "tlsward_cert_info{{{good},subject=\"CN=good.test\""
-        )),
-        "{body}"
-    );
-    assert!(body.contains("# TYPE tlsward_cert_info gauge"));
-    assert!(body.contains("# TYPE tlsward_probes_total counter"));
-    assert!(body.contains("tlsward_build_info{version="));
-    assert!(body.contains("tlsward_config_last_reload_successful 1"));
+    assert_metric(body, "tlsward_config_last_reload_successful", &[], 1.0);
     assert!(!body.contains("# EOF"));
 
     let om = request(
@@ -123,12 +135,13 @@ async fn probe_endpoint_answers_blackbox_style() {
     );
     let r = get(d2.addr, &path).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert!(r.body.contains("\nprobe_success 1\n"), "{}", r.body);
-    assert!(r.body.contains("probe_duration_seconds "));
-    assert!(r.body.contains("probe_ssl_earliest_cert_expiry "));
-    assert!(r.body.contains("tlsward_probe_success 1.0"), "{}", r.body);
+    assert_metric(&r.body, "probe_success", &[], 1.0);
+    assert!(metric(&r.body, "probe_duration_seconds", &[]).is_some());
+    assert!(metric(&r.body, "probe_ssl_earliest_cert_expiry", &[]).is_some());
+    assert_metric(&r.body, "tlsward_probe_success", &[], 1.0);
+    let x = parse_or_panic(format_of(&r.body), &r.body);
     assert!(
-        !r.body.contains("target="),
+        x.samples.iter().all(|s| s.label("target").is_none()),
         "no target label on /probe: {}",
         r.body
     );
@@ -162,8 +175,8 @@ async fn probe_endpoint_answers_blackbox_style() {
     )
     .await;
     let took = started.elapsed();
-    assert!(r.body.contains("\nprobe_success 0\n"), "{}", r.body);
-    assert!(r.body.contains("probe_timeout_seconds 0.7"), "{}", r.body);
+    assert_metric(&r.body, "probe_success", &[], 0.0);
+    assert_metric(&r.body, "probe_timeout_seconds", &[], 0.7);
     assert!(took < Duration::from_millis(1200), "took {took:?}");
 }
 
@@ -185,8 +198,17 @@ async fn reload_rejects_a_bad_config_and_applies_a_good_one() {
     assert_eq!(r.status, 500);
     assert!(r.body.contains("unknown profile \"htps\""), "{}", r.body);
     let m = get(d.addr, "/metrics").await.body;
-    assert!(m.contains("tlsward_config_last_reload_successful 0"), "{m}");
-    assert!(m.contains("expired.test"), "the old config keeps running");
+    assert_metric(&m, "tlsward_config_last_reload_successful", &[], 0.0);
+    let expired = format!("expired.test:{}", e.expired.addr.port());
+    assert!(
+        metric(
+            &m,
+            "tlsward_probe_success",
+            &[("target", &expired), ("profile", "test")]
+        )
+        .is_some(),
+        "the old config keeps running"
+    );
 
     // Drop the expired target: after a good reload its series are gone.
     let text = format!(
@@ -199,8 +221,13 @@ async fn reload_rejects_a_bad_config_and_applies_a_good_one() {
         200
     );
     let m = get(d.addr, "/metrics").await.body;
-    assert!(m.contains("tlsward_config_last_reload_successful 1"));
-    assert!(!m.contains("expired.test"), "{m}");
+    assert_metric(&m, "tlsward_config_last_reload_successful", &[], 1.0);
+    assert!(
+        parse_or_panic(Format::Text, &m)
+            .with_label("target", &expired)
+            .is_empty(),
+        "{m}"
+    );
     assert_eq!(get(d.addr, "/-/reload").await.status, 405);
 }
 
@@ -308,7 +335,13 @@ async fn the_binary_serves_and_reloads_on_sighup() {
             && get(addr, "/-/ready").await.status == 200
     })
     .await;
-    assert!(get(addr, "/metrics").await.body.contains("wrong.test"));
+    let wrong = format!("wrong.test:{}", e.wrong.addr.port());
+    let wrong_probed = |body: &str| {
+        !parse_or_panic(Format::Text, body)
+            .with_label("target", &wrong)
+            .is_empty()
+    };
+    assert!(wrong_probed(&get(addr, "/metrics").await.body));
     let text = format!(
         "[defaults]\ninterval = \"1s\"\n[profile.test]\nca_files = [\"ca.pem\"]\nsystem_roots = false\n{}",
         Endpoints::target("good.test", &e.good, "")
@@ -323,7 +356,7 @@ async fn the_binary_serves_and_reloads_on_sighup() {
             .success()
     );
     eventually(10, "the reload by SIGHUP", || async move {
-        !get(addr, "/metrics").await.body.contains("wrong.test")
+        !wrong_probed(&get(addr, "/metrics").await.body)
     })
     .await;
     std::process::Command::new("kill")
