@@ -6,6 +6,9 @@
 // Test support: TestCa (rcgen around a test clock) and TlsServer (tokio-rustls on loopback).
 mod util;
 
+// The pure certificate analysis, a table of chains without sockets: every reason it gives.
+mod cert_analyze;
+
 // Probes against real in-process TLS servers: chains, names, times, keys.
 mod probe_chain;
 
