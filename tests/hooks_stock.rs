@@ -1240,3 +1240,114 @@ async fn hook_run_command_line() {
         out.stderr
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// The helpers the stock hooks share on purpose
+
+/// The stock hooks' sources.
+const STOCK_HOOKS: [&str; 4] = ["pem-files", "pkcs12", "jks", "http-appliance"];
+
+/// The hooks that write files; they carry the whole helper block.
+const FILE_HOOKS: [&str; 3] = ["pem-files", "pkcs12", "jks"];
+
+/// The comment that opens each hook's helper block, which runs to the end of the file.
+const HELPERS: &str =
+    "# Helpers (each stock hook carries its own copy, so it reads and builds on its own).\n";
+
+/// The helper block of a stock hook's app.py: from the [`HELPERS`] comment to the end.
+fn helper_block(hook: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("hooks")
+        .join(hook)
+        .join("app.py");
+    let source = read(&path);
+    assert_eq!(
+        source.matches(HELPERS).count(),
+        1,
+        "{}: the helper block starts with {HELPERS:?}, once",
+        path.display()
+    );
+    let at = source.find(HELPERS).expect("counted");
+    source[at..].to_owned()
+}
+
+/// The top-level definitions (`def name(` and `NAME = `) of a Python block, by name, each
+/// with its text up to the next one, trailing blank lines dropped.
+fn definitions(block: &str) -> Vec<(String, String)> {
+    let mut defs: Vec<(String, String)> = Vec::new();
+    for line in block.lines() {
+        let name = line
+            .strip_prefix("def ")
+            .and_then(|rest| rest.split('(').next())
+            .or_else(|| line.split_once(" = ").map(|(n, _)| n))
+            .filter(|n| {
+                !line.starts_with([' ', '#']) && n.chars().all(|c| c.is_alphanumeric() || c == '_')
+            });
+        match (name, defs.last_mut()) {
+            (Some(name), _) => defs.push((name.to_owned(), format!("{line}\n"))),
+            (None, Some((_, text))) => {
+                text.push_str(line);
+                text.push('\n');
+            }
+            (None, None) => {}
+        }
+    }
+    for (_, text) in &mut defs {
+        text.truncate(text.trim_end().len());
+    }
+    defs
+}
+
+#[test]
+fn the_stock_hooks_share_their_helper_block_verbatim() {
+    // The three hooks that write files carry the same block, byte for byte.
+    let reference = helper_block(FILE_HOOKS[0]);
+    for hook in &FILE_HOOKS[1..] {
+        let block = helper_block(hook);
+        if block != reference {
+            let first = reference
+                .lines()
+                .zip(block.lines())
+                .position(|(a, b)| a != b)
+                .unwrap_or(reference.lines().count().min(block.lines().count()));
+            panic!(
+                "hooks/{hook}/app.py's helper block differs from hooks/{}/app.py's at its line {}:\n  {:?}\n  {:?}",
+                FILE_HOOKS[0],
+                first + 1,
+                reference.lines().nth(first),
+                block.lines().nth(first)
+            );
+        }
+    }
+    let shared = definitions(&reference);
+    let names: Vec<&str> = shared.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "ERROR_KINDS",
+            "call",
+            "read_settings",
+            "parse_mode",
+            "parse_command",
+            "run",
+            "excerpt"
+        ]
+    );
+    // Every hook, http-appliance included, has the error mapping and the settings check as
+    // they are in the others. http-appliance's excerpt is its own on purpose: it shows an
+    // HTTP body (bytes), where the others show a command's output.
+    for hook in STOCK_HOOKS {
+        let own = definitions(&helper_block(hook));
+        for name in ["ERROR_KINDS", "call", "read_settings"] {
+            let theirs = shared.iter().find(|(n, _)| n == name).map(|(_, t)| t);
+            let mine = own.iter().find(|(n, _)| n == name).map(|(_, t)| t);
+            assert_eq!(mine, theirs, "hooks/{hook}/app.py: {name}");
+        }
+        for (name, text) in &own {
+            let theirs = shared.iter().find(|(n, _)| n == name).map(|(_, t)| t);
+            if name != "excerpt" && theirs.is_some() {
+                assert_eq!(Some(text), theirs, "hooks/{hook}/app.py: {name}");
+            }
+        }
+    }
+}
