@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tlsward::clock::SystemClock;
-use tlsward::store::{KeySource, Store};
 
+use crate::util::cli::{open_store, tlsward};
 use crate::util::exposition::{assert_metric, metric};
 use crate::util::http::get;
 use crate::util::pebble::Pebble;
@@ -48,15 +48,6 @@ domains = ["site.tlsward.test"]
     );
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// The real CLI, off the runtime's threads (it may wait for the daemon for a while).
-async fn tlsward(args: &[&str], config: &Path) -> std::process::Output {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tlsward"));
-    cmd.args(args).arg("--config").arg(config);
-    tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap()
 }
 
 /// One raw exchange on the socket: `request` as given, then every reply line until the
@@ -120,11 +111,7 @@ async fn cert_renew_goes_through_the_daemon_that_holds_the_http01_port() {
     assert_eq!(renew.status.code(), Some(0), "{out}\n{err}");
     assert!(out.starts_with("issued site: serial "), "{out}");
     assert!(err.contains("through the running daemon"), "{err}");
-    let store = Store::open(
-        &dir.join("state/tlsward.db"),
-        &KeySource::File(dir.join("state/store.key")),
-    )
-    .unwrap();
+    let store = open_store(&dir.join("state"));
     let versions = store.versions("site").unwrap();
     assert_eq!(versions.len(), 2);
     assert!(out.contains(&versions[0].sha256), "{out}");

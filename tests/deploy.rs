@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use tlsward::clock::TestClock;
 use tlsward::store::{KeySource, Store};
 
+use crate::util::cli::{open_store, tlsward as cli};
 use crate::util::exposition::{Series, series};
 use crate::util::http::{get, request};
 use crate::util::pebble::Pebble;
@@ -268,11 +269,7 @@ settings = {{ fullchain_path = "{certs}/1.crt", key_path = "{certs}/1.key" }}
         dir,
     )
     .await;
-    let store = Store::open(
-        &dir.join("state/tlsward.db"),
-        &KeySource::File(dir.join("state/store.key")),
-    )
-    .unwrap();
+    let store = open_store(&dir.join("state"));
     let new_sha = store.latest("site").unwrap().unwrap().sha256;
     assert_ne!(new_sha, old_sha);
     // web still serves the old certificate: its window has not opened.
@@ -564,11 +561,7 @@ settings = {{ url = "https://127.0.0.1:{manual_api}", token = "tok-manual" }}
         dir,
     )
     .await;
-    let store = Store::open(
-        &dir.join("state/tlsward.db"),
-        &KeySource::File(dir.join("state/store.key")),
-    )
-    .unwrap();
+    let store = open_store(&dir.join("state"));
     let new_sha = store.latest("app").unwrap().unwrap().sha256;
     assert_eq!(urgent.serving_sha256(), new_sha);
     let uploads = urgent.uploads();
@@ -709,11 +702,7 @@ hook = "appliance"
         dir,
     )
     .await;
-    let store = Store::open(
-        &dir.join("state/tlsward.db"),
-        &KeySource::File(dir.join("state/store.key")),
-    )
-    .unwrap();
+    let store = open_store(&dir.join("state"));
     let v1 = store.latest("lb").unwrap().unwrap();
     assert_eq!(appliance.serving_sha256(), v1.sha256);
     // From now on the appliance claims success without activating anything.
@@ -778,15 +767,6 @@ hook = "appliance"
         ]
     );
     drop(daemon);
-}
-
-/// The real CLI, off the runtime's threads: it waits for the daemon while the daemon works.
-async fn cli(args: &[&str], config: &std::path::Path) -> std::process::Output {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tlsward"));
-    cmd.args(args).arg("--config").arg(config);
-    tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap()
 }
 
 /// `deploy approve` and `deploy run-now` from the shell while the daemon runs go through its
@@ -877,11 +857,7 @@ settings = {{ url = "https://127.0.0.1:{liar_api}", token = "tok-l" }}
         )
         .await;
     }
-    let store = Store::open(
-        &dir.join("state/tlsward.db"),
-        &KeySource::File(dir.join("state/store.key")),
-    )
-    .unwrap();
+    let store = open_store(&dir.join("state"));
     let waiting = |endpoint: &str| {
         store
             .open_deployments()
@@ -1059,11 +1035,7 @@ hook = "appliance"
         )
     };
     wait_metric(addr, 60, "the first deployment", verified(1), dir).await;
-    let store = Store::open(
-        &dir.join("state/tlsward.db"),
-        &KeySource::File(dir.join("state/store.key")),
-    )
-    .unwrap();
+    let store = open_store(&dir.join("state"));
     let latest = store.latest("lb").unwrap().unwrap();
     assert_eq!(appliance.serving_sha256(), latest.sha256);
 

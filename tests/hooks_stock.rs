@@ -17,7 +17,7 @@ use crate::util::appliance::{Appliance, ApplianceMode, Upload};
 use crate::util::hooks::{component, material, run, spec};
 use crate::util::probe::{facts, probe};
 use crate::util::tools::{Run, cert_pubkey, fails, key_pubkey, keytool, ok, openssl, pem_certs};
-use crate::util::{Leaf, TestCa, TlsServer, real_now};
+use crate::util::{Leaf, TestCa, TlsServer, mode, read, real_now};
 
 /// A root and an intermediate valid at the real clock, which openssl and keytool judge by.
 struct Pki {
@@ -106,20 +106,6 @@ fn cert_pem(der: &[u8]) -> String {
 
 fn key_pem(leaf: &Leaf) -> String {
     pem_block("PRIVATE KEY", leaf.key.secret_der())
-}
-
-fn read(path: impl AsRef<Path>) -> String {
-    let path = path.as_ref();
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn mode(path: impl AsRef<Path>) -> u32 {
-    let path = path.as_ref();
-    std::fs::metadata(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .permissions()
-        .mode()
-        & 0o7777
 }
 
 /// `path` with the host's suffix for the previous version of a file.

@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use tlsward::store::{KeySource, Store};
-
+use crate::util::cli::open_store;
 use crate::util::exposition::{Format, assert_metric, metric, parse_or_panic};
 use crate::util::http::get;
 use crate::util::pebble::Pebble;
@@ -104,11 +103,7 @@ target = "{target}"
     );
 
     // Deploy the issued version by hand: drift clears.
-    let store = Store::open(
-        &dir.join("state/tlsward.db"),
-        &KeySource::File(dir.join("state/store.key")),
-    )
-    .unwrap();
+    let store = open_store(&dir.join("state"));
     let v1 = store.latest("site").unwrap().unwrap();
     let deploy = |v: &tlsward::store::Version| {
         use rustls::pki_types::pem::PemObject;
@@ -195,11 +190,7 @@ async fn serve_renews_inside_the_ari_window_with_replaces() {
         dir.join("state/store.key").exists()
     })
     .await;
-    let store = Store::open(
-        &dir.join("state/tlsward.db"),
-        &KeySource::File(dir.join("state/store.key")),
-    )
-    .unwrap();
+    let store = open_store(&dir.join("state"));
     let first = within(10, EVERY, || {
         assert!(!daemon.is_finished(), "the daemon stopped");
         std::future::ready(store.latest("ari").unwrap())

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod appliance;
+pub mod cli;
 pub mod daemon;
 pub mod exposition;
 pub mod hooks;
@@ -65,6 +66,23 @@ pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)
+}
+
+/// A text file's contents; the panic names the file.
+pub fn read(path: impl AsRef<std::path::Path>) -> String {
+    let path = path.as_ref();
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A file's permission bits, setuid, setgid and sticky included.
+pub fn mode(path: impl AsRef<std::path::Path>) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    let path = path.as_ref();
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
 }
 
 /// The real time, for tests whose certificates are judged by another process (the CLI) or
