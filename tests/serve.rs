@@ -95,7 +95,8 @@ async fn metrics_report_every_target_in_both_formats() {
             .starts_with("application/openmetrics-text")
     );
     assert!(om.body.trim_end().ends_with("# EOF"), "{}", om.body);
-    assert!(om.body.contains("# TYPE tlsward_cert info"));
+    let om = parse_or_panic(Format::OpenMetrics, &om.body);
+    assert_eq!(om.families["tlsward_cert"].kind, "info");
 
     let api = get(d.addr, "/api/targets").await;
     let v: serde_json::Value = serde_json::from_str(&api.body).unwrap();
