@@ -5,13 +5,12 @@
 
 use std::time::SystemTime;
 
-use rustls::pki_types::pem::PemObject;
 use tlsward::cert::{
     CertError, CertificateDer, CheckKind, Origin, Policy, Reason, ServerName, Status, TrustStore,
     analyze, sha256_hex,
 };
 
-use crate::util::{Leaf, TestCa, fixture, rsa_key, test_time};
+use crate::util::{Leaf, TestCa, fixture_chain, fixture_time, fixture_trust, rsa_key, test_time};
 
 /// One chain as a server would present it, the name asked for, and what analysis must find.
 struct Row {
@@ -58,25 +57,6 @@ impl Row {
         self.failed = failed.to_vec();
         self
     }
-}
-
-/// The time the static fixtures (tests/fixtures/gen.sh) are judged at.
-fn fixture_time() -> SystemTime {
-    time::macros::datetime!(2026-02-01 00:00 UTC).into()
-}
-
-/// The static fixtures' root, as a private anchor.
-fn fixture_trust() -> TrustStore {
-    let mut trust = TrustStore::empty();
-    trust.add_all(&fixture_chain("certs/root.pem"), Origin::Private);
-    trust
-}
-
-fn fixture_chain(name: &str) -> Vec<CertificateDer<'static>> {
-    CertificateDer::pem_file_iter(fixture(name))
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
-        .map(|c| c.expect("a PEM certificate"))
-        .collect()
 }
 
 /// A self-signed leaf (not a CA) for `name`, valid around the test clock.

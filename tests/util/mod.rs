@@ -1,5 +1,8 @@
 //! Test support: a certificate authority made with rcgen around a test clock, and real TLS
-//! servers (tokio-rustls on 127.0.0.1:0) that serve whatever chain a test asks for.
+//! servers (tokio-rustls on 127.0.0.1:0) that serve whatever chain a test asks for. Beside
+//! them: `daemon` (serve in this process), `wait` (the one polling loop), `probe`, `tools`
+//! (openssl, keytool), `cli` (the binary and its store), `exposition` (a strict parser and
+//! `metric`), and the real servers, Pebble, the appliance stand-in and the hook helpers.
 
 #![allow(dead_code)]
 
@@ -66,6 +69,27 @@ pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)
+}
+
+/// The time the static fixtures (tests/fixtures/gen.sh) are judged at.
+pub fn fixture_time() -> SystemTime {
+    time::macros::datetime!(2026-02-01 00:00 UTC).into()
+}
+
+/// The certificates of a PEM file under tests/fixtures, in file order.
+pub fn fixture_chain(name: &str) -> Vec<CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::pem_file_iter(fixture(name))
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .map(|c| c.unwrap_or_else(|e| panic!("{name}: {e}")))
+        .collect()
+}
+
+/// The static fixtures' root (tests/fixtures/certs/root.pem), as a private anchor.
+pub fn fixture_trust() -> TrustStore {
+    let mut trust = TrustStore::empty();
+    trust.add_all(&fixture_chain("certs/root.pem"), Origin::Private);
+    trust
 }
 
 /// A text file's contents; the panic names the file.
