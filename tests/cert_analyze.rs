@@ -6,8 +6,8 @@
 use std::time::SystemTime;
 
 use tlsward::cert::{
-    CertError, CertificateDer, CheckKind, Origin, Policy, Reason, ServerName, Status, TrustStore,
-    analyze, sha256_hex,
+    CertError, CertificateDer, CheckKind, Policy, Reason, ServerName, Status, TrustStore, analyze,
+    sha256_hex,
 };
 
 use crate::util::{Leaf, TestCa, fixture_chain, fixture_time, fixture_trust, rsa_key, test_time};

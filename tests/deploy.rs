@@ -114,7 +114,7 @@ async fn wait_metric(
     want: Series<'_>,
     store_dir: &std::path::Path,
 ) {
-    let seen = within(secs, EVERY, || async move {
+    let seen = within(Duration::from_secs(secs), EVERY, || async move {
         want.in_body(&get(addr, "/metrics").await.body)
     })
     .await;

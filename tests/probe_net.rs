@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tlsward::cert::{CheckKind, OcspCertStatus, Origin, Policy, Status, TrustStore};
+use tlsward::cert::{CheckKind, OcspCertStatus, Policy, Status, TrustStore};
 use tlsward::clock::TestClock;
 use tlsward::probe::{ClientIdentity, Module, ProbeFailure, ProbeReport, Prober, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

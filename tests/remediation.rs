@@ -191,7 +191,7 @@ async fn serve_renews_inside_the_ari_window_with_replaces() {
     })
     .await;
     let store = open_store(&dir.join("state"));
-    let first = within(10, EVERY, || {
+    let first = within(Duration::from_secs(10), EVERY, || {
         assert!(!daemon.is_finished(), "the daemon stopped");
         std::future::ready(store.latest("ari").unwrap())
     })

@@ -275,7 +275,7 @@ async fn idle_connections_beyond_the_descriptor_limit_cannot_starve_health_check
     }
     // Older idle connections were closed to make room: at most the cap (256 / 8) and the
     // connections still being evicted remain open.
-    let evicted = within(GENEROUS.as_secs(), Duration::from_millis(200), || {
+    let evicted = within(GENEROUS, Duration::from_millis(200), || {
         held.retain(|s| !closed_by_server(s));
         std::future::ready(held.len() <= 64)
     })

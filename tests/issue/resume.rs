@@ -531,7 +531,7 @@ async fn wait_for(
         return true;
     };
     // Looked at every 10 ms: the kill that follows must land close after the anchor.
-    within(60, Duration::from_millis(10), || {
+    within(Duration::from_secs(60), Duration::from_millis(10), || {
         let seen = store
             .journal_entries(None)
             .unwrap()

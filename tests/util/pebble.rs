@@ -246,11 +246,15 @@ pub fn normal_serial(hex: &str) -> String {
 
 /// Whether something listens on the loopback `port` within ten seconds.
 async fn listening(port: u16) -> bool {
-    crate::util::wait::within(10, Duration::from_millis(25), || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-    })
+    crate::util::wait::within(
+        Duration::from_secs(10),
+        Duration::from_millis(25),
+        || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        },
+    )
     .await
     .is_some()
 }

@@ -31,11 +31,11 @@ impl<T> Awaited for Option<T> {
     }
 }
 
-/// Polls `f` every `every` until it holds (true, or `Some`), for up to `secs` seconds;
-/// `None` when the deadline passed first, for a caller that explains the timeout itself.
-/// `f` is always tried at least once, and once more at the deadline.
+/// Polls `f` every `every` until it holds (true, or `Some`), for up to `patience`; `None`
+/// when the deadline passed first, for a caller that explains the timeout itself. `f` is
+/// always tried at least once, and once more at the deadline.
 pub async fn within<F, Fut>(
-    secs: u64,
+    patience: Duration,
     every: Duration,
     mut f: F,
 ) -> Option<<Fut::Output as Awaited>::Value>
@@ -44,7 +44,7 @@ where
     Fut: Future,
     Fut::Output: Awaited,
 {
-    let deadline = Instant::now() + Duration::from_secs(secs);
+    let deadline = Instant::now() + patience;
     loop {
         let last = Instant::now() >= deadline;
         if let Some(value) = f().await.ready() {
@@ -72,9 +72,23 @@ where
 {
     let caller = std::panic::Location::caller();
     async move {
-        match within(secs, EVERY, f).await {
+        match within(Duration::from_secs(secs), EVERY, f).await {
             Some(value) => value,
             None => panic!("timed out after {secs} s waiting for {what} (at {caller})"),
         }
     }
+}
+
+/// [`within`] for a test without a runtime: `f` is a plain function, polled on a
+/// current-thread runtime made for the wait.
+pub fn within_blocking<T>(
+    patience: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime for the wait")
+        .block_on(within(patience, every, || std::future::ready(f())))
 }
