@@ -151,10 +151,10 @@ fn pem_export_is_a_bundle_with_a_private_key_file() {
     assert_eq!(certs_in(&out_dir.join("cert.pem")), der[..1]);
     assert_eq!(certs_in(&out_dir.join("chain.pem")), der[1..]);
     assert_eq!(certs_in(&out_dir.join("fullchain.pem")), der);
-    assert_eq!(mode(&out_dir.join("key.pem")), 0o600);
+    assert_eq!(mode(out_dir.join("key.pem")), 0o600);
     for cert in ["cert.pem", "chain.pem", "fullchain.pem"] {
-        assert_eq!(mode(&out_dir.join(cert)) & 0o600, 0o600, "{cert}");
-        assert_eq!(mode(&out_dir.join(cert)) & 0o022, 0, "{cert}");
+        assert_eq!(mode(out_dir.join(cert)) & 0o600, 0o600, "{cert}");
+        assert_eq!(mode(out_dir.join(cert)) & 0o022, 0, "{cert}");
     }
     let (of_key, of_leaf) = public_keys(&s, &out_dir.join("key.pem"));
     assert_eq!(of_key, of_leaf);
@@ -181,7 +181,7 @@ fn pem_export_is_a_bundle_with_a_private_key_file() {
         "{}",
         again.stderr
     );
-    assert_eq!(read(&out_dir.join("key.pem")), "old key");
+    assert_eq!(read(out_dir.join("key.pem")), "old key");
     assert!(!out_dir.join("cert.pem").exists());
     let forced = s.tlsward(
         &[
@@ -190,7 +190,7 @@ fn pem_export_is_a_bundle_with_a_private_key_file() {
         &[],
     );
     assert_eq!(forced.code, Some(0), "{forced:?}");
-    assert_eq!(mode(&out_dir.join("key.pem")), 0o600);
+    assert_eq!(mode(out_dir.join("key.pem")), 0o600);
     assert_eq!(public_keys(&s, &out_dir.join("key.pem")).0, of_leaf);
     let names: Vec<String> = std::fs::read_dir(&out_dir)
         .unwrap()

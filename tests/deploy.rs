@@ -703,7 +703,9 @@ hook = "appliance"
     )
     .await;
     let store = open_store(&dir.join("state"));
-    let v1 = store.latest("lb").unwrap().unwrap();
+    // The first version (versions are newest first): on a loaded machine v2 may already be
+    // stored by now, and `latest` would be it.
+    let v1 = store.versions("lb").unwrap().pop().unwrap();
     assert_eq!(appliance.serving_sha256(), v1.sha256);
     // From now on the appliance claims success without activating anything.
     appliance.set_mode(ApplianceMode::Lying);

@@ -26,7 +26,7 @@ impl Awaited for bool {
 
 impl<T> Awaited for Option<T> {
     type Value = T;
-    fn ready(self) -> Option<T> {
+    fn ready(self) -> Self {
         self
     }
 }
