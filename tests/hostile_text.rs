@@ -288,11 +288,7 @@ async fn the_binary_scraped_by_promtool_survives_hostile_certificates() {
             .spawn()
             .unwrap(),
     );
-    eventually(30, "the binary's /-/ready", || async move {
-        tokio::net::TcpStream::connect(addr).await.is_ok()
-            && get(addr, "/-/ready").await.status == 200
-    })
-    .await;
+    crate::util::daemon::answering(addr, "/-/ready").await;
     all_probed(addr).await;
     let (text, x) = scrape(addr, "/metrics", Format::Text).await;
     assert_scrape(&h, &text.body, &x);

@@ -9,7 +9,6 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use crate::util::http::get;
-use crate::util::wait::eventually;
 use crate::util::{TestCa, pem_chain, real_now, unique_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tlsward");
@@ -345,19 +344,11 @@ async fn build_info_has_revision_and_build_date() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("tlsward.toml");
     std::fs::write(&config, "[server]\nstate_dir = \"state\"\n").unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{}", unique_port()).parse().unwrap();
-    let _child = tokio::process::Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .args(["--listen", &addr.to_string()])
-        .kill_on_drop(true)
+    let addr = crate::util::daemon::free_addr();
+    let _child = crate::util::daemon::serve_command(&config, addr)
         .spawn()
         .unwrap();
-    eventually(30, "serve's /-/healthy", || async move {
-        tokio::net::TcpStream::connect(addr).await.is_ok()
-            && get(addr, "/-/healthy").await.status == 200
-    })
-    .await;
+    crate::util::daemon::answering(addr, "/-/healthy").await;
     assert_build_info(addr, &tlsward(&["--version"])).await;
 }
 
@@ -526,11 +517,7 @@ async fn deb_installs_runs_and_purges() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    eventually(60, "the packaged serve's /-/healthy", || async move {
-        tokio::net::TcpStream::connect(addr).await.is_ok()
-            && get(addr, "/-/healthy").await.status == 200
-    })
-    .await;
+    crate::util::daemon::answering(addr, "/-/healthy").await;
     assert_build_info(addr, &version).await;
     let pid = child.id().unwrap().to_string();
     ok(Command::new("kill").args(["-TERM", &pid]));

@@ -1,12 +1,11 @@
 //! `tlsward serve` end to end: the daemon probing real TLS servers on a schedule, its HTTP
 //! endpoints, reloads (HTTP and SIGHUP), and web protection (basic auth, bearer, TLS).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::util::daemon::{ready, start};
+use crate::util::daemon::{answering, free_addr, ready, serve_command, start};
 use crate::util::exposition::{Format, assert_metric, format_of, metric, parse_or_panic};
 use crate::util::http::{get, request};
 use crate::util::{TestCa, TlsServer, real_now};
@@ -322,20 +321,9 @@ async fn web_protection_with_basic_auth_bearer_and_tls() {
 async fn the_binary_serves_and_reloads_on_sighup() {
     let e = Endpoints::start().await;
     let path = e.write(&e.config(""));
-    let port = crate::util::unique_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tlsward"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .args(["--listen", &addr.to_string()])
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    eventually(20, "the binary's /-/ready", || async move {
-        tokio::net::TcpStream::connect(addr).await.is_ok()
-            && get(addr, "/-/ready").await.status == 200
-    })
-    .await;
+    let addr = free_addr();
+    let mut child = serve_command(&path, addr).spawn().unwrap();
+    answering(addr, "/-/ready").await;
     let wrong = format!("wrong.test:{}", e.wrong.addr.port());
     let wrong_probed = |body: &str| {
         !parse_or_panic(Format::Text, body)

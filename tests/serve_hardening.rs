@@ -250,10 +250,7 @@ async fn idle_connections_beyond_the_descriptor_limit_cannot_starve_health_check
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    eventually(30, "the binary's /-/ready", || async move {
-        TcpStream::connect(addr).await.is_ok() && get(addr, "/-/ready").await.status == 200
-    })
-    .await;
+    crate::util::daemon::answering(addr, "/-/ready").await;
     let good = format!("good.test:{}", e.good.addr.port());
     let stamp = good.clone();
     let before = probed_at(&get(addr, "/metrics").await.body, &stamp).expect("probed");
@@ -324,10 +321,7 @@ async fn serve_raises_its_soft_open_files_limit_to_the_hard_one() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    eventually(30, "the binary's /-/healthy", || async move {
-        TcpStream::connect(addr).await.is_ok() && get(addr, "/-/healthy").await.status == 200
-    })
-    .await;
+    crate::util::daemon::answering(addr, "/-/healthy").await;
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id().unwrap())).unwrap();
     let line = limits
         .lines()

@@ -127,3 +127,32 @@ pub async fn ready(addr: SocketAddr) {
     })
     .await;
 }
+
+/// A free loopback address for a `tlsward serve` run as a process.
+pub fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], crate::util::unique_port()))
+}
+
+/// `tlsward serve --config <config> --listen <addr>` as a process, killed when dropped once
+/// spawned; a test may add to it before spawning.
+pub fn serve_command(config: &Path, addr: SocketAddr) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tlsward"));
+    cmd.args(["serve", "--config"])
+        .arg(config)
+        .args(["--listen", &addr.to_string()])
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Waits until the serve process at `addr` answers `path` (`/-/ready`, `/-/healthy`) with 200.
+pub async fn answering(addr: SocketAddr, path: &str) {
+    eventually(
+        60,
+        &format!("{path} from the serve process on {addr}"),
+        || async move {
+            tokio::net::TcpStream::connect(addr).await.is_ok()
+                && get(addr, path).await.status == 200
+        },
+    )
+    .await;
+}
