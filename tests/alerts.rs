@@ -8,9 +8,11 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
+
+use crate::util::wait::{EVERY, within_blocking};
 
 /// The job matcher every selector in the rules carries.
 const JOBS: &str = r#"job=~"tlsward|tlsward-.+""#;
@@ -284,14 +286,10 @@ fn alertmanager_example_inhibits_only_the_covered_alerts() {
             .spawn()
             .expect("prometheus-alertmanager (Debian package prometheus-alertmanager) must be installed"),
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while http(addr, "GET", "/-/ready", "").is_none_or(|(s, _)| s != 200) {
-        assert!(
-            Instant::now() < deadline,
-            "Alertmanager did not become ready"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let ready = within_blocking(Duration::from_secs(60), EVERY, || {
+        http(addr, "GET", "/-/ready", "").filter(|(s, _)| *s == 200)
+    });
+    assert!(ready.is_some(), "Alertmanager did not become ready");
 
     let expected: BTreeMap<_, _> = INHIBITION_CASES
         .iter()
@@ -326,14 +324,11 @@ fn alertmanager_example_inhibits_only_the_covered_alerts() {
     };
     // Inhibitions only ever add up as the sources are seen: wait for the expected state, then
     // make sure it holds.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut got = state();
-    while got != expected && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-        got = state();
-    }
+    within_blocking(Duration::from_secs(30), EVERY, || {
+        (state() == expected).then_some(())
+    });
     std::thread::sleep(Duration::from_millis(500));
-    got = state();
+    let got = state();
     let wrong: Vec<String> = expected
         .iter()
         .filter(|(l, inhibited)| got.get(*l) != Some(inhibited))

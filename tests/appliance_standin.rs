@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use tlsward::cert::sha256_hex;
 
-use crate::probe_chain::{facts, probe};
 use crate::util::appliance::{Appliance, ApplianceMode, MAX_UPLOAD, Upload};
+use crate::util::probe::{facts, probe};
 use crate::util::{Leaf, TestCa, TlsServer, pem_chain, real_now};
 
 macro_rules! token {

@@ -1,16 +1,16 @@
 //! `tlsward cert export` and `cert issue`'s refusal, from a store that holds a real version:
 //! every format read back by `openssl` and `keytool`, file modes, no overwriting.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use tlsward::cert::CertFacts;
 use tlsward::secret::Secret;
-use tlsward::store::{CertificateRow, KeySource, NewVersion, Store};
+use tlsward::store::{CertificateRow, NewVersion};
 
-use crate::hook_formats::{keytool, ok, openssl};
-use crate::util::{Leaf, TestCa, pem, pem_chain, real_now};
+use crate::util::cli::open_store;
+use crate::util::tools::{cert_pubkey, key_pubkey, keytool, ok, openssl};
+use crate::util::{Leaf, TestCa, mode, pem, pem_chain, read, real_now};
 
 /// A config whose `[acme]` CA is never reached, with one certificate `www` (plus `extra`),
 /// and a store holding one version of it: a real leaf under a root and an intermediate.
@@ -46,11 +46,7 @@ impl Stored {
             .intermediate("Export Intermediate")
             .leaf(&["www.tlsward.test"])
             .build();
-        let store = Store::open(
-            &dir.path().join("tlsward.db"),
-            &KeySource::File(dir.path().join("store.key")),
-        )
-        .unwrap();
+        let store = open_store(dir.path());
         let row = CertificateRow {
             name: "www".into(),
             domains: vec!["www.tlsward.test".into()],
@@ -115,14 +111,6 @@ pub struct Ran {
     pub stderr: String,
 }
 
-fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
 /// The certificates of a PEM file, DER.
 fn certs_in(path: &Path) -> Vec<Vec<u8>> {
     ::pem::parse_many(read(path))
@@ -137,12 +125,9 @@ fn certs_in(path: &Path) -> Vec<Vec<u8>> {
 
 /// The public key of the private key in `key_file`, and of the leaf, as openssl prints them.
 fn public_keys(s: &Stored, key_file: &Path) -> (String, String) {
-    let of_key = ok(openssl(&["pkey", "-pubout", "-in"]).arg(key_file)).stdout;
     let leaf = s.path("leaf.pem");
     std::fs::write(&leaf, pem(s.leaf.der())).unwrap();
-    let of_leaf = ok(openssl(&["x509", "-noout", "-pubkey", "-in"]).arg(&leaf)).stdout;
-    assert!(of_key.contains("BEGIN PUBLIC KEY"), "{of_key}");
-    (of_key, of_leaf)
+    (key_pubkey(key_file), cert_pubkey(&leaf))
 }
 
 #[test]
@@ -168,10 +153,10 @@ fn pem_export_is_a_bundle_with_a_private_key_file() {
     assert_eq!(certs_in(&out_dir.join("cert.pem")), der[..1]);
     assert_eq!(certs_in(&out_dir.join("chain.pem")), der[1..]);
     assert_eq!(certs_in(&out_dir.join("fullchain.pem")), der);
-    assert_eq!(mode(&out_dir.join("key.pem")), 0o600);
+    assert_eq!(mode(out_dir.join("key.pem")), 0o600);
     for cert in ["cert.pem", "chain.pem", "fullchain.pem"] {
-        assert_eq!(mode(&out_dir.join(cert)) & 0o600, 0o600, "{cert}");
-        assert_eq!(mode(&out_dir.join(cert)) & 0o022, 0, "{cert}");
+        assert_eq!(mode(out_dir.join(cert)) & 0o600, 0o600, "{cert}");
+        assert_eq!(mode(out_dir.join(cert)) & 0o022, 0, "{cert}");
     }
     let (of_key, of_leaf) = public_keys(&s, &out_dir.join("key.pem"));
     assert_eq!(of_key, of_leaf);
@@ -198,7 +183,7 @@ fn pem_export_is_a_bundle_with_a_private_key_file() {
         "{}",
         again.stderr
     );
-    assert_eq!(read(&out_dir.join("key.pem")), "old key");
+    assert_eq!(read(out_dir.join("key.pem")), "old key");
     assert!(!out_dir.join("cert.pem").exists());
     let forced = s.tlsward(
         &[
@@ -207,7 +192,7 @@ fn pem_export_is_a_bundle_with_a_private_key_file() {
         &[],
     );
     assert_eq!(forced.code, Some(0), "{forced:?}");
-    assert_eq!(mode(&out_dir.join("key.pem")), 0o600);
+    assert_eq!(mode(out_dir.join("key.pem")), 0o600);
     assert_eq!(public_keys(&s, &out_dir.join("key.pem")).0, of_leaf);
     let names: Vec<String> = std::fs::read_dir(&out_dir)
         .unwrap()

@@ -7,6 +7,7 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
+use crate::util::cli::open_store;
 use crate::util::{TestCa, TlsServer, pem_chain, real_now};
 
 struct Run {
@@ -562,7 +563,7 @@ async fn all_addresses_resolves_real_names() {
 #[tokio::test]
 async fn deploy_list_shows_the_queue_with_windows_and_approve_lets_one_run() {
     use tlsward::secret::Secret;
-    use tlsward::store::{CertificateRow, KeySource, NewVersion, Store};
+    use tlsward::store::{CertificateRow, NewVersion};
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("tlsward.toml");
     // A window that is never open "now" for more than a minute a week, and one with none.
@@ -577,11 +578,7 @@ async fn deploy_list_shows_the_queue_with_windows_and_approve_lets_one_run() {
          [window.sunday]\ndays = [\"sun\"]\nstart = \"03:00\"\nduration = \"1m\"\ntz = \"Europe/Berlin\"\n",
     )
     .unwrap();
-    let store = Store::open(
-        &tmp.path().join("tlsward.db"),
-        &KeySource::File(tmp.path().join("store.key")),
-    )
-    .unwrap();
+    let store = open_store(tmp.path());
     let row = CertificateRow {
         name: "www".into(),
         domains: vec!["www.tlsward.test".into()],

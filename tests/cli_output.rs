@@ -12,9 +12,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::cert_export::{Ran, Stored};
-use crate::serve::{Endpoints, eventually};
 use crate::util::appliance::{Appliance, ApplianceMode};
+use crate::util::daemon::Endpoints;
 use crate::util::http::{get, request};
+use crate::util::wait::eventually;
 use crate::util::{TestCa, TlsServer, pem_chain, real_now};
 
 async fn tlsward(args: &[&str], env: &[(&str, &str)]) -> Ran {
@@ -608,9 +609,7 @@ async fn a_failed_first_deployment_to_a_device_is_not_a_failed_rollback() {
 
 /// The value of `probe_timeout_seconds` in a /probe answer.
 fn probe_timeout(body: &str) -> f64 {
-    body.lines()
-        .find_map(|l| l.strip_prefix("probe_timeout_seconds "))
-        .and_then(|v| v.trim().parse().ok())
+    crate::util::exposition::metric(body, "probe_timeout_seconds", &[])
         .unwrap_or_else(|| panic!("no probe_timeout_seconds in\n{body}"))
 }
 
@@ -619,7 +618,7 @@ async fn probe_of_an_unconfigured_target_uses_the_defaults_timeout() {
     // [defaults] timeout = "3s"; the shipped https profile sets none (10 s built in).
     let e = Endpoints::start().await;
     let config = e.write(&e.config("[server]\nprobe_targets = \"any\"\nstate_dir = \"state\"\n"));
-    let d = crate::serve::start_with_clock(&config, Arc::new(tlsward::clock::SystemClock)).await;
+    let d = crate::util::daemon::start(&config).await;
     let closed = crate::util::unique_port();
     for profile in ["", "&profile=https", "&profile=test"] {
         let r = get(
@@ -628,7 +627,7 @@ async fn probe_of_an_unconfigured_target_uses_the_defaults_timeout() {
         )
         .await;
         assert_eq!(r.status, 200, "{}", r.body);
-        assert!(r.body.contains("\nprobe_success 0\n"), "{}", r.body);
+        crate::util::exposition::assert_metric(&r.body, "probe_success", &[], 0.0);
         assert_eq!(probe_timeout(&r.body), 3.0, "{profile}: {}", r.body);
     }
     // A shorter scrape timeout still wins over it.

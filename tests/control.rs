@@ -13,11 +13,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tlsward::clock::SystemClock;
-use tlsward::store::{KeySource, Store};
 
-use crate::serve::eventually;
+use crate::util::cli::{open_store, tlsward};
+use crate::util::exposition::{assert_metric, metric};
 use crate::util::http::get;
 use crate::util::pebble::Pebble;
+use crate::util::wait::eventually;
 
 /// A config for `serve` and the CLI against this Pebble: one certificate, the store and the
 /// state in the Pebble's temp dir.
@@ -47,15 +48,6 @@ domains = ["site.tlsward.test"]
     );
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// The real CLI, off the runtime's threads (it may wait for the daemon for a while).
-async fn tlsward(args: &[&str], config: &Path) -> std::process::Output {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tlsward"));
-    cmd.args(args).arg("--config").arg(config);
-    tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap()
 }
 
 /// One raw exchange on the socket: `request` as given, then every reply line until the
@@ -102,11 +94,12 @@ async fn cert_renew_goes_through_the_daemon_that_holds_the_http01_port() {
     drop(UnixListener::bind(&socket).unwrap());
     assert!(socket.exists());
 
-    let daemon = crate::serve::start_with_clock(&path, Arc::new(SystemClock)).await;
+    let daemon = crate::util::daemon::start(&path).await;
     let addr = daemon.addr;
-    let first = "tlsward_acme_orders_total{result=\"valid\",reason=\"none\"} 1";
+    let valid = [("result", "valid"), ("reason", "none")];
     eventually(60, "the daemon's own first order", || async move {
-        get(addr, "/metrics").await.body.contains(first)
+        let m = get(addr, "/metrics").await.body;
+        metric(&m, "tlsward_acme_orders_total", &valid) == Some(1.0)
     })
     .await;
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
@@ -118,20 +111,13 @@ async fn cert_renew_goes_through_the_daemon_that_holds_the_http01_port() {
     assert_eq!(renew.status.code(), Some(0), "{out}\n{err}");
     assert!(out.starts_with("issued site: serial "), "{out}");
     assert!(err.contains("through the running daemon"), "{err}");
-    let store = Store::open(
-        &dir.join("state/tlsward.db"),
-        &KeySource::File(dir.join("state/store.key")),
-    )
-    .unwrap();
+    let store = open_store(&dir.join("state"));
     let versions = store.versions("site").unwrap();
     assert_eq!(versions.len(), 2);
     assert!(out.contains(&versions[0].sha256), "{out}");
     // Counted by the daemon, which scrapes show.
     let m = get(addr, "/metrics").await.body;
-    assert!(
-        m.contains("tlsward_acme_orders_total{result=\"valid\",reason=\"none\"} 2"),
-        "{m}"
-    );
+    assert_metric(&m, "tlsward_acme_orders_total", &valid, 2.0);
     // `cert issue` of a certificate with a version is refused (renew is the command for a
     // new one); with --force it goes the same way.
     let issue = tlsward(&["cert", "issue", "site"], &path).await;

@@ -11,9 +11,12 @@ use std::time::{Duration, SystemTime};
 use tlsward::clock::TestClock;
 use tlsward::store::{KeySource, Store};
 
+use crate::util::cli::{open_store, tlsward as cli};
+use crate::util::exposition::{Series, series};
 use crate::util::http::{get, request};
 use crate::util::pebble::Pebble;
 use crate::util::servers::NginxHttps;
+use crate::util::wait::{EVERY, eventually, within};
 use crate::util::{TestCa, real_now};
 
 /// Pebble and the CA files the configs trust: its issuing root (`acme-root.pem`) and an
@@ -108,14 +111,15 @@ async fn wait_metric(
     addr: std::net::SocketAddr,
     secs: u64,
     what: &str,
-    series: &str,
+    want: Series<'_>,
     store_dir: &std::path::Path,
 ) {
-    for _ in 0..secs * 10 {
-        if get(addr, "/metrics").await.body.contains(series) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let seen = within(Duration::from_secs(secs), EVERY, || async move {
+        want.in_body(&get(addr, "/metrics").await.body)
+    })
+    .await;
+    if seen.is_some() {
+        return;
     }
     let metrics = get(addr, "/metrics").await.body;
     let relevant: Vec<&str> = metrics
@@ -135,7 +139,7 @@ async fn wait_metric(
     })
     .unwrap_or_else(|e| e.to_string());
     panic!(
-        "timed out waiting for {what} ({series})\n--- metrics ---\n{}\n--- journal ---\n{journal}",
+        "timed out waiting for {what} ({want:?})\n--- metrics ---\n{}\n--- journal ---\n{journal}",
         relevant.join("\n")
     );
 }
@@ -236,7 +240,7 @@ settings = {{ fullchain_path = "{certs}/1.crt", key_path = "{certs}/1.key" }}
     let path = dir.join("tlsward.toml");
     std::fs::write(&path, config).unwrap();
     let clock = Arc::new(TestClock::at(SystemTime::from(now)));
-    let daemon = crate::serve::start_with_clock(&path, clock.clone()).await;
+    let daemon = crate::util::daemon::start_with_clock(&path, clock.clone()).await;
     let addr = daemon.addr;
 
     // Issued, queued for web (window closed); web2 has no window: deployed at once, and its
@@ -245,7 +249,11 @@ settings = {{ fullchain_path = "{certs}/1.crt", key_path = "{certs}/1.key" }}
         addr,
         180,
         "web's deployment waiting for its window",
-        "tlsward_deployments_pending{endpoint=\"web\",state=\"waiting\"} 1",
+        series(
+            "tlsward_deployments_pending",
+            &[("endpoint", "web"), ("state", "waiting")],
+            1.0,
+        ),
         dir,
     )
     .await;
@@ -253,15 +261,15 @@ settings = {{ fullchain_path = "{certs}/1.crt", key_path = "{certs}/1.key" }}
         addr,
         180,
         "web2's deployment rolled back",
-        "tlsward_deployments_total{endpoint=\"web2\",result=\"rolled_back\"} 1",
+        series(
+            "tlsward_deployments_total",
+            &[("endpoint", "web2"), ("result", "rolled_back")],
+            1.0,
+        ),
         dir,
     )
     .await;
-    let store = Store::open(
-        &dir.join("state/tlsward.db"),
-        &KeySource::File(dir.join("state/store.key")),
-    )
-    .unwrap();
+    let store = open_store(&dir.join("state"));
     let new_sha = store.latest("site").unwrap().unwrap().sha256;
     assert_ne!(new_sha, old_sha);
     // web still serves the old certificate: its window has not opened.
@@ -278,13 +286,37 @@ settings = {{ fullchain_path = "{certs}/1.crt", key_path = "{certs}/1.key" }}
     assert_eq!(sha256_served(web2, "site.tlsward.test"), old_sha);
     let m = get(addr, "/metrics").await.body;
     for series in [
-        "tlsward_deployment_failed{endpoint=\"web2\",certificate=\"site\"} 1",
-        "tlsward_deployment_verification_failures_total{endpoint=\"web2\"} 1",
-        "tlsward_deployment_rollbacks_total{endpoint=\"web2\",result=\"restored\"} 1",
-        "tlsward_hook_runs_total{hook=\"nginx-broken\",result=\"ok\",reason=\"none\"} 1",
-        "tlsward_deployment_failed{endpoint=\"web\",certificate=\"site\"} 0",
+        series(
+            "tlsward_deployment_failed",
+            &[("endpoint", "web2"), ("certificate", "site")],
+            1.0,
+        ),
+        series(
+            "tlsward_deployment_verification_failures_total",
+            &[("endpoint", "web2")],
+            1.0,
+        ),
+        series(
+            "tlsward_deployment_rollbacks_total",
+            &[("endpoint", "web2"), ("result", "restored")],
+            1.0,
+        ),
+        series(
+            "tlsward_hook_runs_total",
+            &[
+                ("hook", "nginx-broken"),
+                ("result", "ok"),
+                ("reason", "none"),
+            ],
+            1.0,
+        ),
+        series(
+            "tlsward_deployment_failed",
+            &[("endpoint", "web"), ("certificate", "site")],
+            0.0,
+        ),
     ] {
-        assert!(m.contains(series), "{series} missing from\n{m}");
+        series.assert_in(&m);
     }
 
     // `deploy list` (the real CLI, on the same store) shows web waiting for "nightly".
@@ -315,7 +347,11 @@ settings = {{ fullchain_path = "{certs}/1.crt", key_path = "{certs}/1.key" }}
         addr,
         180,
         "web's deployment verified",
-        "tlsward_deployments_total{endpoint=\"web\",result=\"verified\"} 1",
+        series(
+            "tlsward_deployments_total",
+            &[("endpoint", "web"), ("result", "verified")],
+            1.0,
+        ),
         dir,
     )
     .await;
@@ -324,7 +360,11 @@ settings = {{ fullchain_path = "{certs}/1.crt", key_path = "{certs}/1.key" }}
         addr,
         60,
         "web's drift to clear",
-        "tlsward_endpoint_drift{endpoint=\"web\",certificate=\"site\"} 0",
+        series(
+            "tlsward_endpoint_drift",
+            &[("endpoint", "web"), ("certificate", "site")],
+            0.0,
+        ),
         dir,
     )
     .await;
@@ -495,13 +535,17 @@ settings = {{ url = "https://127.0.0.1:{manual_api}", token = "tok-manual" }}
     let path = dir.join("tlsward.toml");
     std::fs::write(&path, config).unwrap();
     let clock = Arc::new(TestClock::at(SystemTime::from(now)));
-    let daemon = crate::serve::start_with_clock(&path, clock).await;
+    let daemon = crate::util::daemon::start_with_clock(&path, clock).await;
     let addr = daemon.addr;
     wait_metric(
         addr,
         180,
         "the urgent deployment verified",
-        "tlsward_deployments_total{endpoint=\"urgent\",result=\"verified\"} 1",
+        series(
+            "tlsward_deployments_total",
+            &[("endpoint", "urgent"), ("result", "verified")],
+            1.0,
+        ),
         dir,
     )
     .await;
@@ -509,15 +553,15 @@ settings = {{ url = "https://127.0.0.1:{manual_api}", token = "tok-manual" }}
         addr,
         60,
         "the manual deployment waiting",
-        "tlsward_deployments_pending{endpoint=\"manual\",state=\"waiting\"} 1",
+        series(
+            "tlsward_deployments_pending",
+            &[("endpoint", "manual"), ("state", "waiting")],
+            1.0,
+        ),
         dir,
     )
     .await;
-    let store = Store::open(
-        &dir.join("state/tlsward.db"),
-        &KeySource::File(dir.join("state/store.key")),
-    )
-    .unwrap();
+    let store = open_store(&dir.join("state"));
     let new_sha = store.latest("app").unwrap().unwrap().sha256;
     assert_eq!(urgent.serving_sha256(), new_sha);
     let uploads = urgent.uploads();
@@ -644,22 +688,24 @@ hook = "appliance"
     );
     let path = dir.join("tlsward.toml");
     std::fs::write(&path, config).unwrap();
-    let daemon = crate::serve::start_with_clock(&path, Arc::new(tlsward::clock::SystemClock)).await;
+    let daemon = crate::util::daemon::start(&path).await;
     let addr = daemon.addr;
     wait_metric(
         addr,
         120,
         "v1 deployed",
-        "tlsward_deployments_total{endpoint=\"lb\",result=\"verified\"} 1",
+        series(
+            "tlsward_deployments_total",
+            &[("endpoint", "lb"), ("result", "verified")],
+            1.0,
+        ),
         dir,
     )
     .await;
-    let store = Store::open(
-        &dir.join("state/tlsward.db"),
-        &KeySource::File(dir.join("state/store.key")),
-    )
-    .unwrap();
-    let v1 = store.latest("lb").unwrap().unwrap();
+    let store = open_store(&dir.join("state"));
+    // The first version (versions are newest first): on a loaded machine v2 may already be
+    // stored by now, and `latest` would be it.
+    let v1 = store.versions("lb").unwrap().pop().unwrap();
     assert_eq!(appliance.serving_sha256(), v1.sha256);
     // From now on the appliance claims success without activating anything.
     appliance.set_mode(ApplianceMode::Lying);
@@ -667,7 +713,11 @@ hook = "appliance"
         addr,
         150,
         "v2's deployment rolled back",
-        "tlsward_deployments_total{endpoint=\"lb\",result=\"rolled_back\"} 1",
+        series(
+            "tlsward_deployments_total",
+            &[("endpoint", "lb"), ("result", "rolled_back")],
+            1.0,
+        ),
         dir,
     )
     .await;
@@ -677,11 +727,23 @@ hook = "appliance"
     assert_eq!(appliance.serving_sha256(), v1.sha256);
     let m = get(addr, "/metrics").await.body;
     for series in [
-        "tlsward_deployment_verification_failures_total{endpoint=\"lb\"} 1",
-        "tlsward_deployment_rollbacks_total{endpoint=\"lb\",result=\"restored\"} 1",
-        "tlsward_deployment_failed{endpoint=\"lb\",certificate=\"lb\"} 1",
+        series(
+            "tlsward_deployment_verification_failures_total",
+            &[("endpoint", "lb")],
+            1.0,
+        ),
+        series(
+            "tlsward_deployment_rollbacks_total",
+            &[("endpoint", "lb"), ("result", "restored")],
+            1.0,
+        ),
+        series(
+            "tlsward_deployment_failed",
+            &[("endpoint", "lb"), ("certificate", "lb")],
+            1.0,
+        ),
     ] {
-        assert!(m.contains(series), "{series} missing from\n{m}");
+        series.assert_in(&m);
     }
     let failed = store
         .all_deployments()
@@ -707,15 +769,6 @@ hook = "appliance"
         ]
     );
     drop(daemon);
-}
-
-/// The real CLI, off the runtime's threads: it waits for the daemon while the daemon works.
-async fn cli(args: &[&str], config: &std::path::Path) -> std::process::Output {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tlsward"));
-    cmd.args(args).arg("--config").arg(config);
-    tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap()
 }
 
 /// `deploy approve` and `deploy run-now` from the shell while the daemon runs go through its
@@ -790,23 +843,23 @@ settings = {{ url = "https://127.0.0.1:{liar_api}", token = "tok-l" }}
     let path = dir.join("tlsward.toml");
     std::fs::write(&path, config).unwrap();
     let clock = Arc::new(TestClock::at(SystemTime::from(now)));
-    let daemon = crate::serve::start_with_clock(&path, clock).await;
+    let daemon = crate::util::daemon::start_with_clock(&path, clock).await;
     let addr = daemon.addr;
     for endpoint in ["honest", "liar"] {
         wait_metric(
             addr,
             60,
             "both deployments waiting for their window",
-            &format!("tlsward_deployments_pending{{endpoint=\"{endpoint}\",state=\"waiting\"}} 1"),
+            series(
+                "tlsward_deployments_pending",
+                &[("endpoint", endpoint), ("state", "waiting")],
+                1.0,
+            ),
             dir,
         )
         .await;
     }
-    let store = Store::open(
-        &dir.join("state/tlsward.db"),
-        &KeySource::File(dir.join("state/store.key")),
-    )
-    .unwrap();
+    let store = open_store(&dir.join("state"));
     let waiting = |endpoint: &str| {
         store
             .open_deployments()
@@ -835,7 +888,11 @@ settings = {{ url = "https://127.0.0.1:{liar_api}", token = "tok-l" }}
         addr,
         60,
         "the approved deployment verified",
-        "tlsward_deployments_total{endpoint=\"honest\",result=\"verified\"} 1",
+        series(
+            "tlsward_deployments_total",
+            &[("endpoint", "honest"), ("result", "verified")],
+            1.0,
+        ),
         dir,
     )
     .await;
@@ -865,13 +922,33 @@ settings = {{ url = "https://127.0.0.1:{liar_api}", token = "tok-l" }}
     // The daemon's own counters moved: these are what the alerts read.
     let m = get(addr, "/metrics").await.body;
     for series in [
-        "tlsward_deployments_total{endpoint=\"liar\",result=\"failed\"} 1",
-        "tlsward_deployment_rollbacks_total{endpoint=\"liar\",result=\"failed\"} 0",
-        "tlsward_deployment_verification_failures_total{endpoint=\"liar\"} 1",
-        "tlsward_deployment_failed{endpoint=\"liar\",certificate=\"app\"} 1",
-        "tlsward_deployments_total{endpoint=\"honest\",result=\"verified\"} 1",
+        series(
+            "tlsward_deployments_total",
+            &[("endpoint", "liar"), ("result", "failed")],
+            1.0,
+        ),
+        series(
+            "tlsward_deployment_rollbacks_total",
+            &[("endpoint", "liar"), ("result", "failed")],
+            0.0,
+        ),
+        series(
+            "tlsward_deployment_verification_failures_total",
+            &[("endpoint", "liar")],
+            1.0,
+        ),
+        series(
+            "tlsward_deployment_failed",
+            &[("endpoint", "liar"), ("certificate", "app")],
+            1.0,
+        ),
+        series(
+            "tlsward_deployments_total",
+            &[("endpoint", "honest"), ("result", "verified")],
+            1.0,
+        ),
     ] {
-        assert!(m.contains(series), "{series} missing from\n{m}");
+        series.assert_in(&m);
     }
     // The journal names who asked, with the uid the daemon saw.
     let journal = store.journal_entries(Some("app")).unwrap();
@@ -950,16 +1027,17 @@ hook = "appliance"
     let path = dir.join("tlsward.toml");
     std::fs::write(&path, config).unwrap();
     let clock = Arc::new(TestClock::at(SystemTime::from(real_now())));
-    let daemon = crate::serve::start_with_clock(&path, clock.clone()).await;
+    let daemon = crate::util::daemon::start_with_clock(&path, clock.clone()).await;
     let addr = daemon.addr;
-    let verified =
-        |n: u32| format!("tlsward_deployments_total{{endpoint=\"lb\",result=\"verified\"}} {n}");
-    wait_metric(addr, 60, "the first deployment", &verified(1), dir).await;
-    let store = Store::open(
-        &dir.join("state/tlsward.db"),
-        &KeySource::File(dir.join("state/store.key")),
-    )
-    .unwrap();
+    let verified = |n: u32| {
+        series(
+            "tlsward_deployments_total",
+            &[("endpoint", "lb"), ("result", "verified")],
+            f64::from(n),
+        )
+    };
+    wait_metric(addr, 60, "the first deployment", verified(1), dir).await;
+    let store = open_store(&dir.join("state"));
     let latest = store.latest("lb").unwrap().unwrap();
     assert_eq!(appliance.serving_sha256(), latest.sha256);
 
@@ -973,32 +1051,36 @@ hook = "appliance"
             addr,
             20,
             "the drift after the reset",
-            "tlsward_endpoint_drift{endpoint=\"lb\",certificate=\"lb\"} 1",
+            series(
+                "tlsward_endpoint_drift",
+                &[("endpoint", "lb"), ("certificate", "lb")],
+                1.0,
+            ),
             dir,
         )
         .await;
         // Wake the reconciler (a reload does): the regression is seen and held.
         let r = request(addr, "POST", "/-/reload", &[], None).await;
         assert_eq!(r.status, 200, "{}", r.body);
-        let held = {
-            let mut found = None;
-            for _ in 0..200 {
-                found = store
-                    .journal_entries(Some("lb"))
-                    .unwrap()
-                    .into_iter()
-                    .find(|e| {
-                        e.kind == "deployment.regression"
-                            && e.detail["action"] == "held"
-                            && e.detail["requeues"] == round
-                    });
-                if found.is_some() {
-                    break;
+        let held = eventually(
+            20,
+            &format!("round {round}: a held regression journaled"),
+            || {
+                let store = &store;
+                async move {
+                    store
+                        .journal_entries(Some("lb"))
+                        .unwrap()
+                        .into_iter()
+                        .find(|e| {
+                            e.kind == "deployment.regression"
+                                && e.detail["action"] == "held"
+                                && e.detail["requeues"] == round
+                        })
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            found.unwrap_or_else(|| panic!("round {round}: no held regression journaled"))
-        };
+            },
+        )
+        .await;
         assert_eq!(
             held.detail["requeue_at"],
             verified_at + wait_hours * 3600,
@@ -1015,7 +1097,7 @@ hook = "appliance"
         clock.advance(Duration::from_secs(wait_hours as u64 * 3600));
         let r = request(addr, "POST", "/-/reload", &[], None).await;
         assert_eq!(r.status, 200, "{}", r.body);
-        wait_metric(addr, 60, "the redeployment", &verified(round + 2), dir).await;
+        wait_metric(addr, 60, "the redeployment", verified(round + 2), dir).await;
         assert_eq!(appliance.serving_sha256(), latest.sha256);
         let all = store.all_deployments().unwrap();
         let last = all.last().unwrap();

@@ -2,17 +2,16 @@
 //! and Java's `keytool` (JKS, and PKCS#12 too).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use rcgen::KeyPair;
 use tlsward::hooks::convert::{Format, Material, convert};
 
+use crate::util::tools::{fails, key_pubkey, keytool, ok, openssl, pem_certs};
 use crate::util::{Leaf, TestCa, rsa_key};
 
 const PASSWORD: &str = "s3cret-Pass";
 /// `test_now()` (2026-06-01T12:00:00Z) in Unix milliseconds: the JKS creation date.
 const NOW_MS: i64 = 1_780_315_200_000;
-const KEYTOOL: &str = "/usr/bin/keytool";
 
 /// A leaf under root → intermediate A → intermediate B, with an EC (P-256) or RSA key.
 fn leaf(key: Option<KeyPair>) -> Leaf {
@@ -80,89 +79,6 @@ impl Subject {
     }
 }
 
-pub fn openssl(args: &[&str]) -> Command {
-    let mut cmd = Command::new("openssl");
-    cmd.args(args);
-    cmd
-}
-
-pub fn keytool(args: &[&str]) -> Command {
-    let mut cmd = Command::new(KEYTOOL);
-    // English messages whatever the machine's locale, so assertions on the text hold.
-    cmd.args(["-J-Duser.language=en", "-J-Duser.country=US"])
-        .args(args);
-    cmd
-}
-
-/// A finished command's output, as text.
-pub struct Run {
-    pub status: std::process::ExitStatus,
-    pub stdout: String,
-    pub stderr: String,
-    shown: String,
-}
-
-fn run(cmd: &mut Command) -> Run {
-    let shown = format!("{cmd:?}");
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = cmd.output().unwrap_or_else(|e| {
-        panic!("cannot run {shown}: {e} (openssl and default-jre-headless must be installed)")
-    });
-    Run {
-        status,
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-        shown,
-    }
-}
-
-/// Runs `cmd`, which must succeed.
-pub fn ok(cmd: &mut Command) -> Run {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.shown,
-        out.status,
-        out.stdout,
-        out.stderr
-    );
-    out
-}
-
-/// Runs `cmd`, which must fail; returns stdout and stderr together.
-fn fails(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert!(
-        !out.status.success(),
-        "{} should have failed:\nstdout:\n{}\nstderr:\n{}",
-        out.shown,
-        out.stdout,
-        out.stderr
-    );
-    format!("{}{}", out.stdout, out.stderr)
-}
-
-/// The certificates in openssl's PEM output (which has "Bag Attributes" text between).
-fn pem_certs(text: &str) -> Vec<Vec<u8>> {
-    pem::parse_many(text)
-        .unwrap_or_else(|e| panic!("PEM in openssl output: {e}\n{text}"))
-        .into_iter()
-        .filter(|p| p.tag() == "CERTIFICATE")
-        .map(|p| p.into_contents())
-        .collect()
-}
-
-/// The public key of the private key in `pem_file`, as `openssl pkey -pubout` prints it.
-fn pubkey_of_key(pem_file: &Path) -> String {
-    let out = ok(openssl(&["pkey", "-pubout", "-in"]).arg(pem_file));
-    assert!(out.stdout.contains("BEGIN PUBLIC KEY"), "{}", out.stdout);
-    out.stdout
-}
-
 /// keytool's spelling of a SHA-256 fingerprint: uppercase hex pairs joined by colons.
 fn keytool_fingerprint(der: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, der);
@@ -205,7 +121,7 @@ fn check_pkcs12_with_openssl(s: &Subject, p12: &Path, expect_info: &[&str]) {
     let key_file = s.path("extracted.key");
     std::fs::write(&key_file, &key.stdout).unwrap();
     assert_eq!(
-        pubkey_of_key(&key_file),
+        key_pubkey(&key_file),
         s.leaf_pubkey(),
         "the key matches the leaf"
     );
@@ -326,7 +242,7 @@ fn check_jks(key: Option<KeyPair>) {
     let key_file = s.path("from-jks.key");
     std::fs::write(&key_file, &key.stdout).unwrap();
     assert_eq!(
-        pubkey_of_key(&key_file),
+        key_pubkey(&key_file),
         s.leaf_pubkey(),
         "the JKS key matches the leaf"
     );
@@ -389,9 +305,9 @@ fn pem_and_der_are_read_by_openssl() {
     assert_eq!(out.stdout, leaf_pubkey);
 
     let key = s.write(Format::PemKey, "key.pem");
-    assert_eq!(pubkey_of_key(&key), leaf_pubkey);
+    assert_eq!(key_pubkey(&key), leaf_pubkey);
     let combined = s.write(Format::PemCombined, "combined.pem");
-    assert_eq!(pubkey_of_key(&combined), leaf_pubkey);
+    assert_eq!(key_pubkey(&combined), leaf_pubkey);
     // Without -certs: OpenSSL 3.0's storeutl fails on a key when filtering for certificates.
     let out = ok(openssl(&["storeutl", "-noout"]).arg(&combined));
     assert_eq!(

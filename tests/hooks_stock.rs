@@ -6,17 +6,18 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine as _;
 use tlsward::cert::sha256_hex;
 use tlsward::hooks::{Grant, HookFailure, HookRun, HookSpec, Hooks, Rollback, Written};
 
-use crate::probe_chain::{facts, probe};
 use crate::util::appliance::{Appliance, ApplianceMode, Upload};
 use crate::util::hooks::{component, material, run, spec};
-use crate::util::{Leaf, TestCa, TlsServer, real_now};
+use crate::util::probe::{facts, probe};
+use crate::util::tools::{Run, cert_pubkey, fails, key_pubkey, keytool, ok, openssl, pem_certs};
+use crate::util::{Leaf, TestCa, TlsServer, mode, read, real_now};
 
 /// A root and an intermediate valid at the real clock, which openssl and keytool judge by.
 struct Pki {
@@ -107,20 +108,6 @@ fn key_pem(leaf: &Leaf) -> String {
     pem_block("PRIVATE KEY", leaf.key.secret_der())
 }
 
-fn read(path: impl AsRef<Path>) -> String {
-    let path = path.as_ref();
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn mode(path: impl AsRef<Path>) -> u32 {
-    let path = path.as_ref();
-    std::fs::metadata(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .permissions()
-        .mode()
-        & 0o7777
-}
-
 /// `path` with the host's suffix for the previous version of a file.
 fn prev(path: &str) -> String {
     format!("{path}{}", tlsward::hooks::host::PREVIOUS_SUFFIX)
@@ -198,95 +185,6 @@ async fn roll_back(run: &HookRun) -> Rollback {
     tokio::task::spawn_blocking(move || Hooks::roll_back(&run, &rt, GENEROUS))
         .await
         .expect("rollback thread")
-}
-
-/// A finished external command's output.
-struct Ran {
-    success: bool,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    shown: String,
-}
-
-fn exec(cmd: &mut Command) -> Ran {
-    let shown = format!("{cmd:?}");
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = cmd.output().unwrap_or_else(|e| {
-        panic!("cannot run {shown}: {e} (openssl and default-jre-headless must be installed)")
-    });
-    Ran {
-        success: status.success(),
-        code: status.code(),
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-        shown,
-    }
-}
-
-/// Runs `cmd`, which must succeed.
-#[track_caller]
-fn ok(cmd: &mut Command) -> Ran {
-    let out = exec(cmd);
-    assert!(
-        out.success,
-        "{} failed:\nstdout:\n{}\nstderr:\n{}",
-        out.shown, out.stdout, out.stderr
-    );
-    out
-}
-
-/// Runs `cmd`, which must fail; stdout and stderr together.
-#[track_caller]
-fn fails(cmd: &mut Command) -> String {
-    let out = exec(cmd);
-    assert!(
-        !out.success,
-        "{} should have failed:\nstdout:\n{}\nstderr:\n{}",
-        out.shown, out.stdout, out.stderr
-    );
-    format!("{}{}", out.stdout, out.stderr)
-}
-
-fn openssl(args: &[&str]) -> Command {
-    let mut cmd = Command::new("openssl");
-    cmd.args(args);
-    cmd
-}
-
-fn keytool(args: &[&str]) -> Command {
-    let mut cmd = Command::new("/usr/bin/keytool");
-    // English messages whatever the machine's locale, so assertions on the text hold.
-    cmd.args(["-J-Duser.language=en", "-J-Duser.country=US"])
-        .args(args);
-    cmd
-}
-
-/// The public key of the certificate in `pem_file`, as `openssl x509 -pubkey` prints it.
-fn cert_pubkey(pem_file: impl AsRef<Path>) -> String {
-    let out = ok(openssl(&["x509", "-noout", "-pubkey", "-in"]).arg(pem_file.as_ref()));
-    assert!(out.stdout.contains("BEGIN PUBLIC KEY"), "{}", out.stdout);
-    out.stdout
-}
-
-/// The public key of the private key in `pem_file`, as `openssl pkey -pubout` prints it.
-fn key_pubkey(pem_file: impl AsRef<Path>) -> String {
-    let out = ok(openssl(&["pkey", "-pubout", "-in"]).arg(pem_file.as_ref()));
-    assert!(out.stdout.contains("BEGIN PUBLIC KEY"), "{}", out.stdout);
-    out.stdout
-}
-
-/// The certificates (DER) in openssl's PEM output, which has "Bag Attributes" text between.
-fn pem_certs(text: &str) -> Vec<Vec<u8>> {
-    pem::parse_many(text)
-        .unwrap_or_else(|e| panic!("PEM in openssl output: {e}\n{text}"))
-        .into_iter()
-        .filter(|p| p.tag() == "CERTIFICATE")
-        .map(|p| p.into_contents())
-        .collect()
 }
 
 fn chain_der(leaf: &Leaf) -> Vec<Vec<u8>> {
@@ -1197,8 +1095,8 @@ fn cli_state_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("hooks-stock-cli-state")
 }
 
-fn tlsward(args: &[&str]) -> Ran {
-    exec(Command::new(env!("CARGO_BIN_EXE_tlsward")).args(args))
+fn tlsward(args: &[&str]) -> Run {
+    crate::util::tools::run(Command::new(env!("CARGO_BIN_EXE_tlsward")).args(args))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1327,4 +1225,115 @@ async fn hook_run_command_line() {
         "{}",
         out.stderr
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// The helpers the stock hooks share on purpose
+
+/// The stock hooks' sources.
+const STOCK_HOOKS: [&str; 4] = ["pem-files", "pkcs12", "jks", "http-appliance"];
+
+/// The hooks that write files; they carry the whole helper block.
+const FILE_HOOKS: [&str; 3] = ["pem-files", "pkcs12", "jks"];
+
+/// The comment that opens each hook's helper block, which runs to the end of the file.
+const HELPERS: &str =
+    "# Helpers (each stock hook carries its own copy, so it reads and builds on its own).\n";
+
+/// The helper block of a stock hook's app.py: from the [`HELPERS`] comment to the end.
+fn helper_block(hook: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("hooks")
+        .join(hook)
+        .join("app.py");
+    let source = read(&path);
+    assert_eq!(
+        source.matches(HELPERS).count(),
+        1,
+        "{}: the helper block starts with {HELPERS:?}, once",
+        path.display()
+    );
+    let at = source.find(HELPERS).expect("counted");
+    source[at..].to_owned()
+}
+
+/// The top-level definitions (`def name(` and `NAME = `) of a Python block, by name, each
+/// with its text up to the next one, trailing blank lines dropped.
+fn definitions(block: &str) -> Vec<(String, String)> {
+    let mut defs: Vec<(String, String)> = Vec::new();
+    for line in block.lines() {
+        let name = line
+            .strip_prefix("def ")
+            .and_then(|rest| rest.split('(').next())
+            .or_else(|| line.split_once(" = ").map(|(n, _)| n))
+            .filter(|n| {
+                !line.starts_with([' ', '#']) && n.chars().all(|c| c.is_alphanumeric() || c == '_')
+            });
+        match (name, defs.last_mut()) {
+            (Some(name), _) => defs.push((name.to_owned(), format!("{line}\n"))),
+            (None, Some((_, text))) => {
+                text.push_str(line);
+                text.push('\n');
+            }
+            (None, None) => {}
+        }
+    }
+    for (_, text) in &mut defs {
+        text.truncate(text.trim_end().len());
+    }
+    defs
+}
+
+#[test]
+fn the_stock_hooks_share_their_helper_block_verbatim() {
+    // The three hooks that write files carry the same block, byte for byte.
+    let reference = helper_block(FILE_HOOKS[0]);
+    for hook in &FILE_HOOKS[1..] {
+        let block = helper_block(hook);
+        if block != reference {
+            let first = reference
+                .lines()
+                .zip(block.lines())
+                .position(|(a, b)| a != b)
+                .unwrap_or(reference.lines().count().min(block.lines().count()));
+            panic!(
+                "hooks/{hook}/app.py's helper block differs from hooks/{}/app.py's at its line {}:\n  {:?}\n  {:?}",
+                FILE_HOOKS[0],
+                first + 1,
+                reference.lines().nth(first),
+                block.lines().nth(first)
+            );
+        }
+    }
+    let shared = definitions(&reference);
+    let names: Vec<&str> = shared.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "ERROR_KINDS",
+            "call",
+            "read_settings",
+            "parse_mode",
+            "parse_command",
+            "run",
+            "excerpt"
+        ]
+    );
+    // Every hook, http-appliance included, has the error mapping and the settings check as
+    // they are in the others. http-appliance's excerpt is its own on purpose: it shows an
+    // HTTP body (bytes), where the others show a command's output.
+    for hook in STOCK_HOOKS {
+        let own = definitions(&helper_block(hook));
+        for name in ["ERROR_KINDS", "call", "read_settings"] {
+            let theirs = shared.iter().find(|(n, _)| n == name).map(|(_, t)| t);
+            let mine = own.iter().find(|(n, _)| n == name).map(|(_, t)| t);
+            assert_eq!(mine, theirs, "hooks/{hook}/app.py: {name}");
+        }
+        for (name, text) in &own {
+            let theirs = shared.iter().find(|(n, _)| n == name).map(|(_, t)| t);
+            if name != "excerpt" && theirs.is_some() {
+                assert_eq!(Some(text), theirs, "hooks/{hook}/app.py: {name}");
+            }
+        }
+    }
 }

@@ -12,16 +12,15 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::process::Stdio;
-use std::sync::Arc;
 
 use rustls::pki_types::CertificateDer;
-use tlsward::clock::SystemClock;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
-use crate::serve::{eventually, start_with_clock};
+use crate::util::daemon::start;
 use crate::util::exposition::{Exposition, Format, parse_or_panic};
 use crate::util::http::{Response, get, request};
+use crate::util::wait::eventually;
 use crate::util::{TestCa, TlsServer, pem_chain, real_now};
 
 /// A CN that closes its label value, ends the line and forges a series (and an end of
@@ -241,7 +240,7 @@ fn assert_probe(x: &Exposition, subject: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_certificates_forge_no_series_in_either_format() {
     let h = Hostile::start().await;
-    let d = start_with_clock(&h.config(), Arc::new(SystemClock)).await;
+    let d = start(&h.config()).await;
     all_probed(d.addr).await;
     for format in [Format::Text, Format::OpenMetrics] {
         let (r, x) = scrape(d.addr, "/metrics", format).await;
@@ -289,11 +288,7 @@ async fn the_binary_scraped_by_promtool_survives_hostile_certificates() {
             .spawn()
             .unwrap(),
     );
-    eventually(30, "the binary's /-/ready", || async move {
-        tokio::net::TcpStream::connect(addr).await.is_ok()
-            && get(addr, "/-/ready").await.status == 200
-    })
-    .await;
+    crate::util::daemon::answering(addr, "/-/ready").await;
     all_probed(addr).await;
     let (text, x) = scrape(addr, "/metrics", Format::Text).await;
     assert_scrape(&h, &text.body, &x);

@@ -12,6 +12,7 @@ use tlsward::issuer::{
 use tlsward::store::{KeySource, Store};
 use tokio::net::TcpListener;
 
+use crate::util::cli::{open_store, tlsward_blocking as tlsward};
 use crate::util::pebble::Pebble;
 
 // Orders a crash interrupted: each resumption case, and kill -9 of the real binary.
@@ -49,11 +50,7 @@ async fn setup() -> Setup {
         let _ = rx.await;
     }));
     let pebble = Pebble::start(port, 3600).await;
-    let store = Store::open(
-        &pebble.dir.path().join("state/tlsward.db"),
-        &KeySource::File(pebble.dir.path().join("state/store.key")),
-    )
-    .unwrap();
+    let store = open_store(&pebble.dir.path().join("state"));
     let settings = acme_settings(&pebble);
     Setup {
         pebble,
@@ -196,15 +193,6 @@ fn cli_config(pebble: &Pebble, http01_port: u16) -> std::path::PathBuf {
     path
 }
 
-fn tlsward(args: &[&str], config: &std::path::Path) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_tlsward"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn cert_commands_issue_list_and_show() {
     let port = crate::util::unique_port();
@@ -288,11 +276,7 @@ async fn ari_windows_and_replaces_with_pebble_2_6() {
     let responder = Http01Responder::new();
     tokio::spawn(responder.clone().serve(listener, std::future::pending()));
     let pebble = Pebble::start_ari(port, 600).await;
-    let store = Store::open(
-        &pebble.dir.path().join("s/tlsward.db"),
-        &KeySource::File(pebble.dir.path().join("s/store.key")),
-    )
-    .unwrap();
+    let store = open_store(&pebble.dir.path().join("s"));
     let settings = acme_settings(&pebble);
     let clock = SystemClock;
     let issuer = Issuer::connect(settings, &store, responder, &clock)
@@ -397,11 +381,7 @@ async fn external_account_binding() {
     use base64::Engine;
     let hmac_b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hmac);
     let pebble = Pebble::start_eab(port, "kid-1", &hmac_b64).await;
-    let store = Store::open(
-        &pebble.dir.path().join("e/tlsward.db"),
-        &KeySource::File(pebble.dir.path().join("e/store.key")),
-    )
-    .unwrap();
+    let store = open_store(&pebble.dir.path().join("e"));
     let mut settings = acme_settings(&pebble);
     let clock = SystemClock;
     let refused = Issuer::connect(settings.clone(), &store, responder.clone(), &clock)
@@ -519,11 +499,7 @@ async fn dns_01_through_rfc_2136_with_bind() {
     let responder = Http01Responder::new();
     tokio::spawn(responder.clone().serve(listener, std::future::pending()));
     let pebble = Pebble::start_with_dns(port, bind.port).await;
-    let store = Store::open(
-        &pebble.dir.path().join("d/tlsward.db"),
-        &KeySource::File(pebble.dir.path().join("d/store.key")),
-    )
-    .unwrap();
+    let store = open_store(&pebble.dir.path().join("d"));
     let settings = AcmeSettings {
         dns01: Some(tlsward::issuer::Dns01::Rfc2136(
             tlsward::issuer::Rfc2136Settings {
@@ -592,11 +568,7 @@ async fn dns_01_through_a_hook_command() {
         ),
     )
     .unwrap();
-    let store = Store::open(
-        &pebble.dir.path().join("h/tlsward.db"),
-        &KeySource::File(pebble.dir.path().join("h/store.key")),
-    )
-    .unwrap();
+    let store = open_store(&pebble.dir.path().join("h"));
     let settings = AcmeSettings {
         dns01: Some(tlsward::issuer::Dns01::Command(vec![
             "sh".into(),
@@ -638,11 +610,7 @@ async fn acme_profiles_when_the_ca_offers_them() {
     let responder = Http01Responder::new();
     tokio::spawn(responder.clone().serve(listener, std::future::pending()));
     let pebble = Pebble::start_profiles(port).await;
-    let store = Store::open(
-        &pebble.dir.path().join("p/tlsward.db"),
-        &KeySource::File(pebble.dir.path().join("p/store.key")),
-    )
-    .unwrap();
+    let store = open_store(&pebble.dir.path().join("p"));
     let settings = acme_settings(&pebble);
     let clock = SystemClock;
     let issuer = Issuer::connect(settings, &store, responder, &clock)

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::serve::eventually;
 use crate::util::http::get;
 use crate::util::{TestCa, pem_chain, real_now, unique_port};
 
@@ -326,24 +325,18 @@ fn version_names_commit_and_build_date() {
     assert_eq!(tlsward(&["-V"]), line);
 }
 
-/// `tlsward_build_info` as `serve` at `addr` exports it.
-async fn build_info(addr: SocketAddr) -> String {
-    let body = get(addr, "/metrics").await.body;
-    body.lines()
-        .find(|l| l.starts_with("tlsward_build_info{"))
-        .unwrap_or_else(|| panic!("no tlsward_build_info in\n{body}"))
-        .to_owned()
-}
-
-/// The labels `tlsward_build_info` must carry for the binary that printed `version`.
-fn build_labels(version: &str) -> String {
+/// Asserts that `serve` at `addr` exports `tlsward_build_info` with exactly the labels of
+/// the binary that printed `version`.
+async fn assert_build_info(addr: SocketAddr, version: &str) {
     let inner = version
         .trim()
         .strip_prefix("tlsward ")
         .expect("tlsward VERSION (REV DATE)");
     let (ver, rest) = inner.split_once(" (").unwrap();
     let (rev, date) = rest.trim_end_matches(')').split_once(' ').unwrap();
-    format!("tlsward_build_info{{version=\"{ver}\",revision=\"{rev}\",build_date=\"{date}\"}} 1")
+    let labels = [("version", ver), ("revision", rev), ("build_date", date)];
+    let body = get(addr, "/metrics").await.body;
+    crate::util::exposition::assert_metric(&body, "tlsward_build_info", &labels, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -351,23 +344,12 @@ async fn build_info_has_revision_and_build_date() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("tlsward.toml");
     std::fs::write(&config, "[server]\nstate_dir = \"state\"\n").unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{}", unique_port()).parse().unwrap();
-    let _child = tokio::process::Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .args(["--listen", &addr.to_string()])
-        .kill_on_drop(true)
+    let addr = crate::util::daemon::free_addr();
+    let _child = crate::util::daemon::serve_command(&config, addr)
         .spawn()
         .unwrap();
-    eventually(30, "serve's /-/healthy", || async move {
-        tokio::net::TcpStream::connect(addr).await.is_ok()
-            && get(addr, "/-/healthy").await.status == 200
-    })
-    .await;
-    assert_eq!(
-        build_info(addr).await,
-        build_labels(&tlsward(&["--version"]))
-    );
+    crate::util::daemon::answering(addr, "/-/healthy").await;
+    assert_build_info(addr, &tlsward(&["--version"])).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -535,12 +517,8 @@ async fn deb_installs_runs_and_purges() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    eventually(60, "the packaged serve's /-/healthy", || async move {
-        tokio::net::TcpStream::connect(addr).await.is_ok()
-            && get(addr, "/-/healthy").await.status == 200
-    })
-    .await;
-    assert_eq!(build_info(addr).await, build_labels(&version));
+    crate::util::daemon::answering(addr, "/-/healthy").await;
+    assert_build_info(addr, &version).await;
     let pid = child.id().unwrap().to_string();
     ok(Command::new("kill").args(["-TERM", &pid]));
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait())

@@ -5,56 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tlsward::cert::{ChainFacts, CheckKind, Policy, Status, TrustStore};
+use tlsward::cert::{CheckKind, Policy, Status};
 use tlsward::clock::TestClock;
 use tlsward::probe::{Module, ProbeReport, Prober, Target};
 
+use crate::util::probe::{assert_verdict, facts, probe, probe_with};
 use crate::util::{Leaf, TestCa, TlsServer, rsa_key, test_time};
-
-/// Probes `name` (as SNI and for verification) on the server's address at the test clock.
-pub(crate) async fn probe_with(
-    server: &TlsServer,
-    name: &str,
-    trust: TrustStore,
-    policy: Policy,
-) -> ProbeReport {
-    let mut module = Module::new(Arc::new(trust));
-    module.policy = policy;
-    module.timeout = Duration::from_secs(5);
-    let mut target: Target = format!("{name}:{}", server.addr.port())
-        .parse()
-        .expect("target");
-    target.connect_to = vec![server.addr];
-    Prober::new(module)
-        .probe(&target, &TestClock::at(test_time()))
-        .await
-}
-
-pub(crate) async fn probe(server: &TlsServer, name: &str, trust: TrustStore) -> ProbeReport {
-    probe_with(server, name, trust, Policy::new()).await
-}
-
-/// The certificate facts, which every test here expects (the server always sends a chain).
-pub(crate) fn facts(r: &ProbeReport) -> &ChainFacts {
-    r.outcome.as_ref().unwrap_or_else(|e| {
-        panic!(
-            "expected certificate facts for {}, got failure {e:?}",
-            r.target
-        )
-    })
-}
-
-#[track_caller]
-pub(crate) fn assert_verdict(r: &ProbeReport, status: Status, reason: Option<&str>) {
-    assert_eq!(
-        (r.status(), r.reason()),
-        (status, reason),
-        "{}: error={:?}\nchecks={:#?}",
-        r.target,
-        r.error(),
-        r.outcome.as_ref().map(|f| &f.checks)
-    );
-}
 
 fn check_ok(r: &ProbeReport, kind: CheckKind) -> bool {
     facts(r)

@@ -12,7 +12,7 @@ use tlsward::probe::{Module, ProbeReport, Prober, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::probe_chain::{assert_verdict, facts};
+use crate::util::probe::{assert_verdict, facts};
 use crate::util::{OpensslServer, TestCa, TlsServer, test_time};
 
 const TIMEOUT: Duration = Duration::from_millis(1500);

@@ -6,30 +6,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tlsward::cert::{CheckKind, OcspCertStatus, Origin, Policy, Status, TrustStore};
+use tlsward::cert::{CheckKind, OcspCertStatus, Policy, Status, TrustStore};
 use tlsward::clock::TestClock;
-use tlsward::probe::{
-    ClientIdentity, Module, ProbeFailure, ProbeReport, Prober, Target, read_pem_certs,
-};
+use tlsward::probe::{ClientIdentity, Module, ProbeFailure, ProbeReport, Prober, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::probe_chain::{assert_verdict, facts, probe};
-use crate::util::{OpensslServer, TestCa, TlsServer, fixture, test_time};
-
-/// The time the static fixtures (tests/fixtures/gen.sh) are judged at.
-fn fixture_time() -> SystemTime {
-    time::macros::datetime!(2026-02-01 00:00 UTC).into()
-}
-
-fn fixture_trust() -> TrustStore {
-    let mut trust = TrustStore::empty();
-    trust.add_all(
-        &read_pem_certs(&fixture("certs/root.pem")).unwrap(),
-        Origin::Private,
-    );
-    trust
-}
+use crate::util::probe::{assert_verdict, facts, probe};
+use crate::util::{
+    OpensslServer, TestCa, TlsServer, fixture, fixture_chain, fixture_time, fixture_trust,
+    test_time,
+};
 
 fn quick_module(trust: TrustStore, timeout: Duration) -> Module {
     let mut m = Module::new(Arc::new(trust));
@@ -51,7 +38,7 @@ fn fixture_server(
     rustls::pki_types::PrivateKeyDer<'static>,
 ) {
     use rustls::pki_types::pem::PemObject;
-    let chain = read_pem_certs(&fixture(cert)).unwrap();
+    let chain = fixture_chain(cert);
     let key = rustls::pki_types::PrivateKeyDer::from_pem_file(fixture(key)).unwrap();
     (chain, key)
 }

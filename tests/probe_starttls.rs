@@ -12,7 +12,7 @@ use tlsward::probe::{Module, ProbeReport, Prober, Protocol, StartTlsError, Targe
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
-use crate::probe_chain::{assert_verdict, facts};
+use crate::util::probe::{assert_verdict, facts};
 use crate::util::servers::{NginxMail, Postgres, Prosody, Slapd, Vsftpd};
 use crate::util::{TestCa, real_now};
 
@@ -736,8 +736,10 @@ async fn a_probe_batch_with_hostile_servers_prints_every_result() {
 /// it gets ready, reports every target with its reason, and keeps probing them.
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_keeps_probing_every_target_beside_hostile_servers() {
-    use crate::serve::{Endpoints, eventually, start_with_clock};
+    use crate::util::daemon::{Endpoints, start};
+    use crate::util::exposition::{assert_metric, metric};
     use crate::util::http::get;
+    use crate::util::wait::eventually;
 
     let e = Endpoints::start().await;
     let mut config = String::from(
@@ -757,11 +759,10 @@ async fn serve_keeps_probing_every_target_beside_hostile_servers() {
         "[profile.ldap-test]\nprotocol = \"ldap\"\nca_files = [\"ca.pem\"]\nsystem_roots = false\n\n[profile.postgres-test]\nprotocol = \"postgres\"\nca_files = [\"ca.pem\"]\nsystem_roots = false\n\n[profile.xmpp-test]\nprotocol = \"xmpp\"\nca_files = [\"ca.pem\"]\nsystem_roots = false\n\n",
     );
     config.push_str(&Endpoints::target("good.test", &e.good, ""));
+    // (target, profile, failure reason) of every target.
     let mut expected = vec![(
-        format!(
-            "target=\"good.test:{}\",profile=\"test\"",
-            e.good.addr.port()
-        ),
+        format!("good.test:{}", e.good.addr.port()),
+        "test".to_owned(),
         None,
     )];
     for (n, case) in hostile_cases().into_iter().enumerate() {
@@ -771,43 +772,29 @@ async fn serve_keeps_probing_every_target_beside_hostile_servers() {
             "[[target]]\naddress = \"{name}\"\nprofile = \"{}-test\"\nconnect_to = [\"127.0.0.1\"]\n\n",
             case.protocol
         ));
-        expected.push((
-            format!("target=\"{name}\",profile=\"{}-test\"", case.protocol),
-            Some(case.reason),
-        ));
+        expected.push((name, format!("{}-test", case.protocol), Some(case.reason)));
     }
-    let d = start_with_clock(&e.write(&config), Arc::new(tlsward::clock::SystemClock)).await;
+    let d = start(&e.write(&config)).await;
     let addr = d.addr;
     eventually(20, "/-/ready", || async move {
         get(addr, "/-/ready").await.status == 200
     })
     .await;
-    /// The value of `metric{labels}` in an exposition.
-    fn value(body: &str, metric: &str, labels: &str) -> Option<f64> {
-        let prefix = format!("{metric}{{{labels}}} ");
-        body.lines()
-            .find_map(|l| l.strip_prefix(prefix.as_str()))
-            .and_then(|v| v.parse().ok())
-    }
     let first = get(addr, "/metrics").await.body;
-    for (labels, reason) in &expected {
+    for (target, profile, reason) in &expected {
+        let labels = [("target", target.as_str()), ("profile", profile.as_str())];
         let success = if reason.is_some() { 0.0 } else { 1.0 };
-        assert_eq!(
-            value(&first, "tlsward_probe_success", labels),
-            Some(success),
-            "{labels}: {first}"
-        );
+        assert_metric(&first, "tlsward_probe_success", &labels, success);
         if let Some(reason) = reason {
-            let labels = format!("{labels},reason=\"{reason}\"");
-            assert_eq!(
-                value(&first, "tlsward_probe_failure_info", &labels),
-                Some(1.0),
-                "{labels}: {first}"
-            );
+            let labels = [labels[0], labels[1], ("reason", *reason)];
+            assert_metric(&first, "tlsward_probe_failure_info", &labels, 1.0);
         }
     }
     // The loops go on: every target, the hostile ones included, is probed again.
-    let stamp = |body: &str, labels: &str| value(body, "tlsward_probe_timestamp_seconds", labels);
+    let stamp = |body: &str, target: &str, profile: &str| {
+        let labels = [("target", target), ("profile", profile)];
+        metric(body, "tlsward_probe_timestamp_seconds", &labels)
+    };
     let expected = Arc::new(expected);
     let first = Arc::new(first);
     eventually(20, "a second round of every target", || {
@@ -816,7 +803,7 @@ async fn serve_keeps_probing_every_target_beside_hostile_servers() {
             let now = get(addr, "/metrics").await.body;
             expected
                 .iter()
-                .all(|(labels, _)| stamp(&now, labels) > stamp(&first, labels))
+                .all(|(t, p, _)| stamp(&now, t, p) > stamp(&first, t, p))
         }
     })
     .await;

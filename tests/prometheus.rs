@@ -17,11 +17,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::serve::{Endpoints, eventually};
+use crate::util::daemon::Endpoints;
 use crate::util::exposition::{Format, parse_or_panic};
 use crate::util::http::get;
 use crate::util::pebble::Pebble;
 use crate::util::servers::NginxHttps;
+use crate::util::wait::eventually;
 use crate::util::{TestCa, TlsServer, real_now};
 
 /// A child process killed by pid on drop.

@@ -2,16 +2,13 @@
 //! renewed when due, and drift is reported for an endpoint that serves a foreign certificate,
 //! the latest version, then a stale one.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use tlsward::clock::SystemClock;
-use tlsward::store::{KeySource, Store};
-use tokio::net::TcpListener;
-
-use crate::serve::eventually;
+use crate::util::cli::open_store;
+use crate::util::exposition::{Format, assert_metric, metric, parse_or_panic};
 use crate::util::http::get;
 use crate::util::pebble::Pebble;
+use crate::util::wait::{EVERY, eventually, within};
 use crate::util::{TestCa, TlsServer, real_now};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -66,41 +63,47 @@ target = "{target}"
     );
     let path = dir.join("tlsward.toml");
     std::fs::write(&path, config).unwrap();
-    let daemon = crate::serve::start_with_clock(&path, Arc::new(SystemClock)).await;
+    let daemon = crate::util::daemon::start(&path).await;
     let addr = daemon.addr;
 
     // The endpoint's name defaults to its target.
-    let reason_series = |reason: &str| {
-        format!(
-            "tlsward_endpoint_drift_reason_info{{endpoint=\"{target}\",certificate=\"site\",reason=\"{reason}\"}} 1"
-        )
-    };
-    let drift = |reason: &str| {
-        let series = reason_series(reason);
+    let drift = |reason: &'static str| {
+        let target = target.clone();
         move || {
-            let series = series.clone();
-            async move { get(addr, "/metrics").await.body.contains(&series) }
+            let target = target.clone();
+            async move {
+                let labels = [
+                    ("endpoint", target.as_str()),
+                    ("certificate", "site"),
+                    ("reason", reason),
+                ];
+                let m = get(addr, "/metrics").await.body;
+                metric(&m, "tlsward_endpoint_drift_reason_info", &labels) == Some(1.0)
+            }
         }
     };
     eventually(30, "issuance and foreign drift", drift("foreign")).await;
     let m = get(addr, "/metrics").await.body;
     // The remediation families (counters, histograms, drift infos) are well formed too.
-    crate::util::exposition::parse_or_panic(crate::util::exposition::Format::Text, &m);
+    parse_or_panic(Format::Text, &m);
     assert!(
-        m.contains("tlsward_certificate_not_after_timestamp_seconds{certificate=\"site\"}"),
+        metric(
+            &m,
+            "tlsward_certificate_not_after_timestamp_seconds",
+            &[("certificate", "site")]
+        )
+        .is_some(),
         "{m}"
     );
-    assert!(
-        m.contains("tlsward_acme_orders_total{result=\"valid\",reason=\"none\"} 1"),
-        "{m}"
+    assert_metric(
+        &m,
+        "tlsward_acme_orders_total",
+        &[("result", "valid"), ("reason", "none")],
+        1.0,
     );
 
     // Deploy the issued version by hand: drift clears.
-    let store = Store::open(
-        &dir.join("state/tlsward.db"),
-        &KeySource::File(dir.join("state/store.key")),
-    )
-    .unwrap();
+    let store = open_store(&dir.join("state"));
     let v1 = store.latest("site").unwrap().unwrap();
     let deploy = |v: &tlsward::store::Version| {
         use rustls::pki_types::pem::PemObject;
@@ -115,10 +118,13 @@ target = "{target}"
         );
     };
     deploy(&v1);
-    let in_sync = format!("tlsward_endpoint_drift{{endpoint=\"{target}\",certificate=\"site\"}} 0");
     eventually(10, "drift to clear", || {
-        let in_sync = in_sync.clone();
-        async move { get(addr, "/metrics").await.body.contains(&in_sync) }
+        let target = target.clone();
+        async move {
+            let m = get(addr, "/metrics").await.body;
+            let labels = [("endpoint", target.as_str()), ("certificate", "site")];
+            metric(&m, "tlsward_endpoint_drift", &labels) == Some(0.0)
+        }
     })
     .await;
 
@@ -181,44 +187,26 @@ async fn serve_renews_inside_the_ari_window_with_replaces() {
     );
     let path = dir.join("tlsward.toml");
     std::fs::write(&path, config).unwrap();
-    let loaded = tlsward::config::load(&path).expect("valid config");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let metrics_addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn(tlsward::daemon::run(
-        listener,
-        path.clone(),
-        loaded,
-        Arc::new(SystemClock),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let daemon = crate::util::daemon::start(&path).await;
+    let metrics_addr = daemon.addr;
     // Wait for the daemon to create the store before opening it here too.
     eventually(10, "the store", || async {
         dir.join("state/store.key").exists()
     })
     .await;
-    let store = Store::open(
-        &dir.join("state/tlsward.db"),
-        &KeySource::File(dir.join("state/store.key")),
-    )
-    .unwrap();
-    for _ in 0..100 {
-        if store.latest("ari").unwrap().is_some() {
-            break;
-        }
+    let store = open_store(&dir.join("state"));
+    let first = within(Duration::from_secs(10), EVERY, || {
         assert!(!daemon.is_finished(), "the daemon stopped");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    if store.latest("ari").unwrap().is_none() {
+        std::future::ready(store.latest("ari").unwrap())
+    })
+    .await
+    .unwrap_or_else(|| {
         let journal = store.journal_entries(None).unwrap();
         panic!(
             "no first version; daemon finished: {}; journal: {journal:?}",
             daemon.is_finished()
-        );
-    }
-    let first = store.latest("ari").unwrap().unwrap();
+        )
+    });
     {
         use rustls::pki_types::pem::PemObject;
         let chain: Vec<_> =
@@ -258,22 +246,27 @@ async fn serve_renews_inside_the_ari_window_with_replaces() {
     assert_eq!(renewal.detail["replaces"].as_str(), v1.ari_id.as_deref());
     // The endpoint still serves the first version: drift says stale.
     let addr = metrics_addr;
-    let stale = format!(
-        "tlsward_endpoint_drift_reason_info{{endpoint=\"{target}\",certificate=\"ari\",reason=\"stale\"}} 1"
-    );
-    eventually(10, "stale drift after the ARI renewal", || {
-        let stale = stale.clone();
-        async move { get(addr, "/metrics").await.body.contains(&stale) }
+    let stale = [
+        ("endpoint", target.as_str()),
+        ("certificate", "ari"),
+        ("reason", "stale"),
+    ];
+    eventually(10, "stale drift after the ARI renewal", || async {
+        let m = get(addr, "/metrics").await.body;
+        metric(&m, "tlsward_endpoint_drift_reason_info", &stale) == Some(1.0)
     })
     .await;
     // The CA's window for the certificate the endpoint actually serves is reported too.
-    let served_window = format!(
-        "tlsward_endpoint_ari_window_start_timestamp_seconds{{endpoint=\"{target}\",certificate=\"ari\"}}"
-    );
-    eventually(20, "the served certificate's ARI window", || {
-        let served_window = served_window.clone();
-        async move { get(addr, "/metrics").await.body.contains(&served_window) }
+    let served = [("endpoint", target.as_str()), ("certificate", "ari")];
+    eventually(20, "the served certificate's ARI window", || async {
+        let m = get(addr, "/metrics").await.body;
+        metric(
+            &m,
+            "tlsward_endpoint_ari_window_start_timestamp_seconds",
+            &served,
+        )
+        .is_some()
     })
     .await;
-    let _ = stop.send(());
+    drop(daemon);
 }

@@ -1,135 +1,16 @@
 //! `tlsward serve` end to end: the daemon probing real TLS servers on a schedule, its HTTP
 //! endpoints, reloads (HTTP and SIGHUP), and web protection (basic auth, bearer, TLS).
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use tlsward::clock::SystemClock;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
+use crate::util::daemon::Endpoints;
+use crate::util::daemon::{answering, free_addr, ready, serve_command, start};
+use crate::util::exposition::{Format, assert_metric, format_of, metric, parse_or_panic};
 use crate::util::http::{get, request};
+use crate::util::wait::eventually;
 use crate::util::{TestCa, TlsServer, real_now};
-
-/// Three endpoints under one private root: good, expired, and one serving a certificate
-/// for another name.
-pub struct Endpoints {
-    pub root: TestCa,
-    pub good: TlsServer,
-    pub expired: TlsServer,
-    pub wrong: TlsServer,
-    pub dir: tempfile::TempDir,
-}
-
-impl Endpoints {
-    pub async fn start() -> Self {
-        let root = TestCa::root_at("Serve Root", real_now());
-        let int = root.intermediate("Serve Int");
-        let good = TlsServer::leaf(&int.leaf(&["good.test"]).valid(-10.0, 80.0).build())
-            .start()
-            .await;
-        let expired = TlsServer::leaf(&int.leaf(&["expired.test"]).valid(-60.0, -1.0).build())
-            .start()
-            .await;
-        let wrong = TlsServer::leaf(&int.leaf(&["other.test"]).build())
-            .start()
-            .await;
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("ca.pem"), root.pem()).unwrap();
-        Self {
-            root,
-            good,
-            expired,
-            wrong,
-            dir,
-        }
-    }
-
-    pub fn target(name: &str, server: &TlsServer, extra: &str) -> String {
-        format!(
-            "[[target]]\naddress = \"{name}:{}\"\nprofile = \"test\"\nconnect_to = [\"127.0.0.1\"]\n{extra}\n",
-            server.addr.port()
-        )
-    }
-
-    /// A config probing all three every second, plus `extra` TOML.
-    pub fn config(&self, extra: &str) -> String {
-        format!(
-            "[defaults]\ninterval = \"1s\"\ntimeout = \"3s\"\n\n[profile.test]\nprotocol = \"tls\"\nca_files = [\"ca.pem\"]\nsystem_roots = false\n\n{extra}\n{}{}{}",
-            Self::target("good.test", &self.good, "labels = { env = \"test\" }"),
-            Self::target("expired.test", &self.expired, ""),
-            Self::target("wrong.test", &self.wrong, ""),
-        )
-    }
-
-    pub fn write(&self, text: &str) -> PathBuf {
-        let path = self.dir.path().join("tlsward.toml");
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-}
-
-/// A daemon running in this process, stopped on drop.
-pub struct Daemon {
-    pub addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-async fn start(path: &Path) -> Daemon {
-    start_with_clock(path, Arc::new(SystemClock)).await
-}
-
-/// `tlsward serve` in this process with the config at `path`, on a free port, with `clock`.
-pub async fn start_with_clock(path: &Path, clock: Arc<dyn tlsward::clock::Clock>) -> Daemon {
-    let config = tlsward::config::load(path).expect("valid config");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    let path = path.to_owned();
-    tokio::spawn(async move {
-        tlsward::daemon::run(listener, path, config, clock, async {
-            let _ = rx.await;
-        })
-        .await
-        .expect("daemon runs");
-    });
-    Daemon {
-        addr,
-        stop: Some(tx),
-    }
-}
-
-/// Polls `f` every 100 ms until it returns true, for up to `secs`.
-pub async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    for _ in 0..secs * 10 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
-async fn ready(addr: SocketAddr) {
-    eventually(15, "/-/ready", || async move {
-        get(addr, "/-/ready").await.status == 200
-    })
-    .await;
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_report_every_target_in_both_formats() {
@@ -142,47 +23,58 @@ async fn metrics_report_every_target_in_both_formats() {
         m.header("content-type"),
         Some("text/plain; version=0.0.4; charset=utf-8")
     );
-    let good = format!(
-        "target=\"good.test:{}\",profile=\"test\",env=\"test\"",
-        e.good.addr.port()
+    let (good, expired, wrong) = (
+        format!("good.test:{}", e.good.addr.port()),
+        format!("expired.test:{}", e.expired.addr.port()),
+        format!("wrong.test:{}", e.wrong.addr.port()),
     );
-    let expired = format!(
-        "target=\"expired.test:{}\",profile=\"test\"",
-        e.expired.addr.port()
-    );
-    let wrong = format!(
-        "target=\"wrong.test:{}\",profile=\"test\"",
-        e.wrong.addr.port()
-    );
+    let good = [
+        ("target", good.as_str()),
+        ("profile", "test"),
+        ("env", "test"),
+    ];
+    let expired = [("target", expired.as_str()), ("profile", "test")];
+    let wrong = [("target", wrong.as_str()), ("profile", "test")];
+    fn with<'a>(
+        labels: &[(&'a str, &'a str)],
+        more: (&'a str, &'a str),
+    ) -> Vec<(&'a str, &'a str)> {
+        let mut all = labels.to_vec();
+        all.push(more);
+        all
+    }
     let body = &m.body;
+    assert_metric(body, "tlsward_probe_success", &good, 1.0);
+    assert_metric(body, "tlsward_probe_success", &expired, 0.0);
+    assert_metric(
+        body,
+        "tlsward_probe_failure_info",
+        &with(&expired, ("reason", "cert_expired")),
+        1.0,
+    );
+    assert_metric(
+        body,
+        "tlsward_check_ok",
+        &with(&wrong, ("check", "hostname")),
+        0.0,
+    );
+    let x = parse_or_panic(Format::Text, body);
     assert!(
-        body.contains(&format!("tlsward_probe_success{{{good}}} 1")),
+        x.named("tlsward_cert_info").iter().any(|s| {
+            good.iter().all(|(k, v)| s.label(k) == Some(v))
+                && s.label("subject") == Some("CN=good.test")
+        }),
         "{body}"
     );
+    assert_eq!(x.families["tlsward_cert_info"].kind, "gauge");
+    assert_eq!(x.families["tlsward_probes_total"].kind, "counter");
     assert!(
-        body.contains(&format!("tlsward_probe_success{{{expired}}} 0")),
+        x.named("tlsward_build_info")
+            .iter()
+            .any(|s| s.label("version").is_some()),
         "{body}"
     );
-    assert!(
-        body.contains(&format!(
-            "tlsward_probe_failure_info{{{expired},reason=\"cert_expired\"}} 1"
-        )),
-        "{body}"
-    );
-    assert!(
-        body.contains(&format!("tlsward_check_ok{{{wrong},check=\"hostname\"}} 0")),
-        "{body}"
-    );
-    assert!(
-        body.contains(&format!(
-            "tlsward_cert_info{{{good},subject=\"CN=good.test\""
-        )),
-        "{body}"
-    );
-    assert!(body.contains("# TYPE tlsward_cert_info gauge"));
-    assert!(body.contains("# TYPE tlsward_probes_total counter"));
-    assert!(body.contains("tlsward_build_info{version="));
-    assert!(body.contains("tlsward_config_last_reload_successful 1"));
+    assert_metric(body, "tlsward_config_last_reload_successful", &[], 1.0);
     assert!(!body.contains("# EOF"));
 
     let om = request(
@@ -199,7 +91,8 @@ async fn metrics_report_every_target_in_both_formats() {
             .starts_with("application/openmetrics-text")
     );
     assert!(om.body.trim_end().ends_with("# EOF"), "{}", om.body);
-    assert!(om.body.contains("# TYPE tlsward_cert info"));
+    let om = parse_or_panic(Format::OpenMetrics, &om.body);
+    assert_eq!(om.families["tlsward_cert"].kind, "info");
 
     let api = get(d.addr, "/api/targets").await;
     let v: serde_json::Value = serde_json::from_str(&api.body).unwrap();
@@ -239,12 +132,13 @@ async fn probe_endpoint_answers_blackbox_style() {
     );
     let r = get(d2.addr, &path).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert!(r.body.contains("\nprobe_success 1\n"), "{}", r.body);
-    assert!(r.body.contains("probe_duration_seconds "));
-    assert!(r.body.contains("probe_ssl_earliest_cert_expiry "));
-    assert!(r.body.contains("tlsward_probe_success 1.0"), "{}", r.body);
+    assert_metric(&r.body, "probe_success", &[], 1.0);
+    assert!(metric(&r.body, "probe_duration_seconds", &[]).is_some());
+    assert!(metric(&r.body, "probe_ssl_earliest_cert_expiry", &[]).is_some());
+    assert_metric(&r.body, "tlsward_probe_success", &[], 1.0);
+    let x = parse_or_panic(format_of(&r.body), &r.body);
     assert!(
-        !r.body.contains("target="),
+        x.samples.iter().all(|s| s.label("target").is_none()),
         "no target label on /probe: {}",
         r.body
     );
@@ -278,8 +172,8 @@ async fn probe_endpoint_answers_blackbox_style() {
     )
     .await;
     let took = started.elapsed();
-    assert!(r.body.contains("\nprobe_success 0\n"), "{}", r.body);
-    assert!(r.body.contains("probe_timeout_seconds 0.7"), "{}", r.body);
+    assert_metric(&r.body, "probe_success", &[], 0.0);
+    assert_metric(&r.body, "probe_timeout_seconds", &[], 0.7);
     assert!(took < Duration::from_millis(1200), "took {took:?}");
 }
 
@@ -301,8 +195,17 @@ async fn reload_rejects_a_bad_config_and_applies_a_good_one() {
     assert_eq!(r.status, 500);
     assert!(r.body.contains("unknown profile \"htps\""), "{}", r.body);
     let m = get(d.addr, "/metrics").await.body;
-    assert!(m.contains("tlsward_config_last_reload_successful 0"), "{m}");
-    assert!(m.contains("expired.test"), "the old config keeps running");
+    assert_metric(&m, "tlsward_config_last_reload_successful", &[], 0.0);
+    let expired = format!("expired.test:{}", e.expired.addr.port());
+    assert!(
+        metric(
+            &m,
+            "tlsward_probe_success",
+            &[("target", &expired), ("profile", "test")]
+        )
+        .is_some(),
+        "the old config keeps running"
+    );
 
     // Drop the expired target: after a good reload its series are gone.
     let text = format!(
@@ -315,8 +218,13 @@ async fn reload_rejects_a_bad_config_and_applies_a_good_one() {
         200
     );
     let m = get(d.addr, "/metrics").await.body;
-    assert!(m.contains("tlsward_config_last_reload_successful 1"));
-    assert!(!m.contains("expired.test"), "{m}");
+    assert_metric(&m, "tlsward_config_last_reload_successful", &[], 1.0);
+    assert!(
+        parse_or_panic(Format::Text, &m)
+            .with_label("target", &expired)
+            .is_empty(),
+        "{m}"
+    );
     assert_eq!(get(d.addr, "/-/reload").await.status, 405);
 }
 
@@ -410,21 +318,16 @@ async fn web_protection_with_basic_auth_bearer_and_tls() {
 async fn the_binary_serves_and_reloads_on_sighup() {
     let e = Endpoints::start().await;
     let path = e.write(&e.config(""));
-    let port = crate::util::unique_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tlsward"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .args(["--listen", &addr.to_string()])
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    eventually(20, "the binary's /-/ready", || async move {
-        tokio::net::TcpStream::connect(addr).await.is_ok()
-            && get(addr, "/-/ready").await.status == 200
-    })
-    .await;
-    assert!(get(addr, "/metrics").await.body.contains("wrong.test"));
+    let addr = free_addr();
+    let mut child = serve_command(&path, addr).spawn().unwrap();
+    answering(addr, "/-/ready").await;
+    let wrong = format!("wrong.test:{}", e.wrong.addr.port());
+    let wrong_probed = |body: &str| {
+        !parse_or_panic(Format::Text, body)
+            .with_label("target", &wrong)
+            .is_empty()
+    };
+    assert!(wrong_probed(&get(addr, "/metrics").await.body));
     let text = format!(
         "[defaults]\ninterval = \"1s\"\n[profile.test]\nca_files = [\"ca.pem\"]\nsystem_roots = false\n{}",
         Endpoints::target("good.test", &e.good, "")
@@ -439,7 +342,7 @@ async fn the_binary_serves_and_reloads_on_sighup() {
             .success()
     );
     eventually(10, "the reload by SIGHUP", || async move {
-        !get(addr, "/metrics").await.body.contains("wrong.test")
+        !wrong_probed(&get(addr, "/metrics").await.body)
     })
     .await;
     std::process::Command::new("kill")

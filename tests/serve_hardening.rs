@@ -9,10 +9,12 @@ use base64::Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
-use tokio::time::{Instant, sleep, timeout};
+use tokio::time::{sleep, timeout};
 
-use crate::serve::{Endpoints, eventually, start_with_clock};
+use crate::util::daemon::Endpoints;
+use crate::util::exposition::{assert_metric, metric};
 use crate::util::http::{Response, get, request};
+use crate::util::wait::{eventually, within};
 use crate::util::{TestCa, real_now};
 
 /// Far more than any of these steps needs, even on a loaded machine.
@@ -35,9 +37,9 @@ fn enough_descriptors() {
     }
 }
 
-async fn start(path: &std::path::Path) -> crate::serve::Daemon {
+async fn start(path: &std::path::Path) -> crate::util::daemon::Daemon {
     enough_descriptors();
-    start_with_clock(path, std::sync::Arc::new(tlsward::clock::SystemClock)).await
+    crate::util::daemon::start(path).await
 }
 
 fn basic(scheme: &str, user: &str, password: &str) -> String {
@@ -47,12 +49,10 @@ fn basic(scheme: &str, user: &str, password: &str) -> String {
     )
 }
 
-/// The value of the first sample whose line starts with `prefix`.
-fn sample(body: &str, prefix: &str) -> Option<f64> {
-    body.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+/// When the good endpoint of [`Endpoints`] (`target`) was last probed, by the scrape `body`.
+fn probed_at(body: &str, target: &str) -> Option<f64> {
+    let labels = [("target", target), ("profile", "test"), ("env", "test")];
+    metric(body, "tlsward_probe_timestamp_seconds", &labels)
 }
 
 /// The statuses in a scheduled target's history, from `/api/targets`.
@@ -250,13 +250,10 @@ async fn idle_connections_beyond_the_descriptor_limit_cannot_starve_health_check
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    eventually(30, "the binary's /-/ready", || async move {
-        TcpStream::connect(addr).await.is_ok() && get(addr, "/-/ready").await.status == 200
-    })
-    .await;
+    crate::util::daemon::answering(addr, "/-/ready").await;
     let good = format!("good.test:{}", e.good.addr.port());
-    let stamp = format!("tlsward_probe_timestamp_seconds{{target=\"{good}\"");
-    let before = sample(&get(addr, "/metrics").await.body, &stamp).expect("probed");
+    let stamp = good.clone();
+    let before = probed_at(&get(addr, "/metrics").await.body, &stamp).expect("probed");
 
     // 300 connections, each holding half a request head.
     let mut held = Vec::new();
@@ -275,33 +272,30 @@ async fn idle_connections_beyond_the_descriptor_limit_cannot_starve_health_check
     }
     // Older idle connections were closed to make room: at most the cap (256 / 8) and the
     // connections still being evicted remain open.
-    let deadline = Instant::now() + GENEROUS;
-    loop {
+    let evicted = within(GENEROUS, Duration::from_millis(200), || {
         held.retain(|s| !closed_by_server(s));
-        if held.len() <= 64 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} idle connections still open",
-            held.len()
-        );
-        sleep(Duration::from_millis(200)).await;
-    }
+        std::future::ready(held.len() <= 64)
+    })
+    .await;
+    assert!(
+        evicted.is_some(),
+        "{} idle connections still open",
+        held.len()
+    );
     // Probes went on: a probe finished after the flood began, and none failed.
     let stamp2 = stamp.clone();
     eventually(60, "a probe after the flood", || {
         let stamp = stamp2.clone();
-        async move { sample(&get(addr, "/metrics").await.body, &stamp).is_some_and(|t| t > before) }
+        async move { probed_at(&get(addr, "/metrics").await.body, &stamp).is_some_and(|t| t > before) }
     })
     .await;
     let m = get(addr, "/metrics").await.body;
-    assert!(
-        m.contains(&format!(
-            "tlsward_probe_success{{target=\"{good}\",profile=\"test\",env=\"test\"}} 1"
-        )),
-        "{m}"
-    );
+    let labels = [
+        ("target", good.as_str()),
+        ("profile", "test"),
+        ("env", "test"),
+    ];
+    assert_metric(&m, "tlsward_probe_success", &labels, 1.0);
     let statuses = history(&get(addr, "/api/targets").await, "good.test");
     assert!(
         statuses.iter().all(|s| s == "ok"),
@@ -327,10 +321,7 @@ async fn serve_raises_its_soft_open_files_limit_to_the_hard_one() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    eventually(30, "the binary's /-/healthy", || async move {
-        TcpStream::connect(addr).await.is_ok() && get(addr, "/-/healthy").await.status == 200
-    })
-    .await;
+    crate::util::daemon::answering(addr, "/-/healthy").await;
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id().unwrap())).unwrap();
     let line = limits
         .lines()
@@ -367,11 +358,11 @@ async fn a_flood_of_wrong_passwords_does_not_stop_scrapes_or_probes() {
     })
     .await;
     let good = format!("good.test:{}", e.good.addr.port());
-    let stamp = format!("tlsward_probe_timestamp_seconds{{target=\"{good}\"");
+    let stamp = good.clone();
     let scrape = |auth: String| async move {
         request(addr, "GET", "/metrics", &[("Authorization", &auth)], None).await
     };
-    let before = sample(&scrape(good_auth.clone()).await.body, &stamp).expect("probed");
+    let before = probed_at(&scrape(good_auth.clone()).await.body, &stamp).expect("probed");
 
     // 32 clients guessing without pause, half for the known user, half for unknown ones.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -408,7 +399,7 @@ async fn a_flood_of_wrong_passwords_does_not_stop_scrapes_or_probes() {
         async move {
             let r = request(addr, "GET", "/metrics", &[("Authorization", &auth)], None).await;
             assert_eq!(r.status, 200, "an authorized scrape during the flood");
-            sample(&r.body, &stamp).is_some_and(|t| t > before)
+            probed_at(&r.body, &stamp).is_some_and(|t| t > before)
         }
     })
     .await;
@@ -435,7 +426,7 @@ async fn a_flood_of_wrong_passwords_does_not_stop_scrapes_or_probes() {
     )
     .await
     .expect("answered");
-    assert!(probe.body.contains("\nprobe_success 1\n"), "{}", probe.body);
+    assert_metric(&probe.body, "probe_success", &[], 1.0);
 
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut answered = 0;
@@ -488,7 +479,7 @@ async fn probe_only_reaches_what_probe_targets_allows() {
     ] {
         let r = get(addr, &path).await;
         assert_eq!(r.status, 200, "{path}: {}", r.body);
-        assert!(r.body.contains("\nprobe_success 1\n"), "{}", r.body);
+        assert_metric(&r.body, "probe_success", &[], 1.0);
     }
     // Anything else is refused, saying which setting allows it.
     for path in [
@@ -556,7 +547,7 @@ async fn probe_only_reaches_what_probe_targets_allows() {
     reload(r#"["127.0.0.0/8", "::1/128"]"#).await;
     let r = get(addr, &format!("/probe?target={ip_target}&profile=test")).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert!(r.body.contains("\nprobe_success 1\n"), "{}", r.body);
+    assert_metric(&r.body, "probe_success", &[], 1.0);
     assert_eq!(
         get(addr, &format!("/probe?target={local}&profile=test"))
             .await
@@ -606,5 +597,5 @@ async fn probe_only_reaches_what_probe_targets_allows() {
     // "any": the blackbox multi-target pattern.
     reload("\"any\"").await;
     let r = get(addr, &format!("/probe?target={ip_target}&profile=test")).await;
-    assert!(r.body.contains("\nprobe_success 1\n"), "{}", r.body);
+    assert_metric(&r.body, "probe_success", &[], 1.0);
 }

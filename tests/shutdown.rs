@@ -16,9 +16,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tlsward::store::{KeySource, Store};
 
-use crate::serve::eventually;
 use crate::util::http::get;
 use crate::util::pebble::Pebble;
+use crate::util::wait::eventually;
 use crate::util::{TestCa, TlsServer, real_now};
 
 /// `tlsward serve` as a child process, its stderr collected line by line; killed by pid

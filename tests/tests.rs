@@ -3,8 +3,13 @@
 // Test code: `pub` items are shared between modules of this one binary.
 #![allow(unreachable_pub)]
 
-// Test support: TestCa (rcgen around a test clock) and TlsServer (tokio-rustls on loopback).
+// Test support: TestCa (rcgen around a test clock) and TlsServer (tokio-rustls on loopback),
+// the in-process daemon, one `eventually`, probe helpers, openssl/keytool and CLI runners, and
+// `metric(body, name, labels)` over a strict exposition parser.
 mod util;
+
+// The pure certificate analysis, a table of chains without sockets: every reason it gives.
+mod cert_analyze;
 
 // Probes against real in-process TLS servers: chains, names, times, keys.
 mod probe_chain;

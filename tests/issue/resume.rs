@@ -13,11 +13,12 @@ use tlsward::clock::SystemClock;
 use tlsward::issuer::{
     AbandonReason, CertificateSpec, ChallengeKind, Http01Responder, Issuer, KeyType, Resumption,
 };
-use tlsward::store::{KeySource, Store};
+use tlsward::store::Store;
 
 use super::{Setup, setup};
-use crate::serve::eventually;
+use crate::util::cli::open_store;
 use crate::util::pebble::{Pebble, normal_serial};
+use crate::util::wait::{eventually, within};
 
 fn spec(name: &str, domain: &str) -> CertificateSpec {
     CertificateSpec {
@@ -428,11 +429,7 @@ async fn a_refused_replacement_is_ordered_without_replaces() {
     let responder = Http01Responder::new();
     tokio::spawn(responder.clone().serve(listener, std::future::pending()));
     let pebble = Pebble::start_ari(port, 600).await;
-    let store = Store::open(
-        &pebble.dir.path().join("r/tlsward.db"),
-        &KeySource::File(pebble.dir.path().join("r/store.key")),
-    )
-    .unwrap();
+    let store = open_store(&pebble.dir.path().join("r"));
     let http = Box::new(RefuseSecondOrder {
         inner: tlsward::issuer::https_client(Some(&pebble.tls_ca_file)).unwrap(),
         seen: AtomicUsize::new(0),
@@ -533,21 +530,18 @@ async fn wait_for(
     let Some(kind) = anchor.journal_kind() else {
         return true;
     };
-    for _ in 0..6000 {
+    // Looked at every 10 ms: the kill that follows must land close after the anchor.
+    within(Duration::from_secs(60), Duration::from_millis(10), || {
         let seen = store
             .journal_entries(None)
             .unwrap()
             .iter()
             .any(|e| e.id > since && e.kind == kind);
-        if seen {
-            return true;
-        }
-        if child.try_wait().unwrap().is_some() {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    false
+        let exited = !seen && child.try_wait().unwrap().is_some();
+        std::future::ready((seen || exited).then_some(seen))
+    })
+    .await
+    .unwrap_or(false)
 }
 
 fn last_journal_id(store: &Store) -> i64 {
@@ -579,14 +573,6 @@ fn config(pebble: &Pebble, http01_port: u16, renew_fraction: f64) -> std::path::
     );
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn open_store(dir: &Path) -> Store {
-    Store::open(
-        &dir.join("crash/tlsward.db"),
-        &KeySource::File(dir.join("crash/store.key")),
-    )
-    .unwrap()
 }
 
 /// Kills `spawn()`'s process at random moments until it was killed mid-way `KILLS` times,
@@ -647,7 +633,7 @@ async fn cert_renew_killed_at_random_moments_loses_no_certificate() {
     let port = crate::util::unique_port();
     let pebble = Pebble::start(port, 3600).await;
     let config = config(&pebble, port, 0.34);
-    let store = open_store(pebble.dir.path());
+    let store = open_store(&pebble.dir.path().join("crash"));
     let killed = kill_loop("cert renew", &store, || {
         std::process::Command::new(env!("CARGO_BIN_EXE_tlsward"))
             .args(["cert", "renew", "site", "--config"])
@@ -682,7 +668,7 @@ async fn serve_killed_at_random_moments_loses_no_certificate() {
     // A renewal due 3.6 s into a 3600 s lifetime: `serve` keeps ordering while it is killed.
     let churn = config(&pebble, port, 0.999);
     let calm = config(&pebble, port, 0.34);
-    let store = open_store(pebble.dir.path());
+    let store = open_store(&pebble.dir.path().join("crash"));
     let serve = |config: &Path| {
         let listen = format!("127.0.0.1:{}", crate::util::unique_port());
         std::process::Command::new(env!("CARGO_BIN_EXE_tlsward"))

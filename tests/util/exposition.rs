@@ -94,6 +94,93 @@ pub fn parse_or_panic(format: Format, body: &str) -> Exposition {
     parse(format, body).unwrap_or_else(|e| panic!("{format:?} exposition rejected: {e}\n{body}"))
 }
 
+impl Exposition {
+    /// The value of the sample `name` whose label set is exactly `labels`, in any order.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let mut want: Vec<(&str, &str)> = labels.to_vec();
+        want.sort_unstable();
+        self.samples
+            .iter()
+            .find(|s| {
+                let mut have: Vec<(&str, &str)> = s
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                have.sort_unstable();
+                s.name == name && have == want
+            })
+            .map(|s| s.value)
+    }
+}
+
+/// The format a scrape body is in: OpenMetrics ends with `# EOF`.
+pub fn format_of(body: &str) -> Format {
+    if body.ends_with("# EOF\n") {
+        Format::OpenMetrics
+    } else {
+        Format::Text
+    }
+}
+
+/// The value of the sample `name` with exactly the label set `labels` (in any order) in a
+/// scrape `body` (either format), or `None` when there is no such series. The body is parsed
+/// strictly: a body that does not parse fails the test.
+#[track_caller]
+pub fn metric(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    parse_or_panic(format_of(body), body).value(name, labels)
+}
+
+/// Asserts that the series `name{labels}` has the value `want`; on a mismatch, shows every
+/// series of that name beside what was expected.
+#[track_caller]
+pub fn assert_metric(body: &str, name: &str, labels: &[(&str, &str)], want: f64) {
+    let x = parse_or_panic(format_of(body), body);
+    let got = x.value(name, labels);
+    if got != Some(want) {
+        let have: Vec<String> = x
+            .named(name)
+            .iter()
+            .map(|s| format!("  {:?} {}", s.labels, s.value))
+            .collect();
+        panic!(
+            "{name} {labels:?}\n  expected: {want}\n  actual:   {got:?}\nseries of that name:\n{}",
+            have.join("\n")
+        );
+    }
+}
+
+/// An expected series and its value, for tests that wait for or check several.
+#[derive(Debug, Clone, Copy)]
+pub struct Series<'a> {
+    pub name: &'a str,
+    pub labels: &'a [(&'a str, &'a str)],
+    pub value: f64,
+}
+
+/// The series `name{labels}` with the value `value`.
+pub fn series<'a>(name: &'a str, labels: &'a [(&'a str, &'a str)], value: f64) -> Series<'a> {
+    Series {
+        name,
+        labels,
+        value,
+    }
+}
+
+impl Series<'_> {
+    /// Whether `body` has this series with this value.
+    #[track_caller]
+    pub fn in_body(&self, body: &str) -> bool {
+        metric(body, self.name, self.labels) == Some(self.value)
+    }
+
+    /// Asserts that `body` has this series with this value (see [`assert_metric`]).
+    #[track_caller]
+    pub fn assert_in(&self, body: &str) {
+        assert_metric(body, self.name, self.labels, self.value);
+    }
+}
+
 struct Parser {
     format: Format,
     out: Exposition,
@@ -446,6 +533,30 @@ mod tests {
     const OM: &str = "# HELP a Things.\n# TYPE a counter\na_total{k=\"v\"} 3\n\
                       # TYPE i info\ni_info{k=\"v\"} 1\n# TYPE l_seconds histogram\n\
                       # UNIT l_seconds seconds\nl_seconds_bucket{le=\"+Inf\"} 1\nl_seconds_sum 0.5\n# EOF\n";
+
+    #[test]
+    fn metric_finds_a_series_by_its_exact_label_set_in_any_order() {
+        let body = "# TYPE m gauge\nm{a=\"1\",b=\"2\"} 5\nm{a=\"1\"} 7\nm 9\n";
+        assert_eq!(metric(body, "m", &[("b", "2"), ("a", "1")]), Some(5.0));
+        assert_eq!(metric(body, "m", &[("a", "1")]), Some(7.0));
+        assert_eq!(metric(body, "m", &[]), Some(9.0));
+        assert_eq!(metric(body, "m", &[("a", "2")]), None);
+        assert_eq!(
+            metric(body, "m", &[("b", "2")]),
+            None,
+            "a subset is not the set"
+        );
+        assert_eq!(metric(body, "n", &[]), None);
+        assert_eq!(metric(OM, "a_total", &[("k", "v")]), Some(3.0));
+        assert!(series("m", &[("a", "1")], 7.0).in_body(body));
+        assert!(!series("m", &[("a", "1")], 5.0).in_body(body));
+    }
+
+    #[test]
+    #[should_panic(expected = "expected: 2")]
+    fn assert_metric_shows_expected_and_actual() {
+        assert_metric("# TYPE m gauge\nm{a=\"1\"} 1\n", "m", &[("a", "1")], 2.0);
+    }
 
     #[test]
     fn accepts_well_formed_bodies_and_decodes_values() {

@@ -1,15 +1,23 @@
 //! Test support: a certificate authority made with rcgen around a test clock, and real TLS
-//! servers (tokio-rustls on 127.0.0.1:0) that serve whatever chain a test asks for.
+//! servers (tokio-rustls on 127.0.0.1:0) that serve whatever chain a test asks for. Beside
+//! them: `daemon` (serve in this process), `wait` (the one polling loop), `probe`, `tools`
+//! (openssl, keytool), `cli` (the binary and its store), `exposition` (a strict parser and
+//! `metric`), and the real servers, Pebble, the appliance stand-in and the hook helpers.
 
 #![allow(dead_code)]
 
 pub mod appliance;
+pub mod cli;
+pub mod daemon;
 pub mod exposition;
 pub mod hooks;
 pub mod http;
 pub mod pebble;
+pub mod probe;
 pub mod servers;
 pub mod starttls_script;
+pub mod tools;
+pub mod wait;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -61,6 +69,44 @@ pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)
+}
+
+/// The time the static fixtures (tests/fixtures/gen.sh) are judged at.
+pub fn fixture_time() -> SystemTime {
+    time::macros::datetime!(2026-02-01 00:00 UTC).into()
+}
+
+/// The certificates of a PEM file under tests/fixtures, in file order.
+pub fn fixture_chain(name: &str) -> Vec<CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::pem_file_iter(fixture(name))
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .map(|c| c.unwrap_or_else(|e| panic!("{name}: {e}")))
+        .collect()
+}
+
+/// The static fixtures' root (tests/fixtures/certs/root.pem), as a private anchor.
+pub fn fixture_trust() -> TrustStore {
+    let mut trust = TrustStore::empty();
+    trust.add_all(&fixture_chain("certs/root.pem"), Origin::Private);
+    trust
+}
+
+/// A text file's contents; the panic names the file.
+pub fn read(path: impl AsRef<std::path::Path>) -> String {
+    let path = path.as_ref();
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A file's permission bits, setuid, setgid and sticky included.
+pub fn mode(path: impl AsRef<std::path::Path>) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    let path = path.as_ref();
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
 }
 
 /// The real time, for tests whose certificates are judged by another process (the CLI) or
@@ -311,13 +357,11 @@ impl OpensslServer {
             .spawn()
             .expect("openssl s_server (Debian package openssl) must be installed");
         let server = Self { child, addr };
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return server;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
-        }
-        panic!("openssl s_server did not start on {addr}");
+        wait::eventually(10, &format!("openssl s_server on {addr}"), || async move {
+            tokio::net::TcpStream::connect(addr).await.is_ok()
+        })
+        .await;
+        server
     }
 }
 

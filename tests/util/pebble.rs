@@ -244,15 +244,24 @@ pub fn normal_serial(hex: &str) -> String {
     s.to_owned()
 }
 
+/// Whether something listens on the loopback `port` within ten seconds.
+async fn listening(port: u16) -> bool {
+    crate::util::wait::within(
+        Duration::from_secs(10),
+        Duration::from_millis(25),
+        || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        },
+    )
+    .await
+    .is_some()
+}
+
 async fn wait_port(port: u16, dir: &Path) -> Result<(), String> {
-    for _ in 0..400 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+    if listening(port).await {
+        return Ok(());
     }
     let logs: String = ["pebble.log", "pebble.err", "cts.log", "cts.err"]
         .iter()
@@ -329,14 +338,8 @@ zone "tlsward.test" {{ type primary; file "{d}/tlsward.test.zone"; allow-update 
             child,
             dir,
         };
-        for _ in 0..400 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return bind;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+        if listening(port).await {
+            return bind;
         }
         panic!(
             "named did not listen:\n{}",

@@ -16,8 +16,13 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::util::wait::within;
+
 /// How long a daemon may take to accept TCP connections before its start is a failure.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often a starting daemon is looked at.
+const POLL: Duration = Duration::from_millis(20);
 
 /// The newest PostgreSQL server binaries installed (/usr/lib/postgresql/15/bin on Debian 12).
 fn pg_bin() -> PathBuf {
@@ -168,54 +173,62 @@ impl Daemon {
     /// Waits until every address accepts TCP connections; panics with the daemon's output
     /// if it exits first or takes longer than [`READY_TIMEOUT`].
     async fn wait_ready(&mut self, addrs: &[SocketAddr]) {
-        let deadline = Instant::now() + READY_TIMEOUT;
         for &addr in addrs {
-            loop {
-                if let Ok(Some(status)) = self.child.try_wait() {
-                    panic!(
-                        "{} exited ({status}) before listening on {addr}\n{}",
-                        self.name,
-                        self.output()
-                    );
+            let child = &mut self.child;
+            let ready = within(READY_TIMEOUT, POLL, || {
+                let exited = child.try_wait().ok().flatten();
+                async move {
+                    match exited {
+                        Some(status) => Some(Err(status)),
+                        None => tokio::net::TcpStream::connect(addr)
+                            .await
+                            .ok()
+                            .map(|_| Ok(())),
+                    }
                 }
-                if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    panic!(
-                        "{} did not listen on {addr} within {READY_TIMEOUT:?}\n{}",
-                        self.name,
-                        self.output()
-                    );
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            })
+            .await;
+            match ready {
+                Some(Ok(())) => {}
+                Some(Err(status)) => panic!(
+                    "{} exited ({status}) before listening on {addr}\n{}",
+                    self.name,
+                    self.output()
+                ),
+                None => panic!(
+                    "{} did not listen on {addr} within {READY_TIMEOUT:?}\n{}",
+                    self.name,
+                    self.output()
+                ),
             }
         }
     }
 
     /// Waits until the log file `log` contains `needle`; panics like [`Self::wait_ready`].
     async fn wait_log(&mut self, log: &Path, needle: &str) -> String {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
+        let child = &mut self.child;
+        let logged = within(READY_TIMEOUT, POLL, || {
             let text = fs::read_to_string(log).unwrap_or_default();
-            if text.contains(needle) {
-                return text;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "{} exited ({status}) before logging {needle:?}\n{}",
-                    self.name,
-                    self.output()
-                );
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "{} did not log {needle:?} within {READY_TIMEOUT:?}\n{}",
-                    self.name,
-                    self.output()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            let seen = if text.contains(needle) {
+                Some(Ok(text))
+            } else {
+                child.try_wait().ok().flatten().map(Err)
+            };
+            std::future::ready(seen)
+        })
+        .await;
+        match logged {
+            Some(Ok(text)) => text,
+            Some(Err(status)) => panic!(
+                "{} exited ({status}) before logging {needle:?}\n{}",
+                self.name,
+                self.output()
+            ),
+            None => panic!(
+                "{} did not log {needle:?} within {READY_TIMEOUT:?}\n{}",
+                self.name,
+                self.output()
+            ),
         }
     }
 
