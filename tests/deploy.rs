@@ -641,8 +641,10 @@ async fn a_lying_appliance_is_caught_and_the_previous_version_put_back() {
     use crate::util::TlsServer;
     use crate::util::appliance::{Appliance, ApplianceMode};
 
-    // 100-second certificates renewed at half their lifetime: v2 comes 50 s after v1.
-    let acme = Acme::start(100).await;
+    // Hour-long certificates: nothing renews by itself during the test; v2 is ordered by the
+    // test, through the daemon, once the appliance has started lying. (With a natural renewal
+    // a loaded machine could reach v2 before the test had switched the appliance.)
+    let acme = Acme::start(3600).await;
     let (dir, old_ca) = (acme.dir(), &acme.old_ca);
     let api_ca = TestCa::root_at("Appliance API CA", real_now());
     std::fs::write(dir.join("api-ca.pem"), api_ca.pem()).unwrap();
@@ -656,9 +658,8 @@ async fn a_lying_appliance_is_caught_and_the_previous_version_put_back() {
     let head = acme.config_head(
         "lb",
         &[format!("lb.tlsward.test:{}", appliance.data_port())],
-        "renew_fraction = 0.5",
-        // Generous for v1 and the rollback, which must pass, yet short enough that v2's
-        // failure and the rollback end well before v2's own renewal (100 s after v1).
+        "",
+        // Long enough for v1 and the rollback, which must pass; v2's failure takes all of it.
         "verify_timeout = \"10s\"\nverify_interval = \"250ms\"\nemergency_days = 0",
     );
     let config = format!(
@@ -703,12 +704,18 @@ hook = "appliance"
     )
     .await;
     let store = open_store(&dir.join("state"));
-    // The first version (versions are newest first): on a loaded machine v2 may already be
-    // stored by now, and `latest` would be it.
-    let v1 = store.versions("lb").unwrap().pop().unwrap();
+    let v1 = store.latest("lb").unwrap().unwrap();
+    assert_eq!(store.versions("lb").unwrap().len(), 1);
     assert_eq!(appliance.serving_sha256(), v1.sha256);
     // From now on the appliance claims success without activating anything.
     appliance.set_mode(ApplianceMode::Lying);
+    // v2, ordered by the daemon's reconciler (the CLI asks it over the control socket).
+    let out = crate::util::cli::tlsward(&["cert", "issue", "--force", "lb"], &path).await;
+    assert!(
+        out.status.success(),
+        "cert issue --force: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     wait_metric(
         addr,
         150,
