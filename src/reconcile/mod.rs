@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-pub use ari::{ARI_MAX_RECHECK, ARI_MIN_RECHECK};
+pub use ari::{ARI_MAX_RECHECK, ARI_MIN_RECHECK, version_ari_id};
 pub use deploy::{CONFIRMATIONS, DeployJob, Deployer, Finished};
 pub use manual::{RequestError, approve, job_of, pick_run_now, run_now_trigger};
 pub use orders::{FIRST_RETRY, MAX_RETRY};
@@ -226,7 +226,7 @@ impl Reconciler {
                         .latest(name)
                         .ok()
                         .flatten()
-                        .and_then(|v| v.ari_id),
+                        .and_then(|v| version_ari_id(&v)),
                     OrderReason::Missing => None,
                 };
                 info!(certificate = %name, reason = ?reason, "ordering");
