@@ -198,8 +198,19 @@ impl HookRun {
         }
     }
 
-    /// The `reason` label: `none`, `hook_error`, `access_denied`, `timeout`,
-    /// `out_of_memory`, `trap` or `load_error`.
+    /// Every value [`Self::reason`] returns: `none` (a run that succeeded), then each
+    /// failure's.
+    pub const REASONS: [&'static str; 7] = [
+        "none",
+        "hook_error",
+        "access_denied",
+        "timeout",
+        "out_of_memory",
+        "trap",
+        "load_error",
+    ];
+
+    /// The `reason` label, one of [`Self::REASONS`].
     pub fn reason(&self) -> &'static str {
         match &self.outcome {
             Ok(_) => "none",
@@ -677,4 +688,47 @@ fn bundle(
         now_unix_ms: now_ms,
     };
     Ok((bundle, cert))
+}
+
+#[cfg(test)]
+mod reason_tests {
+    use super::*;
+
+    #[test]
+    fn every_hook_run_reason_is_listed_and_the_list_has_nothing_else() {
+        let failures = [
+            HookFailure::Load("x".into()),
+            HookFailure::Hook("x".into()),
+            HookFailure::Timeout("x".into()),
+            HookFailure::OutOfMemory("x".into()),
+            HookFailure::Trap("x".into()),
+        ];
+        let mut seen = vec![
+            HookRun {
+                outcome: Ok("done".into()),
+                ..HookRun::failed("h", HookFailure::Hook(String::new()))
+            }
+            .reason(),
+        ];
+        for f in failures {
+            // Fails to compile when a variant is added without a case above.
+            match &f {
+                HookFailure::Load(_)
+                | HookFailure::Hook(_)
+                | HookFailure::Timeout(_)
+                | HookFailure::OutOfMemory(_)
+                | HookFailure::Trap(_) => {}
+            }
+            let mut run = HookRun::failed("h", f);
+            seen.push(run.reason());
+            // A refused call makes a guest's error (or its trap) `access_denied`.
+            run.denied = true;
+            seen.push(run.reason());
+        }
+        seen.sort_unstable();
+        seen.dedup();
+        let mut listed = HookRun::REASONS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(seen, listed);
+    }
 }

@@ -27,7 +27,7 @@ pub use target::{DEFAULT_PORT, Host, Resolve, ResolveError, Target, TargetError}
 pub use tls::{Prober, resolve};
 pub use trust::{ClientIdentity, TrustError, load_trust, read_pem_certs};
 
-use crate::cert::{ChainFacts, Policy, Status, TrustStore};
+use crate::cert::{ChainFacts, Policy, Reason, Status, TrustStore};
 
 /// Default time budget for one probe: DNS, connect and handshake together.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -139,7 +139,29 @@ pub enum ProbeFailure {
 }
 
 impl ProbeFailure {
-    /// The stable reason label.
+    /// Every value [`Self::reason`] returns.
+    pub const REASONS: [&'static str; 18] = [
+        "dns_failed",
+        "connect_refused",
+        "connect_timeout",
+        "connect_failed",
+        "starttls_refused",
+        "starttls_failed",
+        "starttls_timeout",
+        "handshake_timeout",
+        "not_tls",
+        "connection_closed",
+        "connection_reset",
+        "tls_alert",
+        "tls_incompatible",
+        "tls_error",
+        "chain_too_large",
+        "malformed_certificate",
+        "io_error",
+        "internal_error",
+    ];
+
+    /// The stable reason label, one of [`Self::REASONS`].
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Resolve(_) => "dns_failed",
@@ -266,7 +288,17 @@ impl ProbeReport {
         }
     }
 
-    /// The stable reason label, or `None` when everything passed.
+    /// Every value [`Self::reason`] returns (when it is not `None`): a certificate check's
+    /// ([`Reason::ALL`]) or a failure's ([`ProbeFailure::REASONS`]).
+    pub fn reasons() -> impl Iterator<Item = &'static str> {
+        Reason::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .chain(ProbeFailure::REASONS)
+    }
+
+    /// The stable reason label, or `None` when everything passed; one of
+    /// [`Self::reasons`].
     pub fn reason(&self) -> Option<&'static str> {
         match &self.outcome {
             Ok(facts) => facts.reason().map(|r| r.as_str()),
@@ -285,5 +317,95 @@ impl ProbeReport {
     /// Whether the probe produced certificate facts that pass every check.
     pub fn success(&self) -> bool {
         self.status() == Status::Ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One failure of each kind; the `match` fails to compile when a variant is added
+    /// without a case here.
+    fn one_of_each() -> Vec<ProbeFailure> {
+        let all = vec![
+            ProbeFailure::Resolve("x".into()),
+            ProbeFailure::ConnectRefused,
+            ProbeFailure::ConnectTimeout(Duration::ZERO),
+            ProbeFailure::Connect("x".into()),
+            ProbeFailure::StartTlsRefused {
+                protocol: Protocol::Smtp,
+                detail: "x".into(),
+            },
+            ProbeFailure::StartTlsFailed {
+                protocol: Protocol::Smtp,
+                detail: "x".into(),
+            },
+            ProbeFailure::StartTlsTimeout(Protocol::Smtp),
+            ProbeFailure::HandshakeTimeout(Duration::ZERO),
+            ProbeFailure::NotTls(rustls::Error::General("x".into())),
+            ProbeFailure::Closed,
+            ProbeFailure::Reset,
+            ProbeFailure::Tls(rustls::Error::AlertReceived(
+                rustls::AlertDescription::HandshakeFailure,
+            )),
+            ProbeFailure::Tls(rustls::Error::PeerIncompatible(
+                rustls::PeerIncompatible::ServerDoesNotSupportTls12Or13,
+            )),
+            ProbeFailure::Tls(rustls::Error::General("x".into())),
+            ProbeFailure::ChainTooLarge("x".into()),
+            ProbeFailure::MalformedCertificate("x".into()),
+            ProbeFailure::Io("x".into()),
+            ProbeFailure::Internal("x".into()),
+        ];
+        for f in &all {
+            match f {
+                ProbeFailure::Resolve(_)
+                | ProbeFailure::ConnectRefused
+                | ProbeFailure::ConnectTimeout(_)
+                | ProbeFailure::Connect(_)
+                | ProbeFailure::StartTlsRefused { .. }
+                | ProbeFailure::StartTlsFailed { .. }
+                | ProbeFailure::StartTlsTimeout(_)
+                | ProbeFailure::HandshakeTimeout(_)
+                | ProbeFailure::NotTls(_)
+                | ProbeFailure::Closed
+                | ProbeFailure::Reset
+                | ProbeFailure::Tls(_)
+                | ProbeFailure::ChainTooLarge(_)
+                | ProbeFailure::MalformedCertificate(_)
+                | ProbeFailure::Io(_)
+                | ProbeFailure::Internal(_) => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn every_failure_reason_is_listed_and_the_list_has_nothing_else() {
+        let seen: Vec<&str> = one_of_each().iter().map(ProbeFailure::reason).collect();
+        assert_eq!(seen, ProbeFailure::REASONS);
+    }
+
+    #[test]
+    fn a_reports_reasons_are_the_checks_and_the_failures_without_overlap() {
+        let all: Vec<&str> = ProbeReport::reasons().collect();
+        let mut distinct = all.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), all.len(), "{all:?}");
+        for f in one_of_each() {
+            let report = ProbeReport {
+                target: "x.test:443".into(),
+                address: None,
+                server_name: "x.test".into(),
+                duration: Duration::ZERO,
+                tls: None,
+                outcome: Err(f),
+            };
+            assert!(all.contains(&report.reason().unwrap()));
+        }
+        for r in Reason::ALL {
+            assert!(all.contains(&r.as_str()), "{r:?}");
+        }
     }
 }

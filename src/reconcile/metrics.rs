@@ -16,6 +16,7 @@ use prometheus_client::registry::Registry;
 
 use super::{Drift, Reconciler, renewal_time};
 use crate::escape::LabelValue;
+use crate::hooks::HookRun;
 
 // === impl OrderMetrics ===
 
@@ -90,16 +91,6 @@ pub(super) struct EndpointLabel {
     pub(super) endpoint: LabelValue<'static>,
 }
 
-/// The hook reasons counted, so every series exists from the start at 0.
-const HOOK_REASONS: [&str; 6] = [
-    "hook_error",
-    "access_denied",
-    "timeout",
-    "out_of_memory",
-    "trap",
-    "load_error",
-];
-
 /// Counters of deployments and hook runs.
 #[derive(Debug, Clone)]
 pub(super) struct DeployMetrics {
@@ -160,15 +151,11 @@ impl DeployMetrics {
     /// Creates every series of `hook` and `endpoint` at zero, so the first failure is an
     /// increase alerts can see.
     pub(super) fn touch(&self, hook: &str, endpoint: &str) {
-        let _ = self.hook_runs.get_or_create(&HookRunLabels {
-            hook: hook.to_owned().into(),
-            result: "ok",
-            reason: "none",
-        });
-        for reason in HOOK_REASONS {
+        // Every reason a run can have: `none` with `ok`, each failure's with `failed`.
+        for reason in HookRun::REASONS {
             let _ = self.hook_runs.get_or_create(&HookRunLabels {
                 hook: hook.to_owned().into(),
-                result: "failed",
+                result: hook_result(reason),
                 reason,
             });
         }
@@ -188,6 +175,11 @@ impl DeployMetrics {
             endpoint: endpoint.to_owned().into(),
         });
     }
+}
+
+/// The `result` label of a hook run with `reason`: `ok` for `none`, else `failed`.
+pub(super) fn hook_result(reason: &str) -> &'static str {
+    if reason == "none" { "ok" } else { "failed" }
 }
 
 // === impl RemediationCollector ===
@@ -313,5 +305,33 @@ impl Collector for RemediationCollector {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endpoints_hook_series_exist_at_zero_for_every_reason_a_run_can_have() {
+        let mut reg = Registry::default();
+        let m = DeployMetrics::register(&mut reg);
+        m.touch("pem", "web");
+        let mut body = String::new();
+        prometheus_client::encoding::text::encode(&mut body, &reg).unwrap();
+        let mut runs: Vec<&str> = body
+            .lines()
+            .filter(|l| l.starts_with("hook_runs_total{"))
+            .collect();
+        runs.sort_unstable();
+        let mut want: Vec<String> = HookRun::REASONS
+            .iter()
+            .map(|r| {
+                let result = if *r == "none" { "ok" } else { "failed" };
+                format!("hook_runs_total{{hook=\"pem\",result=\"{result}\",reason=\"{r}\"}} 0")
+            })
+            .collect();
+        want.sort_unstable();
+        assert_eq!(runs, want);
     }
 }
