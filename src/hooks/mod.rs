@@ -619,17 +619,20 @@ fn deserialize(engine: &Engine, path: &Path) -> anyhow::Result<Component> {
     Ok(c)
 }
 
+/// What stopped a run that failed with `e`, by the error's type and the run's own records,
+/// never by its text: the epoch deadline's trap is a timeout; the memory cap is out of memory
+/// when [`MemoryCap`] refused a growth (at instantiation too: wasmtime then fails with an
+/// untyped error, so the limiter's record is what says why), and so is wasmtime's own
+/// [`wasmtime::OutOfMemory`] (an allocation for the guest that failed on the host).
 fn classify(e: &wasmtime::Error, memory_refused: bool, timeout: Duration) -> HookFailure {
+    let out_of_memory = memory_refused || e.is::<wasmtime::OutOfMemory>();
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => {
             HookFailure::Timeout(humantime::format_duration(timeout).to_string())
         }
         Some(Trap::StackOverflow) => HookFailure::Trap("stack overflow".into()),
-        _ if memory_refused => HookFailure::OutOfMemory(host::capped(format!("{e:#}"))),
+        _ if out_of_memory => HookFailure::OutOfMemory(host::capped(format!("{e:#}"))),
         Some(t) => HookFailure::Trap(t.to_string()),
-        None if format!("{e:#}").contains("exceeds memory limits") => {
-            HookFailure::OutOfMemory(host::capped(format!("{e:#}")))
-        }
         None => HookFailure::Trap(host::capped(format!("{e:#}"))),
     }
 }
@@ -693,6 +696,54 @@ fn bundle(
 #[cfg(test)]
 mod reason_tests {
     use super::*;
+
+    #[test]
+    fn out_of_memory_is_told_by_the_limiter_or_the_error_type_not_the_text() {
+        let t = Duration::from_secs(1);
+        // wasmtime's text when the cap refuses a memory at instantiation: without the
+        // limiter's record it is a trap like any other error, whatever it says.
+        let text =
+            || wasmtime::Error::msg("memory minimum size of 3000 pages exceeds memory limits");
+        assert!(matches!(classify(&text(), false, t), HookFailure::Trap(_)));
+        assert!(matches!(
+            classify(&text(), true, t),
+            HookFailure::OutOfMemory(_)
+        ));
+        let oom = wasmtime::Error::from(wasmtime::OutOfMemory::new(1 << 30));
+        assert!(matches!(
+            classify(&oom, false, t),
+            HookFailure::OutOfMemory(_)
+        ));
+        // The deadline's trap stays a timeout even when memory was refused on the way.
+        let interrupt = wasmtime::Error::from(Trap::Interrupt);
+        assert!(matches!(
+            classify(&interrupt, true, t),
+            HookFailure::Timeout(_)
+        ));
+        let unreachable = wasmtime::Error::from(Trap::UnreachableCodeReached);
+        assert!(matches!(
+            classify(&unreachable, false, t),
+            HookFailure::Trap(_)
+        ));
+        assert!(matches!(
+            classify(&unreachable, true, t),
+            HookFailure::OutOfMemory(_)
+        ));
+    }
+
+    #[test]
+    fn a_memory_larger_than_the_cap_at_instantiation_is_refused_by_the_limiter() {
+        use wasmtime::ResourceLimiter;
+        let mut cap = MemoryCap {
+            cap: 64 << 20,
+            used: 0,
+            refused: false,
+        };
+        assert!(cap.memory_growing(0, 32 << 20, None).unwrap());
+        assert!(!cap.refused);
+        assert!(!cap.memory_growing(0, 200 << 20, None).unwrap());
+        assert!(cap.refused);
+    }
 
     #[test]
     fn every_hook_run_reason_is_listed_and_the_list_has_nothing_else() {
