@@ -4,13 +4,14 @@
 //! probe is data: [`ProbeReport::outcome`] is `Err(ProbeFailure)` only when no certificate was
 //! seen; a certificate that fails verification is still [`ChainFacts`] with failed checks. Must
 //! not know HTTP serving, SQL or metrics. The CLI, `/probe`, the scheduler and deployment
-//! verification all call [`Prober::probe_caught`] (or [`Prober::probe_within_caught`]), which
-//! runs [`Prober::probe`] in a task of its own so that a bug in one probe becomes that probe's
-//! [`ProbeFailure::Internal`] instead of taking down a loop or a batch.
+//! verification all probe through one function, [`Prober::round`] (the first address or each,
+//! as a [`Round`] says), which runs in a task of its own so that a bug in one probe becomes
+//! that probe's [`ProbeFailure::Internal`] instead of taking down a loop or a batch.
 
 mod caught;
 mod json;
 pub mod legacy;
+mod round;
 mod starttls;
 mod target;
 mod tls;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use json::{JsonReport, report_json};
+pub use round::Round;
 pub use starttls::{Protocol, StartTlsError, upgrade as starttls_upgrade};
 pub use target::{DEFAULT_PORT, Host, Resolve, ResolveError, Target, TargetError};
 pub use tls::{Prober, resolve};

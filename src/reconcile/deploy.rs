@@ -16,7 +16,7 @@ use crate::cert::Status;
 use crate::clock::{Clock, unix_seconds};
 use crate::escape::Visible;
 use crate::hooks::{HookRun, HookSpec, Hooks, Material};
-use crate::probe::ProbeReport;
+use crate::probe::{ProbeReport, Round};
 use crate::schedule::{Results, TargetSpec};
 use crate::store::{Deployment, Store, StoreError, Version};
 
@@ -361,7 +361,11 @@ impl Deployer {
         target
             .prober
             .clone()
-            .probe_caught(&target.target, self.clock.clone(), target.all_addresses)
+            .round(
+                &target.target,
+                self.clock.clone(),
+                Round::of(target.all_addresses),
+            )
             .await
     }
 
