@@ -35,7 +35,7 @@ pub use rollout::{QueueReason, REGRESSION_FIRST_WAIT, REGRESSION_REQUEUES, job, 
 pub use settings::DeploySettings;
 pub use spec::{DEFAULT_RENEW_FRACTION, Desired, EndpointSpec};
 use tokio::sync::{Notify, mpsc};
-use tracing::{error, info};
+use tracing::error;
 
 use crate::clock::Clock;
 use crate::issuer::{Http01Responder, Issuer};
@@ -176,80 +176,17 @@ impl Reconciler {
         let mut manual: Vec<manual::ManualOrder> = Vec::new();
         loop {
             let desired = self.desired();
-            if !desired.certificates.is_empty()
-                && issuer
-                    .as_ref()
-                    .is_none_or(|(dir, _)| *dir != desired.acme.directory)
-            {
-                match Issuer::connect(
-                    desired.acme.clone(),
-                    &self.store,
-                    self.responder.clone(),
-                    self.clock.as_ref(),
-                )
-                .await
-                {
-                    Ok(i) => {
-                        // Before anything is ordered: what a crash interrupted.
-                        self.resume(&i, &desired).await;
-                        issuer = Some((desired.acme.directory.clone(), i));
-                    }
-                    Err(e) => {
-                        error!(directory = %desired.acme.directory, error = %e, "cannot reach the ACME account");
-                        issuer = None;
-                    }
-                }
-            }
+            self.connect(&mut issuer, &desired).await;
+            let iss = issuer.as_ref().map(|(_, i)| i);
             // Orders by hand first: someone is waiting for them.
             for order in manual.drain(..) {
-                self.manual_order(order, issuer.as_ref().map(|(_, i)| i), &desired)
-                    .await;
+                self.manual_order(order, iss, &desired).await;
             }
-            if let Some((_, iss)) = &issuer {
+            if let Some(iss) = iss {
                 self.refresh_windows(iss, &desired).await;
             }
-            let now = unix(self.clock.as_ref());
-            let planned = plan(&self.states(&desired), now, desired.renew_fraction);
-            for (name, reason) in &planned.orders {
-                let Some(spec) = desired.certificates.iter().find(|c| c.name == *name) else {
-                    continue;
-                };
-                let Some((_, iss)) = issuer.as_ref() else {
-                    self.failed(name, "client", None);
-                    continue;
-                };
-                // A renewal names the version it replaces, so the CA can relax rate limits
-                // and know the old one is going away (RFC 9773 §5).
-                let replaces = match reason {
-                    OrderReason::Renewal => self
-                        .store
-                        .latest(name)
-                        .ok()
-                        .flatten()
-                        .and_then(|v| version_ari_id(&v)),
-                    OrderReason::Missing => None,
-                };
-                info!(certificate = %name, reason = ?reason, "ordering");
-                let _ = self.order(iss, spec, replaces.as_deref()).await;
-            }
-            let now = unix(self.clock.as_ref());
-            let planned = plan(&self.states(&desired), now, desired.renew_fraction);
-            let next_ari = self
-                .ari_checks
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .values()
-                .min()
-                .copied();
-            let next_deploy = self.deployments(&desired);
-            let next = [planned.next, next_ari, next_deploy]
-                .into_iter()
-                .flatten()
-                .min();
-            let sleep = next
-                .map(|t| Duration::from_secs(t.saturating_sub(now).max(1) as u64))
-                .unwrap_or(MAX_SLEEP)
-                .min(MAX_SLEEP);
+            self.order_due(iss, &desired).await;
+            let sleep = self.next_sleep(&desired);
             tokio::select! {
                 () = &mut shutdown => return,
                 () = tokio::time::sleep(sleep) => {}
@@ -262,6 +199,29 @@ impl Reconciler {
                 } => manual.push(order),
             }
         }
+    }
+
+    /// How long to sleep: until the earliest of the next renewal or retry, the next look at
+    /// a renewal window and the next deployment step, at least a second and at most
+    /// [`MAX_SLEEP`].
+    fn next_sleep(self: &Arc<Self>, desired: &Desired) -> Duration {
+        let now = unix(self.clock.as_ref());
+        let planned = plan(&self.states(desired), now, desired.renew_fraction);
+        let next_ari = self
+            .ari_checks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .min()
+            .copied();
+        let next_deploy = self.deployments(desired);
+        let next = [planned.next, next_ari, next_deploy]
+            .into_iter()
+            .flatten()
+            .min();
+        next.map(|t| Duration::from_secs(t.saturating_sub(now).max(1) as u64))
+            .unwrap_or(MAX_SLEEP)
+            .min(MAX_SLEEP)
     }
 
     /// The drift of every endpoint, from the latest probe of its target.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tracing::{error, info, warn};
 
 use super::metrics::OrderLabels;
-use super::{Desired, Reconciler, unix};
+use super::{Desired, OrderReason, Reconciler, plan, unix, version_ari_id};
 use crate::issuer::{CertificateSpec, Issuer, Resumption};
 
 /// The first retry delay after a failed order; it doubles up to [`MAX_RETRY`].
@@ -16,6 +16,66 @@ pub const FIRST_RETRY: Duration = Duration::from_secs(30);
 pub const MAX_RETRY: Duration = Duration::from_secs(3600);
 
 impl Reconciler {
+    /// Connects to the ACME account when there are certificates to manage and no account
+    /// yet, or the directory changed (a reload); a fresh account first resumes the orders a
+    /// crash interrupted. `issuer` is `None` afterwards when the CA cannot be reached.
+    pub(super) async fn connect(&self, issuer: &mut Option<(String, Issuer)>, desired: &Desired) {
+        if desired.certificates.is_empty()
+            || issuer
+                .as_ref()
+                .is_some_and(|(dir, _)| *dir == desired.acme.directory)
+        {
+            return;
+        }
+        match Issuer::connect(
+            desired.acme.clone(),
+            &self.store,
+            self.responder.clone(),
+            self.clock.as_ref(),
+        )
+        .await
+        {
+            Ok(i) => {
+                // Before anything is ordered: what a crash interrupted.
+                self.resume(&i, desired).await;
+                *issuer = Some((desired.acme.directory.clone(), i));
+            }
+            Err(e) => {
+                error!(directory = %desired.acme.directory, error = %e, "cannot reach the ACME account");
+                *issuer = None;
+            }
+        }
+    }
+
+    /// Orders what the plan says is due now; without an account, each counts as a
+    /// `client` failure and is retried with back-off.
+    pub(super) async fn order_due(&self, issuer: Option<&Issuer>, desired: &Desired) {
+        let now = unix(self.clock.as_ref());
+        let planned = plan(&self.states(desired), now, desired.renew_fraction);
+        for (name, reason) in &planned.orders {
+            let Some(spec) = desired.certificates.iter().find(|c| c.name == *name) else {
+                continue;
+            };
+            let Some(iss) = issuer else {
+                self.failed(name, "client", None);
+                continue;
+            };
+            // A renewal names the version it replaces, so the CA can relax rate limits
+            // and know the old one is going away (RFC 9773 §5).
+            let replaces = match reason {
+                OrderReason::Renewal => self
+                    .store
+                    .latest(name)
+                    .ok()
+                    .flatten()
+                    .and_then(|v| version_ari_id(&v)),
+                OrderReason::Missing => None,
+            };
+            info!(certificate = %name, reason = ?reason, "ordering");
+            let _ = self.order(iss, spec, replaces.as_deref()).await;
+        }
+    }
+
     /// Orders a version of `spec`, counting the result in `tlsward_acme_orders_total` and
     /// scheduling the retry of a failure.
     pub(super) async fn order(
