@@ -347,14 +347,7 @@ async fn probe(req: &Request<Incoming>, state: &ExporterState) -> Response<Full<
         }
     }
     let report = match unresolved {
-        Some(failure) => ProbeReport {
-            target: target.to_string(),
-            address: None,
-            server_name: target.verify_name(),
-            duration: started.elapsed(),
-            tls: None,
-            outcome: Err(failure),
-        },
+        Some(failure) => ProbeReport::unreached(&target, started.elapsed(), failure),
         None => {
             let left = timeout
                 .saturating_sub(started.elapsed())

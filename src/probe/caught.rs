@@ -35,14 +35,11 @@ where
         Err(_) => "the probe was cancelled".to_owned(),
     };
     error!(target = %target, error = %why, "probe failed inside tlsward; reported as internal_error");
-    vec![ProbeReport {
-        target: target.to_string(),
-        address: None,
-        server_name: target.verify_name(),
-        duration: start.elapsed(),
-        tls: None,
-        outcome: Err(ProbeFailure::Internal(why)),
-    }]
+    vec![ProbeReport::unreached(
+        target,
+        start.elapsed(),
+        ProbeFailure::Internal(why),
+    )]
 }
 
 /// A panic's message (a `&str` or `String` payload), escaped and capped.

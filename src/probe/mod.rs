@@ -280,6 +280,19 @@ pub struct ProbeReport {
 }
 
 impl ProbeReport {
+    /// The report of a probe of `target` that failed before any address was reached (a
+    /// name that does not resolve, a bug caught in the probe), after `duration`.
+    pub fn unreached(target: &Target, duration: Duration, failure: ProbeFailure) -> Self {
+        Self {
+            target: target.to_string(),
+            address: None,
+            server_name: target.verify_name(),
+            duration,
+            tls: None,
+            outcome: Err(failure),
+        }
+    }
+
     /// ok / warning / critical: a probe that saw no certificate is critical, except one that
     /// failed for an internal reason, which is unknown (it says nothing about the endpoint).
     pub fn status(&self) -> Status {
@@ -396,14 +409,8 @@ mod tests {
         distinct.dedup();
         assert_eq!(distinct.len(), all.len(), "{all:?}");
         for f in one_of_each() {
-            let report = ProbeReport {
-                target: "x.test:443".into(),
-                address: None,
-                server_name: "x.test".into(),
-                duration: Duration::ZERO,
-                tls: None,
-                outcome: Err(f),
-            };
+            let target: Target = "x.test:443".parse().unwrap();
+            let report = ProbeReport::unreached(&target, Duration::ZERO, f);
             assert!(all.contains(&report.reason().unwrap()));
         }
         for r in Reason::ALL {
