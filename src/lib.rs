@@ -14,12 +14,15 @@
 //!   once (file, line, key). Knows the settings types below; they do not know it.
 //! - [`exporter`]: hyper server: `/metrics`, `/probe`, health, reload; metric families over
 //!   reports. Knows nothing of the config file.
-//! - [`reconcile`]: the only place tying issuer, store, hooks and probe results: plans orders
-//!   (pure `plan.rs`), sleeps until the next deadline, reports endpoint drift; change windows
-//!   (pure `window.rs`: is a window open at `now`, when does it next open); queues
-//!   deployments (`rollout.rs`, the pure queue rule) and runs them: hook, verification
-//!   probes, rollback (`deploy.rs`); operators' requests, by hand or through the daemon
-//!   (`manual.rs`).
+//! - [`reconcile`]: the only place tying issuer, store, hooks and probe results: the desired
+//!   state (`spec.rs`); plans orders (pure `plan.rs`) and places them with their back-off
+//!   (`orders.rs`), follows the CA's renewal windows (`ari.rs`), sleeps until the next
+//!   deadline, reports endpoint drift; change windows (pure `window.rs`: is a window open at
+//!   `now`, when does it next open); queues deployments (`rollout.rs`, the pure queue rule)
+//!   and runs them: hook, verification probes, rollback (`deploy.rs`, its typed outcome in
+//!   `outcome.rs`, its settings in `settings.rs`); drains the running ones at shutdown
+//!   (`drain.rs`); operators' requests, by hand or through the daemon (`manual.rs`); every
+//!   metric family it exports, apart from the code that decides (`metrics.rs`).
 //! - [`hooks`]: the wasmtime host for deploy hooks: the engine and its compiled-code cache
 //!   (`engine.rs`), one run in a fresh sandbox (`run.rs`), grants (pure `grant.rs`), the host
 //!   functions each checked against the grant (`host/`: files, http, commands, rollback),
@@ -33,12 +36,17 @@
 //!   every order and version in the store, and resumes the orders a crash left pending
 //!   (`resume.rs`). Reads wall time only through the [`clock::Clock`] it is given. Knows
 //!   nothing of probing or metrics.
-//! - [`store`]: SQLite, the only SQL: certificates, versions, keys sealed with age, orders,
-//!   the deployment queue, the append-only journal. Knows nothing of ACME or HTTP.
+//! - [`store`]: SQLite, the only SQL: the schema and its migrations (`schema.rs`),
+//!   certificates and versions (`versions.rs`), keys sealed with age (`crypt.rs`), orders and
+//!   accounts (`orders.rs`), the deployment queue and [`store::DeploymentState`], the one
+//!   list of deployment states (`deployments.rs`), endpoints and the append-only journal
+//!   (`journal.rs`). Knows nothing of ACME or HTTP.
 //! - [`schedule`]: per-target probe loops under one concurrency limit; results and history
 //!   in memory. Knows nothing of HTTP.
 //! - [`probe`]: connect, handshake with a recording verifier, and turn what was seen into a
-//!   [`probe::ProbeReport`]. Owns sockets; knows nothing of HTTP, SQL or metrics.
+//!   [`probe::ProbeReport`]; one round over a target's addresses (`round.rs`), shared by the
+//!   scheduler, deploy verification and `/probe`, a panic caught as that target's failure.
+//!   Owns sockets; knows nothing of HTTP, SQL or metrics.
 //! - [`cert`]: pure X.509 facts and checks over DER bytes and `now`. No I/O, no clock, no logs.
 //! - [`listen`]: bounded HTTP/1 serving for `exporter` and the HTTP-01 responder: the
 //!   connection cap, the head, idle and stall deadlines, TLS handshakes under the head's

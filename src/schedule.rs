@@ -21,7 +21,7 @@ use tracing::{debug, info};
 
 use crate::cert::Status;
 use crate::clock::Clock;
-use crate::probe::{ProbeReport, Prober, Target};
+use crate::probe::{ProbeReport, Prober, Round, Target};
 use crate::shutdown::Shutdown;
 
 /// Successes kept per target in the history.
@@ -311,7 +311,7 @@ async fn probe_loop(
         let reports = spec
             .prober
             .clone()
-            .probe_caught(&spec.target, clock.clone(), spec.all_addresses)
+            .round(&spec.target, clock.clone(), Round::of(spec.all_addresses))
             .await;
         drop(_permit);
         for r in &reports {

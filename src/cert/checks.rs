@@ -131,6 +131,31 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in declaration order (the order of precedence).
+    pub const ALL: [Self; 21] = [
+        Self::CertExpired,
+        Self::CertNotYetValid,
+        Self::IntermediateExpired,
+        Self::IntermediateNotYetValid,
+        Self::SelfSigned,
+        Self::UnknownIssuer,
+        Self::IncompleteChain,
+        Self::BadSignature,
+        Self::WeakSignature,
+        Self::ChainInvalid,
+        Self::HostnameMismatch,
+        Self::WeakKey,
+        Self::OcspRevoked,
+        Self::ClientCertRequired,
+        Self::LegacyTlsVersion,
+        Self::LegacyCipherSuite,
+        Self::HandshakeFailed,
+        Self::CertExpiring,
+        Self::ChainMisordered,
+        Self::ChainExtraCerts,
+        Self::MaxValidityExceeded,
+    ];
+
     /// The stable label (used in JSON `reason` and as a metric label value).
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -265,6 +290,41 @@ mod tests {
         assert_eq!(Unknown.worst(Critical), Critical);
         assert_eq!(Critical.worst(Warning), Critical);
         assert_eq!(Critical.exit_code(), 2);
+    }
+
+    #[test]
+    fn every_reason_is_listed_once_in_declaration_order_with_a_distinct_label() {
+        // The `match` fails to compile when a variant is added without a case here.
+        let position = |r: Reason| match r {
+            Reason::CertExpired => 0,
+            Reason::CertNotYetValid => 1,
+            Reason::IntermediateExpired => 2,
+            Reason::IntermediateNotYetValid => 3,
+            Reason::SelfSigned => 4,
+            Reason::UnknownIssuer => 5,
+            Reason::IncompleteChain => 6,
+            Reason::BadSignature => 7,
+            Reason::WeakSignature => 8,
+            Reason::ChainInvalid => 9,
+            Reason::HostnameMismatch => 10,
+            Reason::WeakKey => 11,
+            Reason::OcspRevoked => 12,
+            Reason::ClientCertRequired => 13,
+            Reason::LegacyTlsVersion => 14,
+            Reason::LegacyCipherSuite => 15,
+            Reason::HandshakeFailed => 16,
+            Reason::CertExpiring => 17,
+            Reason::ChainMisordered => 18,
+            Reason::ChainExtraCerts => 19,
+            Reason::MaxValidityExceeded => 20,
+        };
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(position(*r), i, "{r:?}");
+        }
+        let mut labels: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), Reason::ALL.len());
     }
 
     #[test]

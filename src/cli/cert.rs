@@ -14,7 +14,7 @@ use crate::clock::SystemClock;
 use crate::config::{self, Config, RemediationSettings};
 use crate::control::{self, Reply};
 use crate::issuer::{Http01Responder, Issuer};
-use crate::reconcile::renewal_time;
+use crate::reconcile::{renewal_time, version_ari_id};
 use crate::store::Store;
 
 pub(super) fn time(unix: i64) -> String {
@@ -202,7 +202,9 @@ pub(super) fn run(args: CertArgs) -> anyhow::Result<u8> {
                     let _ = stopped.await;
                 }));
                 let issuer = Issuer::connect(remediation.acme.clone(), &store, responder, &clock).await?;
-                let replaces = store.latest(&spec.name)?.and_then(|v| v.ari_id);
+                let replaces = store
+                    .latest(&spec.name)?
+                    .and_then(|v| version_ari_id(&v));
                 let version = issuer.issue(&spec, &store, &clock, replaces.as_deref()).await;
                 let _ = stop.send(());
                 anyhow::Ok(version?)

@@ -13,7 +13,7 @@ use super::ProbeArgs;
 use super::output::{self, OutputFormat};
 use crate::cert::Status;
 use crate::clock::{Clock, SystemClock};
-use crate::probe::{ClientIdentity, Module, ProbeReport, Prober, Resolve, Target};
+use crate::probe::{ClientIdentity, Module, ProbeReport, Prober, Resolve, Round, Target};
 
 /// Show a progress bar from this many targets on (when stderr is a terminal).
 const PROGRESS_MIN_TARGETS: usize = 10;
@@ -133,7 +133,8 @@ impl Plan {
                     (self.prober.clone(), self.clock.clone(), self.all_addresses);
                 // A panic inside one probe is caught there and becomes that target's
                 // `internal_error` report: the batch goes on and prints every result.
-                running.spawn(async move { (i, prober.probe_caught(&target, clock, each).await) });
+                running
+                    .spawn(async move { (i, prober.round(&target, clock, Round::of(each)).await) });
             }
             let Some(done) = running.join_next().await else {
                 break;

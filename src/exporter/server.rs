@@ -23,7 +23,7 @@ use super::text::openmetrics_to_text;
 use crate::cert::rfc3339;
 use crate::clock::Clock;
 use crate::listen::Limits;
-use crate::probe::{Host, ProbeReport, Prober, Target, report_json};
+use crate::probe::{Host, ProbeReport, Prober, Round, Target, report_json};
 use crate::schedule::Results;
 use crate::shutdown::Shutdown;
 
@@ -348,21 +348,16 @@ async fn probe(req: &Request<Incoming>, state: &ExporterState) -> Response<Full<
         }
     }
     let report = match unresolved {
-        Some(failure) => ProbeReport {
-            target: target.to_string(),
-            address: None,
-            server_name: target.verify_name(),
-            duration: started.elapsed(),
-            tls: None,
-            outcome: Err(failure),
-        },
+        Some(failure) => ProbeReport::unreached(&target, started.elapsed(), failure),
         None => {
             let left = timeout
                 .saturating_sub(started.elapsed())
                 .max(MIN_PROBE_BUDGET);
-            prober
-                .probe_within_caught(&target, state.clock.clone(), left)
-                .await
+            // One report: a round within the budget never returns an empty list.
+            let mut reports = prober
+                .round(&target, state.clock.clone(), Round::FirstWithin(left))
+                .await;
+            reports.swap_remove(0)
         }
     };
     let debug = params.get("debug").is_some_and(|v| v == "true");

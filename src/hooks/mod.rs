@@ -171,8 +171,19 @@ impl HookRun {
         }
     }
 
-    /// The `reason` label: `none`, `hook_error`, `access_denied`, `timeout`,
-    /// `out_of_memory`, `trap` or `load_error`.
+    /// Every value [`Self::reason`] returns: `none` (a run that succeeded), then each
+    /// failure's.
+    pub const REASONS: [&'static str; 7] = [
+        "none",
+        "hook_error",
+        "access_denied",
+        "timeout",
+        "out_of_memory",
+        "trap",
+        "load_error",
+    ];
+
+    /// The `reason` label, one of [`Self::REASONS`].
     pub fn reason(&self) -> &'static str {
         match &self.outcome {
             Ok(_) => "none",
@@ -204,3 +215,6 @@ impl std::fmt::Debug for Hooks {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod reason_tests;

@@ -253,17 +253,24 @@ impl Hooks {
     }
 }
 
-fn classify(e: &wasmtime::Error, memory_refused: bool, timeout: Duration) -> HookFailure {
+/// What stopped a run that failed with `e`, by the error's type and the run's own records,
+/// never by its text: the epoch deadline's trap is a timeout; the memory cap is out of memory
+/// when [`MemoryCap`] refused a growth (at instantiation too: wasmtime then fails with an
+/// untyped error, so the limiter's record is what says why), and so is wasmtime's own
+/// [`wasmtime::OutOfMemory`] (an allocation for the guest that failed on the host).
+pub(super) fn classify(
+    e: &wasmtime::Error,
+    memory_refused: bool,
+    timeout: Duration,
+) -> HookFailure {
+    let out_of_memory = memory_refused || e.is::<wasmtime::OutOfMemory>();
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => {
             HookFailure::Timeout(humantime::format_duration(timeout).to_string())
         }
         Some(Trap::StackOverflow) => HookFailure::Trap("stack overflow".into()),
-        _ if memory_refused => HookFailure::OutOfMemory(host::capped(format!("{e:#}"))),
+        _ if out_of_memory => HookFailure::OutOfMemory(host::capped(format!("{e:#}"))),
         Some(t) => HookFailure::Trap(t.to_string()),
-        None if format!("{e:#}").contains("exceeds memory limits") => {
-            HookFailure::OutOfMemory(host::capped(format!("{e:#}")))
-        }
         None => HookFailure::Trap(host::capped(format!("{e:#}"))),
     }
 }

@@ -133,7 +133,20 @@ pub enum IssueError {
 }
 
 impl IssueError {
-    /// The stable reason label.
+    /// Every value [`Self::reason`] returns.
+    pub const REASONS: [&'static str; 9] = [
+        "rate_limited",
+        "ca_problem",
+        "timeout",
+        "bad_certificate",
+        "challenge_failed",
+        "no_challenge",
+        "dns_update",
+        "store",
+        "client",
+    ];
+
+    /// The stable reason label, one of [`Self::REASONS`].
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Problem { kind, .. } if kind.ends_with(":rateLimited") => "rate_limited",
@@ -266,6 +279,36 @@ mod tests {
             document: json!({ "type": kind, "status": status }),
             retry_after: None,
         }
+    }
+
+    #[test]
+    fn every_issue_error_reason_is_listed_and_the_list_has_nothing_else() {
+        let all = [
+            problem("urn:ietf:params:acme:error:rateLimited", 429),
+            problem("urn:ietf:params:acme:error:unauthorized", 403),
+            IssueError::Timeout,
+            IssueError::BadCertificate("x".into()),
+            IssueError::Invalid("invalid".into()),
+            IssueError::NoChallenge("x".into()),
+            IssueError::Dns("x".into()),
+            IssueError::Store(StoreError::Corrupt("x".into())),
+            IssueError::Client("x".into()),
+        ];
+        // The `match` fails to compile when a variant is added without a case above.
+        for e in &all {
+            match e {
+                IssueError::Problem { .. }
+                | IssueError::Timeout
+                | IssueError::BadCertificate(_)
+                | IssueError::Invalid(_)
+                | IssueError::NoChallenge(_)
+                | IssueError::Dns(_)
+                | IssueError::Store(_)
+                | IssueError::Client(_) => {}
+            }
+        }
+        let seen: Vec<&str> = all.iter().map(IssueError::reason).collect();
+        assert_eq!(seen, IssueError::REASONS);
     }
 
     /// After finalize, only a transient error keeps an order pending for resumption.

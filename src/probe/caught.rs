@@ -1,6 +1,7 @@
-//! Probes that survive their own bugs: each probe runs in a tokio task of its own, and a
-//! panic in it (a bug in tlsward, triggered by whatever the peer sent) becomes that probe's
-//! [`ProbeFailure::Internal`] report, logged once here. The caller's loop or batch goes on.
+//! Probes that survive their own bugs: each round (`round.rs`) runs in a tokio task of its
+//! own, and a panic in it (a bug in tlsward, triggered by whatever the peer sent) becomes that
+//! probe's [`ProbeFailure::Internal`] report, logged once here. The caller's loop or batch
+//! goes on.
 //!
 //! A task, not `catch_unwind`: tokio already catches a task's panic and hands it back as a
 //! [`tokio::task::JoinError`], with no `UnwindSafe` reasoning and no extra dependency. The
@@ -8,56 +9,15 @@
 //! probe outlives the loop that wanted it.
 
 use std::any::Any;
-use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{Instrument, error};
 
-use super::{ProbeFailure, ProbeReport, Prober, Target, escape_prefix};
-use crate::clock::Clock;
+use super::{ProbeFailure, ProbeReport, Target, escape_prefix};
 
 /// The most characters of a panic message kept in the report (it may quote peer bytes).
 const PANIC_MESSAGE_MAX: usize = 200;
-
-impl Prober {
-    /// Probes `target` like [`Self::probe`], or every address like
-    /// [`Self::probe_each_address`] when `each_address` is set, in a task of its own: a panic
-    /// anywhere in the probe gives one report with reason `internal_error` and status
-    /// unknown instead of unwinding into the caller. Never fails.
-    pub async fn probe_caught(
-        self: Arc<Self>,
-        target: &Target,
-        clock: Arc<dyn Clock>,
-        each_address: bool,
-    ) -> Vec<ProbeReport> {
-        let owned = target.clone();
-        caught(target, async move {
-            if each_address {
-                self.probe_each_address(&owned, clock.as_ref()).await
-            } else {
-                vec![self.probe(&owned, clock.as_ref()).await]
-            }
-        })
-        .await
-    }
-
-    /// [`Self::probe_within`] in a task of its own, as [`Self::probe_caught`].
-    pub async fn probe_within_caught(
-        self: Arc<Self>,
-        target: &Target,
-        clock: Arc<dyn Clock>,
-        budget: Duration,
-    ) -> ProbeReport {
-        let owned = target.clone();
-        let mut reports = caught(target, async move {
-            vec![self.probe_within(&owned, clock.as_ref(), budget).await]
-        })
-        .await;
-        reports.swap_remove(0)
-    }
-}
 
 /// Runs `probe` in a task and turns its panic into one `internal_error` report for `target`.
 pub(crate) async fn caught<F>(target: &Target, probe: F) -> Vec<ProbeReport>
@@ -75,14 +35,11 @@ where
         Err(_) => "the probe was cancelled".to_owned(),
     };
     error!(target = %target, error = %why, "probe failed inside tlsward; reported as internal_error");
-    vec![ProbeReport {
-        target: target.to_string(),
-        address: None,
-        server_name: target.verify_name(),
-        duration: start.elapsed(),
-        tls: None,
-        outcome: Err(ProbeFailure::Internal(why)),
-    }]
+    vec![ProbeReport::unreached(
+        target,
+        start.elapsed(),
+        ProbeFailure::Internal(why),
+    )]
 }
 
 /// A panic's message (a `&str` or `String` payload), escaped and capped.
@@ -110,10 +67,13 @@ impl<T> Drop for AbortOnDrop<T> {
 mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
+    use std::sync::Arc;
+    use std::time::Duration;
+
     use super::*;
     use crate::cert::{Status, TrustStore};
     use crate::clock::SystemClock;
-    use crate::probe::Module;
+    use crate::probe::{Module, Prober, Round};
 
     fn target() -> Target {
         "hostile.test:993".parse().unwrap()
@@ -182,15 +142,19 @@ mod tests {
         assert_eq!(panicked[0].reason(), Some("internal_error"));
         let reports = prober
             .clone()
-            .probe_caught(&t, Arc::new(SystemClock), false)
+            .round(&t, Arc::new(SystemClock), Round::First)
             .await;
         assert_eq!(reports.len(), 1);
         assert_eq!(reports[0].reason(), Some("connect_refused"));
         assert_eq!(reports[0].status(), Status::Critical);
         let one = prober
-            .probe_within_caught(&t, Arc::new(SystemClock), Duration::from_secs(5))
+            .round(
+                &t,
+                Arc::new(SystemClock),
+                Round::FirstWithin(Duration::from_secs(5)),
+            )
             .await;
-        assert_eq!(one.reason(), Some("connect_refused"));
+        assert_eq!(one[0].reason(), Some("connect_refused"));
     }
 
     #[tokio::test]

@@ -4,13 +4,14 @@
 //! probe is data: [`ProbeReport::outcome`] is `Err(ProbeFailure)` only when no certificate was
 //! seen; a certificate that fails verification is still [`ChainFacts`] with failed checks. Must
 //! not know HTTP serving, SQL or metrics. The CLI, `/probe`, the scheduler and deployment
-//! verification all call [`Prober::probe_caught`] (or [`Prober::probe_within_caught`]), which
-//! runs [`Prober::probe`] in a task of its own so that a bug in one probe becomes that probe's
-//! [`ProbeFailure::Internal`] instead of taking down a loop or a batch.
+//! verification all probe through one function, [`Prober::round`] (the first address or each,
+//! as a [`Round`] says), which runs in a task of its own so that a bug in one probe becomes
+//! that probe's [`ProbeFailure::Internal`] instead of taking down a loop or a batch.
 
 mod caught;
 mod json;
 pub mod legacy;
+mod round;
 mod starttls;
 mod target;
 mod tls;
@@ -22,12 +23,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use json::{JsonReport, report_json};
+pub use round::Round;
 pub use starttls::{Protocol, StartTlsError, upgrade as starttls_upgrade};
 pub use target::{DEFAULT_PORT, Host, Resolve, ResolveError, Target, TargetError};
 pub use tls::{Prober, resolve};
 pub use trust::{ClientIdentity, TrustError, load_trust, read_pem_certs};
 
-use crate::cert::{ChainFacts, Policy, Status, TrustStore};
+use crate::cert::{ChainFacts, Policy, Reason, Status, TrustStore};
 
 /// Default time budget for one probe: DNS, connect and handshake together.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -139,7 +141,29 @@ pub enum ProbeFailure {
 }
 
 impl ProbeFailure {
-    /// The stable reason label.
+    /// Every value [`Self::reason`] returns.
+    pub const REASONS: [&'static str; 18] = [
+        "dns_failed",
+        "connect_refused",
+        "connect_timeout",
+        "connect_failed",
+        "starttls_refused",
+        "starttls_failed",
+        "starttls_timeout",
+        "handshake_timeout",
+        "not_tls",
+        "connection_closed",
+        "connection_reset",
+        "tls_alert",
+        "tls_incompatible",
+        "tls_error",
+        "chain_too_large",
+        "malformed_certificate",
+        "io_error",
+        "internal_error",
+    ];
+
+    /// The stable reason label, one of [`Self::REASONS`].
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Resolve(_) => "dns_failed",
@@ -256,6 +280,19 @@ pub struct ProbeReport {
 }
 
 impl ProbeReport {
+    /// The report of a probe of `target` that failed before any address was reached (a
+    /// name that does not resolve, a bug caught in the probe), after `duration`.
+    pub fn unreached(target: &Target, duration: Duration, failure: ProbeFailure) -> Self {
+        Self {
+            target: target.to_string(),
+            address: None,
+            server_name: target.verify_name(),
+            duration,
+            tls: None,
+            outcome: Err(failure),
+        }
+    }
+
     /// ok / warning / critical: a probe that saw no certificate is critical, except one that
     /// failed for an internal reason, which is unknown (it says nothing about the endpoint).
     pub fn status(&self) -> Status {
@@ -266,7 +303,17 @@ impl ProbeReport {
         }
     }
 
-    /// The stable reason label, or `None` when everything passed.
+    /// Every value [`Self::reason`] returns (when it is not `None`): a certificate check's
+    /// ([`Reason::ALL`]) or a failure's ([`ProbeFailure::REASONS`]).
+    pub fn reasons() -> impl Iterator<Item = &'static str> {
+        Reason::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .chain(ProbeFailure::REASONS)
+    }
+
+    /// The stable reason label, or `None` when everything passed; one of
+    /// [`Self::reasons`].
     pub fn reason(&self) -> Option<&'static str> {
         match &self.outcome {
             Ok(facts) => facts.reason().map(|r| r.as_str()),
@@ -285,5 +332,89 @@ impl ProbeReport {
     /// Whether the probe produced certificate facts that pass every check.
     pub fn success(&self) -> bool {
         self.status() == Status::Ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One failure of each kind; the `match` fails to compile when a variant is added
+    /// without a case here.
+    fn one_of_each() -> Vec<ProbeFailure> {
+        let all = vec![
+            ProbeFailure::Resolve("x".into()),
+            ProbeFailure::ConnectRefused,
+            ProbeFailure::ConnectTimeout(Duration::ZERO),
+            ProbeFailure::Connect("x".into()),
+            ProbeFailure::StartTlsRefused {
+                protocol: Protocol::Smtp,
+                detail: "x".into(),
+            },
+            ProbeFailure::StartTlsFailed {
+                protocol: Protocol::Smtp,
+                detail: "x".into(),
+            },
+            ProbeFailure::StartTlsTimeout(Protocol::Smtp),
+            ProbeFailure::HandshakeTimeout(Duration::ZERO),
+            ProbeFailure::NotTls(rustls::Error::General("x".into())),
+            ProbeFailure::Closed,
+            ProbeFailure::Reset,
+            ProbeFailure::Tls(rustls::Error::AlertReceived(
+                rustls::AlertDescription::HandshakeFailure,
+            )),
+            ProbeFailure::Tls(rustls::Error::PeerIncompatible(
+                rustls::PeerIncompatible::ServerDoesNotSupportTls12Or13,
+            )),
+            ProbeFailure::Tls(rustls::Error::General("x".into())),
+            ProbeFailure::ChainTooLarge("x".into()),
+            ProbeFailure::MalformedCertificate("x".into()),
+            ProbeFailure::Io("x".into()),
+            ProbeFailure::Internal("x".into()),
+        ];
+        for f in &all {
+            match f {
+                ProbeFailure::Resolve(_)
+                | ProbeFailure::ConnectRefused
+                | ProbeFailure::ConnectTimeout(_)
+                | ProbeFailure::Connect(_)
+                | ProbeFailure::StartTlsRefused { .. }
+                | ProbeFailure::StartTlsFailed { .. }
+                | ProbeFailure::StartTlsTimeout(_)
+                | ProbeFailure::HandshakeTimeout(_)
+                | ProbeFailure::NotTls(_)
+                | ProbeFailure::Closed
+                | ProbeFailure::Reset
+                | ProbeFailure::Tls(_)
+                | ProbeFailure::ChainTooLarge(_)
+                | ProbeFailure::MalformedCertificate(_)
+                | ProbeFailure::Io(_)
+                | ProbeFailure::Internal(_) => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn every_failure_reason_is_listed_and_the_list_has_nothing_else() {
+        let seen: Vec<&str> = one_of_each().iter().map(ProbeFailure::reason).collect();
+        assert_eq!(seen, ProbeFailure::REASONS);
+    }
+
+    #[test]
+    fn a_reports_reasons_are_the_checks_and_the_failures_without_overlap() {
+        let all: Vec<&str> = ProbeReport::reasons().collect();
+        let mut distinct = all.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), all.len(), "{all:?}");
+        for f in one_of_each() {
+            let target: Target = "x.test:443".parse().unwrap();
+            let report = ProbeReport::unreached(&target, Duration::ZERO, f);
+            assert!(all.contains(&report.reason().unwrap()));
+        }
+        for r in Reason::ALL {
+            assert!(all.contains(&r.as_str()), "{r:?}");
+        }
     }
 }

@@ -5,174 +5,26 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
-use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
 use tracing::{error, info, warn};
 
-use super::EndpointSpec;
+use super::metrics::{
+    DeployMetrics, EndpointLabel, EndpointResult, HookLabel, HookRunLabels, rollback_result,
+};
 use super::outcome::{Finished, HookReport, Outcome, Redeploy, Rollback, Served, Verification};
+use super::{DeploySettings, EndpointSpec};
 use crate::cert::Status;
 use crate::clock::{Clock, unix_seconds};
-use crate::escape::{LabelValue, Visible};
+use crate::escape::Visible;
 use crate::hooks::{HookRun, HookSpec, Hooks, Material};
-use crate::probe::ProbeReport;
+use crate::probe::{ProbeReport, Round};
 use crate::schedule::{Results, TargetSpec};
 use crate::store::{Deployment, DeploymentState, Store, StoreError, Version};
 
 /// Verification rounds in a row that must see the new certificate.
 pub const CONFIRMATIONS: u32 = 2;
-
-/// `[deploy]`: how deployments are verified and when they skip their window.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeploySettings {
-    /// How long after the hook the endpoint has to serve the new certificate.
-    pub verify_timeout: Duration,
-    /// Time between verification probes.
-    pub verify_interval: Duration,
-    /// A waiting deployment runs at once, window or not, when the endpoint's certificate
-    /// expires within this many days.
-    pub emergency_days: f64,
-}
-
-impl Default for DeploySettings {
-    fn default() -> Self {
-        Self {
-            verify_timeout: Duration::from_secs(120),
-            verify_interval: Duration::from_secs(2),
-            emergency_days: 3.0,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct HookRunLabels {
-    hook: LabelValue<'static>,
-    result: &'static str,
-    reason: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct HookLabel {
-    hook: LabelValue<'static>,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct EndpointResult {
-    endpoint: LabelValue<'static>,
-    result: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct EndpointLabel {
-    endpoint: LabelValue<'static>,
-}
-
-/// The hook reasons counted, so every series exists from the start at 0.
-const HOOK_REASONS: [&str; 6] = [
-    "hook_error",
-    "access_denied",
-    "timeout",
-    "out_of_memory",
-    "trap",
-    "load_error",
-];
-
-/// Counters of deployments and hook runs.
-#[derive(Debug, Clone)]
-struct DeployMetrics {
-    hook_runs: Family<HookRunLabels, Counter>,
-    hook_seconds: Family<HookLabel, Histogram>,
-    deployments: Family<EndpointResult, Counter>,
-    verification_failures: Family<EndpointLabel, Counter>,
-    rollbacks: Family<EndpointResult, Counter>,
-    last_success: Family<EndpointLabel, Gauge<f64, AtomicU64>>,
-}
-
-impl DeployMetrics {
-    fn register(reg: &mut Registry) -> Self {
-        let m = Self {
-            hook_runs: Family::default(),
-            hook_seconds: Family::new_with_constructor(|| {
-                Histogram::new([0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0])
-            }),
-            deployments: Family::default(),
-            verification_failures: Family::default(),
-            rollbacks: Family::default(),
-            last_success: Family::default(),
-        };
-        reg.register(
-            "hook_runs",
-            "Hook runs, by hook, result (ok, failed) and reason",
-            m.hook_runs.clone(),
-        );
-        reg.register(
-            "hook_run_duration_seconds",
-            "How long hook runs took, loading included",
-            m.hook_seconds.clone(),
-        );
-        reg.register(
-            "deployments",
-            "Finished deployments, by endpoint and result (verified, failed, rolled_back)",
-            m.deployments.clone(),
-        );
-        reg.register(
-            "deployment_verification_failures",
-            "Deployments whose hook succeeded but whose endpoint never served the new certificate",
-            m.verification_failures.clone(),
-        );
-        reg.register(
-            "deployment_rollbacks",
-            "Rollbacks after a failed deployment, by result (restored, failed)",
-            m.rollbacks.clone(),
-        );
-        reg.register(
-            "deployment_last_success_timestamp_seconds",
-            "When a deployment to the endpoint was last verified",
-            m.last_success.clone(),
-        );
-        m
-    }
-
-    /// Creates every series of `hook` and `endpoint` at zero, so the first failure is an
-    /// increase alerts can see.
-    fn touch(&self, hook: &str, endpoint: &str) {
-        let _ = self.hook_runs.get_or_create(&HookRunLabels {
-            hook: hook.to_owned().into(),
-            result: "ok",
-            reason: "none",
-        });
-        for reason in HOOK_REASONS {
-            let _ = self.hook_runs.get_or_create(&HookRunLabels {
-                hook: hook.to_owned().into(),
-                result: "failed",
-                reason,
-            });
-        }
-        for result in ["restored", "failed"] {
-            let _ = self.rollbacks.get_or_create(&EndpointResult {
-                endpoint: endpoint.to_owned().into(),
-                result,
-            });
-        }
-        for result in ["verified", "failed", "rolled_back"] {
-            let _ = self.deployments.get_or_create(&EndpointResult {
-                endpoint: endpoint.to_owned().into(),
-                result,
-            });
-        }
-        let _ = self.verification_failures.get_or_create(&EndpointLabel {
-            endpoint: endpoint.to_owned().into(),
-        });
-    }
-}
 
 /// Everything one deployment needs besides the queue row.
 #[derive(Debug, Clone)]
@@ -375,7 +227,7 @@ impl Deployer {
             .rollbacks
             .get_or_create(&EndpointResult {
                 endpoint: job.endpoint.name.clone().into(),
-                result: if rollback_ok { "restored" } else { "failed" },
+                result: rollback_result(rollback_ok),
             })
             .inc();
         if !rollback_ok {
@@ -520,7 +372,11 @@ impl Deployer {
         target
             .prober
             .clone()
-            .probe_caught(&target.target, self.clock.clone(), target.all_addresses)
+            .round(
+                &target.target,
+                self.clock.clone(),
+                Round::of(target.all_addresses),
+            )
             .await
     }
 

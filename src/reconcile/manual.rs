@@ -250,7 +250,7 @@ impl Reconciler {
             ))
         })?;
         info!(certificate = %name, reason = "manual", "ordering");
-        let replaces = latest.and_then(|v| v.ari_id);
+        let replaces = latest.and_then(|v| super::version_ari_id(&v));
         Ok(self.order(issuer, spec, replaces.as_deref()).await?)
     }
 

@@ -92,7 +92,10 @@ pub enum Drift {
 }
 
 impl Drift {
-    /// The stable reason label (`None` when in sync).
+    /// Every value [`Self::reason`] returns (when it is not `None`).
+    pub const REASONS: [&'static str; 3] = ["stale", "foreign", "missing"];
+
+    /// The stable reason label (`None` when in sync), one of [`Self::REASONS`].
     pub const fn reason(self) -> Option<&'static str> {
         match self {
             Self::InSync => None,
@@ -117,6 +120,19 @@ pub fn drift(served: Option<&str>, versions: &[&str]) -> Drift {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_drift_reason_is_listed_and_in_sync_has_none() {
+        let seen: Vec<&str> = [Drift::InSync, Drift::Stale, Drift::Foreign, Drift::Missing]
+            .into_iter()
+            .filter_map(|d| match d {
+                // Fails to compile when a variant is added without a case here.
+                Drift::InSync | Drift::Stale | Drift::Foreign | Drift::Missing => d.reason(),
+            })
+            .collect();
+        assert_eq!(seen, Drift::REASONS);
+        assert_eq!(Drift::InSync.reason(), None);
+    }
 
     const DAY: i64 = 86_400;
 
