@@ -29,6 +29,10 @@
 //! - [`issuer`]: ACME via instant-acme: the account, orders, the HTTP-01 responder; records
 //!   every order and version in the store, and resumes the orders a crash left pending
 //!   (`resume.rs`). Knows nothing of probing or metrics.
+//! - [`backup`]: backups that restore: the age-encrypted file (a manifest, a `VACUUM INTO`
+//!   snapshot, the store key), written atomically; create, verify, restore (re-sealing
+//!   keys); the schedule `serve` runs with its restore drill, offsite command and metrics.
+//!   Knows the store and files; not HTTP, ACME or the config file.
 //! - [`store`]: SQLite, the only SQL: certificates, versions, keys sealed with age, orders,
 //!   the deployment queue, the append-only journal. Knows nothing of ACME or HTTP.
 //! - [`schedule`]: per-target probe loops under one concurrency limit; results and history
@@ -50,6 +54,7 @@
 //! - [`version`]: the version, git commit and build date `build.rs` recorded. Knows nothing
 //!   else.
 
+pub mod backup;
 pub mod cert;
 pub mod cli;
 pub mod clock;

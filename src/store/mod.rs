@@ -8,6 +8,7 @@
 //! interrupted order can still be completed. The database and key files are created 0600.
 //! Must not know ACME, HTTP or probing.
 
+mod backup;
 mod crypt;
 
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
+pub use backup::{Counts, SealedKey};
 use crypt::Crypt;
 pub use crypt::{KeySource, Secret};
 
