@@ -479,7 +479,21 @@ fn kill_9_during_backup_create_never_leaves_an_accepted_incomplete_file() {
     let out_dir = d.join("backups");
     std::fs::create_dir(&out_dir).unwrap();
     let ids = tlsward::backup::load_identities(&offline).unwrap();
-    const TRIES: usize = 12;
+    // How long a whole backup takes here: the kills land anywhere from the start to past
+    // its end, so every outcome can occur.
+    let started = std::time::Instant::now();
+    let first = out_dir.join("first.age");
+    let out = tlsward(&[
+        "backup",
+        "create",
+        "--config",
+        path.to_str().unwrap(),
+        "--to",
+        first.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let whole = started.elapsed().as_millis() as u64;
+    const TRIES: usize = 16;
     let (mut none, mut partial, mut complete) = (0, 0, 0);
     let mut results = Vec::new();
     for i in 0..TRIES {
@@ -493,7 +507,7 @@ fn kill_9_during_backup_create_never_leaves_an_accepted_incomplete_file() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(fastrand::u64(0..400)));
+        std::thread::sleep(Duration::from_millis(fastrand::u64(0..whole * 3 / 2)));
         let _ = child.kill();
         let status = child.wait().unwrap();
         // Every file this try left (the backup, or a temporary file beside it).
@@ -531,7 +545,7 @@ fn kill_9_during_backup_create_never_leaves_an_accepted_incomplete_file() {
         results.push(format!("try {i}: {status} -> {seen:?}"));
     }
     println!(
-        "kill -9 loop: {TRIES} tries: {none} left nothing, {partial} left only a refused temporary file, {complete} finished\n{}",
+        "kill -9 loop (a whole backup takes {whole} ms): {TRIES} tries: {none} left nothing, {partial} left only a refused temporary file, {complete} finished\n{}",
         results.join("\n")
     );
     // The next backup succeeds (and sweeps the scratch directories the kills left).
