@@ -175,6 +175,12 @@ impl Store {
             why,
         };
         let old = Crypt::load(old_key)?;
+        // A key file this restore creates is removed again if the restore fails, so that a
+        // second try finds the directory as the first did.
+        let created_key = match key {
+            KeySource::File(f) if !f.exists() => Some(f.clone()),
+            _ => None,
+        };
         let new = Crypt::load(key)?;
         let dir = path
             .parent()
@@ -218,6 +224,11 @@ impl Store {
                 .map_err(|e| file_err(dir, e.to_string()))
         })();
         let _ = std::fs::remove_file(&tmp);
+        if result.is_err() {
+            if let Some(f) = created_key {
+                let _ = std::fs::remove_file(f);
+            }
+        }
         result?;
         let store = Self::open(path, key)?;
         store.journal(now, "backup.restored", None, detail)?;
