@@ -123,7 +123,7 @@ pub(super) fn write(
         let json = serde_json::to_vec(manifest).expect("a manifest serializes");
         section(&mut w, b'M', &json).map_err(io)?;
         let mut db = std::fs::File::open(store).map_err(|e| BackupError::io(store, e))?;
-        w.write_all(&[b'S']).map_err(io)?;
+        w.write_all(b"S").map_err(io)?;
         w.write_all(&manifest.store_bytes.to_be_bytes())
             .map_err(io)?;
         let copied =

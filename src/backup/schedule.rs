@@ -190,11 +190,11 @@ async fn round(
     metrics.last_success.set(unix_seconds(clock));
     info!(file = %path.display(), bytes = size, versions = manifest.counts.versions, "backup written");
 
-    if let Some(argv) = &schedule.command {
-        if let Err(why) = ship(argv, &path, schedule.command_timeout).await {
-            metrics.failed(Stage::Ship);
-            error!(file = %path.display(), error = %crate::escape::visible(&why), "backup offsite command failed");
-        }
+    if let Some(argv) = &schedule.command
+        && let Err(why) = ship(argv, &path, schedule.command_timeout).await
+    {
+        metrics.failed(Stage::Ship);
+        error!(file = %path.display(), error = %crate::escape::visible(&why), "backup offsite command failed");
     }
 
     if let Some(identity) = &settings.drill_identity_file {

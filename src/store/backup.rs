@@ -224,10 +224,10 @@ impl Store {
                 .map_err(|e| file_err(dir, e.to_string()))
         })();
         let _ = std::fs::remove_file(&tmp);
-        if result.is_err() {
-            if let Some(f) = created_key {
-                let _ = std::fs::remove_file(f);
-            }
+        if result.is_err()
+            && let Some(f) = created_key
+        {
+            let _ = std::fs::remove_file(f);
         }
         result?;
         let store = Self::open(path, key)?;

@@ -343,11 +343,7 @@ settings = {{ fullchain_path = "{certs}/0.crt", key_path = "{certs}/0.key" }}
     let out = run(&mut t, &["cert", "renew", "site", "--config", cfg]);
     assert!(out.status.success(), "{t}");
     let journal = store.journal_entries(Some("site")).unwrap();
-    let renewal = journal
-        .iter()
-        .filter(|e| e.kind == "order.started")
-        .last()
-        .unwrap();
+    let renewal = journal.iter().rfind(|e| e.kind == "order.started").unwrap();
     assert_eq!(
         renewal.detail["replaces"].as_str(),
         Some(ari_id.as_str()),

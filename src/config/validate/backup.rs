@@ -41,10 +41,10 @@ impl Validator<'_, '_> {
             .as_ref()
             .map(|f| self.base.join(f.get_ref()));
         let every = self.duration(b.every.as_ref(), "backup.every");
-        if let (Some(d), Some(v)) = (every, &b.every) {
-            if d < MIN_EVERY {
-                self.p.at(v, "backup.every", "must be at least 1s");
-            }
+        if let (Some(d), Some(v)) = (every, &b.every)
+            && d < MIN_EVERY
+        {
+            self.p.at(v, "backup.every", "must be at least 1s");
         }
         let keep = match &b.keep {
             Some(k) if (1..=MAX_KEEP).contains(k.get_ref()) => *k.get_ref() as usize,
