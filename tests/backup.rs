@@ -687,3 +687,103 @@ fn backup_alerts_fire_and_stay_quiet_under_promtool() {
         assert!(text(&out).contains("SUCCESS"), "{}", text(&out));
     }
 }
+
+/// Adds a version to the store in `dir` whose private key is not its certificate's: what a
+/// bug or a bad restore could leave, and what verify and the drill must catch.
+fn add_mismatched_version(dir: &Path) {
+    let store = open(dir);
+    let ca = TestCa::root("Mismatch CA");
+    let (leaf, other) = (
+        ca.leaf(&["bad.tlsward.test"]).build(),
+        ca.leaf(&["other.tlsward.test"]).build(),
+    );
+    store
+        .upsert_certificate(
+            &CertificateRow {
+                name: "bad".into(),
+                domains: vec!["bad.tlsward.test".into()],
+                key_type: "ecdsa-p256".into(),
+            },
+            1_800_000_000,
+        )
+        .unwrap();
+    let order = store.begin_order("bad", None, 1_800_000_000).unwrap();
+    store
+        .complete_order(
+            order,
+            &NewVersion {
+                certificate: "bad",
+                serial: "ff",
+                sha256: &tlsward::cert::sha256_hex(leaf.der()),
+                not_before: 1_800_000_000,
+                not_after: 1_800_000_000 + 86_400,
+                chain_pem: &crate::util::pem_chain(&leaf.chain),
+                key: &Secret::new(other.key.secret_der().to_vec()),
+                ari_id: None,
+            },
+            1_800_000_000,
+        )
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_that_would_not_restore_fails_verify_and_the_drill() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (offline, recipient) = identity(d, "offline.key");
+    let (_drill, _) = identity(d, "drill.key");
+    let path = config(
+        d,
+        &format!(
+            "recipients = [\"{recipient}\"]\ndrill_identity_file = \"drill.key\"\nevery = \"1h\"\ndir = \"backups\"\n"
+        ),
+    );
+    drop(fill(d, 1, 0));
+    add_mismatched_version(d);
+    let file = d.join("b.age");
+    let out = tlsward(&[
+        "backup",
+        "create",
+        "--config",
+        path.to_str().unwrap(),
+        "--to",
+        file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = tlsward(&[
+        "backup",
+        "verify",
+        file.to_str().unwrap(),
+        "--identity",
+        offline.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("version 2 of bad: the private key does not match the certificate"),
+        "{}",
+        text(&out)
+    );
+
+    let daemon = crate::serve::start_with_clock(&path, Arc::new(SystemClock)).await;
+    let addr = daemon.addr;
+    eventually(30, "a drill failure", || async move {
+        get(addr, "/metrics")
+            .await
+            .body
+            .contains("tlsward_backup_failures_total{stage=\"drill\"} 1")
+    })
+    .await;
+    let m = get(addr, "/metrics").await.body;
+    assert!(
+        m.contains("tlsward_backup_last_drill_success_timestamp_seconds 0"),
+        "{m}"
+    );
+    assert!(
+        !m.contains("tlsward_backup_last_success_timestamp_seconds 0\n"),
+        "{m}"
+    );
+    assert!(
+        m.contains("tlsward_backup_failures_total{stage=\"create\"} 0"),
+        "{m}"
+    );
+}

@@ -298,3 +298,108 @@ fn read_section(
     }
     Ok(std::mem::take(buf))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backup of `store` bytes and `key` under `manifest`, encrypted to a new identity.
+    fn make(
+        dir: &Path,
+        store: &[u8],
+        key: &[u8],
+        edit: impl FnOnce(&mut Manifest),
+    ) -> (PathBuf, age::x25519::Identity) {
+        let db = dir.join("snap.db");
+        std::fs::write(&db, store).unwrap();
+        let mut manifest = Manifest {
+            format: FORMAT_VERSION,
+            created_at: 1_800_000_000,
+            tlsward: "test".into(),
+            schema_version: 5,
+            counts: Counts::default(),
+            store_bytes: store.len() as u64,
+            store_sha256: sha256(store),
+            key_sha256: sha256(key),
+        };
+        edit(&mut manifest);
+        let id = age::x25519::Identity::generate();
+        let path = dir.join("b.age");
+        write(
+            &path,
+            &[id.to_public()],
+            &manifest,
+            &db,
+            &Secret::new(key.to_vec()),
+        )
+        .unwrap();
+        (path, id)
+    }
+
+    fn scratch(dir: &Path) -> PathBuf {
+        let s = dir.join(format!("scratch{}", fastrand::u32(..)));
+        std::fs::create_dir(&s).unwrap();
+        s
+    }
+
+    #[test]
+    fn a_round_trip_gives_back_every_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, id) = make(dir.path(), b"sqlite bytes", b"AGE-SECRET-KEY-1X", |_| {});
+        let opened = read(&path, &[id], &scratch(dir.path())).unwrap();
+        assert_eq!(std::fs::read(&opened.store).unwrap(), b"sqlite bytes");
+        assert_eq!(std::fs::read(&opened.key).unwrap(), b"AGE-SECRET-KEY-1X");
+        assert_eq!(opened.manifest.store_bytes, 12);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            (mode(&path), mode(&opened.key), mode(&opened.store)),
+            (0o600, 0o600, 0o600)
+        );
+    }
+
+    #[test]
+    fn parts_that_do_not_match_the_manifest_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, id) = make(dir.path(), b"sqlite", b"key", |m| {
+            m.store_sha256 = sha256(b"other");
+        });
+        let e = read(&path, &[id], &scratch(dir.path())).unwrap_err();
+        assert!(
+            e.to_string().contains("does not match its manifest's hash"),
+            "{e}"
+        );
+
+        let (path, id) = make(dir.path(), b"sqlite", b"key", |m| {
+            m.key_sha256 = sha256(b"k")
+        });
+        let e = read(&path, &[id], &scratch(dir.path())).unwrap_err();
+        assert!(
+            e.to_string().contains("the key inside does not match"),
+            "{e}"
+        );
+
+        let (path, id) = make(dir.path(), b"sqlite", b"key", |m| m.format = 2);
+        let e = read(&path, &[id], &scratch(dir.path())).unwrap_err();
+        assert!(e.to_string().contains("format version 2"), "{e}");
+        assert!(matches!(e, BackupError::Refused(_)));
+    }
+
+    #[test]
+    fn an_age_file_that_is_not_a_backup_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = age::x25519::Identity::generate();
+        let recipient = id.to_public();
+        let enc =
+            age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+                .unwrap();
+        let mut out = Vec::new();
+        let mut w = enc.wrap_output(&mut out).unwrap();
+        w.write_all(b"just some text, not a container").unwrap();
+        w.finish().unwrap();
+        let path = dir.path().join("x.age");
+        std::fs::write(&path, out).unwrap();
+        let e = read(&path, &[id], &scratch(dir.path())).unwrap_err();
+        assert!(e.to_string().contains("not a tlsward backup"), "{e}");
+    }
+}

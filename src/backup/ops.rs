@@ -338,3 +338,71 @@ fn sweep(base: &Path) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn scratch_dirs_are_private_removed_on_drop_and_swept_when_orphaned() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Scratch::new(dir.path()).unwrap();
+        let path = s.0.clone();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let file = s.write_private("k", b"secret").unwrap();
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        drop(s);
+        assert!(!path.exists());
+        // One left by a process that is gone (no such pid) is removed by the next one.
+        let orphan = dir.path().join(format!("{SCRATCH_PREFIX}4294967-1"));
+        std::fs::create_dir(&orphan).unwrap();
+        let _s = Scratch::new(dir.path()).unwrap();
+        assert!(!orphan.exists());
+    }
+
+    #[test]
+    fn recipients_need_an_offline_one_and_add_the_drill_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let none = BackupSettings {
+            recipients: vec![],
+            drill_identity_file: None,
+            schedule: None,
+        };
+        assert!(
+            recipients(&none)
+                .unwrap_err()
+                .to_string()
+                .contains("is empty")
+        );
+        let drill = age::x25519::Identity::generate();
+        let file = dir.path().join("drill.key");
+        std::fs::write(
+            &file,
+            format!(
+                "# drill\n{}\n",
+                age::secrecy::ExposeSecret::expose_secret(&drill.to_string())
+            ),
+        )
+        .unwrap();
+        let offline = age::x25519::Identity::generate().to_public().to_string();
+        let settings = BackupSettings {
+            recipients: vec![offline.clone()],
+            drill_identity_file: Some(file),
+            schedule: None,
+        };
+        let got: Vec<String> = recipients(&settings)
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(got, [offline, drill.to_public().to_string()]);
+    }
+}
