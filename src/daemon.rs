@@ -304,6 +304,20 @@ pub async fn run(
         }
         None => None,
     };
+    // Scheduled backups and their restore drill, on a connection of their own.
+    let backups = match config.backup.clone().filter(|b| b.schedule.is_some()) {
+        Some(b) => {
+            let store = Store::open(&config.store.path, &config.store.key).with_context(|| {
+                format!("cannot open the store {}", config.store.path.display())
+            })?;
+            let reg = registry.sub_registry_with_prefix("tlsward");
+            let metrics =
+                crate::backup::BackupMetrics::register(reg, b.drill_identity_file.is_some());
+            let run = crate::backup::run(Arc::new(store), b, clock.clone(), metrics, stop.clone());
+            Some(tokio::spawn(run))
+        }
+        None => None,
+    };
     let scheduler = Scheduler::new(
         results.clone(),
         schedule_metrics,
@@ -374,6 +388,10 @@ pub async fn run(
     // half-written and be found interrupted at the next start.
     if let Some(r) = &reconciler {
         r.drain().await;
+    }
+    if let Some(task) = backups {
+        // A backup in progress is finished (its file is renamed into place only whole).
+        let _ = task.await;
     }
     Ok(())
 }

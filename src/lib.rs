@@ -36,6 +36,10 @@
 //!   every order and version in the store, and resumes the orders a crash left pending
 //!   (`resume.rs`). Reads wall time only through the [`clock::Clock`] it is given. Knows
 //!   nothing of probing or metrics.
+//! - [`backup`]: backups that restore: the age-encrypted file (a manifest, a `VACUUM INTO`
+//!   snapshot, the store key), written atomically; create, verify, restore (re-sealing
+//!   keys); the schedule `serve` runs with its restore drill, offsite command and metrics.
+//!   Knows the store and files; not HTTP, ACME or the config file.
 //! - [`store`]: SQLite, the only SQL: the schema and its migrations (`schema.rs`),
 //!   certificates and versions (`versions.rs`), keys sealed with age (`crypt.rs`), orders and
 //!   accounts (`orders.rs`), the deployment queue and [`store::DeploymentState`], the one
@@ -66,6 +70,7 @@
 //! - [`version`]: the version, git commit and build date `build.rs` recorded. Knows nothing
 //!   else.
 
+pub mod backup;
 pub mod cert;
 pub mod cli;
 pub mod clock;

@@ -94,3 +94,7 @@ mod cert_export;
 // What operators read: plain logs off a terminal, serve's start and reload lines, the probe
 // table at a width with its summary, deploy list/show, rollbacks with nothing to undo.
 mod cli_output;
+
+// Backups that restore: create, verify, restore through the CLI; refused files; the age CLI;
+// kill -9 during a backup; scheduled backups with the drill; alerts; disaster recovery.
+mod backup;

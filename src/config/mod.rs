@@ -92,6 +92,8 @@ pub struct Config {
     pub remediation: Option<RemediationSettings>,
     /// `[hook.NAME]`: deploy hooks with their grants.
     pub hooks: BTreeMap<String, crate::hooks::HookSpec>,
+    /// `[backup]`: recipients, the drill identity, the schedule.
+    pub backup: Option<crate::backup::BackupSettings>,
 }
 
 /// Where the store lives.

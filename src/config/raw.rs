@@ -37,6 +37,21 @@ pub(super) struct RawConfig {
     pub(super) hooks: BTreeMap<String, Spanned<RawHook>>,
     /// `[deploy]`: how deployments are verified and when they skip their window.
     pub(super) deploy: Option<Spanned<RawDeploy>>,
+    /// `[backup]`: recipients and the schedule.
+    pub(super) backup: Option<Spanned<RawBackup>>,
+}
+
+/// `[backup]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBackup {
+    pub(super) recipients: Spanned<Vec<String>>,
+    pub(super) drill_identity_file: Option<Spanned<String>>,
+    pub(super) every: Option<Spanned<String>>,
+    pub(super) dir: Option<Spanned<String>>,
+    pub(super) keep: Option<Spanned<i64>>,
+    pub(super) command: Option<Spanned<Vec<String>>>,
+    pub(super) command_timeout: Option<Spanned<String>>,
 }
 
 /// `[hook.NAME]`.

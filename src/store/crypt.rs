@@ -65,6 +65,18 @@ impl Crypt {
         }
     }
 
+    /// The identity in age's text form (`AGE-SECRET-KEY-1...`), for a backup, which carries
+    /// it only inside its own encryption.
+    pub(crate) fn identity_text(&self) -> Secret {
+        Secret::new(
+            self.identity
+                .to_string()
+                .expose_secret()
+                .as_bytes()
+                .to_vec(),
+        )
+    }
+
     pub(crate) fn encrypt(&self, plain: &Secret) -> Result<Vec<u8>, StoreError> {
         let recipient = self.identity.to_public();
         let encryptor =

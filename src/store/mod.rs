@@ -8,6 +8,7 @@
 //! interrupted order can still be completed. The database and key files are created 0600.
 //! Must not know ACME, HTTP or probing.
 
+mod backup;
 mod crypt;
 mod deployments;
 mod journal;
@@ -23,6 +24,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use rusqlite::Connection;
 use serde_json::Value;
 
+pub use backup::{Counts, SealedKey};
 pub use crate::secret::Secret;
 use crypt::Crypt;
 pub use crypt::KeySource;

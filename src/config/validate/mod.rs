@@ -4,6 +4,7 @@
 //! the file is checked beside it: `shape` (unknown keys and wrong types), `problems` (the
 //! collector), `profiles` (and thresholds), `targets`, `server`, `hooks` and `remediation`.
 
+mod backup;
 mod hooks;
 mod problems;
 mod profiles;
@@ -147,6 +148,7 @@ impl Validator<'_, '_> {
         let store = self.store_settings(&raw, &state_dir);
         let hooks = self.hooks(&raw);
         let remediation = self.remediation(&raw, &targets, &hooks);
+        let backup = self.backup(&raw);
 
         // `/probe` of a target that is not configured uses a profile with `[defaults]` laid
         // over it, as a configured target without settings of its own would.
@@ -171,6 +173,7 @@ impl Validator<'_, '_> {
             store,
             remediation,
             hooks,
+            backup,
         })
     }
 
