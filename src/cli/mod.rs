@@ -3,6 +3,7 @@
 //! Knows every module below it; nothing knows it. Errors here are `anyhow`, printed once by
 //! `main` with their chain.
 
+mod acme;
 mod cert;
 mod deploy;
 mod export;
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use acme::{AccountCommand, AcmeArgs, AcmeCommand};
 pub use output::{OutputFormat, render_error};
 
 /// Exit code for usage, configuration and internal errors (monitoring-plugin "unknown").
@@ -81,6 +83,9 @@ pub enum Command {
     Hook(HookArgs),
     /// The store: create a new one for a key you provide.
     Store(StoreArgs),
+    /// The ACME account: show its URL (for CAA accounturi), export it, import an existing
+    /// account key, roll its key over.
+    Acme(AcmeArgs),
     /// Print a shell completion script, e.g. `tlsward completions bash >
     /// /etc/bash_completion.d/tlsward`.
     Completions {
@@ -480,6 +485,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Deploy(args) => deploy::run(args),
         Command::Hook(args) => hook::run(args),
         Command::Store(args) => store::run(args),
+        Command::Acme(args) => acme::run(args),
         Command::Completions { shell } => generate::completions(shell),
         Command::Man { dir } => generate::man(dir.as_deref()),
         Command::CheckConfig(args) => match crate::config::load(&args.config) {

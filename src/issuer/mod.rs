@@ -8,6 +8,7 @@
 mod dns01;
 mod http;
 mod http01;
+mod portable;
 mod resume;
 
 use std::path::PathBuf;
@@ -23,6 +24,11 @@ use tracing::{info, warn};
 pub use dns01::{Dns01, Rfc2136Settings};
 pub use http::https_client;
 pub use http01::Http01Responder;
+pub use portable::{
+    AccountError, AccountSummary, Confirmed, ImportedKey, KeyOrigin, Rollover, account_summary,
+    adopt, confirm_with_ca, export_account, parse_identities, parse_recipients, rollover,
+    thumbprint,
+};
 pub use resume::{AbandonReason, ORDER_LIFETIME, Resumed, Resumption};
 
 use rustls_pki_types::pem::PemObject;

@@ -8,6 +8,7 @@
 //! interrupted order can still be completed. The database and key files are created 0600.
 //! Must not know ACME, HTTP or probing.
 
+mod account_keys;
 mod crypt;
 
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
+pub use account_keys::{AccountChange, AccountRow, RetiredAccountKey};
 use crypt::Crypt;
 pub use crypt::{KeySource, Secret};
 
@@ -106,6 +108,7 @@ CREATE UNIQUE INDEX deployments_one_open ON deployments(endpoint)
 ALTER TABLE orders ADD COLUMN directory TEXT;
 ALTER TABLE orders ADD COLUMN key_sealed BLOB;
 "#,
+    account_keys::MIGRATION,
 ];
 
 /// States a deployment can be in while it is still to run.
