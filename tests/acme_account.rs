@@ -214,6 +214,34 @@ async fn export_import_and_rollover_keep_one_account() {
     assert!(again.stderr.contains("--force"), "{again:?}");
     assert_eq!(std::fs::read(&export).unwrap(), bytes, "left as it was");
 
+    // Plain age: Debian's age decrypts it with the identity (and not without), and the key
+    // inside is a PEM openssl reads.
+    let age = |id: &Path| {
+        Command::new("age")
+            .arg("-d")
+            .arg("-i")
+            .arg(id)
+            .arg(&export)
+            .output()
+            .expect("age (Debian package age) must be installed")
+    };
+    let plain = age(&id_file);
+    assert!(plain.status.success(), "{plain:?}");
+    let inside: serde_json::Value = serde_json::from_slice(&plain.stdout).unwrap();
+    assert_eq!(inside["format"], "tlsward-acme-account");
+    assert_eq!(inside["account_url"], url.as_str());
+    assert_eq!(inside["directory"], pebble.directory.as_str());
+    let key_pem = dir.join("exported-key.pem");
+    std::fs::write(&key_pem, inside["key_pem"].as_str().unwrap()).unwrap();
+    let checked = Command::new("openssl")
+        .args(["pkey", "-noout", "-check", "-in"])
+        .arg(&key_pem)
+        .output()
+        .unwrap();
+    assert!(checked.status.success(), "{checked:?}");
+    std::fs::remove_file(&key_pem).unwrap();
+    assert!(!age(&other_id).status.success());
+
     // Import into a fresh state dir: refused without the identity or with another one, then
     // the same account, and then refused again (the store has one now).
     let import = ["acme", "account", "import", export.to_str().unwrap()];
@@ -271,6 +299,7 @@ async fn export_import_and_rollover_keep_one_account() {
     ok(&o.tlsward(&first, &["cert", "renew", "site"]).await);
     let stale = o.tlsward(&second, &["cert", "renew", "site"]).await;
     assert_ne!(stale.code, Some(0), "{stale:?}");
+    assert!(stale.stderr.contains("JWS verification error"), "{stale:?}");
 
     // No key material in anything printed or logged, nor in the export's bytes.
     o.assert_free_of(&key1);
