@@ -1,5 +1,9 @@
+use super::keys::{from_sec1, key_pair};
 use super::*;
 use crate::store::KeySource;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 
 const DIRECTORY: &str = "https://ca.test/dir";
 const ACCOUNT: &str = "https://ca.test/acct/42";
