@@ -456,3 +456,110 @@ async fn accounts_made_elsewhere_are_adopted_and_unknown_keys_refused() {
     o.assert_free_of(&key);
     o.assert_free_of(&key2);
 }
+
+/// The instant-acme credentials of `url` with a new key unknown to any CA.
+fn unknown_creds(url: &str, directory: &str) -> tlsward::store::Secret {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let creds = serde_json::json!({
+        "id": url,
+        "key_pkcs8": URL_SAFE_NO_PAD.encode(key.serialize_der()),
+        "directory": directory,
+    });
+    tlsward::store::Secret::new(creds.to_string().into_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_rollover_settles_on_the_key_the_ca_has() {
+    let port = crate::util::unique_port();
+    let pebble = Pebble::start(port, 3600).await;
+    let cfg = config(&pebble, "state", port);
+    let mut o = Outputs::default();
+    ok(&o.tlsward(&cfg, &["cert", "issue", "site"]).await);
+    let s = store(&pebble, "state");
+    let url = s
+        .account_row(&pebble.directory)
+        .unwrap()
+        .unwrap()
+        .account_url;
+    let old = stored_key(&s, &pebble.directory);
+
+    // Killed after the CA's answer: the CA has the new key, the store has it pending only.
+    let creds: instant_acme::AccountCredentials =
+        serde_json::from_slice(s.account(&pebble.directory).unwrap().unwrap().expose()).unwrap();
+    let mut account = instant_acme::Account::builder_with_root(&pebble.tls_ca_file)
+        .unwrap()
+        .from_credentials(creds)
+        .await
+        .unwrap();
+    let new = account.update_key().await.unwrap();
+    let new_key = new.private_key().secret_pkcs8_der().to_vec();
+    let pending = tlsward::store::Secret::new(serde_json::to_vec(&new).unwrap());
+    s.begin_account_rollover(&pebble.directory, &pending, &serde_json::json!({}), 1)
+        .unwrap();
+    drop(s);
+    let show = o.tlsward(&cfg, &["acme", "account", "show"]).await;
+    assert!(show.stdout.contains("pending:"), "{show:?}");
+    let stale = o.tlsward(&cfg, &["cert", "renew", "site"]).await;
+    assert!(stale.stderr.contains("JWS verification error"), "{stale:?}");
+
+    let settled = o.tlsward(&cfg, &["acme", "account", "rollover"]).await;
+    ok(&settled);
+    assert!(
+        settled.stdout.contains("finished an interrupted rollover"),
+        "{settled:?}"
+    );
+    let show = o.tlsward(&cfg, &["acme", "account", "show"]).await;
+    assert!(!show.stdout.contains("pending:"), "{show:?}");
+    assert_eq!(field(&show.stdout, "account"), url);
+    assert_eq!(
+        field(&show.stdout, "thumbprint"),
+        account.key_thumbprint(),
+        "the key the CA has"
+    );
+    ok(&o.tlsward(&cfg, &["cert", "renew", "site"]).await);
+
+    // Killed before the request: the pending key is one the CA never saw; it is dropped and
+    // the rollover done anew.
+    let s = store(&pebble, "state");
+    s.begin_account_rollover(
+        &pebble.directory,
+        &unknown_creds(&url, &pebble.directory),
+        &serde_json::json!({}),
+        2,
+    )
+    .unwrap();
+    drop(s);
+    let again = o.tlsward(&cfg, &["acme", "account", "rollover"]).await;
+    ok(&again);
+    assert!(again.stdout.starts_with("rolled over"), "{again:?}");
+    ok(&o.tlsward(&cfg, &["cert", "renew", "site"]).await);
+    let s = store(&pebble, "state");
+    let kinds = journal_kinds(&s);
+    let account_kinds: Vec<&str> = kinds
+        .iter()
+        .map(String::as_str)
+        .filter(|k| k.starts_with("account."))
+        .collect();
+    assert_eq!(
+        account_kinds,
+        [
+            "account.saved",
+            "account.rollover_started",
+            "account.rollover",
+            "account.rollover_started",
+            "account.rollover_abandoned",
+            "account.rollover_started",
+            "account.rollover",
+        ]
+    );
+    let retired: Vec<Vec<u8>> = s
+        .retired_account_keys(&pebble.directory)
+        .unwrap()
+        .iter()
+        .map(|k| creds_key(k.creds.expose()))
+        .collect();
+    assert_eq!(retired, [old.clone(), new_key.clone()]);
+    o.assert_free_of(&old);
+    o.assert_free_of(&new_key);
+    o.assert_free_of(&stored_key(&s, &pebble.directory));
+}

@@ -132,6 +132,12 @@ fn account(
             writeln!(out, "thumbprint:   {}", s.thumbprint)?;
             writeln!(out, "created at:   {}", time(s.created_at))?;
             writeln!(out, "retired keys: {}", s.retired_keys)?;
+            if s.pending_rollover {
+                writeln!(
+                    out,
+                    "pending:      a key rollover was interrupted; `tlsward acme account rollover` settles it"
+                )?;
+            }
             writeln!(out, "CAA:          accounturi={}", visible(&s.account_url))?;
         }
         AccountCommand::Export {
@@ -204,7 +210,12 @@ fn account(
                 runtime()?.block_on(issuer::rollover(&remediation.acme, &store, &SystemClock))?;
             writeln!(
                 out,
-                "rolled over the key of account {}: thumbprint {} -> {} (the old key is kept in the store)",
+                "{} the key of account {}: thumbprint {} -> {} (the old key is kept in the store)",
+                if done.resumed {
+                    "finished an interrupted rollover of"
+                } else {
+                    "rolled over"
+                },
                 visible(&done.account_url),
                 done.old_thumbprint,
                 done.new_thumbprint

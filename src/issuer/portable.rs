@@ -76,10 +76,10 @@ pub enum AccountError {
     /// Encryption or decryption with age failed.
     #[error("{0}")]
     Age(String),
-    /// The CA changed the key, and storing the new key failed: the account now answers only
-    /// to a key that is lost.
+    /// The CA changed the key, and the store failed to make it the account's; it stays the
+    /// pending key, which the next rollover settles.
     #[error(
-        "the CA changed the account key, but the store could not save the new key ({0}): the account must be registered anew"
+        "the CA changed the account key, but the store could not make it the account's ({0}): it is kept pending; run `tlsward acme account rollover` again"
     )]
     RolloverNotStored(StoreError),
     /// The store failed.
@@ -128,6 +128,8 @@ pub struct AccountSummary {
     pub thumbprint: String,
     /// How many replaced keys the store keeps for the directory.
     pub retired_keys: usize,
+    /// Whether an interrupted rollover left a pending key (the next rollover settles it).
+    pub pending_rollover: bool,
 }
 
 /// The account of `directory` in `store`, if it has one.
@@ -149,6 +151,7 @@ pub fn account_summary(
         key_type: ACCOUNT_KEY_TYPE,
         thumbprint: thumbprint(&pkcs8)?,
         retired_keys: store.retired_account_keys(directory)?.len(),
+        pending_rollover: store.pending_account_key(directory)?.is_some(),
     }))
 }
 

@@ -1,7 +1,8 @@
 //! ACME accounts beyond the one current credential per directory: the account's row as
 //! `acme account show` prints it, replacing the credentials (an import, a key rollover) in
-//! one transaction with its journal entry, and the replaced keys, kept sealed in their own
-//! table so that a backup of the store still holds them.
+//! one transaction with its journal entry, the replaced keys, kept sealed in their own table
+//! so that a backup of the store still holds them, and the new key of a rollover under way,
+//! sealed before the CA is asked, so a crash at any moment leaves the key the CA knows here.
 
 use rusqlite::{OptionalExtension, params};
 use serde_json::Value;
@@ -19,6 +20,13 @@ CREATE TABLE retired_account_keys (
     creds_sealed BLOB NOT NULL,           -- age-encrypted instant-acme credentials
     reason       TEXT NOT NULL,           -- import, rollover
     retired_at   INTEGER NOT NULL
+);
+-- The new key of a key rollover under way: sealed before the CA is asked, settled (made the
+-- account's, or dropped) once the CA has answered or been asked which key it knows.
+CREATE TABLE pending_account_keys (
+    directory    TEXT PRIMARY KEY,
+    creds_sealed BLOB NOT NULL,           -- age-encrypted instant-acme credentials
+    started_at   INTEGER NOT NULL
 );
 "#;
 
@@ -62,6 +70,28 @@ impl AccountChange {
         }
     }
 }
+
+/// How a rollover's pending key ended other than by becoming the account's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PendingEnd {
+    /// The CA refused the key change: the old key stays.
+    Refused,
+    /// Settled after an interruption: the CA does not know the pending key.
+    Abandoned,
+}
+
+impl PendingEnd {
+    /// The journal entry's kind.
+    pub const fn journal_kind(self) -> &'static str {
+        match self {
+            Self::Refused => "account.rollover_refused",
+            Self::Abandoned => "account.rollover_abandoned",
+        }
+    }
+}
+
+/// The journal kind of a rollover's start.
+const ROLLOVER_STARTED: &str = "account.rollover_started";
 
 /// An account key that was replaced, decrypted.
 #[derive(Debug, Clone)]
@@ -129,6 +159,20 @@ impl Store {
                 params![directory, old_url, old_sealed, change.as_str(), now],
             )?;
         }
+        // A pending rollover key is settled by this change: it is the new key (a rollover)
+        // or belongs to the account replaced (an import), and is then kept with the retired.
+        if change == AccountChange::Imported {
+            tx.execute(
+                "INSERT INTO retired_account_keys (directory, account_url, creds_sealed, reason, retired_at)
+                 SELECT p.directory, a.account_url, p.creds_sealed, 'unsettled-rollover', ?2
+                 FROM pending_account_keys p, accounts a WHERE p.directory = ?1 AND a.directory = ?1",
+                params![directory, now],
+            )?;
+        }
+        tx.execute(
+            "DELETE FROM pending_account_keys WHERE directory = ?1",
+            params![directory],
+        )?;
         tx.execute(
             "INSERT INTO accounts (directory, account_url, creds_sealed, created_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(directory) DO UPDATE SET account_url = excluded.account_url,
@@ -143,6 +187,59 @@ impl Store {
             ],
         )?;
         journal_in(&tx, now, change.journal_kind(), None, detail)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Seals `creds` (the new key of a rollover about to be sent) as the pending key of
+    /// `directory`, journaled as `account.rollover_started`. Refused while one is pending.
+    pub fn begin_account_rollover(
+        &self,
+        directory: &str,
+        creds: &Secret,
+        detail: &Value,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let sealed = self.crypt.encrypt(creds)?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO pending_account_keys (directory, creds_sealed, started_at) VALUES (?1, ?2, ?3)",
+            params![directory, sealed, now],
+        )?;
+        journal_in(&tx, now, ROLLOVER_STARTED, None, detail)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The pending rollover key of `directory`, decrypted, if a rollover is unsettled.
+    pub fn pending_account_key(&self, directory: &str) -> Result<Option<Secret>, StoreError> {
+        let sealed: Option<Vec<u8>> = self
+            .conn()
+            .query_row(
+                "SELECT creds_sealed FROM pending_account_keys WHERE directory = ?1",
+                params![directory],
+                |r| r.get(0),
+            )
+            .optional()?;
+        sealed.map(|s| self.crypt.decrypt(&s)).transpose()
+    }
+
+    /// Drops the pending rollover key of `directory` (the CA does not have it), journaled.
+    pub fn end_account_rollover(
+        &self,
+        directory: &str,
+        end: PendingEnd,
+        detail: &Value,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "DELETE FROM pending_account_keys WHERE directory = ?1",
+            params![directory],
+        )?;
+        journal_in(&tx, now, end.journal_kind(), None, detail)?;
         tx.commit()?;
         Ok(())
     }
@@ -241,6 +338,89 @@ mod tests {
                 assert!(!bytes.windows(needle.len()).any(|w| w == needle), "{file}");
             }
         }
+    }
+
+    #[test]
+    fn a_pending_key_is_settled_by_the_rollover_or_kept_by_an_import() {
+        let (_dir, store) = open();
+        let old = Secret::new(b"old".to_vec());
+        let new = Secret::new(b"new".to_vec());
+        let d = serde_json::json!({});
+        store
+            .save_account(DIR, "https://ca.test/acct/1", &old, 1)
+            .unwrap();
+        store.begin_account_rollover(DIR, &new, &d, 2).unwrap();
+        assert!(
+            store.begin_account_rollover(DIR, &new, &d, 2).is_err(),
+            "one at a time"
+        );
+        assert_eq!(store.pending_account_key(DIR).unwrap(), Some(new.clone()));
+        assert_eq!(store.account(DIR).unwrap(), Some(old.clone()), "not yet");
+        store
+            .replace_account(
+                DIR,
+                "https://ca.test/acct/1",
+                &new,
+                AccountChange::RolledOver,
+                &d,
+                3,
+            )
+            .unwrap();
+        assert_eq!(store.pending_account_key(DIR).unwrap(), None);
+
+        store.begin_account_rollover(DIR, &old, &d, 4).unwrap();
+        store
+            .end_account_rollover(DIR, PendingEnd::Refused, &d, 5)
+            .unwrap();
+        assert_eq!(store.pending_account_key(DIR).unwrap(), None);
+        assert_eq!(store.account(DIR).unwrap(), Some(new.clone()));
+
+        let other = Secret::new(b"pending".to_vec());
+        store.begin_account_rollover(DIR, &other, &d, 6).unwrap();
+        let imported = Secret::new(b"imported".to_vec());
+        store
+            .replace_account(
+                DIR,
+                "https://ca.test/acct/2",
+                &imported,
+                AccountChange::Imported,
+                &d,
+                7,
+            )
+            .unwrap();
+        assert_eq!(store.pending_account_key(DIR).unwrap(), None);
+        let reasons: Vec<(String, Secret)> = store
+            .retired_account_keys(DIR)
+            .unwrap()
+            .into_iter()
+            .map(|k| (k.reason, k.creds))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                ("rollover".to_owned(), old),
+                ("import".to_owned(), new),
+                ("unsettled-rollover".to_owned(), other)
+            ]
+        );
+        let kinds: Vec<String> = store
+            .journal_entries(None)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "account.saved",
+                "account.rollover_started",
+                "account.rollover",
+                "account.rollover_started",
+                "account.rollover_refused",
+                "account.rollover_started",
+                "account.imported"
+            ]
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
-pub use account_keys::{AccountChange, AccountRow, RetiredAccountKey};
+pub use account_keys::{AccountChange, AccountRow, PendingEnd, RetiredAccountKey};
 use crypt::Crypt;
 pub use crypt::{KeySource, Secret};
 

@@ -25,21 +25,57 @@ pub(super) fn key_pair(pkcs8: &[u8]) -> Result<EcdsaKeyPair, AccountError> {
     })
 }
 
-/// The RFC 7638 thumbprint of a P-256 key's JWK: SHA-256 over its required members in
-/// lexicographic order, base64url.
-pub fn thumbprint(pkcs8: &Secret) -> Result<String, AccountError> {
-    let pair = key_pair(pkcs8.expose())?;
+/// The public JWK (RFC 7517) of a P-256 key pair, in RFC 7638's canonical form: its
+/// required members in lexicographic order, no whitespace.
+pub(super) fn public_jwk(pair: &EcdsaKeyPair) -> Result<String, AccountError> {
     let point = pair.public_key().as_ref();
     let (x, y) = point
         .get(1..33)
         .zip(point.get(33..65))
         .ok_or_else(|| AccountError::Key("unexpected public key length".into()))?;
-    let jwk = format!(
+    Ok(format!(
         r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
         URL_SAFE_NO_PAD.encode(x),
         URL_SAFE_NO_PAD.encode(y)
-    );
+    ))
+}
+
+/// The RFC 7638 thumbprint of a P-256 key: SHA-256 over its canonical JWK, base64url.
+pub fn thumbprint(pkcs8: &Secret) -> Result<String, AccountError> {
+    let jwk = public_jwk(&key_pair(pkcs8.expose())?)?;
     Ok(URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, jwk.as_bytes())))
+}
+
+/// A new P-256 account key, as PKCS#8 DER.
+pub(super) fn new_key() -> Result<Secret, AccountError> {
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(
+        &ECDSA_P256_SHA256_FIXED_SIGNING,
+        &ring::rand::SystemRandom::new(),
+    )
+    .map_err(|_| AccountError::Key("cannot generate a key".into()))?;
+    Ok(Secret::new(pkcs8.as_ref().to_vec()))
+}
+
+/// A flattened JWS (RFC 7515 §7.2.2) of `payload` under `protected`, signed ES256 with `pair`
+/// (RFC 7518 §3.4: the fixed-width `r || s`).
+pub(super) fn jws(
+    pair: &EcdsaKeyPair,
+    protected: &Value,
+    payload: &[u8],
+) -> Result<Value, AccountError> {
+    let protected = URL_SAFE_NO_PAD.encode(protected.to_string());
+    let payload = URL_SAFE_NO_PAD.encode(payload);
+    let signature = pair
+        .sign(
+            &ring::rand::SystemRandom::new(),
+            format!("{protected}.{payload}").as_bytes(),
+        )
+        .map_err(|_| AccountError::Key("cannot sign with the account key".into()))?;
+    Ok(serde_json::json!({
+        "protected": protected,
+        "payload": payload,
+        "signature": URL_SAFE_NO_PAD.encode(signature.as_ref()),
+    }))
 }
 
 /// The DER prefix of a PKCS#8 P-256 key (RFC 5915 inside RFC 5208), up to the private
