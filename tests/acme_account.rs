@@ -563,3 +563,60 @@ async fn an_interrupted_rollover_settles_on_the_key_the_ca_has() {
     o.assert_free_of(&new_key);
     o.assert_free_of(&stored_key(&s, &pebble.directory));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn import_and_rollover_wait_for_serve_to_stop() {
+    let port = crate::util::unique_port();
+    let pebble = Pebble::start(port, 3600).await;
+    let cfg = config(&pebble, "state", port);
+    let dir = pebble.dir.path().to_owned();
+    let daemon =
+        crate::serve::start_with_clock(&cfg, std::sync::Arc::new(tlsward::clock::SystemClock))
+            .await;
+    let directory = pebble.directory.clone();
+    let db = dir.join("state/tlsward.db");
+    crate::serve::eventually(60, "the daemon's account", || {
+        let (db, dir, directory) = (db.clone(), dir.clone(), directory.clone());
+        async move {
+            db.exists()
+                && Store::open_existing(&db, &KeySource::File(dir.join("state/store.key")))
+                    .is_ok_and(|s| s.account_row(&directory).ok().flatten().is_some())
+        }
+    })
+    .await;
+    let mut o = Outputs::default();
+    let before = stored_key(&store(&pebble, "state"), &pebble.directory);
+
+    ok(&o.tlsward(&cfg, &["acme", "account", "show"]).await);
+    let rollover = o.tlsward(&cfg, &["acme", "account", "rollover"]).await;
+    assert_eq!(rollover.code, Some(3), "{rollover:?}");
+    assert!(
+        rollover.stderr.contains("tlsward serve is running"),
+        "{rollover:?}"
+    );
+    let key = dir.join("key.pem");
+    std::fs::write(&key, rcgen::KeyPair::generate().unwrap().serialize_pem()).unwrap();
+    let import = o
+        .tlsward(
+            &cfg,
+            &[
+                "acme",
+                "account",
+                "import",
+                key.to_str().unwrap(),
+                "--force",
+            ],
+        )
+        .await;
+    assert_eq!(import.code, Some(3), "{import:?}");
+    assert!(
+        import.stderr.contains("tlsward serve is running"),
+        "{import:?}"
+    );
+    assert_eq!(
+        stored_key(&store(&pebble, "state"), &pebble.directory),
+        before,
+        "the key is the daemon's still"
+    );
+    drop(daemon);
+}

@@ -50,7 +50,7 @@ pub enum AccountCommand {
     /// Exit codes: 0 shown, 1 the store has no account for the directory, 3 usage or config error.
     Show,
     /// Write the account (its URL, directory and key) encrypted with age to the given
-    /// recipients: a new file, 0600, written under a temporary name and renamed into place.
+    /// recipients: a new file, 0600, written and synced under a temporary name, then moved into place.
     /// `age -d -i KEY FILE` decrypts it; `acme account import FILE --identity KEY` adopts it.
     Export {
         /// The file to write.
