@@ -186,6 +186,14 @@ async fn export_import_and_rollover_keep_one_account() {
     assert_eq!(field(&show.stdout, "key"), "ecdsa-p256");
     assert_eq!(field(&show.stdout, "CAA"), format!("accounturi={url}"));
     let thumb1 = field(&show.stdout, "thumbprint");
+    let json = o
+        .tlsward(&first, &["acme", "account", "show", "-o", "json"])
+        .await;
+    ok(&json);
+    let json: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(json["account_url"], url.as_str());
+    assert_eq!(json["thumbprint"], thumb1.as_str());
+    assert_eq!(json["pending_rollover"], false);
     let key1 = stored_key(&store(&pebble, "first"), &pebble.directory);
 
     // Export: age, 0600, not written twice without --force.

@@ -9,7 +9,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 
 use super::StoreConfig;
 use super::cert::time;
@@ -48,7 +48,11 @@ pub enum AccountCommand {
     /// type and thumbprint, and when the store got the account.
     ///
     /// Exit codes: 0 shown, 1 the store has no account for the directory, 3 usage or config error.
-    Show,
+    Show {
+        /// Output format: text, or one JSON object (for scripts that write CAA records).
+        #[arg(short, long, value_enum, default_value_t = AccountFormat::Text)]
+        output: AccountFormat,
+    },
     /// Write the account (its URL, directory and key) encrypted with age to the given
     /// recipients: a new file, 0600, written and synced under a temporary name, then moved into place.
     /// `age -d -i KEY FILE` decrypts it; `acme account import FILE --identity KEY` adopts it.
@@ -87,6 +91,15 @@ pub enum AccountCommand {
     Rollover,
 }
 
+/// How `acme account show` prints the account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AccountFormat {
+    /// One `field: value` line each.
+    Text,
+    /// One JSON object.
+    Json,
+}
+
 pub(super) fn run(args: AcmeArgs) -> anyhow::Result<u8> {
     let AcmeCommand::Account { command } = args.command;
     let path = &args.file.config;
@@ -117,7 +130,7 @@ fn account(
     let directory = remediation.acme.directory.clone();
     let mut out = io::stdout().lock();
     match command {
-        AccountCommand::Show => {
+        AccountCommand::Show { output } => {
             let store = open(config, false)?;
             let Some(s) = issuer::account_summary(&store, &directory)? else {
                 eprintln!(
@@ -126,6 +139,20 @@ fn account(
                 );
                 return Ok(1);
             };
+            if output == AccountFormat::Json {
+                // JSON escapes control characters itself.
+                let json = serde_json::json!({
+                    "directory": s.directory,
+                    "account_url": s.account_url,
+                    "key_type": s.key_type,
+                    "thumbprint": s.thumbprint,
+                    "created_at": s.created_at,
+                    "retired_keys": s.retired_keys,
+                    "pending_rollover": s.pending_rollover,
+                });
+                writeln!(out, "{json}")?;
+                return Ok(0);
+            }
             writeln!(out, "directory:    {}", visible(&s.directory))?;
             writeln!(out, "account:      {}", visible(&s.account_url))?;
             writeln!(out, "key:          {}", s.key_type)?;

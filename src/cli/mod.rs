@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use acme::{AccountCommand, AcmeArgs, AcmeCommand};
+pub use acme::{AccountCommand, AccountFormat, AcmeArgs, AcmeCommand};
 pub use output::{OutputFormat, render_error};
 
 /// Exit code for usage, configuration and internal errors (monitoring-plugin "unknown").
