@@ -7,6 +7,9 @@
 //! and the key's RFC 7638 thumbprint, never key bytes. A replaced key stays sealed in the
 //! store (`retired_account_keys`), so a backup holds it. instant-acme signs with ECDSA P-256
 //! (ES256) only, so that is the one key type adopted; an RSA key is refused with that reason.
+//! Key formats, thumbprints and JWS signing are in `keys.rs` (pure: bytes in, bytes out);
+//! the key change, which seals its new key in the store before the CA is asked, in
+//! `rollover.rs`. Knows the store only through its API; nothing of the CLI or `serve`.
 
 use std::io::{Read, Write};
 use std::str::FromStr;
