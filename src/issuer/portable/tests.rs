@@ -208,3 +208,35 @@ fn recipients_and_identities_are_checked() {
     assert_eq!(parse_identities(&text).unwrap().len(), 1);
     assert!(parse_identities("# nothing\n").is_err());
 }
+
+#[test]
+fn a_jws_verifies_with_its_public_key_over_protected_dot_payload() {
+    use ring::signature::{ECDSA_P256_SHA256_FIXED, KeyPair, UnparsedPublicKey};
+    let pkcs8 = new_pkcs8();
+    let pair = key_pair(&pkcs8).unwrap();
+    let jws = keys::jws(&pair, &json!({ "alg": "ES256", "url": "u" }), b"{}").unwrap();
+    let (p, pl, sig) = (
+        jws["protected"].as_str().unwrap(),
+        jws["payload"].as_str().unwrap(),
+        URL_SAFE_NO_PAD
+            .decode(jws["signature"].as_str().unwrap())
+            .unwrap(),
+    );
+    assert_eq!(sig.len(), 64, "r || s, RFC 7518 §3.4");
+    assert_eq!(URL_SAFE_NO_PAD.decode(pl).unwrap(), b"{}");
+    let key = UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, pair.public_key().as_ref());
+    key.verify(format!("{p}.{pl}").as_bytes(), &sig).unwrap();
+    assert!(key.verify(format!("{p}.e30x").as_bytes(), &sig).is_err());
+    let jwk: Value = serde_json::from_str(&keys::public_jwk(&pair).unwrap()).unwrap();
+    assert_eq!(
+        jwk,
+        jwk_of(&pkcs8)
+            .as_object()
+            .map(|o| {
+                let mut o = o.clone();
+                o.remove("d");
+                Value::Object(o)
+            })
+            .unwrap()
+    );
+}
