@@ -32,19 +32,22 @@
 //!   checks (`world.rs`), the `http` call's certificate check by CA or pinned fingerprint
 //!   (`pin.rs`). Knows nothing of the store, the reconciler or metrics.
 //! - [`issuer`]: ACME via instant-acme: the account (`account.rs`), orders (`order.rs`), the
-//!   CA's HTTP client that keeps its `Retry-After` (`http.rs`), the HTTP-01 responder; records
-//!   every order and version in the store, and resumes the orders a crash left pending
-//!   (`resume.rs`). Reads wall time only through the [`clock::Clock`] it is given. Knows
-//!   nothing of probing or metrics.
+//!   CA's HTTP client that keeps its `Retry-After` (`http.rs`), accounts carried between
+//!   stores and other clients: show, export, import, key rollover (`portable/`), the HTTP-01
+//!   responder; records every order and version in the store, and resumes the orders a
+//!   crash left pending (`resume.rs`). Reads wall time only through the [`clock::Clock`] it
+//!   is given. Knows nothing of probing or metrics.
 //! - [`backup`]: backups that restore: the age-encrypted file (a manifest, a `VACUUM INTO`
 //!   snapshot, the store key), written atomically; create, verify, restore (re-sealing
 //!   keys); the schedule `serve` runs with its restore drill, offsite command and metrics.
 //!   Knows the store and files; not HTTP, ACME or the config file.
 //! - [`store`]: SQLite, the only SQL: the schema and its migrations (`schema.rs`),
 //!   certificates and versions (`versions.rs`), keys sealed with age (`crypt.rs`), orders and
-//!   accounts (`orders.rs`), the deployment queue and [`store::DeploymentState`], the one
-//!   list of deployment states (`deployments.rs`), endpoints and the append-only journal
-//!   (`journal.rs`). Knows nothing of ACME or HTTP.
+//!   accounts (`orders.rs`; retired and pending account keys in `account_keys.rs`), the
+//!   deployment queue and [`store::DeploymentState`], the one list of deployment states
+//!   (`deployments.rs`), endpoints and the append-only journal (`journal.rs`), what a backup
+//!   needs: the snapshot, counts, every sealed record, the re-sealing restore (`backup.rs`).
+//!   Knows nothing of ACME or HTTP.
 //! - [`schedule`]: per-target probe loops under one concurrency limit; results and history
 //!   in memory. Knows nothing of HTTP.
 //! - [`probe`]: connect, handshake with a recording verifier, and turn what was seen into a

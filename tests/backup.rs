@@ -9,16 +9,14 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Arc;
 use std::time::Duration;
 
 use age::secrecy::ExposeSecret;
-use tlsward::clock::SystemClock;
 use tlsward::store::{CertificateRow, KeySource, NewVersion, Secret, Store};
 
-use crate::serve::eventually;
 use crate::util::TestCa;
 use crate::util::http::get;
+use crate::util::wait::eventually;
 
 mod recovery;
 
@@ -592,7 +590,7 @@ async fn serve_backs_up_on_schedule_ships_drills_and_prunes() {
         ),
     );
     drop(fill(d, 1, 0));
-    let daemon = crate::serve::start_with_clock(&path, Arc::new(SystemClock)).await;
+    let daemon = crate::util::daemon::start(&path).await;
     let addr = daemon.addr;
     eventually(30, "three shipped backups", || {
         let ship = ship.clone();
@@ -650,7 +648,7 @@ async fn a_failing_offsite_command_is_counted_as_ship() {
         ),
     );
     drop(fill(d, 1, 0));
-    let daemon = crate::serve::start_with_clock(&path, Arc::new(SystemClock)).await;
+    let daemon = crate::util::daemon::start(&path).await;
     let addr = daemon.addr;
     eventually(30, "a ship failure", || async move {
         get(addr, "/metrics")
@@ -764,7 +762,7 @@ async fn a_backup_that_would_not_restore_fails_verify_and_the_drill() {
         text(&out)
     );
 
-    let daemon = crate::serve::start_with_clock(&path, Arc::new(SystemClock)).await;
+    let daemon = crate::util::daemon::start(&path).await;
     let addr = daemon.addr;
     eventually(30, "a drill failure", || async move {
         get(addr, "/metrics")

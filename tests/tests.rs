@@ -45,6 +45,10 @@ mod prometheus;
 // ACME issuance against a real Pebble, with the store.
 mod issue;
 
+// `acme account show|export|import|rollover` against Pebble: one account carried between
+// stores, keys made elsewhere adopted, rollover, unknown keys refused.
+mod acme_account;
+
 // The control channel: the CLI asking a running daemon (issuance through its HTTP-01
 // responder), the protocol's refusals, stale sockets, working alone.
 mod control;

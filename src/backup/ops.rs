@@ -191,6 +191,13 @@ fn check(opened: &Opened) -> Result<Summary, BackupError> {
                     problems.push(format!("order {id}: its key does not decrypt: {e}"));
                 }
             }
+            SealedKey::AccountKey { table, row, key } => {
+                if let Err(e) = key {
+                    problems.push(format!(
+                        "{table} {row}: the account key does not decrypt: {e}"
+                    ));
+                }
+            }
         }
     }
     if !problems.is_empty() {

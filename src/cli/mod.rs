@@ -3,6 +3,7 @@
 //! Knows every module below it; nothing knows it. Errors here are `anyhow`, printed once by
 //! `main` with their chain.
 
+mod acme;
 mod backup;
 mod cert;
 mod deploy;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use acme::{AccountCommand, AccountFormat, AcmeArgs, AcmeCommand};
 pub use backup::{BackupArgs, BackupCommand};
 pub use output::{OutputFormat, render_error};
 
@@ -85,6 +87,9 @@ pub enum Command {
     Store(StoreArgs),
     /// Backups of the store: create, verify (a full restore into scratch), restore.
     Backup(BackupArgs),
+    /// The ACME account: show its URL (for CAA accounturi), export it, import an existing
+    /// account key, roll its key over.
+    Acme(AcmeArgs),
     /// Print a shell completion script, e.g. `tlsward completions bash >
     /// /etc/bash_completion.d/tlsward`.
     Completions {
@@ -485,6 +490,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Hook(args) => hook::run(args),
         Command::Store(args) => store::run(args),
         Command::Backup(args) => backup::run(args),
+        Command::Acme(args) => acme::run(args),
         Command::Completions { shell } => generate::completions(shell),
         Command::Man { dir } => generate::man(dir.as_deref()),
         Command::CheckConfig(args) => match crate::config::load(&args.config) {

@@ -10,6 +10,7 @@ mod dns01;
 mod http;
 mod http01;
 mod order;
+mod portable;
 mod resume;
 
 use std::path::PathBuf;
@@ -21,6 +22,11 @@ use serde_json::{Value, json};
 pub use dns01::{Dns01, Rfc2136Settings};
 pub use http::https_client;
 pub use http01::Http01Responder;
+pub use portable::{
+    AccountError, AccountSummary, Confirmed, ImportedKey, KeyOrigin, Rollover, account_summary,
+    adopt, confirm_with_ca, export_account, parse_identities, parse_recipients, rollover,
+    thumbprint,
+};
 pub use resume::{AbandonReason, ORDER_LIFETIME, Resumed, Resumption};
 
 use crate::secret::Secret;

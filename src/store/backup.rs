@@ -17,6 +17,8 @@ const SEALED: &[(&str, &str, &str)] = &[
     ("versions", "id", "key_sealed"),
     ("accounts", "directory", "creds_sealed"),
     ("orders", "id", "key_sealed"),
+    ("retired_account_keys", "id", "creds_sealed"),
+    ("pending_account_keys", "directory", "creds_sealed"),
 ];
 
 /// How many rows each part of a store holds (a backup's manifest carries them).
@@ -64,6 +66,17 @@ pub enum SealedKey {
         /// The order's row id.
         id: i64,
         /// Whether it decrypted (the error otherwise).
+        key: Result<(), String>,
+    },
+    /// An ACME account key kept beside the account: one a rollover or an import replaced
+    /// (`retired_account_keys`), or the new key of a rollover under way
+    /// (`pending_account_keys`).
+    AccountKey {
+        /// The table it is in.
+        table: &'static str,
+        /// Its row (the id, or the directory of a pending key).
+        row: String,
+        /// Whether it decrypts, or why not.
         key: Result<(), String>,
     },
 }
@@ -154,6 +167,33 @@ impl Store {
                     .map_err(|e| e.to_string()),
             });
         }
+        for (table, query) in [
+            (
+                "retired_account_keys",
+                "SELECT CAST(id AS TEXT), creds_sealed FROM retired_account_keys",
+            ),
+            (
+                "pending_account_keys",
+                "SELECT directory, creds_sealed FROM pending_account_keys",
+            ),
+        ] {
+            let mut st = conn.prepare(query)?;
+            let rows = st.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })?;
+            for row in rows {
+                let (row, sealed) = row?;
+                out.push(SealedKey::AccountKey {
+                    table,
+                    row,
+                    key: self
+                        .crypt
+                        .decrypt(&sealed)
+                        .map(drop)
+                        .map_err(|e| e.to_string()),
+                });
+            }
+        }
         Ok(out)
     }
 
@@ -240,6 +280,16 @@ impl Store {
 fn reseal(conn: &mut Connection, old: &Crypt, new: &Crypt) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
     for (table, id, column) in SEALED {
+        // A snapshot from an older schema lacks the newer tables (the store adds them when
+        // it is next opened, empty).
+        let present: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+            [table],
+            |r| r.get(0),
+        )?;
+        if !present {
+            continue;
+        }
         let rows: Vec<(rusqlite::types::Value, Vec<u8>)> = {
             let mut st = tx.prepare(&format!(
                 "SELECT {id}, {column} FROM {table} WHERE {column} IS NOT NULL"

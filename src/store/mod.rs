@@ -8,6 +8,7 @@
 //! interrupted order can still be completed. The database and key files are created 0600.
 //! Must not know ACME, HTTP or probing.
 
+mod account_keys;
 mod backup;
 mod crypt;
 mod deployments;
@@ -24,8 +25,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use rusqlite::Connection;
 use serde_json::Value;
 
-pub use backup::{Counts, SealedKey};
 pub use crate::secret::Secret;
+pub use account_keys::{AccountChange, AccountRow, PendingEnd, RetiredAccountKey};
+pub use backup::{Counts, SealedKey};
 use crypt::Crypt;
 pub use crypt::KeySource;
 pub use deployments::DeploymentState;

@@ -96,6 +96,7 @@ CREATE UNIQUE INDEX deployments_one_open ON deployments(endpoint)
 ALTER TABLE orders ADD COLUMN directory TEXT;
 ALTER TABLE orders ADD COLUMN key_sealed BLOB;
 "#,
+    super::account_keys::MIGRATION,
 ];
 
 impl Store {
