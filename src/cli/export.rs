@@ -14,8 +14,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use zeroize::Zeroizing;
 
 use super::cert::time;
@@ -102,9 +100,7 @@ pub(super) fn run(
             )
         })?,
     };
-    let chain = CertificateDer::pem_slice_iter(version.chain_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("version {}: the stored chain: {e}", version.id))?;
+    let chain = version.chain_der()?;
     let Some((leaf, intermediates)) = chain.split_first() else {
         bail!("version {}: the stored chain is empty", version.id);
     };

@@ -24,11 +24,8 @@ pub const ARI_MAX_RECHECK: Duration = Duration::from_secs(6 * 3600);
 /// an earlier release stored with another computation. `None` when the leaf names no
 /// issuer key (or the stored chain has no parsable leaf).
 pub fn version_ari_id(version: &Version) -> Option<String> {
-    use rustls_pki_types::pem::PemObject;
-    let leaf = rustls_pki_types::CertificateDer::pem_slice_iter(version.chain_pem.as_bytes())
-        .next()?
-        .ok()?;
-    CertFacts::parse(&leaf).ok()?.ari_id()
+    let chain = version.chain_der().ok()?;
+    CertFacts::parse(chain.first()?).ok()?.ari_id()
 }
 
 /// When to ask the CA again, `retry` (its Retry-After, or the fallback) after `now`, kept

@@ -133,17 +133,17 @@ impl Deployer {
         d: &Deployment,
         endpoint: &EndpointSpec,
     ) -> Result<(Version, Material), String> {
-        use rustls_pki_types::pem::PemObject;
         let version = self
             .store
             .version_by_id(d.version)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("version {} is not in the store", d.version))?;
-        let chain_der =
-            rustls_pki_types::CertificateDer::pem_slice_iter(version.chain_pem.as_bytes())
-                .map(|c| c.map(|c| c.to_vec()))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("the stored chain: {e}"))?;
+        let chain_der: Vec<Vec<u8>> = version
+            .chain_der()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|c| c.to_vec())
+            .collect();
         let key = self
             .store
             .version_key(version.id)

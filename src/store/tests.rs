@@ -549,3 +549,38 @@ fn endpoints_are_recorded_by_name_and_journaled_only_when_they_change() {
     );
     assert_eq!(set[1].0, 3);
 }
+
+#[test]
+fn a_versions_chain_is_read_back_as_der_once_and_a_bad_one_is_a_corrupt_record() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["www.example.test".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let mut version = Version {
+        id: 7,
+        certificate: "www".into(),
+        serial: "01".into(),
+        sha256: "ab".into(),
+        not_before: 0,
+        not_after: 1,
+        chain_pem: format!("{}{}", leaf.pem(), leaf.pem()),
+        ari_id: None,
+        issued_at: 0,
+        ari_window: None,
+        renew_at: None,
+    };
+    let chain = version.chain_der().unwrap();
+    assert_eq!(chain.len(), 2);
+    assert_eq!(chain[0].as_ref(), leaf.der().as_ref());
+    for bad in [
+        "",
+        "PEM",
+        "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+    ] {
+        version.chain_pem = bad.into();
+        let e = version.chain_der().unwrap_err();
+        assert!(matches!(e, StoreError::Corrupt(_)), "{bad:?}: {e}");
+        assert!(e.to_string().contains("version 7"), "{e}");
+    }
+}

@@ -1,9 +1,31 @@
 //! Managed certificates and their issued versions, with the ARI renewal window of each.
 
 use rusqlite::{OptionalExtension, params};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 
 use super::journal::journal_in;
 use super::{CertificateRow, Secret, Store, StoreError, Version};
+
+impl Version {
+    /// The leaf and its chain, DER, from the stored PEM: the one place a version's chain is
+    /// read back (deployment, export and the ARI identifier all start here, and go on from
+    /// the DER). A chain that does not parse, or is empty, is a corrupt record.
+    pub fn chain_der(&self) -> Result<Vec<CertificateDer<'static>>, StoreError> {
+        let chain = CertificateDer::pem_slice_iter(self.chain_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                StoreError::Corrupt(format!("version {}: the stored chain: {e}", self.id))
+            })?;
+        if chain.is_empty() {
+            return Err(StoreError::Corrupt(format!(
+                "version {}: the stored chain is empty",
+                self.id
+            )));
+        }
+        Ok(chain)
+    }
+}
 
 impl Store {
     /// Records or updates a managed certificate's definition.
