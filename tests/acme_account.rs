@@ -222,6 +222,32 @@ async fn export_import_and_rollover_keep_one_account() {
     assert!(again.stderr.contains("--force"), "{again:?}");
     assert_eq!(std::fs::read(&export).unwrap(), bytes, "left as it was");
 
+    // Without --recipient: the config's [backup] recipients, and without those a clear error
+    // that writes nothing.
+    let bare = dir.join("bare.age");
+    let bare_args = ["acme", "account", "export", "--to", bare.to_str().unwrap()];
+    let none = o.tlsward(&first, &bare_args).await;
+    assert_eq!(none.code, Some(3), "{none:?}");
+    assert!(none.stderr.contains("[backup] recipients"), "{none:?}");
+    assert!(!bare.exists());
+    let backed = dir.join("first-backed.toml");
+    let text = std::fs::read_to_string(&first).unwrap();
+    std::fs::write(
+        &backed,
+        format!("{text}\n[backup]\nrecipients = [\"{recipient}\"]\n"),
+    )
+    .unwrap();
+    ok(&o.tlsward(&backed, &bare_args).await);
+    let opened = Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(&id_file)
+        .arg(&bare)
+        .output()
+        .expect("age (Debian package age) must be installed");
+    assert!(opened.status.success(), "{opened:?}");
+    std::fs::remove_file(&bare).unwrap();
+
     // Plain age: Debian's age decrypts it with the identity (and not without), and the key
     // inside is a PEM openssl reads.
     let age = |id: &Path| {

@@ -60,8 +60,9 @@ pub enum AccountCommand {
         /// The file to write.
         #[arg(long, value_name = "FILE")]
         to: PathBuf,
-        /// An age recipient (age1...) to encrypt to (repeatable; at least one).
-        #[arg(long = "recipient", value_name = "AGE1...", required = true)]
+        /// An age recipient (age1...) to encrypt to (repeatable); without one, the config's
+        /// `[backup] recipients`.
+        #[arg(long = "recipient", value_name = "AGE1...")]
         recipients: Vec<String>,
         /// Replace FILE if it exists.
         #[arg(long)]
@@ -172,7 +173,16 @@ fn account(
             recipients,
             force,
         } => {
-            let recipients = issuer::parse_recipients(&recipients)?;
+            let recipients = if recipients.is_empty() {
+                let Some(backup) = &config.backup else {
+                    bail!(
+                        "no recipient: pass --recipient age1... or set [backup] recipients in the config"
+                    );
+                };
+                issuer::parse_recipients(&backup.recipients)?
+            } else {
+                issuer::parse_recipients(&recipients)?
+            };
             if !force && fs::symlink_metadata(&to).is_ok() {
                 bail!("{} exists: pass --force to replace it", to.display());
             }
