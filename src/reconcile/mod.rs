@@ -10,6 +10,7 @@
 //! metric family the reconciler exports (`metrics.rs`), apart from the code that decides.
 
 mod ari;
+mod deadline;
 mod deploy;
 mod drain;
 mod manual;
@@ -27,6 +28,10 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 pub use ari::{ARI_MAX_RECHECK, ARI_MIN_RECHECK, version_ari_id};
+pub use deadline::{
+    DeployDeadline, EndpointWindow, OPENINGS, deploy_deadline, version_deadline,
+    window_before_expiry,
+};
 pub use deploy::{CONFIRMATIONS, DeployJob, Deployer};
 pub use drain::{DRAIN_MARGIN, drain_limit};
 pub use manual::{RequestError, approve, job_of, pick_run_now, run_now_trigger};
