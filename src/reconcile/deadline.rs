@@ -20,6 +20,11 @@ use time::OffsetDateTime;
 use super::renewal_time;
 use super::window::Window;
 
+/// How long a rollout's batches and pauses take once the new version reaches the first
+/// endpoint: nothing yet, as every endpoint's deployment is independent; a rollout policy
+/// will set it per certificate.
+pub const ROLLOUT_TIME: Duration = Duration::ZERO;
+
 /// How many times each endpoint's window must open between the new version's existence
 /// and the deadline: one try and one retry.
 pub const OPENINGS: usize = 2;
@@ -61,6 +66,23 @@ impl DeployDeadline {
     pub fn renew_by(&self) -> Option<i64> {
         self.set_by.as_ref().map(|_| self.at)
     }
+}
+
+/// The renewal time the planner uses for a version with `(not_before, not_after)`: the
+/// point chosen in the CA's window (`renew_at`) or else the lifetime `fraction`, but no
+/// later than `deadline`'s [`DeployDeadline::renew_by`]. Without windows it is `renew_at`
+/// unchanged, so the planner behaves as before.
+pub fn planned_renewal(
+    renew_at: Option<i64>,
+    (not_before, not_after): (i64, i64),
+    fraction: f64,
+    deadline: &DeployDeadline,
+) -> Option<i64> {
+    let Some(by) = deadline.renew_by() else {
+        return renew_at;
+    };
+    let usual = renew_at.unwrap_or_else(|| renewal_time(not_before, not_after, fraction));
+    Some(usual.min(by))
 }
 
 /// The latest time the next version must exist so that every endpoint's window opens

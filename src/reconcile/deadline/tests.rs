@@ -268,3 +268,51 @@ fn an_endpoint_whose_window_never_opens_before_the_emergency_margin_is_reported(
     assert!(!window_before_expiry(Some(&daily), i64::MAX, i64::MIN, 3.0));
     assert_eq!(one(i64::MAX, &daily), i64::MAX);
 }
+
+#[test]
+fn the_planner_renews_at_the_earlier_of_its_usual_time_and_the_deploy_deadline() {
+    let life = (0, 90 * DAY);
+    let windowed = |at| DeployDeadline {
+        at,
+        set_by: Some("legacy".into()),
+    };
+    let open = DeployDeadline {
+        at: 10 * DAY,
+        set_by: None,
+    };
+    #[rustfmt::skip]
+    let table: &[(Option<i64>, &DeployDeadline, Option<i64>)] = &[
+        // No windows: exactly as before, ARI point or none (the plan's fraction then).
+        (None, &open, None),
+        (Some(50 * DAY), &open, Some(50 * DAY)),
+        // A window whose deadline comes first pulls the renewal forward...
+        (None, &windowed(45 * DAY), Some(45 * DAY)),
+        (Some(50 * DAY), &windowed(45 * DAY), Some(45 * DAY)),
+        // ...and one that comes later changes nothing.
+        (None, &windowed(70 * DAY), Some(60 * DAY)),
+        (Some(50 * DAY), &windowed(55 * DAY), Some(50 * DAY)),
+    ];
+    for &(renew_at, deadline, want) in table {
+        assert_eq!(
+            planned_renewal(renew_at, life, THIRD, deadline),
+            want,
+            "{renew_at:?} {deadline:?}"
+        );
+    }
+    // Through the planner: the version is ordered at the deploy deadline, not at 60 days.
+    let state = |now_renew_at| super::super::CertState {
+        name: "site".into(),
+        latest: Some(life),
+        retry_after: None,
+        renew_at: now_renew_at,
+    };
+    let at = planned_renewal(None, life, THIRD, &windowed(45 * DAY));
+    let p = super::super::plan(&[state(at)], 44 * DAY, THIRD);
+    assert_eq!((p.orders.len(), p.next), (0, Some(45 * DAY)));
+    assert_eq!(
+        super::super::plan(&[state(at)], 45 * DAY, THIRD)
+            .orders
+            .len(),
+        1
+    );
+}
