@@ -68,17 +68,22 @@ impl DeployDeadline {
     }
 }
 
-/// The renewal time the planner uses for a version with `(not_before, not_after)`: the
-/// point chosen in the CA's window (`renew_at`) or else the lifetime `fraction`, but no
-/// later than `deadline`'s [`DeployDeadline::renew_by`]. Without windows it is `renew_at`
-/// unchanged, so the planner behaves as before.
+/// The renewal time the planner uses for a version with `(not_before, not_after)`, which
+/// exists since `since` (the later of its notBefore and when it was stored): the point
+/// chosen in the CA's window (`renew_at`) or else the lifetime `fraction`, but no later
+/// than `deadline`'s [`DeployDeadline::renew_by`]. Without windows it is `renew_at`
+/// unchanged, so the planner behaves as before. A deadline that had passed before the
+/// version existed (a weekly window and a 6-day lifetime) cannot be met by renewing
+/// earlier, as the next version would miss it the same way: ordering again at once would
+/// only repeat, so the usual time stands and the exported deadline shows it in the past.
 pub fn planned_renewal(
     renew_at: Option<i64>,
     (not_before, not_after): (i64, i64),
+    since: i64,
     fraction: f64,
     deadline: &DeployDeadline,
 ) -> Option<i64> {
-    let Some(by) = deadline.renew_by() else {
+    let Some(by) = deadline.renew_by().filter(|by| *by >= since) else {
         return renew_at;
     };
     let usual = renew_at.unwrap_or_else(|| renewal_time(not_before, not_after, fraction));

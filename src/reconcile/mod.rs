@@ -175,7 +175,8 @@ impl Reconciler {
                 let renew_at = latest.as_ref().and_then(|v| {
                     let deadline = self.deploy_deadline(desired, &c.name, v);
                     let life = (v.not_before, v.not_after);
-                    planned_renewal(v.renew_at, life, desired.renew_fraction, &deadline)
+                    let since = v.not_before.max(v.issued_at);
+                    planned_renewal(v.renew_at, life, since, desired.renew_fraction, &deadline)
                 });
                 CertState {
                     name: c.name.clone(),

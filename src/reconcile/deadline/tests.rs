@@ -306,7 +306,7 @@ fn the_planner_renews_at_the_earlier_of_its_usual_time_and_the_deploy_deadline()
         retry_after: None,
         renew_at: now_renew_at,
     };
-    let at = planned_renewal(None, life, THIRD, &windowed(45 * DAY));
+    let at = planned_renewal(None, life, 0, THIRD, &windowed(45 * DAY));
     let p = super::super::plan(&[state(at)], 44 * DAY, THIRD);
     assert_eq!((p.orders.len(), p.next), (0, Some(45 * DAY)));
     assert_eq!(
