@@ -11,6 +11,11 @@ use super::*;
 const DAY: i64 = 86_400;
 const THIRD: f64 = 1.0 / 3.0;
 
+/// (notBefore, notAfter), or an ARI window's (start, end).
+type Life = (i64, i64);
+/// A window's days, start and zone.
+type Def<'a> = (&'a [&'a str], &'a str, &'a str);
+
 fn window(days: &[&str], start: &str, tz: &str) -> Window {
     let days: Vec<String> = days.iter().map(|d| d.to_string()).collect();
     Window::parse("w", &days, start, Duration::from_secs(3600), tz).unwrap()
@@ -32,7 +37,7 @@ fn one(deadline: i64, w: &Window) -> i64 {
 #[test]
 fn a_versions_deadline_is_the_earlier_of_the_lifetime_fraction_and_the_ari_end() {
     #[rustfmt::skip]
-    let table: &[((i64, i64), Option<(i64, i64)>, i64)] = &[
+    let table: &[(Life, Option<Life>, i64)] = &[
         // 6, 47 and 90 days, no ARI: a third of the lifetime left.
         ((0, 6 * DAY), None, 4 * DAY),
         ((0, 47 * DAY), None, 47 * DAY - (47 * DAY) / 3),
@@ -85,29 +90,29 @@ fn the_second_to_last_opening_before_the_deadline_across_daylight_saving() {
     assert_eq!(d6, ts(datetime!(2027-03-28 00:00 UTC)));
 
     #[rustfmt::skip]
-    let table: &[(&str, i64, &[&str], &str, &str, OffsetDateTime)] = &[
+    let table: &[(&str, i64, Def<'_>, OffsetDateTime)] = &[
         // The last Sunday opening (28 March) is in the gap, so opens at 03:30 CEST = 01:30
         // UTC; the one before (21 March, CET) is also 01:30 UTC.
-        ("90d weekly sun 02:30 Berlin", d90, &["sun"], "02:30", "Europe/Berlin", datetime!(2027-03-21 01:30 UTC)),
-        ("90d weekly sat 02:00 Berlin", d90, &["sat"], "02:00", "Europe/Berlin", datetime!(2027-03-20 01:00 UTC)),
+        ("90d weekly sun 02:30 Berlin", d90, (&["sun"], "02:30", "Europe/Berlin"), datetime!(2027-03-21 01:30 UTC)),
+        ("90d weekly sat 02:00 Berlin", d90, (&["sat"], "02:00", "Europe/Berlin"), datetime!(2027-03-20 01:00 UTC)),
         // Daily 01:00 CEST is 23:00 UTC the day before; two of them before 1 April 00:00.
-        ("90d daily 01:00 Berlin", d90, &["daily"], "01:00", "Europe/Berlin", datetime!(2027-03-30 23:00 UTC)),
+        ("90d daily 01:00 Berlin", d90, (&["daily"], "01:00", "Europe/Berlin"), datetime!(2027-03-30 23:00 UTC)),
         // Still summer time (CEST, UTC+2) on 17 and 24 October.
-        ("47d weekly sun 02:30 Berlin", d47, &["sun"], "02:30", "Europe/Berlin", datetime!(2027-10-17 00:30 UTC)),
-        ("47d daily 01:30 New York", d47, &["daily"], "01:30", "America/New_York", datetime!(2027-10-28 05:30 UTC)),
+        ("47d weekly sun 02:30 Berlin", d47, (&["sun"], "02:30", "Europe/Berlin"), datetime!(2027-10-17 00:30 UTC)),
+        ("47d daily 01:30 New York", d47, (&["daily"], "01:30", "America/New_York"), datetime!(2027-10-28 05:30 UTC)),
         // 6 days: a daily window fits twice; a weekly one only fits before the version
         // was even issued, which means renew at once.
-        ("6d daily 02:00 Berlin", d6, &["daily"], "02:00", "Europe/Berlin", datetime!(2027-03-26 01:00 UTC)),
-        ("6d weekly sat 02:00 Berlin", d6, &["sat"], "02:00", "Europe/Berlin", datetime!(2027-03-20 01:00 UTC)),
+        ("6d daily 02:00 Berlin", d6, (&["daily"], "02:00", "Europe/Berlin"), datetime!(2027-03-26 01:00 UTC)),
+        ("6d weekly sat 02:00 Berlin", d6, (&["sat"], "02:00", "Europe/Berlin"), datetime!(2027-03-20 01:00 UTC)),
         // New York falls back on 7 November: 01:30 happens twice and the window opens at the
         // first (EDT, 05:30 UTC); the next day's 01:30 is EST (06:30 UTC).
-        ("daily 01:30 New York, fall back", ts(datetime!(2027-11-09 00:00 UTC)), &["daily"], "01:30", "America/New_York", datetime!(2027-11-07 05:30 UTC)),
-        ("weekly sun 01:30 New York, fall back", ts(datetime!(2027-11-08 00:00 UTC)), &["sun"], "01:30", "America/New_York", datetime!(2027-10-31 05:30 UTC)),
+        ("daily 01:30 New York, fall back", ts(datetime!(2027-11-09 00:00 UTC)), (&["daily"], "01:30", "America/New_York"), datetime!(2027-11-07 05:30 UTC)),
+        ("weekly sun 01:30 New York, fall back", ts(datetime!(2027-11-08 00:00 UTC)), (&["sun"], "01:30", "America/New_York"), datetime!(2027-10-31 05:30 UTC)),
         // New York springs forward on 14 March: 02:30 does not exist and the opening is at
         // 03:30 EDT (07:30 UTC), the same instant as 02:30 EST the week before.
-        ("weekly sun 02:30 New York, spring forward", ts(datetime!(2027-03-15 00:00 UTC)), &["sun"], "02:30", "America/New_York", datetime!(2027-03-07 07:30 UTC)),
+        ("weekly sun 02:30 New York, spring forward", ts(datetime!(2027-03-15 00:00 UTC)), (&["sun"], "02:30", "America/New_York"), datetime!(2027-03-07 07:30 UTC)),
     ];
-    for &(what, deadline, days, start, tz, want) in table {
+    for &(what, deadline, (days, start, tz), want) in table {
         assert_eq!(one(deadline, &window(days, start, tz)), ts(want), "{what}");
     }
     assert!(
@@ -119,7 +124,7 @@ fn the_second_to_last_opening_before_the_deadline_across_daylight_saving() {
 fn ten_endpoints_the_tightest_window_sets_the_deadline() {
     let d90 = ts(datetime!(2027-04-01 00:00 UTC));
     #[rustfmt::skip]
-    let table: &[(&str, Option<(&[&str], &str, &str)>, OffsetDateTime)] = &[
+    let table: &[(&str, Option<Def<'_>>, OffsetDateTime)] = &[
         ("api", None, datetime!(2027-04-01 00:00 UTC)),
         ("db", Some((&["daily"], "01:00", "Europe/Berlin")), datetime!(2027-03-30 23:00 UTC)),
         ("cache", Some((&["daily"], "23:00", "UTC")), datetime!(2027-03-30 23:00 UTC)),
@@ -294,11 +299,23 @@ fn the_planner_renews_at_the_earlier_of_its_usual_time_and_the_deploy_deadline()
     ];
     for &(renew_at, deadline, want) in table {
         assert_eq!(
-            planned_renewal(renew_at, life, THIRD, deadline),
+            planned_renewal(renew_at, life, 0, THIRD, deadline),
             want,
             "{renew_at:?} {deadline:?}"
         );
     }
+    // A deadline that passed before the version existed: renewing at once would not help
+    // (the next version misses it alike), so the usual time stands.
+    let passed = windowed(DAY - 1);
+    assert_eq!(planned_renewal(None, life, DAY, THIRD, &passed), None);
+    assert_eq!(
+        planned_renewal(Some(50 * DAY), life, DAY, THIRD, &passed),
+        Some(50 * DAY)
+    );
+    assert_eq!(
+        planned_renewal(None, life, DAY, THIRD, &windowed(DAY)),
+        Some(DAY)
+    );
     // Through the planner: the version is ordered at the deploy deadline, not at 60 days.
     let state = |now_renew_at| super::super::CertState {
         name: "site".into(),
