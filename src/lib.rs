@@ -18,7 +18,8 @@
 //!   state (`spec.rs`); plans orders (pure `plan.rs`) and places them with their back-off
 //!   (`orders.rs`), follows the CA's renewal windows (`ari.rs`), sleeps until the next
 //!   deadline, reports endpoint drift; change windows (pure `window.rs`: is a window open at
-//!   `now`, when does it next open); queues deployments (`rollout.rs`, the pure queue rule)
+//!   `now`, when does it next open); renewals early enough for every endpoint's window to
+//!   open twice before the deadline (pure `deadline.rs`, its inputs in `planned.rs`); queues deployments (`rollout.rs`, the pure queue rule)
 //!   and runs them: hook, verification probes, rollback (`deploy.rs`, its typed outcome in
 //!   `outcome.rs`, its settings in `settings.rs`); drains the running ones at shutdown
 //!   (`drain.rs`); operators' requests, by hand or through the daemon (`manual.rs`); every

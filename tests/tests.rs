@@ -102,3 +102,7 @@ mod cli_output;
 // Backups that restore: create, verify, restore through the CLI; refused files; the age CLI;
 // kill -9 during a backup; scheduled backups with the drill; alerts; disaster recovery.
 mod backup;
+
+// Renewals planned from change windows: the deploy deadline against Pebble and a test clock,
+// the window gauge for an endpoint out of time, and the TlsNoWindowBeforeExpiry rule.
+mod deadline;

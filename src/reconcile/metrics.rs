@@ -1,6 +1,6 @@
 //! The reconciler's metric families, apart from the code that decides: order counters,
-//! deployment and hook-run counters (pre-created at zero), and the certificate, ARI window
-//! and drift series built at scrape time.
+//! deployment and hook-run counters (pre-created at zero), and the certificate, ARI window,
+//! deploy deadline and drift series built at scrape time.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, PoisonError};
@@ -240,6 +240,37 @@ impl Collector for RemediationCollector {
                 ConstGauge::new(t as f64).encode(
                     fam.encode_family(&[("certificate", LabelValue::from(name.as_str()))])?,
                 )?;
+            }
+        }
+        if !latest.is_empty() {
+            let mut fam = enc.encode_descriptor(
+                "certificate_deploy_deadline_timestamp_seconds",
+                "The latest time the next version must exist for every endpoint's change window \
+                 to open twice before the newest version's deadline.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (name, v) in &latest {
+                let t = r.deploy_deadline(&desired, name, v).at;
+                ConstGauge::new(t as f64).encode(
+                    fam.encode_family(&[("certificate", LabelValue::from(name.as_str()))])?,
+                )?;
+            }
+        }
+        let before_expiry = r.windows_before_expiry(&desired);
+        if !before_expiry.is_empty() {
+            let mut fam = enc.encode_descriptor(
+                "endpoint_window_before_expiry",
+                "1 when the endpoint's change window opens before its served certificate \
+                 expires minus emergency_days (always, without a window); 0 when it never does.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (e, ok) in &before_expiry {
+                ConstGauge::new(i64::from(*ok)).encode(fam.encode_family(&[
+                    ("endpoint", LabelValue::from(e.name.as_str())),
+                    ("certificate", LabelValue::from(e.certificate.as_str())),
+                ])?)?;
             }
         }
         let served: Vec<(String, String, (i64, i64))> = {

@@ -5,11 +5,13 @@
 //!
 //! Files: the desired state (`spec.rs`); this loop (here); orders and their back-off
 //! (`orders.rs`); ARI windows (`ari.rs`); the pure plan (`plan.rs`) and change windows
-//! (`window.rs`); the deployment queue (`rollout.rs`) and one deployment (`deploy.rs`, with
+//! (`window.rs`); renewals planned so every endpoint's window opens twice in time (pure
+//! `deadline.rs`, its inputs in `planned.rs`); the deployment queue (`rollout.rs`) and one deployment (`deploy.rs`, with
 //! its `[deploy]` settings in `settings.rs`); requests by hand (`manual.rs`); and every
 //! metric family the reconciler exports (`metrics.rs`), apart from the code that decides.
 
 mod ari;
+mod deadline;
 mod deploy;
 mod drain;
 mod manual;
@@ -17,6 +19,7 @@ mod metrics;
 mod orders;
 mod outcome;
 mod plan;
+mod planned;
 mod rollout;
 mod settings;
 mod spec;
@@ -27,6 +30,10 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 pub use ari::{ARI_MAX_RECHECK, ARI_MIN_RECHECK, version_ari_id};
+pub use deadline::{
+    DeployDeadline, EndpointWindow, OPENINGS, ROLLOUT_TIME, deploy_deadline, planned_renewal,
+    version_deadline, window_before_expiry,
+};
 pub use deploy::{CONFIRMATIONS, DeployJob, Deployer};
 pub use drain::{DRAIN_MARGIN, drain_limit};
 pub use manual::{RequestError, approve, job_of, pick_run_now, run_now_trigger};
@@ -164,11 +171,18 @@ impl Reconciler {
             .iter()
             .map(|c| {
                 let latest = self.store.latest(&c.name).ok().flatten();
+                // No later than every endpoint's window allows (unchanged without windows).
+                let renew_at = latest.as_ref().and_then(|v| {
+                    let deadline = self.deploy_deadline(desired, &c.name, v);
+                    let life = (v.not_before, v.not_after);
+                    let since = v.not_before.max(v.issued_at);
+                    planned_renewal(v.renew_at, life, since, desired.renew_fraction, &deadline)
+                });
                 CertState {
                     name: c.name.clone(),
                     latest: latest.as_ref().map(|v| (v.not_before, v.not_after)),
                     retry_after: retries.get(&c.name).map(|(_, at)| *at),
-                    renew_at: latest.and_then(|v| v.renew_at),
+                    renew_at,
                 }
             })
             .collect()

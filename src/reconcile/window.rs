@@ -176,6 +176,19 @@ impl Window {
             .expect("a window with at least one weekday opens within 8 days")
     }
 
+    /// The openings that start strictly before `until`, latest first (back to the start of
+    /// the time-zone database's range). Every weekday recurs each week, so taking a few of
+    /// them always ends.
+    pub fn openings_before(&self, until: OffsetDateTime) -> impl Iterator<Item = Opening> + '_ {
+        let last = self.tz.to_datetime(to_timestamp(until)).date();
+        // Starts on successive local dates are in order (a gap or a repeated hour moves one
+        // by at most the shift), so walking dates backwards yields them latest first.
+        (0i64..)
+            .map_while(move |n| last.checked_sub(n.days()).ok())
+            .filter_map(|date| self.opening_on(date))
+            .filter(move |o| o.start < until)
+    }
+
     /// The opening that starts on the local `date`, if the window opens that weekday.
     fn opening_on(&self, date: Date) -> Option<Opening> {
         if self.days & day_bit(date.weekday()) == 0 {
