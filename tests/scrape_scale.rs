@@ -153,6 +153,15 @@ async fn gzip_answers_decode_to_the_plain_series_and_q0_refuses_it() {
             "the length is the compressed one"
         );
         let text = gz.decoded();
+        if accept == "gzip" {
+            println!(
+                "/metrics of 3 targets: {} bytes plain, {} gzip ({:.1}x)",
+                text.len(),
+                gz.body.len(),
+                text.len() as f64 / gz.body.len() as f64
+            );
+            assert!(gz.body.len() * 3 < text.len(), "gzip pays off");
+        }
         // Values move between scrapes (durations, timestamps); the series do not.
         assert_eq!(
             series(&parse_or_panic(Format::Text, &text)),

@@ -258,14 +258,11 @@ async fn compressed(
         .await
         .map(http_body_util::Collected::to_bytes)
         .unwrap_or_default();
-    let packed = match tokio::task::spawn_blocking(move || compress(&plain)).await {
-        Ok(packed) => packed,
-        Err(_) => {
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "compressing the answer failed\n",
-            );
-        }
+    let Ok(packed) = tokio::task::spawn_blocking(move || compress(&plain)).await else {
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "compressing the answer failed\n",
+        );
     };
     parts
         .headers
