@@ -335,17 +335,16 @@ pub async fn run(
         clock.clone(),
     ));
     let started_limits = config.http_limits;
+    state.set_metrics(config.metrics);
+    let targets = scheduled(config.targets, config.shard);
     info!(
         version = %env!("CARGO_PKG_VERSION"),
         %listen,
         config = %path.display(),
-        targets = config.targets.len(),
+        targets = targets.len(),
         "tlsward serving"
     );
-    scheduler.apply(
-        config.targets,
-        descriptors.fit_concurrency(config.concurrency),
-    );
+    scheduler.apply(targets, descriptors.fit_concurrency(config.concurrency));
 
     let server = tokio::spawn(exporter::serve(
         listener,
@@ -423,11 +422,10 @@ fn reload(
                     "server.max_connections, header_timeout and idle_timeout changes take effect at the next start"
                 );
             }
-            let targets = config.targets.len();
-            scheduler.apply(
-                config.targets,
-                descriptors.fit_concurrency(config.concurrency),
-            );
+            state.set_metrics(config.metrics);
+            let scheduled = scheduled(config.targets, config.shard);
+            let targets = scheduled.len();
+            scheduler.apply(scheduled, descriptors.fit_concurrency(config.concurrency));
             info!(config = %path.display(), targets, "config reloaded");
             Ok(())
         }
@@ -436,6 +434,20 @@ fn reload(
             Err(e.to_string())
         }
     }
+}
+
+/// The targets this instance probes on a schedule: its shard of them, or all.
+fn scheduled(
+    targets: Vec<crate::schedule::TargetSpec>,
+    shard: Option<crate::schedule::Shard>,
+) -> Vec<crate::schedule::TargetSpec> {
+    let Some(shard) = shard else {
+        return targets;
+    };
+    let all = targets.len();
+    let mine = shard.select(targets);
+    info!(%shard, targets = mine.len(), of = all, "probing this shard of the targets");
+    mine
 }
 
 async fn shutdown_signal() {

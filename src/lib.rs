@@ -13,7 +13,7 @@
 //! - [`config`]: the TOML file, validated into each module's settings with every problem at
 //!   once (file, line, key). Knows the settings types below; they do not know it.
 //! - [`exporter`]: hyper server: `/metrics`, `/probe`, health, reload; metric families over
-//!   reports. Knows nothing of the config file.
+//!   reports (full or lean), gzip by `Accept-Encoding`. Knows nothing of the config file.
 //! - [`reconcile`]: the only place tying issuer, store, hooks and probe results: the desired
 //!   state (`spec.rs`); plans orders (pure `plan.rs`) and places them with their back-off
 //!   (`orders.rs`), follows the CA's renewal windows (`ari.rs`), sleeps until the next
@@ -50,7 +50,8 @@
 //!   needs: the snapshot, counts, every sealed record, the re-sealing restore (`backup.rs`).
 //!   Knows nothing of ACME or HTTP.
 //! - [`schedule`]: per-target probe loops under one concurrency limit; results and history
-//!   in memory. Knows nothing of HTTP.
+//!   in memory; which targets are this instance's shard (pure `shard.rs`). Knows nothing of
+//!   HTTP.
 //! - [`probe`]: connect, handshake with a recording verifier, and turn what was seen into a
 //!   [`probe::ProbeReport`]; one round over a target's addresses (`round.rs`), shared by the
 //!   scheduler, deploy verification and `/probe`, a panic caught as that target's failure.

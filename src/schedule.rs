@@ -2,8 +2,11 @@
 //! concurrency limit, never two probes of one target at once (each target is one sequential
 //! loop). Results and a short history per target live in [`Results`] for the exporter.
 //!
-//! Owns: the probe loops and the in-memory results. Must not know HTTP, metrics encoding or
+//! Owns: the probe loops and the in-memory results, and which targets are this instance's
+//! when a fleet is split between several (`shard.rs`). Must not know HTTP, metrics encoding or
 //! the config file.
+
+mod shard;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -23,6 +26,8 @@ use crate::cert::Status;
 use crate::clock::Clock;
 use crate::probe::{ProbeReport, Prober, Round, Target};
 use crate::shutdown::Shutdown;
+
+pub use shard::Shard;
 
 /// Successes kept per target in the history.
 pub const HISTORY_OK: usize = 10;

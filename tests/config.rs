@@ -40,7 +40,7 @@ fn invalid_configs_report_every_problem_with_file_line_and_key() {
             // Unknown keys and wrong types do not hide each other, nor the checks after them.
             "invalid-shape-many.toml",
             &[
-                "invalid-shape-many.toml:2: server.listn: unknown field `listn`, expected one of `listen`, `state_dir`, `max_connections`, `header_timeout`, `idle_timeout`, `probe_targets`, `web`",
+                "invalid-shape-many.toml:2: server.listn: unknown field `listn`, expected one of `listen`, `state_dir`, `max_connections`, `header_timeout`, `idle_timeout`, `probe_targets`, `metrics`, `shard`, `web`",
                 "invalid-shape-many.toml:4: defualts: unknown field `defualts`, expected one of `server`, `defaults`, `targets_files`, `profiles_dir`, `target`, `profile`, `store`, `acme`, `certificate`, `endpoint`, `window`, `hook`, `deploy`, `backup`",
                 "invalid-shape-many.toml:8: defaults.timeout: invalid type: integer `5`, expected a string",
                 "invalid-shape-many.toml:13: target[0].labels.team: invalid type: integer `1`, expected a string",
@@ -105,6 +105,8 @@ fn invalid_configs_report_every_problem_with_file_line_and_key() {
                 "invalid-server.toml:4: server.idle_timeout: 50ms is outside 100ms..=1h",
                 r#"invalid-server.toml:5: server.probe_targets: "10.0.0.1/8": has bits set past the prefix length; write 10.0.0.0/8"#,
                 r#"invalid-server.toml:5: server.probe_targets: "a.*.example.org": a wildcard may only be the whole first label (*.example.org)"#,
+                r#"invalid-server.toml:6: server.metrics: "slim" is not "full" or "lean""#,
+                "invalid-server.toml:7: server.shard: the shard 5 is outside 1..=4",
             ],
         ),
         (

@@ -26,6 +26,9 @@ mod probe_starttls;
 // `tlsward serve`: scheduled probes, HTTP endpoints, reloads, web protection.
 mod serve;
 
+// The scrape at fleet scale: gzip, lean metrics with their series per target, shards.
+mod scrape_scale;
+
 // Certificates and replies carrying exposition syntax, terminal escapes and huge names:
 // /metrics and /probe by a strict parser and promtool, the probe and verify tables.
 mod hostile_text;

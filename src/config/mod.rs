@@ -78,6 +78,11 @@ pub struct Config {
     pub http_limits: crate::listen::Limits,
     /// `[server] probe_targets`: which targets `/probe` may probe.
     pub probe_targets: crate::exporter::ProbeTargets,
+    /// `[server] metrics`: what `/metrics` exports per target.
+    pub metrics: crate::exporter::MetricsMode,
+    /// `[server] shard`: which of [`Config::targets`] this instance probes on a schedule
+    /// (every one without it); the others stay known to `/probe` and the reconciler.
+    pub shard: Option<crate::schedule::Shard>,
     /// Probes in flight at once, across all targets.
     pub concurrency: usize,
     /// Every target to probe on a schedule.

@@ -170,6 +170,10 @@ pub(super) struct RawServer {
     pub(super) idle_timeout: Option<Spanned<String>>,
     /// `"configured"`, `"any"`, or a list of name patterns and CIDRs.
     pub(super) probe_targets: Option<Spanned<RawProbeTargets>>,
+    /// `"full"` or `"lean"`: what `/metrics` exports per target.
+    pub(super) metrics: Option<Spanned<String>>,
+    /// `"K/N"`: probe only this instance's share of the targets.
+    pub(super) shard: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) web: RawWeb,
 }

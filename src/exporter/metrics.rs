@@ -7,6 +7,8 @@
 //! encoded; the peer's are capped at [`crate::escape::MAX_PEER_LABEL_BYTES`].
 
 use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::collector::Collector;
@@ -21,6 +23,53 @@ use crate::probe::ProbeReport;
 use crate::schedule::Results;
 
 type Labels = Vec<(Cow<'static, str>, LabelValue<'static>)>;
+
+/// What `/metrics` exports per scheduled target (`[server] metrics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MetricsMode {
+    /// Every family: the default, for fleets whose every series is affordable.
+    #[default]
+    Full,
+    /// Only what the shipped alerts and the overview dashboard read, for large fleets:
+    /// `probe_success`, `probe_timestamp_seconds`, `probe_interval_seconds`,
+    /// `probe_failure_info` (only when there is a reason), `cert_not_after_timestamp_seconds`,
+    /// `cert_not_before_timestamp_seconds`, and `check_ok` only for checks that failed (at 0,
+    /// as the alerts match it). The rest stays available through `/api/targets` and `/probe`.
+    Lean,
+}
+
+impl MetricsMode {
+    /// Every mode, in the order the config documents them.
+    pub const ALL: [Self; 2] = [Self::Full, Self::Lean];
+
+    /// The config word.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Lean => "lean",
+        }
+    }
+}
+
+/// The mode the collector reads at each scrape; a reload switches it.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct ModeSwitch(Arc<AtomicBool>);
+
+// === impl ModeSwitch ===
+
+impl ModeSwitch {
+    pub(crate) fn set(&self, mode: MetricsMode) {
+        self.0.store(mode == MetricsMode::Lean, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> MetricsMode {
+        if self.0.load(Ordering::Relaxed) {
+            MetricsMode::Lean
+        } else {
+            MetricsMode::Full
+        }
+    }
+}
 
 /// One report with the labels it is exposed under.
 pub(crate) struct Row<'a> {
@@ -90,11 +139,14 @@ fn facts<'r, 'a>(r: &'r Row<'a>) -> Option<(&'r Row<'a>, &'a crate::cert::ChainF
     r.report.outcome.as_ref().ok().map(|f| (r, f))
 }
 
-/// Encodes the per-target families for `rows` (names get the registry's prefix).
+/// Encodes the per-target families for `rows` (names get the registry's prefix), all of them
+/// or only the [`MetricsMode::Lean`] ones.
 pub(crate) fn encode_rows(
     enc: &mut DescriptorEncoder<'_>,
     rows: &[Row<'_>],
+    mode: MetricsMode,
 ) -> Result<(), std::fmt::Error> {
+    let full = mode == MetricsMode::Full;
     let one = |labels: &Labels, v: f64| vec![(labels.clone(), v)];
     gauge_family(
         enc,
@@ -112,14 +164,16 @@ pub(crate) fn encode_rows(
             )
         },
     )?;
-    gauge_family(
-        enc,
-        "probe_duration_seconds",
-        "Wall time of the last probe.",
-        None,
-        rows,
-        |r| one(&r.labels, r.report.duration.as_secs_f64()),
-    )?;
+    if full {
+        gauge_family(
+            enc,
+            "probe_duration_seconds",
+            "Wall time of the last probe.",
+            None,
+            rows,
+            |r| one(&r.labels, r.report.duration.as_secs_f64()),
+        )?;
+    }
     gauge_family(
         enc,
         "probe_timestamp_seconds",
@@ -179,18 +233,20 @@ pub(crate) fn encode_rows(
                 .unwrap_or_default()
         },
     )?;
-    gauge_family(
-        enc,
-        "chain_earliest_not_after_timestamp_seconds",
-        "Earliest notAfter among the presented certificates, roots excluded.",
-        None,
-        rows,
-        |r| {
-            facts(r)
-                .map(|(r, f)| one(&r.labels, f.earliest_not_after.unix_timestamp() as f64))
-                .unwrap_or_default()
-        },
-    )?;
+    if full {
+        gauge_family(
+            enc,
+            "chain_earliest_not_after_timestamp_seconds",
+            "Earliest notAfter among the presented certificates, roots excluded.",
+            None,
+            rows,
+            |r| {
+                facts(r)
+                    .map(|(r, f)| one(&r.labels, f.earliest_not_after.unix_timestamp() as f64))
+                    .unwrap_or_default()
+            },
+        )?;
+    }
     gauge_family(
         enc,
         "check_ok",
@@ -202,6 +258,7 @@ pub(crate) fn encode_rows(
                 .map(|(r, f)| {
                     f.checks
                         .iter()
+                        .filter(|c| full || !c.ok())
                         .map(|c| {
                             (
                                 with(&r.labels, &[("check", LabelValue::new(c.kind.as_str()))]),
@@ -213,6 +270,9 @@ pub(crate) fn encode_rows(
                 .unwrap_or_default()
         },
     )?;
+    if !full {
+        return Ok(());
+    }
     info_family(
         enc,
         "cert",
@@ -251,7 +311,8 @@ pub(crate) fn encode_rows(
 /// Exposes every scheduled target's latest results.
 #[derive(Debug)]
 pub(crate) struct TargetCollector {
-    pub(crate) results: std::sync::Arc<Results>,
+    pub(crate) results: Arc<Results>,
+    pub(crate) mode: ModeSwitch,
 }
 
 impl Collector for TargetCollector {
@@ -289,7 +350,7 @@ impl Collector for TargetCollector {
                     });
                 }
             }
-            encode_rows(&mut encoder, &rows)
+            encode_rows(&mut encoder, &rows, self.mode.get())
         })
     }
 }
@@ -309,7 +370,7 @@ impl Collector for ProbeCollector {
             finished: None,
             interval: None,
         }];
-        encode_rows(&mut encoder, &rows)
+        encode_rows(&mut encoder, &rows, MetricsMode::Full)
     }
 }
 

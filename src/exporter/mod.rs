@@ -1,6 +1,7 @@
 //! The HTTP side: Prometheus metrics over hyper.
 //!
-//! Owns: `/metrics` (scheduled results, OpenMetrics or text format by `Accept`), `/probe`
+//! Owns: `/metrics` (scheduled results, OpenMetrics or text format by `Accept`, every family
+//! or the lean set by [`MetricsMode`], gzip when asked by `Accept-Encoding`), `/probe`
 //! (blackbox-style, a fresh registry per request), `/-/healthy`, `/-/ready`, `/-/reload`,
 //! `/api/targets`, and the web protection of all of them (TLS, basic auth with bcrypt hashes
 //! checked off the async workers, bearer tokens by SHA-256, which targets `/probe` may
@@ -9,6 +10,7 @@
 
 mod allow;
 mod auth;
+mod gzip;
 mod metrics;
 mod server;
 mod text;
@@ -18,6 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use allow::{Allowlist, ProbeTargets, Refusal};
+pub use metrics::MetricsMode;
 pub use server::{ExporterState, ProbeProfiles, ReloadRequest, serve};
 
 /// Protection for every endpoint, like Prometheus exporter-toolkit's web config.

@@ -18,7 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::WebConfig;
 use super::allow::ProbeTargets;
 use super::auth::{Authenticator, Verdict};
-use super::metrics::{BlackboxCompat, ProbeCollector};
+use super::gzip::{accepts_gzip, compress};
+use super::metrics::{BlackboxCompat, MetricsMode, ModeSwitch, ProbeCollector};
 use super::text::openmetrics_to_text;
 use crate::cert::rfc3339;
 use crate::clock::Clock;
@@ -68,6 +69,8 @@ pub struct ExporterState {
     pub clock: Arc<dyn Clock>,
     /// Checks credentials: bcrypt off the async workers, successes remembered.
     auth: Authenticator,
+    /// What `/metrics` exports per target (`[server] metrics`), read at each scrape.
+    mode: ModeSwitch,
 }
 
 impl std::fmt::Debug for ExporterState {
@@ -87,10 +90,12 @@ impl ExporterState {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let mut registry = registry;
+        let mode = ModeSwitch::default();
         registry
             .sub_registry_with_prefix("tlsward")
             .register_collector(Box::new(super::metrics::TargetCollector {
                 results: results.clone(),
+                mode: mode.clone(),
             }));
         Self {
             registry,
@@ -100,7 +105,14 @@ impl ExporterState {
             reload,
             clock,
             auth: Authenticator::default(),
+            mode,
         }
+    }
+
+    /// Sets what `/metrics` exports per target from the next scrape on (at start and at
+    /// each reload; [`MetricsMode::Full`] until then).
+    pub fn set_metrics(&self, mode: MetricsMode) {
+        self.mode.set(mode);
     }
 
     async fn authorized(&self, req: &Request<Incoming>) -> Verdict {
@@ -188,7 +200,7 @@ async fn route(req: Request<Incoming>, state: &ExporterState) -> Response<Full<B
         }
     }
     match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => metrics(&req, &state.registry),
+        (&Method::GET, "/metrics") => compressed(&req, metrics(&req, &state.registry)).await,
         (&Method::GET, "/probe") => probe(&req, state).await,
         (&Method::GET, "/-/healthy") => text(StatusCode::OK, "Healthy\n"),
         (&Method::GET, "/-/ready") => {
@@ -216,13 +228,47 @@ async fn route(req: Request<Incoming>, state: &ExporterState) -> Response<Full<B
             }
         }
         (_, "/-/reload") => text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
-        (&Method::GET, "/api/targets") => targets_json(state),
+        (&Method::GET, "/api/targets") => compressed(&req, targets_json(state)).await,
         (&Method::GET, "/") => text(
             StatusCode::OK,
             "tlsward\n\n/metrics        scheduled probes\n/probe?target=HOST:PORT&profile=NAME[&debug=true]\n/api/targets    latest reports and history\n/-/healthy /-/ready /-/reload (POST)\n",
         ),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// `response` gzip-compressed when it succeeded and `req` accepts gzip; either way marked as
+/// varying by `Accept-Encoding`, so a cache never hands the compressed form to a client that
+/// did not ask for it. Compression runs off the async workers: a fleet's exposition is tens
+/// of megabytes.
+async fn compressed(
+    req: &Request<Incoming>,
+    response: Response<Full<Bytes>>,
+) -> Response<Full<Bytes>> {
+    let gzip = response.status() == StatusCode::OK && accepts_gzip(req.headers());
+    let (mut parts, body) = response.into_parts();
+    parts
+        .headers
+        .insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    if !gzip {
+        return Response::from_parts(parts, body);
+    }
+    // A `Full` body is one chunk, already in memory: collecting it cannot fail or wait.
+    let plain = http_body_util::BodyExt::collect(body)
+        .await
+        .map(http_body_util::Collected::to_bytes)
+        .unwrap_or_default();
+    let Ok(packed) = tokio::task::spawn_blocking(move || compress(&plain)).await else {
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "compressing the answer failed\n",
+        );
+    };
+    parts
+        .headers
+        .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Full::new(Bytes::from(packed)))
 }
 
 fn wants_openmetrics(req: &Request<Incoming>) -> bool {

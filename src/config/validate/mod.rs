@@ -129,6 +129,8 @@ impl Validator<'_, '_> {
         let web = self.web(&raw);
         let http_limits = self.http_limits(&raw.server);
         let probe_targets = self.probe_targets(&raw.server);
+        let metrics = self.metrics_mode(&raw.server);
+        let shard = self.shard(&raw.server);
 
         let defaults = TargetSettings {
             profile: default_profile.clone(),
@@ -166,6 +168,8 @@ impl Validator<'_, '_> {
             web: web?,
             http_limits,
             probe_targets,
+            metrics,
+            shard,
             concurrency,
             targets,
             profiles: by_name,

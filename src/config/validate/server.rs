@@ -1,5 +1,6 @@
 //! `[server]` keys for the HTTP listeners: their limits, which targets `/probe` may probe,
-//! and `[server.web]` (TLS and who may ask).
+//! what `/metrics` exports, this instance's shard of the targets, and `[server.web]` (TLS and
+//! who may ask).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -8,8 +9,9 @@ use std::time::Duration;
 use super::Validator;
 use crate::config::DEFAULT_LISTEN;
 use crate::config::raw::{RawConfig, RawProbeTargets, RawServer};
-use crate::exporter::{Allowlist, ProbeTargets, WebConfig};
+use crate::exporter::{Allowlist, MetricsMode, ProbeTargets, WebConfig};
 use crate::listen::Limits;
+use crate::schedule::Shard;
 
 /// The largest `max_connections` accepted.
 const MAX_CONNECTIONS: i64 = 1_000_000;
@@ -101,6 +103,37 @@ impl Validator<'_, '_> {
                 }
             },
         }
+    }
+
+    /// `metrics`: `"full"` (the default) or `"lean"`.
+    pub(super) fn metrics_mode(&mut self, s: &RawServer) -> MetricsMode {
+        let Some(v) = &s.metrics else {
+            return MetricsMode::Full;
+        };
+        if let Some(mode) = MetricsMode::ALL
+            .into_iter()
+            .find(|m| m.as_str() == v.get_ref())
+        {
+            return mode;
+        }
+        let words: Vec<String> = MetricsMode::ALL
+            .iter()
+            .map(|m| format!("{:?}", m.as_str()))
+            .collect();
+        self.p.at(
+            v,
+            "server.metrics",
+            format!("{:?} is not {}", v.get_ref(), words.join(" or ")),
+        );
+        MetricsMode::Full
+    }
+
+    /// `shard`: `"K/N"`, this instance's shard K of N.
+    pub(super) fn shard(&mut self, s: &RawServer) -> Option<Shard> {
+        let v = s.shard.as_ref()?;
+        Shard::parse(v.get_ref())
+            .map_err(|e| self.p.at(v, "server.shard", e))
+            .ok()
     }
 
     pub(super) fn web(&mut self, raw: &RawConfig) -> Option<WebConfig> {
