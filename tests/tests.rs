@@ -26,6 +26,10 @@ mod probe_starttls;
 // `tlsward serve`: scheduled probes, HTTP endpoints, reloads, web protection.
 mod serve;
 
+// `tlsward serve` with file_sd target files: rewrites picked up by the poll, broken ones
+// rejected with the targets kept.
+mod file_sd;
+
 // Certificates and replies carrying exposition syntax, terminal escapes and huge names:
 // /metrics and /probe by a strict parser and promtool, the probe and verify tables.
 mod hostile_text;
