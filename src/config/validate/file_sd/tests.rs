@@ -26,8 +26,11 @@ fn problems(cfg: &Path) -> Vec<String> {
     }
 }
 
+/// A target's name, profile and labels.
+type Listed = (String, String, Vec<(String, String)>);
+
 /// (name, profile, labels) of every target, in order.
-fn listed(config: &Config) -> Vec<(String, String, Vec<(String, String)>)> {
+fn listed(config: &Config) -> Vec<Listed> {
     config
         .targets
         .iter()
