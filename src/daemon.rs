@@ -7,7 +7,9 @@
 //! ask it for orders and deployments.
 //!
 //! A reload parses and validates the new config completely before touching anything; a bad
-//! config is rejected with every problem logged, and the old one keeps running.
+//! config is rejected with every problem logged, and the old one keeps running. The config's
+//! file_sd files are looked at every `file_sd_refresh` ([`watch_file_sd`]): a change to them
+//! reloads the same way.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,11 +23,11 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{self, Config, RemediationSettings};
+use crate::config::{self, Config, FileSd, RemediationSettings};
 use crate::control;
 use crate::exporter::{self, ExporterState, ProbeProfiles, ReloadRequest};
 use crate::issuer::Http01Responder;
@@ -325,6 +327,12 @@ pub async fn run(
         stop.clone(),
     );
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
+    let (file_sd, file_sd_rx) = watch::channel(config.file_sd.clone());
+    let (sd_changed_tx, mut sd_changed) = mpsc::channel::<()>(1);
+    if !config.file_sd.is_empty() {
+        info!(patterns = ?config.file_sd.patterns, refresh = ?config.file_sd.refresh, "watching file_sd files");
+    }
+    tokio::spawn(watch_file_sd(file_sd_rx, sd_changed_tx, stop.clone()));
     let tls = config.web.tls.clone();
     let state = Arc::new(ExporterState::new(
         registry,
@@ -359,6 +367,7 @@ pub async fn run(
         let answer = tokio::select! {
             () = &mut shutdown => break,
             _ = hup.recv() => None,
+            Some(()) = sd_changed.recv() => None,
             req = reload_rx.recv() => match req {
                 Some(tx) => Some(tx),
                 None => break,
@@ -370,6 +379,7 @@ pub async fn run(
             &state,
             reconciler.as_deref(),
             (descriptors, started_limits),
+            &file_sd,
         );
         daemon_metrics.loaded(outcome.is_ok(), clock.as_ref());
         if let Some(tx) = answer {
@@ -403,6 +413,7 @@ fn reload(
     state: &ExporterState,
     reconciler: Option<&Reconciler>,
     (descriptors, started): (Descriptors, Limits),
+    file_sd: &watch::Sender<FileSd>,
 ) -> Result<(), String> {
     match config::load(path) {
         Ok(config) => {
@@ -422,6 +433,10 @@ fn reload(
                     "server.max_connections, header_timeout and idle_timeout changes take effect at the next start"
                 );
             }
+            if !config.file_sd.is_empty() {
+                info!(patterns = ?config.file_sd.patterns, refresh = ?config.file_sd.refresh, "watching file_sd files");
+            }
+            file_sd.send_replace(config.file_sd.clone());
             state.set_metrics(config.metrics);
             let scheduled = scheduled(config.targets, config.shard);
             let targets = scheduled.len();
@@ -448,6 +463,46 @@ fn scheduled(
     let mine = shard.select(targets);
     info!(%shard, targets = mine.len(), of = all, "probing this shard of the targets");
     mine
+}
+
+/// Looks at the file_sd files every `refresh` and sends on `changed` when they differ from
+/// what the running config read, or from the last look: the loop in [`run`] then reloads as
+/// for SIGHUP. A reload that is rejected leaves the last look in place, so a bad file is
+/// reported once, and again only when it changes. `settings` carries the files of each
+/// config applied; with none it only waits for one that has some.
+async fn watch_file_sd(
+    mut settings: watch::Receiver<FileSd>,
+    changed: mpsc::Sender<()>,
+    stop: Shutdown,
+) {
+    let mut sd = settings.borrow_and_update().clone();
+    let mut last = sd.stamp.clone();
+    loop {
+        tokio::select! {
+            () = stop.wait() => return,
+            r = settings.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                sd = settings.borrow_and_update().clone();
+                last = sd.stamp.clone();
+                continue;
+            }
+            () = tokio::time::sleep(sd.refresh), if !sd.is_empty() => {}
+        }
+        let look = sd.clone();
+        // A glob and a stat per file: off the async workers.
+        let Ok(now) = tokio::task::spawn_blocking(move || look.stamp_now()).await else {
+            continue;
+        };
+        if now != last {
+            last = now;
+            info!(patterns = ?sd.patterns, "file_sd files changed; reloading");
+            if changed.send(()).await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -11,7 +11,9 @@
 //!   JSON-lines protocol, the server `serve` runs and the client the CLI uses to have the
 //!   daemon's reconciler issue and deploy. Knows the reconciler; not the config or the CLI.
 //! - [`config`]: the TOML file, validated into each module's settings with every problem at
-//!   once (file, line, key). Knows the settings types below; they do not know it.
+//!   once (file, line, key); the Prometheus file_sd target files it names, and the stamp of
+//!   them `serve` polls to reload on a change. Knows the settings types below; they do not
+//!   know it.
 //! - [`exporter`]: hyper server: `/metrics`, `/probe`, health, reload; metric families over
 //!   reports (full or lean), gzip by `Accept-Encoding`. Knows nothing of the config file.
 //! - [`reconcile`]: the only place tying issuer, store, hooks and probe results: the desired

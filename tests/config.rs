@@ -41,7 +41,7 @@ fn invalid_configs_report_every_problem_with_file_line_and_key() {
             "invalid-shape-many.toml",
             &[
                 "invalid-shape-many.toml:2: server.listn: unknown field `listn`, expected one of `listen`, `state_dir`, `max_connections`, `header_timeout`, `idle_timeout`, `probe_targets`, `metrics`, `shard`, `web`",
-                "invalid-shape-many.toml:4: defualts: unknown field `defualts`, expected one of `server`, `defaults`, `targets_files`, `profiles_dir`, `target`, `profile`, `store`, `acme`, `certificate`, `endpoint`, `window`, `hook`, `deploy`, `backup`",
+                "invalid-shape-many.toml:4: defualts: unknown field `defualts`, expected one of `server`, `defaults`, `targets_files`, `file_sd`, `file_sd_refresh`, `profiles_dir`, `target`, `profile`, `store`, `acme`, `certificate`, `endpoint`, `window`, `hook`, `deploy`, `backup`",
                 "invalid-shape-many.toml:8: defaults.timeout: invalid type: integer `5`, expected a string",
                 "invalid-shape-many.toml:13: target[0].labels.team: invalid type: integer `1`, expected a string",
                 "invalid-shape-many.toml:14: target[0].profil: unknown field `profil`, expected one of `address`, `profile`, `interval`, `timeout`, `server_name`, `connect_to`, `all_addresses`, `warn_days`, `crit_days`, `warn`, `crit`, `labels`",

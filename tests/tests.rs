@@ -26,6 +26,9 @@ mod probe_starttls;
 // `tlsward serve`: scheduled probes, HTTP endpoints, reloads, web protection.
 mod serve;
 
+// `tlsward serve` with file_sd target files: rewrites picked up by the poll, broken ones
+// rejected with the targets kept.
+mod file_sd;
 // The scrape at fleet scale: gzip, lean metrics with their series per target, shards.
 mod scrape_scale;
 

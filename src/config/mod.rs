@@ -1,10 +1,12 @@
 //! The config file: parsed into a raw mirror (`raw.rs`), then validated (`validate.rs`) into
-//! each module's own settings. Every problem is reported at once, with file, line and key,
+//! each module's own settings; the file_sd files it names as `serve` watches them
+//! (`file_sd.rs`). Every problem is reported at once, with file, line and key,
 //! e.g. `tlsward.toml:14: target[3].profile: unknown profile "htps"`.
 //!
 //! Owns: the TOML shape and its validation, the shipped probe profiles (built in from
 //! `probes/`). Knows the settings types of the modules it configures; they do not know it.
 
+mod file_sd;
 mod raw;
 mod validate;
 
@@ -14,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use file_sd::{DEFAULT_FILE_SD_REFRESH, FileSd, Stamp};
 pub use validate::{load, load_str};
 
 use crate::exporter::WebConfig;
@@ -87,6 +90,8 @@ pub struct Config {
     pub concurrency: usize,
     /// Every target to probe on a schedule.
     pub targets: Vec<TargetSpec>,
+    /// `file_sd` and `file_sd_refresh`: the file_sd files `serve` watches for changes.
+    pub file_sd: FileSd,
     /// Every profile by name, with a prober at the profile's own settings (for `/probe`).
     pub profiles: BTreeMap<String, Arc<Prober>>,
     /// The profile used when a target or `/probe` request names none.

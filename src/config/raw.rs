@@ -17,6 +17,11 @@ pub(super) struct RawConfig {
     /// Glob patterns of files with one target a line, relative to the config file.
     #[serde(default)]
     pub(super) targets_files: Vec<Spanned<String>>,
+    /// Glob patterns of Prometheus file_sd files (JSON or YAML), relative to the config file.
+    #[serde(default)]
+    pub(super) file_sd: Vec<Spanned<String>>,
+    /// How often `serve` looks for changes in the file_sd files.
+    pub(super) file_sd_refresh: Option<Spanned<String>>,
     /// A folder of extra profile files (`NAME.toml`), relative to the config file.
     pub(super) profiles_dir: Option<Spanned<String>>,
     #[serde(default, rename = "target")]

@@ -2,9 +2,11 @@
 //!
 //! This file holds the top-level flow ([`load`], [`load_str`], `[defaults]`); each part of
 //! the file is checked beside it: `shape` (unknown keys and wrong types), `problems` (the
-//! collector), `profiles` (and thresholds), `targets`, `server`, `hooks` and `remediation`.
+//! collector), `profiles` (and thresholds), `targets`, `file_sd`, `server`, `hooks` and
+//! `remediation`.
 
 mod backup;
+mod file_sd;
 mod hooks;
 mod problems;
 mod profiles;
@@ -141,6 +143,7 @@ impl Validator<'_, '_> {
         };
         let mut list = TargetList::new(&profiles);
         self.targets(&raw, &defaults, &broken, &mut list);
+        let file_sd = self.file_sd(&raw, &defaults, &broken, &mut list);
         let TargetList {
             mut probers,
             specs: targets,
@@ -172,6 +175,7 @@ impl Validator<'_, '_> {
             shard,
             concurrency,
             targets,
+            file_sd,
             profiles: by_name,
             default_profile,
             store,

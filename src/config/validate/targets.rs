@@ -1,6 +1,6 @@
 //! `[[target]]` entries and `targets_files`: what to probe, with which prober. Both kinds of
-//! entry end in [`TargetList::add`], so they are listed once per profile and share probers
-//! the same way.
+//! entry, and the groups of `file_sd` files (`file_sd.rs`), end in [`TargetList::add`], so
+//! they are listed once per profile and share probers the same way.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -19,7 +19,7 @@ use crate::probe::{Prober, Target};
 use crate::schedule::TargetSpec;
 
 /// Label names tlsward sets itself, which config labels may not take.
-const RESERVED_LABELS: &[&str] = &[
+pub(super) const RESERVED_LABELS: &[&str] = &[
     "target", "profile", "address", "reason", "check", "version", "job", "instance",
 ];
 
@@ -102,12 +102,19 @@ impl<'a> ProberCache<'a> {
 // === impl TargetList ===
 
 /// Where a target was listed first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Origin {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Origin {
     /// `[[target]]` number this.
     Entry(usize),
     /// A line of a `targets_files` file.
     File,
+    /// Group number `group` of the file_sd file `file`.
+    SdFile {
+        /// The file, as shown in problems.
+        file: Arc<str>,
+        /// The group's index in the file.
+        group: usize,
+    },
 }
 
 impl fmt::Display for Origin {
@@ -115,6 +122,7 @@ impl fmt::Display for Origin {
         match self {
             Self::Entry(i) => write!(f, "target[{i}]"),
             Self::File => f.write_str("in a targets file"),
+            Self::SdFile { file, group } => write!(f, "in {file} group[{group}]"),
         }
     }
 }
@@ -140,10 +148,15 @@ impl<'a> TargetList<'a> {
         }
     }
 
+    /// The profiles that validated, by name.
+    pub(super) fn profiles(&self) -> &'a BTreeMap<String, Profile> {
+        self.probers.profiles
+    }
+
     /// Adds `target`, probed as `s` says, unless it is already listed with the same profile
     /// (then `Err` says where). A target whose profile did not validate is left out: its
     /// problems are reported where the profile is written.
-    fn add(
+    pub(super) fn add(
         &mut self,
         origin: Origin,
         target: Target,
@@ -392,7 +405,7 @@ impl Validator<'_, '_> {
 }
 
 /// A Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
-fn valid_label_name(name: &str) -> bool {
+pub(super) fn valid_label_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars
         .next()
