@@ -15,6 +15,7 @@ use age::secrecy::ExposeSecret;
 use tlsward::store::{CertificateRow, KeySource, NewVersion, Secret, Store};
 
 use crate::util::TestCa;
+use crate::util::exposition::{assert_metric, metric};
 use crate::util::http::get;
 use crate::util::wait::eventually;
 
@@ -651,20 +652,25 @@ async fn a_failing_offsite_command_is_counted_as_ship() {
     let daemon = crate::util::daemon::start(&path).await;
     let addr = daemon.addr;
     eventually(30, "a ship failure", || async move {
-        get(addr, "/metrics")
-            .await
-            .body
-            .contains("tlsward_backup_failures_total{stage=\"ship\"} 1")
+        let body = get(addr, "/metrics").await.body;
+        metric(&body, "tlsward_backup_failures_total", &[("stage", "ship")]) == Some(1.0)
     })
     .await;
     let m = get(addr, "/metrics").await.body;
-    assert!(
-        m.contains("tlsward_backup_failures_total{stage=\"create\"} 0"),
-        "{m}"
+    assert_metric(
+        &m,
+        "tlsward_backup_failures_total",
+        &[("stage", "create")],
+        0.0,
     );
     // No drill identity: no drill series, so the drill alert has nothing to compare.
-    assert!(
-        !m.contains("tlsward_backup_last_drill_success_timestamp_seconds"),
+    assert_eq!(
+        metric(
+            &m,
+            "tlsward_backup_last_drill_success_timestamp_seconds",
+            &[]
+        ),
+        None,
         "{m}"
     );
 }
@@ -765,23 +771,30 @@ async fn a_backup_that_would_not_restore_fails_verify_and_the_drill() {
     let daemon = crate::util::daemon::start(&path).await;
     let addr = daemon.addr;
     eventually(30, "a drill failure", || async move {
-        get(addr, "/metrics")
-            .await
-            .body
-            .contains("tlsward_backup_failures_total{stage=\"drill\"} 1")
+        let body = get(addr, "/metrics").await.body;
+        metric(
+            &body,
+            "tlsward_backup_failures_total",
+            &[("stage", "drill")],
+        ) == Some(1.0)
     })
     .await;
     let m = get(addr, "/metrics").await.body;
-    assert!(
-        m.contains("tlsward_backup_last_drill_success_timestamp_seconds 0"),
+    assert_metric(
+        &m,
+        "tlsward_backup_last_drill_success_timestamp_seconds",
+        &[],
+        0.0,
+    );
+    assert_ne!(
+        metric(&m, "tlsward_backup_last_success_timestamp_seconds", &[]),
+        Some(0.0),
         "{m}"
     );
-    assert!(
-        !m.contains("tlsward_backup_last_success_timestamp_seconds 0\n"),
-        "{m}"
-    );
-    assert!(
-        m.contains("tlsward_backup_failures_total{stage=\"create\"} 0"),
-        "{m}"
+    assert_metric(
+        &m,
+        "tlsward_backup_failures_total",
+        &[("stage", "create")],
+        0.0,
     );
 }

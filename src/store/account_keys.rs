@@ -215,15 +215,10 @@ impl Store {
 
     /// The pending rollover key of `directory`, decrypted, if a rollover is unsettled.
     pub fn pending_account_key(&self, directory: &str) -> Result<Option<Secret>, StoreError> {
-        let sealed: Option<Vec<u8>> = self
-            .conn()
-            .query_row(
-                "SELECT creds_sealed FROM pending_account_keys WHERE directory = ?1",
-                params![directory],
-                |r| r.get(0),
-            )
-            .optional()?;
-        sealed.map(|s| self.crypt.decrypt(&s)).transpose()
+        self.unseal_one(
+            "SELECT creds_sealed FROM pending_account_keys WHERE directory = ?1",
+            directory,
+        )
     }
 
     /// Drops the pending rollover key of `directory` (the CA does not have it), journaled.

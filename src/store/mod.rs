@@ -210,4 +210,11 @@ impl Store {
     fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// The one sealed value `sql` selects for `key` (at most one row), decrypted.
+    fn unseal_one(&self, sql: &str, key: &str) -> Result<Option<Secret>, StoreError> {
+        use rusqlite::OptionalExtension;
+        let sealed: Option<Vec<u8>> = self.conn().query_row(sql, [key], |r| r.get(0)).optional()?;
+        sealed.map(|s| self.crypt.decrypt(&s)).transpose()
+    }
 }

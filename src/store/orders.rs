@@ -251,15 +251,10 @@ impl Store {
 
     /// The stored ACME account credentials for a directory, decrypted.
     pub fn account(&self, directory: &str) -> Result<Option<Secret>, StoreError> {
-        let sealed: Option<Vec<u8>> = self
-            .conn()
-            .query_row(
-                "SELECT creds_sealed FROM accounts WHERE directory = ?1",
-                params![directory],
-                |r| r.get(0),
-            )
-            .optional()?;
-        sealed.map(|s| self.crypt.decrypt(&s)).transpose()
+        self.unseal_one(
+            "SELECT creds_sealed FROM accounts WHERE directory = ?1",
+            directory,
+        )
     }
 
     /// Saves ACME account credentials (encrypted).

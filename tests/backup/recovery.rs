@@ -12,6 +12,7 @@ use std::time::Duration;
 use tlsward::store::{KeySource, Store};
 
 use super::{identity, text};
+use crate::util::exposition::assert_metric;
 use crate::util::http::get;
 use crate::util::pebble::Pebble;
 use crate::util::servers::NginxHttps;
@@ -297,9 +298,11 @@ settings = {{ fullchain_path = "{certs}/0.crt", key_path = "{certs}/0.key" }}
     // A few probe rounds, to give a wrong redeployment the time to show.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let m = serve.metrics().await;
-    assert!(
-        m.contains("tlsward_endpoint_drift{endpoint=\"web\",certificate=\"site\"} 0"),
-        "{m}"
+    assert_metric(
+        &m,
+        "tlsward_endpoint_drift",
+        &[("endpoint", "web"), ("certificate", "site")],
+        0.0,
     );
     // (The families are created at start with zeroes.)
     let redeployed: Vec<&str> = m
@@ -311,9 +314,11 @@ settings = {{ fullchain_path = "{certs}/0.crt", key_path = "{certs}/0.key" }}
         })
         .collect();
     assert!(redeployed.is_empty(), "redeployed: {redeployed:?}");
-    assert!(
-        m.contains("tlsward_hook_runs_total{hook=\"nginx\",result=\"ok\",reason=\"none\"} 0"),
-        "{m}"
+    assert_metric(
+        &m,
+        "tlsward_hook_runs_total",
+        &[("hook", "nginx"), ("result", "ok"), ("reason", "none")],
+        0.0,
     );
     let list_after = run(&mut t, &["cert", "list", "--config", cfg]);
     let list_after = String::from_utf8_lossy(&list_after.stdout).into_owned();
