@@ -7,6 +7,11 @@
 //! - [`cli`]: the command line: argument parsing and output rendering (table, JSON, JSON
 //!   lines). Knows every module below; nothing knows it.
 //! - [`daemon`]: `serve`: wires config, scheduler and HTTP server; owns reloads and shutdown.
+//! - [`agent`]: agents, both sides: the center's mTLS agent API with its agent CA, tokens
+//!   and signed bundles, and `tlsward agent` on an endpoint host (enroll, long-poll, deploy
+//!   with the local hooks in the window, report). Its wire types (`protocol.rs`, pure data)
+//!   are known to the reconciler, which answers for the desired state through
+//!   [`agent::AgentBackend`]; the rest knows the reconciler, store, hooks and probe.
 //! - [`control`]: the local control channel: a Unix socket beside the store, its versioned
 //!   JSON-lines protocol, the server `serve` runs and the client the CLI uses to have the
 //!   daemon's reconciler issue and deploy. Knows the reconciler; not the config or the CLI.
@@ -77,6 +82,7 @@
 //! - [`version`]: the version, git commit and build date `build.rs` recorded. Knows nothing
 //!   else.
 
+pub mod agent;
 pub mod backup;
 pub mod cert;
 pub mod cli;

@@ -74,6 +74,7 @@ async fn issues_for_several_names_and_stores_the_version_sealed() {
         key_type: KeyType::EcdsaP256,
         challenge: ChallengeKind::Http01,
         profile: None,
+        agent_key: None,
     };
     let version = issuer.issue(&spec, &s.store, &clock, None).await.unwrap();
     assert_eq!(version.certificate, "www");
@@ -164,6 +165,7 @@ async fn a_failed_challenge_keeps_the_problem_document() {
         key_type: KeyType::EcdsaP384,
         challenge: ChallengeKind::Http01,
         profile: None,
+        agent_key: None,
     };
     let err = issuer
         .issue(&spec, &s.store, &clock, None)
@@ -288,6 +290,7 @@ async fn ari_windows_and_replaces_with_pebble_2_6() {
         key_type: KeyType::EcdsaP256,
         challenge: ChallengeKind::Http01,
         profile: None,
+        agent_key: None,
     };
     let v1 = issuer.issue(&spec, &store, &clock, None).await.unwrap();
     assert!(issuer.offers_ari());
@@ -353,6 +356,7 @@ async fn replaces_is_dropped_for_a_ca_without_ari() {
         key_type: KeyType::EcdsaP256,
         challenge: ChallengeKind::Http01,
         profile: None,
+        agent_key: None,
     };
     let v1 = issuer.issue(&spec, &s.store, &clock, None).await.unwrap();
     assert_eq!(
@@ -401,6 +405,7 @@ async fn external_account_binding() {
         key_type: KeyType::EcdsaP256,
         challenge: ChallengeKind::Http01,
         profile: None,
+        agent_key: None,
     };
     assert!(issuer.issue(&spec, &store, &clock, None).await.is_ok());
 }
@@ -466,6 +471,7 @@ async fn rate_limits_keep_the_cas_retry_after() {
         key_type: KeyType::EcdsaP256,
         challenge: ChallengeKind::Http01,
         profile: None,
+        agent_key: None,
     };
     let err = issuer
         .issue(&spec, &s.store, &clock, None)
@@ -521,6 +527,7 @@ async fn dns_01_through_rfc_2136_with_bind() {
         key_type: KeyType::EcdsaP256,
         challenge: ChallengeKind::Dns01,
         profile: None,
+        agent_key: None,
     };
     let v = issuer.issue(&spec, &store, &clock, None).await.unwrap();
     use rustls::pki_types::pem::PemObject;
@@ -586,6 +593,7 @@ async fn dns_01_through_a_hook_command() {
         key_type: KeyType::EcdsaP256,
         challenge: ChallengeKind::Dns01,
         profile: None,
+        agent_key: None,
     };
     assert!(issuer.issue(&spec, &store, &clock, None).await.is_ok());
     // A failing hook is an error with its output.
@@ -626,6 +634,7 @@ async fn acme_profiles_when_the_ca_offers_them() {
         key_type: KeyType::EcdsaP256,
         challenge: ChallengeKind::Http01,
         profile: Some("shortlived".into()),
+        agent_key: None,
     };
     let short = issuer.issue(&spec, &store, &clock, None).await.unwrap();
     assert!((days(&short) - 6.0).abs() < 0.01, "{} days", days(&short));

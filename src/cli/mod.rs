@@ -4,6 +4,7 @@
 //! `main` with their chain.
 
 mod acme;
+mod agent;
 mod backup;
 mod cert;
 mod deploy;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use acme::{AccountCommand, AccountFormat, AcmeArgs, AcmeCommand};
+pub use agent::{AgentArgs, AgentCommand, TokenCommand};
 pub use backup::{BackupArgs, BackupCommand};
 pub use output::{OutputFormat, render_error};
 
@@ -90,6 +92,9 @@ pub enum Command {
     /// The ACME account: show its URL (for CAA accounturi), export it, import an existing
     /// account key, roll its key over.
     Acme(AcmeArgs),
+    /// Agents: tokens, the list and revocation on the center; enrollment and the agent on
+    /// an endpoint host, which pulls its certificates and deploys them with local hooks.
+    Agent(AgentArgs),
     /// Print a shell completion script, e.g. `tlsward completions bash >
     /// /etc/bash_completion.d/tlsward`.
     Completions {
@@ -491,6 +496,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Store(args) => store::run(args),
         Command::Backup(args) => backup::run(args),
         Command::Acme(args) => acme::run(args),
+        Command::Agent(args) => agent::run(args),
         Command::Completions { shell } => generate::completions(shell),
         Command::Man { dir } => generate::man(dir.as_deref()),
         Command::CheckConfig(args) => match crate::config::load(&args.config) {

@@ -97,6 +97,9 @@ pub struct CertificateSpec {
     pub challenge: ChallengeKind,
     /// The ACME profile to order with (e.g. `shortlived`), used when the CA offers it.
     pub profile: Option<String>,
+    /// `key = "agent"`: the key is made by this agent, which sends a CSR; the store never
+    /// holds it. `None`: the center makes and seals the key.
+    pub agent_key: Option<String>,
 }
 
 /// Why an issuance failed.

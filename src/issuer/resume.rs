@@ -174,6 +174,7 @@ impl Issuer {
             key_type: KeyType::EcdsaP256,
             challenge: ChallengeKind::Http01,
             profile: None,
+            agent_key: None,
         };
         let mut out = Vec::new();
         let mut open = Vec::new();

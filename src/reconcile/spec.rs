@@ -25,6 +25,9 @@ pub struct EndpointSpec {
     pub hook: Option<String>,
     /// Settings laid over the hook's own for this endpoint.
     pub settings: std::collections::BTreeMap<String, String>,
+    /// The agent that deploys it (`agent = "NAME"`): its `hook` names a hook in that
+    /// agent's own config, and the agent runs it; `None`: this host runs the hook.
+    pub agent: Option<String>,
 }
 
 /// What the reconciler works from; replaced on reload.

@@ -69,6 +69,36 @@ impl fmt::Display for WindowError {
 
 impl std::error::Error for WindowError {}
 
+/// A window's definition on the wire (the agent API): the config's values, checked again
+/// by [`WindowDef::window`] on the receiving side.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowDef {
+    /// The window's name.
+    pub name: String,
+    /// Weekday names (`mon`..`sun`).
+    pub days: Vec<String>,
+    /// `HH:MM:SS`, local time.
+    pub start: String,
+    /// How long it stays open.
+    pub duration_seconds: u64,
+    /// The IANA time zone.
+    pub tz: String,
+}
+
+impl WindowDef {
+    /// The window it defines, with every value checked as the config's are.
+    pub fn window(&self) -> Result<Window, WindowError> {
+        Window::parse(
+            &self.name,
+            &self.days,
+            &self.start,
+            Duration::from_secs(self.duration_seconds),
+            &self.tz,
+        )
+    }
+}
+
 /// One opening of a window: `[start, end)` as instants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Opening {
@@ -137,6 +167,26 @@ impl Window {
                 .into_iter()
                 .flatten()
                 .collect()),
+        }
+    }
+
+    /// Its definition, as the agent API sends it ([`WindowDef::window`] builds it back).
+    pub fn definition(&self) -> WindowDef {
+        const NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+        WindowDef {
+            name: self.name.clone(),
+            days: (0..7)
+                .filter(|n| self.days & (1 << n) != 0)
+                .map(|n| NAMES[n].to_owned())
+                .collect(),
+            start: format!(
+                "{:02}:{:02}:{:02}",
+                self.start.hour(),
+                self.start.minute(),
+                self.start.second()
+            ),
+            duration_seconds: self.duration.as_secs(),
+            tz: self.tz.iana_name().unwrap_or("UTC").to_owned(),
         }
     }
 
@@ -293,6 +343,21 @@ mod tests {
         let days: Vec<String> = days.iter().map(|d| d.to_string()).collect();
         let duration = humantime::parse_duration(duration).unwrap();
         Window::parse("w", &days, start, duration, tz).unwrap()
+    }
+
+    #[test]
+    fn a_definition_builds_the_same_window_back() {
+        for w in [
+            window(&["sat", "sun"], "02:00", "2h", "Europe/Berlin"),
+            window(&["daily"], "23:30:15", "90m", "America/New_York"),
+            window(&["weekdays"], "00:00", "7days", "UTC"),
+        ] {
+            let def = w.definition();
+            assert_eq!(def.window().unwrap(), w, "{def:?}");
+        }
+        let mut bad = window(&["mon"], "02:00", "1h", "UTC").definition();
+        bad.tz = "Mars/Olympus".into();
+        assert_eq!(bad.window().unwrap_err().key(), "tz");
     }
 
     #[test]

@@ -27,6 +27,7 @@ fn spec(name: &str, domain: &str) -> CertificateSpec {
         key_type: KeyType::EcdsaP256,
         challenge: ChallengeKind::Http01,
         profile: None,
+        agent_key: None,
     }
 }
 

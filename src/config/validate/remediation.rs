@@ -201,6 +201,7 @@ impl Validator<'_, '_> {
                 key_type,
                 challenge,
                 profile: c.profile.as_ref().map(|p| p.get_ref().clone()),
+                agent_key: None,
             });
         }
         let windows = self.windows(raw);
@@ -299,6 +300,7 @@ impl Validator<'_, '_> {
                 window,
                 hook,
                 settings,
+                agent: None,
             });
         }
         let _ = span;
