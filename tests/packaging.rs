@@ -445,6 +445,8 @@ async fn deb_installs_runs_and_purges() {
         "./usr/share/tlsward/alerts/tlsward.rules.yml".to_owned(),
         "./usr/share/tlsward/alerts/backup.rules.yml".to_owned(),
         "./usr/share/tlsward/alerts/deadline.rules.yml".to_owned(),
+        "./usr/share/tlsward/alerts/agents.rules.yml".to_owned(),
+        "./usr/share/doc/tlsward/examples/tlsward-agent.service".to_owned(),
         "./usr/share/tlsward/dashboards/overview.json".to_owned(),
     ];
     expected.extend(
