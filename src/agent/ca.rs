@@ -451,9 +451,11 @@ mod tests {
     #[test]
     fn the_server_certificate_is_server_auth_only_with_the_names_and_the_ca_in_its_chain() {
         let (_d, store) = store();
-        let ca = AgentCa::load_or_create(&store, NOW).unwrap();
+        // rustls checks validity by the wall clock: certificates made for now.
+        let now = crate::clock::unix_seconds(&crate::clock::SystemClock);
+        let ca = AgentCa::load_or_create(&store, now).unwrap();
         let config = ca
-            .server_config(&["center.test".into(), "10.203.0.1".into()], NOW)
+            .server_config(&["center.test".into(), "10.203.0.1".into()], now)
             .unwrap();
         let client = client_config(&ca, None);
         let (conn, _) = handshake(config, client, "center.test").unwrap();
@@ -471,18 +473,22 @@ mod tests {
             .iter()
             .map(|n| n.to_string())
             .collect();
-        assert_eq!(sans, ["DNSName(center.test)", "IPAddress(10.203.0.1)"]);
+        assert_eq!(sans, ["DNSName(center.test)", "IPAddress(0a:cb:00:01)"]);
         assert_eq!(
             leaf.validity().not_after.timestamp(),
-            NOW + secs(SERVER_LIFETIME)
+            now + secs(SERVER_LIFETIME)
+        );
+        assert_eq!(
+            leaf.validity().not_before.timestamp(),
+            now - secs(BACKDATE)
         );
         // webpki accepts it for its names, as an agent pinning the CA would.
-        let anchor = webpki::anchor_from_trusted_cert(ca.ca_der()).unwrap();
+        let anchors = [webpki::anchor_from_trusted_cert(ca.ca_der()).unwrap()];
         let end = webpki::EndEntityCert::try_from(&chain[0]).unwrap();
-        let when = rustls::pki_types::UnixTime::since_unix_epoch(Duration::from_secs(NOW as u64));
+        let when = rustls::pki_types::UnixTime::since_unix_epoch(Duration::from_secs(now as u64));
         end.verify_for_usage(
             webpki::ALL_VERIFICATION_ALGS,
-            &[anchor],
+            &anchors,
             &[],
             when,
             webpki::KeyUsage::server_auth(),
@@ -496,14 +502,14 @@ mod tests {
         .unwrap();
         // A client certificate verified for server use is refused by EKU.
         let key = KeyPair::generate().unwrap();
-        let client = ca.issue_client("web-01", &csr(&key), DAY, NOW).unwrap();
+        let client = ca.issue_client("web-01", &csr(&key), DAY, now).unwrap();
         let client = der_of(&client.certificate_pem);
         let client = webpki::EndEntityCert::try_from(&client).unwrap();
         assert!(
             client
                 .verify_for_usage(
                     webpki::ALL_VERIFICATION_ALGS,
-                    &[anchor],
+                    &anchors,
                     &[],
                     when,
                     webpki::KeyUsage::server_auth(),
