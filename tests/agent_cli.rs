@@ -51,7 +51,14 @@ fn json(out: &Output) -> Value {
 }
 
 fn token_create(config: &Path, name: &str, extra: &[&str]) -> Output {
-    let mut args = vec!["agent", "token", "create", name, "-c", config.to_str().unwrap()];
+    let mut args = vec![
+        "agent",
+        "token",
+        "create",
+        name,
+        "-c",
+        config.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     tlsward(&args)
 }
@@ -77,7 +84,12 @@ fn a_token_is_printed_once_stored_as_its_hash_and_used_once() {
     let out = token_create(&cfg, "web-01", &["--ttl", "2h", "-o", "json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let shown = json(&out);
-    let keys: Vec<&str> = shown.as_object().unwrap().keys().map(String::as_str).collect();
+    let keys: Vec<&str> = shown
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(keys, ["agent", "ca_sha256", "expires_at", "token"]);
     assert_eq!(shown["agent"], "web-01");
     let token = shown["token"].as_str().unwrap().to_owned();
@@ -98,7 +110,10 @@ fn a_token_is_printed_once_stored_as_its_hash_and_used_once() {
     // The database holds only the token's hash.
     drop(store);
     let bytes = store_bytes(d.path());
-    assert!(!contains(&bytes, token.as_bytes()), "the token is in the store");
+    assert!(
+        !contains(&bytes, token.as_bytes()),
+        "the token is in the store"
+    );
     assert!(contains(&bytes, token_sha256(&token).as_bytes()));
     let store = open(d.path());
     for e in store.journal_entries(None).unwrap() {
@@ -106,11 +121,15 @@ fn a_token_is_printed_once_stored_as_its_hash_and_used_once() {
     }
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     assert_eq!(
-        store.consume_agent_token(&token_sha256(&token), now).unwrap(),
+        store
+            .consume_agent_token(&token_sha256(&token), now)
+            .unwrap(),
         Ok("web-01".to_owned())
     );
     assert_eq!(
-        store.consume_agent_token(&token_sha256(&token), now).unwrap(),
+        store
+            .consume_agent_token(&token_sha256(&token), now)
+            .unwrap(),
         Err(TokenRefusal::Used)
     );
 
@@ -141,7 +160,13 @@ fn a_token_is_printed_once_stored_as_its_hash_and_used_once() {
 fn bad_names_and_ttls_are_refused_before_anything_is_stored() {
     let d = tempfile::tempdir().unwrap();
     let cfg = config(d.path(), "");
-    for (name, ttl) in [("-web", "1h"), ("web 01", "1h"), ("web\u{1b}[2J", "1h"), ("web-01", "0s"), ("web-01", "31d")] {
+    for (name, ttl) in [
+        ("-web", "1h"),
+        ("web 01", "1h"),
+        ("web\u{1b}[2J", "1h"),
+        ("web-01", "0s"),
+        ("web-01", "31d"),
+    ] {
         let out = token_create(&cfg, name, &["--ttl", ttl]);
         assert_eq!(out.status.code(), Some(3), "{name:?} {ttl}: {}", text(&out));
         assert!(!text(&out).contains('\u{1b}'), "{}", text(&out));
@@ -177,7 +202,14 @@ fn list_shows_agents_with_their_endpoints_and_revoke_refuses_them() {
     let store = open(d.path());
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     store
-        .enroll_agent("web-01", &"ab".repeat(32), now + 86400, "age1xyz", "1.0\u{1b}[31m", now)
+        .enroll_agent(
+            "web-01",
+            &"ab".repeat(32),
+            now + 86400,
+            "age1xyz",
+            "1.0\u{1b}[31m",
+            now,
+        )
         .unwrap();
     drop(store);
     let out = tlsward(&["agent", "list", "-c", c, "-o", "json"]);
@@ -269,17 +301,35 @@ fn backups_verify_and_restore_the_agent_ca_keys() {
         .public_base64();
 
     let file = keys.path().join("good.age");
-    let out = tlsward(&["backup", "create", "-c", cfg.to_str().unwrap(), "--to", file.to_str().unwrap()]);
+    let out = tlsward(&[
+        "backup",
+        "create",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--to",
+        file.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let out = tlsward(&["backup", "verify", file.to_str().unwrap(), "--identity", offline.to_str().unwrap()]);
+    let out = tlsward(&[
+        "backup",
+        "verify",
+        file.to_str().unwrap(),
+        "--identity",
+        offline.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
     // Restored under a new store key: the CA's keys were re-sealed, so the same CA loads.
     let new = tempfile::tempdir().unwrap();
     let new_cfg = config(new.path(), &backup);
     let out = tlsward(&[
-        "backup", "restore", file.to_str().unwrap(), "--identity", offline.to_str().unwrap(),
-        "--config", new_cfg.to_str().unwrap(),
+        "backup",
+        "restore",
+        file.to_str().unwrap(),
+        "--identity",
+        offline.to_str().unwrap(),
+        "--config",
+        new_cfg.to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_ne!(
@@ -297,9 +347,26 @@ fn backups_verify_and_restore_the_agent_ca_keys() {
             .unwrap();
     }
     let broken = keys.path().join("broken.age");
-    let out = tlsward(&["backup", "create", "-c", cfg.to_str().unwrap(), "--to", broken.to_str().unwrap()]);
+    let out = tlsward(&[
+        "backup",
+        "create",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--to",
+        broken.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let out = tlsward(&["backup", "verify", broken.to_str().unwrap(), "--identity", offline.to_str().unwrap()]);
+    let out = tlsward(&[
+        "backup",
+        "verify",
+        broken.to_str().unwrap(),
+        "--identity",
+        offline.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("the agent CA: its bundle-signing key does not decrypt"), "{}", text(&out));
+    assert!(
+        text(&out).contains("the agent CA: its bundle-signing key does not decrypt"),
+        "{}",
+        text(&out)
+    );
 }

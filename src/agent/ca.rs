@@ -180,7 +180,9 @@ fn check_csr_key(csr_der: &[u8]) -> Result<(), CaError> {
             _ => Err(CaError::Csr("its RSA key does not parse".into())),
         };
     }
-    Err(CaError::Csr(format!("its key type ({alg}) is not accepted")))
+    Err(CaError::Csr(format!(
+        "its key type ({alg}) is not accepted"
+    )))
 }
 
 impl AgentCa {
@@ -295,15 +297,14 @@ impl AgentCa {
         }
         check_csr_key(csr_der)?;
         // Parses again and checks the CSR's signature (proof of possession of the key).
-        let csr = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(
-            csr_der,
-        ))
-        .map_err(|e| match e {
-            rcgen::Error::InvalidCertificationRequestSignature => {
-                CaError::Csr("its signature does not check".into())
-            }
-            other => CaError::Csr(other.to_string()),
-        })?;
+        let csr =
+            CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
+                .map_err(|e| match e {
+                    rcgen::Error::InvalidCertificationRequestSignature => {
+                        CaError::Csr("its signature does not check".into())
+                    }
+                    other => CaError::Csr(other.to_string()),
+                })?;
         let mut params = leaf_params(agent, now, lifetime)?;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let not_after = now.saturating_add(secs(lifetime));
@@ -397,11 +398,20 @@ mod tests {
         assert_eq!(a.signer().public_base64(), b.signer().public_base64());
         assert_eq!(a.fingerprint(), sha256_hex(a.ca_der()));
         assert_eq!(a.fingerprint().len(), 64);
-        assert!(a.fingerprint().bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')));
+        assert!(
+            a.fingerprint()
+                .bytes()
+                .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+        );
         let (_, cert) = x509_parser::certificate::X509Certificate::from_der(a.ca_der()).unwrap();
         assert!(cert.is_ca());
         assert_eq!(
-            cert.subject().iter_common_name().next().unwrap().as_str().unwrap(),
+            cert.subject()
+                .iter_common_name()
+                .next()
+                .unwrap()
+                .as_str()
+                .unwrap(),
             CA_COMMON_NAME
         );
         let years = (cert.validity().not_after.timestamp() - NOW) / (365 * 24 * 3600);
@@ -422,19 +432,27 @@ mod tests {
         let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&der).unwrap();
         assert_eq!(cert.validity().not_after.timestamp(), issued.not_after);
         assert_eq!(
-            cert.subject().iter_common_name().next().unwrap().as_str().unwrap(),
+            cert.subject()
+                .iter_common_name()
+                .next()
+                .unwrap()
+                .as_str()
+                .unwrap(),
             "web-01"
         );
         assert!(cert.subject_alternative_name().unwrap().is_none());
-        assert_eq!(cert.public_key().subject_public_key.data.as_ref(), key.public_key_raw());
+        assert_eq!(
+            cert.public_key().subject_public_key.data.as_ref(),
+            key.public_key_raw()
+        );
         assert_eq!(eku(&der), (false, true));
-        let when = rustls::pki_types::UnixTime::since_unix_epoch(Duration::from_secs(
-            (NOW + 60) as u64,
-        ));
+        let when =
+            rustls::pki_types::UnixTime::since_unix_epoch(Duration::from_secs((NOW + 60) as u64));
         assert!(verifier(&ca).verify_client_cert(&der, &[], when).is_ok());
         // Expired: refused.
-        let later =
-            rustls::pki_types::UnixTime::since_unix_epoch(Duration::from_secs((NOW + 31 * 86400) as u64));
+        let later = rustls::pki_types::UnixTime::since_unix_epoch(Duration::from_secs(
+            (NOW + 31 * 86400) as u64,
+        ));
         assert!(verifier(&ca).verify_client_cert(&der, &[], later).is_err());
 
         // The same agent name, from another store's CA.
@@ -445,7 +463,11 @@ mod tests {
             .issue_client("web-01", &csr(&key), 30 * DAY, NOW)
             .unwrap();
         let foreign = der_of(&foreign.certificate_pem);
-        assert!(verifier(&ca).verify_client_cert(&foreign, &[], when).is_err());
+        assert!(
+            verifier(&ca)
+                .verify_client_cert(&foreign, &[], when)
+                .is_err()
+        );
     }
 
     #[test]
@@ -478,10 +500,7 @@ mod tests {
             leaf.validity().not_after.timestamp(),
             now + secs(SERVER_LIFETIME)
         );
-        assert_eq!(
-            leaf.validity().not_before.timestamp(),
-            now - secs(BACKDATE)
-        );
+        assert_eq!(leaf.validity().not_before.timestamp(), now - secs(BACKDATE));
         // webpki accepts it for its names, as an agent pinning the CA would.
         let anchors = [webpki::anchor_from_trusted_cert(ca.ca_der()).unwrap()];
         let end = webpki::EndEntityCert::try_from(&chain[0]).unwrap();
@@ -521,7 +540,10 @@ mod tests {
     }
 
     /// A client trusting only `ca`, presenting `identity` (certificate PEM and key) if any.
-    fn client_config(ca: &AgentCa, identity: Option<(&str, &KeyPair)>) -> Arc<rustls::ClientConfig> {
+    fn client_config(
+        ca: &AgentCa,
+        identity: Option<(&str, &KeyPair)>,
+    ) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca.ca_der().clone()).unwrap();
         let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -587,8 +609,12 @@ mod tests {
         let key = KeyPair::generate().unwrap();
         // rustls checks validity by the wall clock: certificates made for now.
         let now = crate::clock::unix_seconds(&crate::clock::SystemClock);
-        let ca_now = ca.issue_client("web-01", &csr(&key), 30 * DAY, now).unwrap();
-        let foreign_now = other.issue_client("web-01", &csr(&key), 30 * DAY, now).unwrap();
+        let ca_now = ca
+            .issue_client("web-01", &csr(&key), 30 * DAY, now)
+            .unwrap();
+        let foreign_now = other
+            .issue_client("web-01", &csr(&key), 30 * DAY, now)
+            .unwrap();
         let server = ca.server_config(&["localhost".into()], now).unwrap();
 
         let (_, s) = handshake(
@@ -642,7 +668,9 @@ mod tests {
             matches!(&err, CaError::Csr(m) if m.contains("1024 bits")),
             "{err}"
         );
-        let err = ca.issue_client("web-01", b"not a csr", DAY, NOW).unwrap_err();
+        let err = ca
+            .issue_client("web-01", b"not a csr", DAY, NOW)
+            .unwrap_err();
         assert!(matches!(err, CaError::Csr(_)), "{err}");
         let ed = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
         assert!(ca.issue_client("web-01", &csr(&ed), DAY, NOW).is_ok());

@@ -296,7 +296,16 @@ mod name_tests {
         for good in ["web-01", "a", "W.eb_1", &"x".repeat(63)] {
             assert!(is_agent_name(good), "{good}");
         }
-        for bad in ["", "-web", ".x", "web 01", "wéb", "a/b", "a\u{1b}", &"x".repeat(64)] {
+        for bad in [
+            "",
+            "-web",
+            ".x",
+            "web 01",
+            "wéb",
+            "a/b",
+            "a\u{1b}",
+            &"x".repeat(64),
+        ] {
             assert!(!is_agent_name(bad), "{bad:?}");
         }
     }

@@ -205,9 +205,8 @@ fn check(opened: &Opened) -> Result<Summary, BackupError> {
             } => {
                 match ca_key {
                     Ok(k) if key_matches(k.expose(), &ca_cert_pem) => {}
-                    Ok(_) => problems.push(
-                        "the agent CA: its key does not match its certificate".to_owned(),
-                    ),
+                    Ok(_) => problems
+                        .push("the agent CA: its key does not match its certificate".to_owned()),
                     Err(e) => problems.push(format!("the agent CA: its key does not decrypt: {e}")),
                 }
                 match signing_key {

@@ -521,7 +521,10 @@ mod tests {
         let listed = store.agents().unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].enrolled_at, None);
-        assert_eq!(store.consume_agent_token("t1", 20).unwrap(), Ok("web-01".into()));
+        assert_eq!(
+            store.consume_agent_token("t1", 20).unwrap(),
+            Ok("web-01".into())
+        );
         store
             .enroll_agent("web-01", "id1", 5000, "age1x", "0.1.0", 20)
             .unwrap();
@@ -540,13 +543,23 @@ mod tests {
             Err(TokenRefusal::Expired)
         );
         // A revoked agent's renewal changes nothing.
-        store.renew_agent_identity("web-01", "id-x", 9000, 32).unwrap();
+        store
+            .renew_agent_identity("web-01", "id-x", 9000, 32)
+            .unwrap();
         assert_eq!(
-            store.agent("web-01").unwrap().unwrap().identity_sha256.as_deref(),
+            store
+                .agent("web-01")
+                .unwrap()
+                .unwrap()
+                .identity_sha256
+                .as_deref(),
             Some("id1")
         );
         store.create_agent_token("web-01", "t3", 1000, 40).unwrap();
-        assert_eq!(store.consume_agent_token("t3", 41).unwrap(), Ok("web-01".into()));
+        assert_eq!(
+            store.consume_agent_token("t3", 41).unwrap(),
+            Ok("web-01".into())
+        );
         store
             .enroll_agent("web-01", "id2", 6000, "age1y", "0.2.0", 41)
             .unwrap();
@@ -554,11 +567,18 @@ mod tests {
         assert_eq!(row.revoked_at, None);
         assert_eq!(row.identity_sha256.as_deref(), Some("id2"));
         assert!(store.agent_by_identity("id1").unwrap().is_none());
-        store.renew_agent_identity("web-01", "id3", 7000, 50).unwrap();
+        store
+            .renew_agent_identity("web-01", "id3", 7000, 50)
+            .unwrap();
         store.touch_agent("web-01", "0.3.0", 60).unwrap();
         let row = store.agent("web-01").unwrap().unwrap();
         assert_eq!(
-            (row.identity_sha256.as_deref(), row.identity_not_after, row.last_seen, row.version.as_deref()),
+            (
+                row.identity_sha256.as_deref(),
+                row.identity_not_after,
+                row.last_seen,
+                row.version.as_deref()
+            ),
             (Some("id3"), Some(7000), Some(60), Some("0.3.0"))
         );
         assert_eq!(

@@ -206,8 +206,8 @@ impl Store {
             }
         }
         // A store opened from an older snapshot has the table (migrations ran at open).
-        let mut st = conn
-            .prepare("SELECT ca_cert_pem, ca_key_sealed, signing_key_sealed FROM agent_ca")?;
+        let mut st =
+            conn.prepare("SELECT ca_cert_pem, ca_key_sealed, signing_key_sealed FROM agent_ca")?;
         let rows = st.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
