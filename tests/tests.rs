@@ -112,3 +112,7 @@ mod backup;
 // Renewals planned from change windows: the deploy deadline against Pebble and a test clock,
 // the window gauge for an endpoint out of time, and the TlsNoWindowBeforeExpiry rule.
 mod deadline;
+
+// The center's agent commands: tokens printed once and stored hashed, list, revoke; the
+// agent CA's keys through backup verify and restore.
+mod agent_cli;
