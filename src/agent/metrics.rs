@@ -45,7 +45,8 @@ fn gauge(
     }
     let mut fam = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
     for (agent, v) in samples {
-        ConstGauge::new(v as f64).encode(fam.encode_family(&[("agent", LabelValue::from(agent))])?)?;
+        ConstGauge::new(v as f64)
+            .encode(fam.encode_family(&[("agent", LabelValue::from(agent))])?)?;
     }
     Ok(())
 }
@@ -53,7 +54,10 @@ fn gauge(
 impl Collector for AgentCollector {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let rows: Vec<AgentRow> = match self.store.agents() {
-            Ok(rows) => rows.into_iter().filter(|r| r.revoked_at.is_none()).collect(),
+            Ok(rows) => rows
+                .into_iter()
+                .filter(|r| r.revoked_at.is_none())
+                .collect(),
             // A store that cannot be read exports nothing rather than failing the scrape.
             Err(_) => return Ok(()),
         };

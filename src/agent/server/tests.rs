@@ -108,16 +108,10 @@ async fn center() -> Center {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = Shutdown::new();
-    tokio::spawn(serve(
-        listener,
-        Limits::new(),
-        tls,
-        api,
-        {
-            let s = stop.clone();
-            async move { s.wait().await }
-        },
-    ));
+    tokio::spawn(serve(listener, Limits::new(), tls, api, {
+        let s = stop.clone();
+        async move { s.wait().await }
+    }));
     Center {
         _dir: dir,
         addr,
@@ -207,7 +201,12 @@ async fn call(
 fn token(c: &Center, agent: &str) -> String {
     let t = crate::agent::ca::new_token();
     c.store
-        .create_agent_token(agent, &crate::agent::ca::token_sha256(&t), now() + 3600, now())
+        .create_agent_token(
+            agent,
+            &crate::agent::ca::token_sha256(&t),
+            now() + 3600,
+            now(),
+        )
         .unwrap();
     t
 }
@@ -288,7 +287,9 @@ async fn a_token_enrolls_once_and_its_identity_is_then_accepted() {
     assert!(!refused[0].to_string().contains(&t));
 
     // Without a client certificate only enrollment answers.
-    let (status, _) = call(&c.peer(), None, "GET", "/v1/state", b"", None).await.unwrap();
+    let (status, _) = call(&c.peer(), None, "GET", "/v1/state", b"", None)
+        .await
+        .unwrap();
     assert_eq!(status, 401);
 }
 
@@ -303,7 +304,14 @@ async fn the_state_long_poll_answers_at_once_on_a_change() {
     let first: DesiredState = serde_json::from_slice(&rsp).unwrap();
     assert_eq!(first.agent, "web-01");
     assert_eq!(first.endpoints, [endpoint(None)]);
-    assert!(c.store.agent("web-01").unwrap().unwrap().last_seen.is_some());
+    assert!(
+        c.store
+            .agent("web-01")
+            .unwrap()
+            .unwrap()
+            .last_seen
+            .is_some()
+    );
 
     // A poll with the current etag waits; a new version wakes it with the new state, long
     // before the poll's minute.
@@ -372,9 +380,16 @@ async fn a_bundle_of_another_certificate_is_forbidden_and_journaled() {
         ids.push((c.store.complete_order(order, &v, now()).unwrap().id, sha));
     }
     // Its own certificate's version: signed, for it, with the key sealed to it.
-    let (status, rsp) = call(&c.peer(), Some(&id), "GET", &format!("/v1/bundle/{}", ids[0].0), b"", None)
-        .await
-        .unwrap();
+    let (status, rsp) = call(
+        &c.peer(),
+        Some(&id),
+        "GET",
+        &format!("/v1/bundle/{}", ids[0].0),
+        b"",
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&rsp));
     let bundle: SignedBundle = serde_json::from_slice(&rsp).unwrap();
     let payload = sign::verify(
@@ -392,9 +407,16 @@ async fn a_bundle_of_another_certificate_is_forbidden_and_journaled() {
     assert!(!String::from_utf8_lossy(&rsp).contains("not really a key"));
 
     // Another certificate's: 403, journaled with the agent and the reason.
-    let (status, rsp) = call(&c.peer(), Some(&id), "GET", &format!("/v1/bundle/{}", ids[1].0), b"", None)
-        .await
-        .unwrap();
+    let (status, rsp) = call(
+        &c.peer(),
+        Some(&id),
+        "GET",
+        &format!("/v1/bundle/{}", ids[1].0),
+        b"",
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 403, "{}", String::from_utf8_lossy(&rsp));
     let refused = refusals(&c);
     assert_eq!(refused.len(), 1, "{refused:?}");
@@ -407,16 +429,25 @@ async fn a_bundle_of_another_certificate_is_forbidden_and_journaled() {
 async fn a_revoked_identity_is_refused_at_once() {
     let c = center().await;
     let id = enrolled(&c).await;
-    let (status, _) = call(&c.peer(), Some(&id), "GET", "/v1/state", b"", None).await.unwrap();
+    let (status, _) = call(&c.peer(), Some(&id), "GET", "/v1/state", b"", None)
+        .await
+        .unwrap();
     assert_eq!(status, 200);
     assert!(c.store.revoke_agent("web-01", now()).unwrap());
-    let (status, rsp) = call(&c.peer(), Some(&id), "GET", "/v1/state", b"", None).await.unwrap();
+    let (status, rsp) = call(&c.peer(), Some(&id), "GET", "/v1/state", b"", None)
+        .await
+        .unwrap();
     assert_eq!(status, 401, "{}", String::from_utf8_lossy(&rsp));
     let err: serde_json::Value = serde_json::from_slice(&rsp).unwrap();
     assert_eq!(err["error"], "the client certificate is refused: revoked");
     let refused = refusals(&c);
     assert_eq!(refused[0]["reason"], "revoked");
-    assert!(refused[0]["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(
+        refused[0]["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
 }
 
 #[tokio::test]
@@ -444,9 +475,16 @@ async fn a_client_certificate_from_another_ca_gets_nothing() {
 async fn bodies_over_the_cap_are_refused_with_413() {
     let c = center().await;
     // Announced too long: refused before it is read.
-    let (status, _) = call(&c.peer(), None, "POST", "/v1/enroll", b"{}", Some(MAX_BODY + 1))
-        .await
-        .unwrap();
+    let (status, _) = call(
+        &c.peer(),
+        None,
+        "POST",
+        "/v1/enroll",
+        b"{}",
+        Some(MAX_BODY + 1),
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 413);
     // Sent too long in chunks... announced as is: read up to the cap and refused.
     let id = enrolled(&c).await;
@@ -456,9 +494,16 @@ async fn bodies_over_the_cap_are_refused_with_413() {
         .unwrap();
     assert_eq!(status, 413, "{}", String::from_utf8_lossy(&rsp));
     // A malformed body: 400 with a JSON error.
-    let (status, rsp) = call(&c.peer(), Some(&id), "POST", "/v1/report", b"{\"event\":1}", None)
-        .await
-        .unwrap();
+    let (status, rsp) = call(
+        &c.peer(),
+        Some(&id),
+        "POST",
+        "/v1/report",
+        b"{\"event\":1}",
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 400);
     let err: serde_json::Value = serde_json::from_slice(&rsp).unwrap();
     assert!(err["error"].as_str().unwrap().starts_with("malformed body"));
