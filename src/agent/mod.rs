@@ -9,7 +9,9 @@
 //! [`AgentBackend`].
 
 pub mod ca;
+pub mod metrics;
 pub mod protocol;
+pub mod server;
 pub mod sign;
 
 use tokio::sync::watch;
