@@ -9,6 +9,7 @@
 //! Must not know ACME, HTTP or probing.
 
 mod account_keys;
+mod agent_versions;
 mod backup;
 mod crypt;
 mod deployments;
@@ -27,6 +28,7 @@ use serde_json::Value;
 
 pub use crate::secret::Secret;
 pub use account_keys::{AccountChange, AccountRow, PendingEnd, RetiredAccountKey};
+pub use agent_versions::AgentCsr;
 pub use backup::{Counts, SealedKey};
 use crypt::Crypt;
 pub use crypt::KeySource;
@@ -97,6 +99,9 @@ pub enum StoreError {
     /// Stored data that does not parse.
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// The key of this version is held by an agent (`key = "agent"`): the store has none.
+    #[error("the key of this version is held by agent {0}")]
+    KeyHeldByAgent(String),
 }
 
 /// One managed certificate.

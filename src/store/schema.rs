@@ -97,6 +97,7 @@ ALTER TABLE orders ADD COLUMN directory TEXT;
 ALTER TABLE orders ADD COLUMN key_sealed BLOB;
 "#,
     super::account_keys::MIGRATION,
+    super::agent_versions::MIGRATION,
 ];
 
 impl Store {
