@@ -112,3 +112,7 @@ mod backup;
 // Renewals planned from change windows: the deploy deadline against Pebble and a test clock,
 // the window gauge for an endpoint out of time, and the TlsNoWindowBeforeExpiry rule.
 mod deadline;
+
+// The reconciler's side of agents in process: reports to verified, a rollback asked on a
+// verify timeout, another agent refused; a key = "agent" order with the agent's CSR (Pebble).
+mod agent_reconcile;
