@@ -5,6 +5,7 @@
 //! collector), `profiles` (and thresholds), `targets`, `file_sd`, `server`, `hooks` and
 //! `remediation`.
 
+mod agent;
 mod backup;
 mod file_sd;
 mod hooks;
@@ -14,6 +15,8 @@ mod remediation;
 mod server;
 mod shape;
 mod targets;
+
+pub use self::agent::{load_agent, load_agent_str};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
