@@ -340,3 +340,84 @@ fn run_detail(run: &HookRun) -> serde_json::Value {
     })
 }
 
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+
+    use super::*;
+    use crate::agent::sign::Signer;
+
+    fn signed(signer: &Signer, version: i64) -> (SignedBundle, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["web.test".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let sha = crate::cert::sha256_hex(cert.der());
+        let bundle = signer.sign(&BundlePayload {
+            agent: "web-01".into(),
+            certificate: "site".into(),
+            version,
+            sha256: sha.clone(),
+            chain_pem: cert.pem(),
+            key: KeyMode::Agent,
+            sealed_key: None,
+            signed_at: 1,
+        });
+        (bundle, sha)
+    }
+
+    #[test]
+    fn an_altered_bundle_is_refused_and_the_kept_one_stays() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::create(tmp.path()).unwrap();
+        let signer = Signer::from_pkcs8(&Signer::generate().unwrap()).unwrap();
+        let agent = AgentFile {
+            agent: "web-01".into(),
+            server: "https://c:1".into(),
+            signing_key: signer.public_base64(),
+            ca_sha256: String::new(),
+            identity_not_after: 0,
+            identity_issued_at: 0,
+        };
+        let (first, sha1) = signed(&signer, 1);
+        accept_bundle(&state, &agent, "site", 1, &sha1, &first, 3, None).unwrap();
+        // Version 2, one byte of its payload flipped in transit.
+        let (second, sha2) = signed(&signer, 2);
+        let mut bytes = STANDARD.decode(&second.payload).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 1;
+        let altered = SignedBundle {
+            payload: STANDARD.encode(&bytes),
+            signature: second.signature.clone(),
+        };
+        let e = accept_bundle(&state, &agent, "site", 2, &sha2, &altered, 3, None).unwrap_err();
+        assert!(matches!(e, AcceptError::Bundle(BundleError::Signature)), "{e:?}");
+        // Another validly signed bundle substituted for the one the state names.
+        let (third, _) = signed(&signer, 2);
+        let e = accept_bundle(&state, &agent, "site", 2, &sha2, &third, 3, None).unwrap_err();
+        assert!(matches!(e, AcceptError::Bundle(_)), "{e:?}");
+        // Signed by someone else.
+        let rogue = Signer::from_pkcs8(&Signer::generate().unwrap()).unwrap();
+        let (forged, sha4) = signed(&rogue, 2);
+        assert!(accept_bundle(&state, &agent, "site", 2, &sha4, &forged, 3, None).is_err());
+        assert_eq!(state.bundle_versions("site").unwrap(), [1]);
+        assert_eq!(state.bundle("site", 1).unwrap(), Some(first));
+        assert!(local_bundle(&state, &agent, "site", 1).unwrap().is_some());
+        // The right one is accepted.
+        accept_bundle(&state, &agent, "site", 2, &sha2, &second, 3, None).unwrap();
+        // A kept bundle edited on disk is refused when read back.
+        let path = state.path("bundles/site/2.json");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut on_disk: SignedBundle = serde_json::from_str(&text).unwrap();
+        on_disk.signature = first_signature_of(&state);
+        std::fs::write(&path, serde_json::to_vec(&on_disk).unwrap()).unwrap();
+        assert!(local_bundle(&state, &agent, "site", 2).is_err());
+    }
+
+    fn first_signature_of(state: &StateDir) -> String {
+        state.bundle("site", 1).unwrap().unwrap().signature
+    }
+}
