@@ -177,7 +177,7 @@ pub fn age_identity(state: &StateDir) -> Result<age::x25519::Identity, EnrollErr
 /// Whether the identity is due for renewal at `now`: two thirds of its life have passed.
 pub fn renewal_due(file: &AgentFile, now: i64) -> bool {
     let life = file.identity_not_after - file.identity_issued_at;
-    life > 0 && now >= file.identity_issued_at + life * 2 / 3
+    life > 0 && now >= file.identity_issued_at.saturating_add(life / 3 * 2)
 }
 
 /// Renews the identity over `client` (the current identity); returns the updated file.
