@@ -11,8 +11,7 @@ use std::time::{Duration, SystemTime};
 use tlsward::agent::client::run::Agent;
 use tlsward::agent::client::state::{AgentFile, StateDir};
 use tlsward::agent::protocol::{
-    AgentEndpoint, BundlePayload, DeploymentOrder, DesiredState, Instruction, KeyMode, ReportEvent,
-    VersionRef,
+    AgentEndpoint, BundlePayload, DeploymentOrder, DesiredState, Instruction, KeyMode, VersionRef,
 };
 use tlsward::agent::sign::{self, Signer};
 use tlsward::clock::{Clock, TestClock};
