@@ -10,6 +10,7 @@
 
 pub mod ca;
 pub mod metrics;
+pub mod client;
 pub mod protocol;
 pub mod server;
 pub mod sign;
