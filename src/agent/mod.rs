@@ -9,8 +9,8 @@
 //! [`AgentBackend`].
 
 pub mod ca;
-pub mod metrics;
 pub mod client;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod sign;

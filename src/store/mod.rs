@@ -9,8 +9,8 @@
 //! Must not know ACME, HTTP or probing.
 
 mod account_keys;
-mod agents;
 mod agent_versions;
+mod agents;
 mod backup;
 mod crypt;
 mod deployments;
@@ -29,8 +29,8 @@ use serde_json::Value;
 
 pub use crate::secret::Secret;
 pub use account_keys::{AccountChange, AccountRow, PendingEnd, RetiredAccountKey};
-pub use agents::{AgentCaRow, AgentRow, TokenRefusal};
 pub use agent_versions::AgentCsr;
+pub use agents::{AgentCaRow, AgentRow, TokenRefusal};
 pub use backup::{Counts, SealedKey};
 use crypt::Crypt;
 pub use crypt::KeySource;

@@ -23,8 +23,30 @@ const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Where agents find the agent API, for the enroll line: `[agents] listen` when the config
 /// has it, else a placeholder to fill in.
-fn server_url(_config: &Config) -> String {
-    "https://CENTER:PORT".to_owned()
+/// The URL agents enroll with: `[agents] listen` when it is a specific address, else the
+/// first of its `names` that is not a loopback name (the server certificate holds them all).
+fn server_url(config: &Config) -> String {
+    let Some(agents) = &config.agents else {
+        return "https://CENTER:PORT".to_owned();
+    };
+    let listen = agents.listen;
+    let port = listen.port();
+    let host = if listen.ip().is_unspecified() {
+        agents
+            .names
+            .iter()
+            .find(|n| !matches!(n.as_str(), "localhost" | "127.0.0.1" | "::1"))
+            .or(agents.names.first())
+            .cloned()
+            .unwrap_or_else(|| "CENTER".to_owned())
+    } else {
+        listen.ip().to_string()
+    };
+    if host.contains(':') {
+        format!("https://[{host}]:{port}")
+    } else {
+        format!("https://{host}:{port}")
+    }
 }
 
 /// The store of `config`: created (with its key) on first use when `create`.

@@ -5,8 +5,8 @@
 //! collector), `profiles` (and thresholds), `targets`, `file_sd`, `server`, `hooks`,
 //! `remediation` and `agents`.
 
-mod agents;
 mod agent;
+mod agents;
 mod backup;
 mod file_sd;
 mod hooks;
