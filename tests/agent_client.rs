@@ -130,7 +130,17 @@ reload = "{reload_line}"
         });
         let sd = StateDir::open(&self.state).unwrap().0;
         tlsward::agent::client::deploy::accept_bundle(
-            &sd, &self.file, "site", id, &sha, &signed, 3, None,
+            &sd,
+            &self.file.signing_key,
+            &sign::Expected {
+                agent: "web-01",
+                certificate: "site",
+                version: id,
+                sha256: &sha,
+            },
+            &signed,
+            3,
+            None,
         )
         .unwrap();
         (

@@ -42,25 +42,20 @@ pub enum AcceptError {
 /// the bundles already stored stay as they are.
 pub fn accept_bundle(
     state: &StateDir,
-    agent: &AgentFile,
-    certificate: &str,
-    version: i64,
-    sha256: &str,
+    signing_key: &str,
+    expected: &Expected<'_>,
     signed: &SignedBundle,
     keep: usize,
     protect: Option<i64>,
 ) -> Result<BundlePayload, AcceptError> {
-    let payload = sign::verify(
+    let payload = sign::verify(signed, signing_key, expected)?;
+    state.store_bundle(
+        expected.certificate,
+        expected.version,
         signed,
-        &agent.signing_key,
-        &Expected {
-            agent: &agent.agent,
-            certificate,
-            version,
-            sha256,
-        },
+        keep,
+        protect,
     )?;
-    state.store_bundle(certificate, version, signed, keep, protect)?;
     Ok(payload)
 }
 
@@ -381,7 +376,15 @@ mod tests {
             identity_issued_at: 0,
         };
         let (first, sha1) = signed(&signer, 1);
-        accept_bundle(&state, &agent, "site", 1, &sha1, &first, 3, None).unwrap();
+        accept_bundle(
+            &state,
+            &agent.signing_key,
+            &expect(1, &sha1),
+            &first,
+            3,
+            None,
+        )
+        .unwrap();
         // Version 2, one byte of its payload flipped in transit.
         let (second, sha2) = signed(&signer, 2);
         let mut bytes = STANDARD.decode(&second.payload).unwrap();
@@ -391,24 +394,58 @@ mod tests {
             payload: STANDARD.encode(&bytes),
             signature: second.signature.clone(),
         };
-        let e = accept_bundle(&state, &agent, "site", 2, &sha2, &altered, 3, None).unwrap_err();
+        let e = accept_bundle(
+            &state,
+            &agent.signing_key,
+            &expect(2, &sha2),
+            &altered,
+            3,
+            None,
+        )
+        .unwrap_err();
         assert!(
             matches!(e, AcceptError::Bundle(BundleError::Signature)),
             "{e:?}"
         );
         // Another validly signed bundle substituted for the one the state names.
         let (third, _) = signed(&signer, 2);
-        let e = accept_bundle(&state, &agent, "site", 2, &sha2, &third, 3, None).unwrap_err();
+        let e = accept_bundle(
+            &state,
+            &agent.signing_key,
+            &expect(2, &sha2),
+            &third,
+            3,
+            None,
+        )
+        .unwrap_err();
         assert!(matches!(e, AcceptError::Bundle(_)), "{e:?}");
         // Signed by someone else.
         let rogue = Signer::from_pkcs8(&Signer::generate().unwrap()).unwrap();
         let (forged, sha4) = signed(&rogue, 2);
-        assert!(accept_bundle(&state, &agent, "site", 2, &sha4, &forged, 3, None).is_err());
+        assert!(
+            accept_bundle(
+                &state,
+                &agent.signing_key,
+                &expect(2, &sha4),
+                &forged,
+                3,
+                None
+            )
+            .is_err()
+        );
         assert_eq!(state.bundle_versions("site").unwrap(), [1]);
         assert_eq!(state.bundle("site", 1).unwrap(), Some(first));
         assert!(local_bundle(&state, &agent, "site", 1).unwrap().is_some());
         // The right one is accepted.
-        accept_bundle(&state, &agent, "site", 2, &sha2, &second, 3, None).unwrap();
+        accept_bundle(
+            &state,
+            &agent.signing_key,
+            &expect(2, &sha2),
+            &second,
+            3,
+            None,
+        )
+        .unwrap();
         // A kept bundle edited on disk is refused when read back.
         let path = state.path("bundles/site/2.json");
         let text = std::fs::read_to_string(&path).unwrap();
@@ -416,6 +453,15 @@ mod tests {
         on_disk.signature = first_signature_of(&state);
         std::fs::write(&path, serde_json::to_vec(&on_disk).unwrap()).unwrap();
         assert!(local_bundle(&state, &agent, "site", 2).is_err());
+    }
+
+    fn expect(version: i64, sha256: &str) -> Expected<'_> {
+        Expected {
+            agent: "web-01",
+            certificate: "site",
+            version,
+            sha256,
+        }
     }
 
     fn first_signature_of(state: &StateDir) -> String {

@@ -244,9 +244,7 @@ impl Agent {
     /// Acts on the last desired state: CSRs, bundles, and the deployments due at the agent's
     /// `now`. Returns when the earliest window of a deployment still waiting opens.
     pub async fn act(&mut self) -> Option<i64> {
-        let Some(desired) = self.desired.clone() else {
-            return None;
-        };
+        let desired = self.desired.clone()?;
         let mut wake: Option<i64> = None;
         for endpoint in &desired.endpoints {
             if let Some(at) = self.act_on(endpoint).await {
@@ -480,10 +478,13 @@ impl Agent {
         });
         deploy::accept_bundle(
             &self.state,
-            &self.file,
-            certificate,
-            id,
-            sha256,
+            &self.file.signing_key,
+            &crate::agent::sign::Expected {
+                agent: &self.file.agent,
+                certificate,
+                version: id,
+                sha256,
+            },
             &signed,
             self.settings.keep,
             protect,
