@@ -80,7 +80,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 fn a_token_is_printed_once_stored_as_its_hash_and_used_once() {
     let d = tempfile::tempdir().unwrap();
     let cfg = config(d.path(), "");
-    let before = time::OffsetDateTime::now_utc();
+    let before = crate::util::real_now();
     let out = token_create(&cfg, "web-01", &["--ttl", "2h", "-o", "json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let shown = json(&out);
@@ -119,7 +119,7 @@ fn a_token_is_printed_once_stored_as_its_hash_and_used_once() {
     for e in store.journal_entries(None).unwrap() {
         assert!(!e.detail.to_string().contains(&token), "{e:?}");
     }
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let now = crate::util::real_now().unix_timestamp();
     assert_eq!(
         store
             .consume_agent_token(&token_sha256(&token), now)
@@ -200,7 +200,7 @@ fn list_shows_agents_with_their_endpoints_and_revoke_refuses_them() {
 
     // An enrolled agent (as the agent API records it) with a hostile version string.
     let store = open(d.path());
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let now = crate::util::real_now().unix_timestamp();
     store
         .enroll_agent(
             "web-01",
@@ -239,7 +239,7 @@ fn list_shows_agents_with_their_endpoints_and_revoke_refuses_them() {
     assert!(listed[0]["revoked_at"].is_string());
     assert_eq!(listed[1]["revoked"], false);
     let store = open(d.path());
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let now = crate::util::real_now().unix_timestamp();
     let row = store.agent_by_identity(&"ab".repeat(32)).unwrap().unwrap();
     assert!(row.revoked_at.is_some());
     assert_eq!(
