@@ -726,17 +726,20 @@ mod tests {
         }
     }
 
+    /// (state, reason, emergency, rollback asked) → what the agent is told.
+    type Row = (
+        DeploymentState,
+        &'static str,
+        bool,
+        Option<RollbackWhy>,
+        Option<(Instruction, Option<&'static str>)>,
+    );
+
     #[test]
     fn instructions_follow_the_queue_and_the_center_s_verdict() {
         use DeploymentState::*;
         use Instruction::{Deploy, DeployNow, RollBack};
-        let rows: &[(
-            DeploymentState,
-            &str,
-            bool,
-            Option<RollbackWhy>,
-            Option<(Instruction, Option<&str>)>,
-        )] = &[
+        let rows: &[Row] = &[
             // Waiting for the window: the agent deploys when it opens, by its own clock.
             (Waiting, "renewed", false, None, Some((Deploy, None))),
             (Waiting, "foreign", false, None, Some((Deploy, None))),
