@@ -1,7 +1,7 @@
 //! `key = "agent"`: the checks on a CSR an agent sends for a certificate whose key it
-//! holds, and the comparison of the leaf the CA sent with that CSR's key. The CA checks the
-//! request's signature when the order is finalized (RFC 8555 §7.4); here the names must be
-//! the certificate's and the key its configured type, so an agent cannot widen what it is
+//! holds, and the comparison of the leaf the CA sent with that CSR's key. The request's
+//! signature must check (the CA checks it again at finalize, RFC 8555 §7.4), its names must
+//! be the certificate's and its key the configured type, so an agent cannot widen what it is
 //! issued.
 
 use x509_parser::certification_request::X509CertificationRequest;
@@ -19,6 +19,11 @@ pub fn check_csr(csr_der: &[u8], domains: &[String], key_type: KeyType) -> Resul
     if !rest.is_empty() {
         return Err("the CSR has trailing bytes".into());
     }
+    // rcgen checks the request's self-signature when it reads it.
+    rcgen::CertificateSigningRequestParams::from_der(
+        &rustls_pki_types::CertificateSigningRequestDer::from(csr_der),
+    )
+    .map_err(|_| "the CSR's signature does not check".to_owned())?;
     let mut names: Vec<String> = Vec::new();
     for ext in csr.requested_extensions().into_iter().flatten() {
         if let ParsedExtension::SubjectAlternativeName(san) = ext {
@@ -110,5 +115,13 @@ mod tests {
         assert!(wrong.contains("ecdsa-p256"), "{wrong}");
         assert_eq!(check_csr(&p384, &domains, KeyType::EcdsaP384), Ok(()));
         assert!(check_csr(b"junk", &domains, KeyType::EcdsaP256).is_err());
+        // The same request with its signature's last byte changed.
+        let mut forged = csr(&["a.test", "b.test"], p256);
+        let last = forged.len() - 1;
+        forged[last] ^= 0x01;
+        assert_eq!(
+            check_csr(&forged, &domains, KeyType::EcdsaP256),
+            Err("the CSR's signature does not check".to_owned())
+        );
     }
 }
