@@ -112,3 +112,7 @@ mod backup;
 // Renewals planned from change windows: the deploy deadline against Pebble and a test clock,
 // the window gauge for an endpoint out of time, and the TlsNoWindowBeforeExpiry rule.
 mod deadline;
+
+// Agents end to end: a center, agents and their nginx each in a network namespace the test
+// makes, Pebble; refusals; the namespace fixture itself.
+mod agents;
