@@ -57,8 +57,12 @@ fn link_exists(name: &str) -> bool {
 /// The SHA-256 (lower hex) of the leaf served at `addr` for `name`, by a real handshake from
 /// the root namespace (tlsward's own prober, trusting `trust`); `None` when no certificate
 /// was seen.
-async fn served_sha256(addr: SocketAddr, name: &str, trust: tlsward::cert::TrustStore) -> Option<String> {
-    let mut module = Module::new(Arc::new(trust));
+async fn served_sha256(
+    addr: SocketAddr,
+    name: &str,
+    trust: Arc<tlsward::cert::TrustStore>,
+) -> Option<String> {
+    let mut module = Module::new(trust);
     module.timeout = Duration::from_secs(5);
     let mut target: Target = format!("{name}:{}", addr.port()).parse().expect("target");
     target.connect_to = vec![addr];
@@ -86,7 +90,7 @@ async fn netns_fixture_nginx_in_a_namespace_answers_the_root_namespace_and_all_i
 
     // A real handshake from the root namespace, over the bridge, sees nginx's leaf.
     assert_eq!(
-        served_sha256(nginx.addr, "site.tlsward.test", ca.trust()).await,
+        served_sha256(nginx.addr, "site.tlsward.test", Arc::new(ca.trust())).await,
         Some(tlsward::cert::sha256_hex(leaf.der()))
     );
     // Inside the namespace only nginx listens, on the namespace's address.
@@ -445,13 +449,13 @@ settings = {{ fullchain_path = "{certs}/site.crt", key_path = "{certs}/site.key"
     }
 
     /// The trust the center's profile has: Pebble's root and the old CA.
-    async fn trust(&self) -> tlsward::cert::TrustStore {
+    async fn trust(&self) -> Arc<tlsward::cert::TrustStore> {
         let mut trust = self.old_ca.trust();
         trust.add_all(
             [&self.pebble.issuing_root().await],
             tlsward::cert::Origin::Private,
         );
-        trust
+        Arc::new(trust)
     }
 
     fn server_url(&self) -> String {
@@ -513,7 +517,7 @@ impl Agent {
         let old = center.old_ca.leaf(&[&format!("{site}.tlsward.test")]).build();
         let (cert, key) = old.write_pem(dir.path(), "old");
         let nginx = NginxNs::start(&ns, SITE_PORT, &cert, &key).await;
-        let mut agent = Self {
+        let agent = Self {
             name: name.into(),
             child: None,
             nginx,
@@ -969,9 +973,8 @@ async fn refusals_token_reuse_expiry_wrong_pin_revocation_foreign_ca_and_other_a
     a1.enroll_ok(&center).await;
 
     // agent-1 asks for agent-0's certificate: 403 and journaled.
-    let refs = [&a0, &a1];
     a0.run();
-    center.wait_state("web0", "verified", 240, &refs).await;
+    center.wait_state("web0", "verified", 240, &[&a0, &a1]).await;
     let store = open_store(&center.dir().join("state"));
     let fleet_v = store.versions("fleet").unwrap().last().unwrap().id;
     let ca_file = a0.state_dir().join("ca.pem");
