@@ -8,6 +8,7 @@
 //! `protocol.rs`; the reconciler answers for the desired state and the reports through
 //! [`AgentBackend`].
 
+pub mod ca;
 pub mod protocol;
 pub mod sign;
 

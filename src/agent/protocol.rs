@@ -276,3 +276,28 @@ pub struct Report {
     /// The hook's calls and results, the local probe, an error: JSON, shown escaped.
     pub detail: serde_json::Value,
 }
+
+/// Whether `name` is a valid agent name: `[A-Za-z0-9][A-Za-z0-9._-]{0,62}` (names become
+/// metric labels, file names and certificate subjects).
+pub fn is_agent_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    (1..=63).contains(&b.len())
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::is_agent_name;
+
+    #[test]
+    fn agent_names_are_short_and_plain() {
+        for good in ["web-01", "a", "W.eb_1", &"x".repeat(63)] {
+            assert!(is_agent_name(good), "{good}");
+        }
+        for bad in ["", "-web", ".x", "web 01", "wéb", "a/b", "a\u{1b}", &"x".repeat(64)] {
+            assert!(!is_agent_name(bad), "{bad:?}");
+        }
+    }
+}

@@ -198,6 +198,27 @@ fn check(opened: &Opened) -> Result<Summary, BackupError> {
                     ));
                 }
             }
+            SealedKey::AgentCa {
+                ca_cert_pem,
+                ca_key,
+                signing_key,
+            } => {
+                match ca_key {
+                    Ok(k) if key_matches(k.expose(), &ca_cert_pem) => {}
+                    Ok(_) => problems.push(
+                        "the agent CA: its key does not match its certificate".to_owned(),
+                    ),
+                    Err(e) => problems.push(format!("the agent CA: its key does not decrypt: {e}")),
+                }
+                match signing_key {
+                    Ok(k) if ring::signature::Ed25519KeyPair::from_pkcs8(k.expose()).is_ok() => {}
+                    Ok(_) => problems
+                        .push("the agent CA: its bundle-signing key is not Ed25519".to_owned()),
+                    Err(e) => problems.push(format!(
+                        "the agent CA: its bundle-signing key does not decrypt: {e}"
+                    )),
+                }
+            }
         }
     }
     if !problems.is_empty() {

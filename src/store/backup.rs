@@ -19,6 +19,8 @@ const SEALED: &[(&str, &str, &str)] = &[
     ("orders", "id", "key_sealed"),
     ("retired_account_keys", "id", "creds_sealed"),
     ("pending_account_keys", "directory", "creds_sealed"),
+    ("agent_ca", "id", "ca_key_sealed"),
+    ("agent_ca", "id", "signing_key_sealed"),
 ];
 
 /// How many rows each part of a store holds (a backup's manifest carries them).
@@ -79,6 +81,15 @@ pub enum SealedKey {
         /// Whether it decrypts, or why not.
         key: Result<(), String>,
     },
+    /// The agent CA's key (with the certificate it must match) and the bundle-signing key.
+    AgentCa {
+        /// The CA certificate, PEM.
+        ca_cert_pem: String,
+        /// The decrypted CA key (PKCS#8), or why it did not decrypt.
+        ca_key: Result<Secret, String>,
+        /// The decrypted bundle-signing key (Ed25519 PKCS#8), or why it did not decrypt.
+        signing_key: Result<Secret, String>,
+    },
 }
 
 impl Store {
@@ -116,7 +127,7 @@ impl Store {
     }
 
     /// Every sealed record decrypted with the store key: version keys, account
-    /// credentials, and the CSR keys of orders in progress.
+    /// credentials, the CSR keys of orders in progress, and the agent CA's keys.
     pub fn sealed_keys(&self) -> Result<Vec<SealedKey>, StoreError> {
         let conn = self.conn();
         let mut out = Vec::new();
@@ -193,6 +204,24 @@ impl Store {
                         .map_err(|e| e.to_string()),
                 });
             }
+        }
+        // A store opened from an older snapshot has the table (migrations ran at open).
+        let mut st = conn
+            .prepare("SELECT ca_cert_pem, ca_key_sealed, signing_key_sealed FROM agent_ca")?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (ca_cert_pem, ca_key, signing_key) = row?;
+            out.push(SealedKey::AgentCa {
+                ca_cert_pem,
+                ca_key: self.crypt.decrypt(&ca_key).map_err(|e| e.to_string()),
+                signing_key: self.crypt.decrypt(&signing_key).map_err(|e| e.to_string()),
+            });
         }
         Ok(out)
     }

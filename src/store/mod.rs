@@ -9,6 +9,7 @@
 //! Must not know ACME, HTTP or probing.
 
 mod account_keys;
+mod agents;
 mod backup;
 mod crypt;
 mod deployments;
@@ -27,6 +28,7 @@ use serde_json::Value;
 
 pub use crate::secret::Secret;
 pub use account_keys::{AccountChange, AccountRow, PendingEnd, RetiredAccountKey};
+pub use agents::{AgentCaRow, AgentRow, TokenRefusal};
 pub use backup::{Counts, SealedKey};
 use crypt::Crypt;
 pub use crypt::KeySource;

@@ -97,6 +97,7 @@ ALTER TABLE orders ADD COLUMN directory TEXT;
 ALTER TABLE orders ADD COLUMN key_sealed BLOB;
 "#,
     super::account_keys::MIGRATION,
+    super::agents::MIGRATION,
 ];
 
 impl Store {
@@ -253,7 +254,8 @@ impl Store {
         let sealed: Option<Vec<u8>> = self
             .conn()
             .query_row(
-                "SELECT creds_sealed FROM accounts UNION ALL SELECT key_sealed FROM versions LIMIT 1",
+                "SELECT creds_sealed FROM accounts UNION ALL SELECT key_sealed FROM versions \
+                 UNION ALL SELECT ca_key_sealed FROM agent_ca LIMIT 1",
                 [],
                 |r| r.get(0),
             )
@@ -359,11 +361,12 @@ impl DbState {
     }
 }
 
-/// How many records of the store's content exist (accounts, certificates, versions, orders);
+/// How many records of the store's content exist (accounts, certificates, versions, orders,
+/// the agent CA);
 /// zero for a database that has no schema yet.
 fn holds_data(conn: &Connection) -> Result<i64, rusqlite::Error> {
     let mut total = 0;
-    for table in ["accounts", "certificates", "versions", "orders"] {
+    for table in ["accounts", "certificates", "versions", "orders", "agent_ca"] {
         let exists: i64 = conn.query_row(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
             [table],
