@@ -48,6 +48,16 @@ fn rule_unit_tests_pass() {
     assert!(out.contains("SUCCESS"), "{out}");
 }
 
+/// `TlsAgentDown` and `TlsAgentIdentityExpiring` fire for the agent that is down or whose
+/// identity runs out, and stay quiet for the others, before their `for`, and for other jobs.
+#[test]
+fn agent_alerts_fire_and_stay_quiet_under_promtool() {
+    let out = run("promtool", &["check", "rules", "agents.rules.yml"]);
+    assert!(out.contains("SUCCESS: 2 rules found"), "{out}");
+    let out = run("promtool", &["test", "rules", "tests/agents.test.yml"]);
+    assert!(out.contains("SUCCESS"), "{out}");
+}
+
 #[test]
 fn alertmanager_example_is_valid() {
     let out = run("amtool", &["check-config", "alertmanager.example.yml"]);

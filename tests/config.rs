@@ -41,7 +41,7 @@ fn invalid_configs_report_every_problem_with_file_line_and_key() {
             "invalid-shape-many.toml",
             &[
                 "invalid-shape-many.toml:2: server.listn: unknown field `listn`, expected one of `listen`, `state_dir`, `max_connections`, `header_timeout`, `idle_timeout`, `probe_targets`, `metrics`, `shard`, `web`",
-                "invalid-shape-many.toml:4: defualts: unknown field `defualts`, expected one of `server`, `defaults`, `targets_files`, `file_sd`, `file_sd_refresh`, `profiles_dir`, `target`, `profile`, `store`, `acme`, `certificate`, `endpoint`, `window`, `hook`, `deploy`, `backup`",
+                "invalid-shape-many.toml:4: defualts: unknown field `defualts`, expected one of `server`, `defaults`, `targets_files`, `file_sd`, `file_sd_refresh`, `profiles_dir`, `target`, `profile`, `store`, `acme`, `certificate`, `endpoint`, `window`, `hook`, `deploy`, `backup`, `agents`",
                 "invalid-shape-many.toml:8: defaults.timeout: invalid type: integer `5`, expected a string",
                 "invalid-shape-many.toml:13: target[0].labels.team: invalid type: integer `1`, expected a string",
                 "invalid-shape-many.toml:14: target[0].profil: unknown field `profil`, expected one of `address`, `profile`, `interval`, `timeout`, `server_name`, `connect_to`, `all_addresses`, `warn_days`, `crit_days`, `warn`, `crit`, `labels`",
@@ -142,6 +142,34 @@ fn invalid_configs_report_every_problem_with_file_line_and_key() {
                 "invalid-hooks.toml:42: hook.wide.memory_mb: 17592186044544 MiB is outside 16..=4096 MiB",
                 "invalid-hooks.toml:45: hook.native.component: not a WebAssembly component (it starts with ELF: a native executable or library)",
                 "invalid-hooks.toml:48: hook.core.component: not a WebAssembly component (it is a core WebAssembly module of version 1; make it a component with `wasm-tools component new`, or build it with scripts/build-hooks)",
+            ],
+        ),
+        (
+            // `[agents]` key by key, agent names, a hook for each agent endpoint, and
+            // key = "agent" only for one agent endpoint's own certificate.
+            "invalid-agents.toml",
+            &[
+                r#"invalid-agents.toml:2: agents.listen: expected IP:PORT, e.g. 10.0.0.1:8443"#,
+                r#"invalid-agents.toml:3: agents.names[1]: "not a name" is not a DNS name or an IP address"#,
+                "invalid-agents.toml:4: agents.identity_lifetime: must be at least 1h",
+                "invalid-agents.toml:5: agents.max_connections: 0 is outside 1..=1000000",
+                r#"invalid-agents.toml:16: certificate[0].key: key = "agent" needs exactly one endpoint with agent = "NAME" using this certificate (2 endpoints use it); a shared certificate keeps its central key, sealed to each agent"#,
+                r#"invalid-agents.toml:21: certificate[1].key: key = "agent" needs exactly one endpoint with agent = "NAME" using this certificate (no endpoint uses it); a shared certificate keeps its central key, sealed to each agent"#,
+                r#"invalid-agents.toml:26: certificate[2].key: "mine" is not a key mode (the only one is "agent"; leave key out for a central key)"#,
+                r#"invalid-agents.toml:44: endpoint[1].agent: "-bad name" is not an agent name (letters, digits, '.', '_', '-', at most 63, starting with a letter or digit)"#,
+                r#"invalid-agents.toml:51: endpoint[2].hook: an agent endpoint needs hook = "NAME" (a hook in the agent's config)"#,
+            ],
+        ),
+        (
+            "invalid-agents-no-acme.toml",
+            &[
+                "invalid-agents-no-acme.toml:1: agents: the agent API deploys managed certificates, which need an [acme] section",
+            ],
+        ),
+        (
+            "invalid-agent-endpoint-no-agents.toml",
+            &[
+                "invalid-agent-endpoint-no-agents.toml:15: endpoint[0].agent: agent endpoints need an [agents] section (the agent API)",
             ],
         ),
     ];
@@ -263,9 +291,10 @@ fn the_example_issuance_section_validates_with_its_change_window() {
         tmp.path().join("hooks/dist/pem-files.wasm"),
     )
     .unwrap();
-    // The endpoint's target must be probed too.
+    // The endpoints' targets must be probed too.
     let mut text = std::fs::read_to_string(tmp.path().join("tlsward.toml")).unwrap();
     text.push_str("\n[[target]]\naddress = \"www.example.org:443\"\n");
+    text.push_str("\n[[target]]\naddress = \"app.example.org:443\"\n");
     std::fs::write(tmp.path().join("tlsward.toml"), text).unwrap();
     let config = load(&tmp.path().join("tlsward.toml")).unwrap();
     let hook = &config.hooks["nginx"];
@@ -284,6 +313,19 @@ fn the_example_issuance_section_validates_with_its_change_window() {
         .as_ref()
         .expect("the endpoint is bound to its window");
     assert_eq!(window.name(), "weekend-night");
+    // The agent endpoint: its hook is the agent's, and its certificate's key is that agent's.
+    let app = &remediation.endpoints[1];
+    assert_eq!(
+        (app.agent.as_deref(), app.hook.as_deref()),
+        (Some("app-01"), Some("nginx"))
+    );
+    assert_eq!(remediation.certificates[1].agent_key.as_deref(), Some("app-01"));
+    assert_eq!(remediation.certificates[0].agent_key, None);
+    let agents = config.agents.expect("the [agents] section is on");
+    assert_eq!(agents.listen.to_string(), "127.0.0.1:8443");
+    assert_eq!(agents.identity_lifetime.as_secs(), 30 * 86_400);
+    assert_eq!(agents.max_connections, 4096);
+    assert_eq!(&agents.names[..3], ["localhost", "127.0.0.1", "::1"]);
     // Saturday 2026-11-28 02:30 in Berlin (CET, UTC+1) is inside; Friday's is not.
     assert!(window.is_open(time::macros::datetime!(2026-11-28 01:30 UTC)));
     assert!(!window.is_open(time::macros::datetime!(2026-11-27 01:30 UTC)));

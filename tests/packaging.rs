@@ -443,6 +443,7 @@ async fn deb_installs_runs_and_purges() {
         "./usr/share/doc/tlsward/copyright".to_owned(),
         "./usr/share/tlsward/hooks/README.md".to_owned(),
         "./usr/share/tlsward/alerts/tlsward.rules.yml".to_owned(),
+        "./usr/share/tlsward/alerts/agents.rules.yml".to_owned(),
         "./usr/share/tlsward/alerts/backup.rules.yml".to_owned(),
         "./usr/share/tlsward/alerts/deadline.rules.yml".to_owned(),
         "./usr/share/tlsward/dashboards/overview.json".to_owned(),

@@ -104,6 +104,40 @@ pub struct Config {
     pub hooks: BTreeMap<String, crate::hooks::HookSpec>,
     /// `[backup]`: recipients, the drill identity, the schedule.
     pub backup: Option<crate::backup::BackupSettings>,
+    /// `[agents]`: the agent API, when enabled (it needs `[acme]`).
+    pub agents: Option<AgentsSettings>,
+}
+
+/// The default lifetime of an agent's client certificate (`[agents] identity_lifetime`).
+pub const DEFAULT_IDENTITY_LIFETIME: std::time::Duration =
+    std::time::Duration::from_secs(30 * 86_400);
+/// The shortest `identity_lifetime` accepted: the agent renews at two thirds of it.
+pub const MIN_IDENTITY_LIFETIME: std::time::Duration = std::time::Duration::from_secs(3600);
+/// The default cap on the agent API's open connections (each long poll holds one).
+pub const DEFAULT_AGENT_CONNECTIONS: usize = 4096;
+
+/// `[agents]`: the center's agent API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentsSettings {
+    /// Where the mTLS listener binds.
+    pub listen: SocketAddr,
+    /// The SANs of its server certificate (DNS names and IP addresses, as text).
+    pub names: Vec<String>,
+    /// The lifetime of the client certificates it issues.
+    pub identity_lifetime: std::time::Duration,
+    /// Open connections at once.
+    pub max_connections: usize,
+}
+
+/// Whether `name` is a valid agent name: `[A-Za-z0-9][A-Za-z0-9._-]{0,62}` (agent names
+/// become metric labels and file names).
+pub fn is_agent_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    (1..=63).contains(&b.len())
+        && b[0].is_ascii_alphanumeric()
+        && b
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
 /// Where the store lives.

@@ -44,6 +44,18 @@ pub(super) struct RawConfig {
     pub(super) deploy: Option<Spanned<RawDeploy>>,
     /// `[backup]`: recipients and the schedule.
     pub(super) backup: Option<Spanned<RawBackup>>,
+    /// `[agents]`: the agent API's listener and its client certificates.
+    pub(super) agents: Option<Spanned<RawAgents>>,
+}
+
+/// `[agents]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAgents {
+    pub(super) listen: Spanned<String>,
+    pub(super) names: Option<Spanned<Vec<String>>>,
+    pub(super) identity_lifetime: Option<Spanned<String>>,
+    pub(super) max_connections: Option<Spanned<i64>>,
 }
 
 /// `[backup]`.
@@ -143,6 +155,8 @@ pub(super) struct RawCertificate {
     pub(super) key_type: Option<Spanned<String>>,
     pub(super) challenge: Option<Spanned<String>>,
     pub(super) profile: Option<Spanned<String>>,
+    /// `"agent"`: the key is made by the one agent whose endpoint uses this certificate.
+    pub(super) key: Option<Spanned<String>>,
 }
 
 /// `[[endpoint]]`: a probe target bound to a managed certificate.
@@ -159,6 +173,8 @@ pub(super) struct RawEndpoint {
     /// Settings laid over the hook's own.
     #[serde(default)]
     pub(super) settings: BTreeMap<String, Spanned<String>>,
+    /// The agent that deploys it; `hook` then names a hook in the agent's config.
+    pub(super) agent: Option<Spanned<String>>,
 }
 
 /// `[server]`.

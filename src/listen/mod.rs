@@ -123,6 +123,16 @@ impl Limits {
     }
 }
 
+/// The certificates a TLS client presented (leaf first), in every request's extensions on a
+/// TLS listener whose client presented any; absent otherwise. Unverified by `listen`: the
+/// `ServerConfig`'s client verifier decides what is accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCertificates(pub Vec<rustls_pki_types::CertificateDer<'static>>);
+
+/// The client's address, in every request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
 // === serve ===
 
 /// Serves HTTP/1 on `listener` (HTTPS with `tls`) under `limits`, answering each request with
@@ -225,10 +235,14 @@ async fn connection<H, F>(
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
-    let service = {
+    let service = |certs: Option<PeerCertificates>| {
         let slot = slot.clone();
-        service_fn(move |req: Request<Incoming>| {
+        service_fn(move |mut req: Request<Incoming>| {
             let busy = BusyGuard::start(slot.clone());
+            req.extensions_mut().insert(PeerAddr(peer));
+            if let Some(certs) = &certs {
+                req.extensions_mut().insert(certs.clone());
+            }
             let answer = handler(req);
             async move {
                 let rsp = answer.await;
@@ -242,7 +256,14 @@ async fn connection<H, F>(
     let result = match acceptor {
         Some(acceptor) => match acceptor.accept(tcp).await {
             Ok(tls) => {
-                http.serve_connection(TokioIo::new(Tracked::new(tls, slot, stall)), service)
+                let certs = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .filter(|c| !c.is_empty())
+                    .map(|c| PeerCertificates(c.iter().map(|d| d.clone().into_owned()).collect()));
+                let service = service(certs);
+                http.serve_connection(TokioIo::new(Tracked::new(tls, slot.clone(), stall)), service)
                     .await
             }
             Err(e) => {
@@ -251,7 +272,8 @@ async fn connection<H, F>(
             }
         },
         None => {
-            http.serve_connection(TokioIo::new(Tracked::new(tcp, slot, stall)), service)
+            let service = service(None);
+            http.serve_connection(TokioIo::new(Tracked::new(tcp, slot.clone(), stall)), service)
                 .await
         }
     };

@@ -2,9 +2,10 @@
 //!
 //! This file holds the top-level flow ([`load`], [`load_str`], `[defaults]`); each part of
 //! the file is checked beside it: `shape` (unknown keys and wrong types), `problems` (the
-//! collector), `profiles` (and thresholds), `targets`, `file_sd`, `server`, `hooks` and
-//! `remediation`.
+//! collector), `profiles` (and thresholds), `targets`, `file_sd`, `server`, `hooks`,
+//! `remediation` and `agents`.
 
+mod agents;
 mod backup;
 mod file_sd;
 mod hooks;
@@ -154,6 +155,7 @@ impl Validator<'_, '_> {
         let hooks = self.hooks(&raw);
         let remediation = self.remediation(&raw, &targets, &hooks);
         let backup = self.backup(&raw);
+        let agents = self.agents(&raw);
 
         // `/probe` of a target that is not configured uses a profile with `[defaults]` laid
         // over it, as a configured target without settings of its own would.
@@ -182,6 +184,7 @@ impl Validator<'_, '_> {
             remediation,
             hooks,
             backup,
+            agents,
         })
     }
 

@@ -263,7 +263,21 @@ impl Validator<'_, '_> {
                     }
                 },
             };
+            let agent = self.endpoint_agent(raw, e, &key, &mut ok);
             let hook = match &e.hook {
+                // The agent's own config names its hooks; the agent checks it.
+                Some(h) if e.agent.is_some() => Some(h.get_ref().clone()),
+                None if e.agent.is_some() => {
+                    if let Some(a) = &e.agent {
+                        self.p.at(
+                            a,
+                            &format!("{key}.hook"),
+                            "an agent endpoint needs hook = \"NAME\" (a hook in the agent's config)",
+                        );
+                    }
+                    ok = false;
+                    None
+                }
                 None => None,
                 Some(h) if hooks.contains_key(h.get_ref()) => Some(h.get_ref().clone()),
                 Some(h) => {
@@ -300,10 +314,11 @@ impl Validator<'_, '_> {
                 window,
                 hook,
                 settings,
-                agent: None,
+                agent,
             });
         }
         let _ = span;
+        self.agent_keys(raw, &mut certificates);
         let ca_file = acme.ca_file.as_ref().map(|f| self.base.join(f.get_ref()));
         if let (Some(raw), Some(path)) = (&acme.ca_file, &ca_file)
             && let Err(e) = crate::files::read_pem_certs(path)
