@@ -252,6 +252,7 @@ fn opens(
     match d.state {
         DeploymentState::Waiting => {}
         DeploymentState::Approved | DeploymentState::Running => return "now (approved)".into(),
+        DeploymentState::Installed => return "installed (verifying)".into(),
         _ => return "-".into(),
     }
     match window {

@@ -6,6 +6,7 @@
 //! and version in the store. Must not know probing, HTTP serving of metrics or deploy hooks.
 
 mod account;
+mod agent_csr;
 mod dns01;
 mod http;
 mod http01;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use instant_acme::{Account, RetryPolicy};
 use serde_json::{Value, json};
 
+pub use agent_csr::check_csr;
 pub use dns01::{Dns01, Rfc2136Settings};
 pub use http::https_client;
 pub use http01::Http01Responder;

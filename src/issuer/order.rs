@@ -210,7 +210,7 @@ impl Issuer {
         sealed: &mut bool,
         store: &Store,
         clock: &dyn Clock,
-    ) -> Result<(String, Secret), IssueError> {
+    ) -> Result<(String, OrderKey), IssueError> {
         let mut tokens = Vec::new();
         let mut records: Vec<(String, String)> = Vec::new();
         let result = async {
@@ -222,8 +222,22 @@ impl Issuer {
                     other => return Err(IssueError::Invalid(format!("{other:?}").to_lowercase())),
                 }
             }
-            let key = match order.state().status {
-                OrderStatus::Ready => {
+            let key = match (order.state().status, &spec.agent_key) {
+                // key = "agent": the agent's CSR, kept until the version is stored.
+                (OrderStatus::Ready, Some(agent)) => {
+                    let csr = agent_csr(spec, agent, store)?;
+                    *sealed = true;
+                    order.finalize_csr(&csr).await?;
+                    OrderKey::Agent {
+                        agent: agent.clone(),
+                        csr,
+                    }
+                }
+                (OrderStatus::Processing | OrderStatus::Valid, Some(agent)) => OrderKey::Agent {
+                    agent: agent.clone(),
+                    csr: agent_csr(spec, agent, store)?,
+                },
+                (OrderStatus::Ready, None) => {
                     let key = match store.order_key(order_id)? {
                         Some(key) => key,
                         None => {
@@ -234,14 +248,14 @@ impl Issuer {
                     };
                     *sealed = true;
                     order.finalize_csr(&csr(spec, &key)?).await?;
-                    key
+                    OrderKey::Central(key)
                 }
-                OrderStatus::Processing | OrderStatus::Valid => {
-                    store.order_key(order_id)?.ok_or_else(|| {
+                (OrderStatus::Processing | OrderStatus::Valid, None) => {
+                    OrderKey::Central(store.order_key(order_id)?.ok_or_else(|| {
                         IssueError::BadCertificate("no key is stored with the order".into())
-                    })?
+                    })?)
                 }
-                other => return Err(IssueError::Invalid(format!("{other:?}").to_lowercase())),
+                (other, _) => return Err(IssueError::Invalid(format!("{other:?}").to_lowercase())),
             };
             let chain = order.poll_certificate(&self.settings.retry).await?;
             Ok((chain, key))
@@ -323,7 +337,7 @@ impl Issuer {
         certificate: &str,
         order_id: i64,
         chain_pem: &str,
-        key: &Secret,
+        key: &OrderKey,
         store: &Store,
         clock: &dyn Clock,
     ) -> Result<Version, IssueError> {
@@ -333,12 +347,17 @@ impl Issuer {
             .ok_or_else(|| IssueError::BadCertificate("the CA sent no certificate".into()))?;
         let facts =
             CertFacts::parse(&leaf).map_err(|e| IssueError::BadCertificate(e.to_string()))?;
-        if !key_matches(key, &leaf) {
+        let matches = match key {
+            OrderKey::Central(key) => key_matches(key, &leaf),
+            OrderKey::Agent { csr, .. } => csr_key_matches(csr, &leaf),
+        };
+        if !matches {
             return Err(IssueError::BadCertificate(
                 "the certificate is not for the order's key".into(),
             ));
         }
         let ari_id = facts.ari_id();
+        let none = Secret::new(Vec::new());
         let version = NewVersion {
             certificate,
             serial: &facts.serial,
@@ -346,13 +365,58 @@ impl Issuer {
             not_before: facts.not_before.unix_timestamp(),
             not_after: facts.not_after.unix_timestamp(),
             chain_pem,
-            key,
+            key: match key {
+                OrderKey::Central(key) => key,
+                OrderKey::Agent { .. } => &none,
+            },
             ari_id: ari_id.as_deref(),
         };
-        let stored = store.complete_order(order_id, &version, unix(clock))?;
+        let stored = match key {
+            OrderKey::Central(_) => store.complete_order(order_id, &version, unix(clock))?,
+            OrderKey::Agent { agent, .. } => {
+                store.complete_agent_order(order_id, &version, agent, unix(clock))?
+            }
+        };
         info!(certificate = %certificate, serial = %facts.serial, not_after = %crate::cert::rfc3339(facts.not_after), "certificate issued");
         Ok(stored)
     }
+}
+
+/// What an order's CSR is made from: the center's key, or an agent's CSR.
+enum OrderKey {
+    /// The center's key (PKCS#8 DER), sealed with the order and then the version.
+    Central(Secret),
+    /// `key = "agent"`: the CSR (DER) `agent` sent; its key never leaves the agent.
+    Agent {
+        /// The agent.
+        agent: String,
+        /// Its CSR.
+        csr: Vec<u8>,
+    },
+}
+
+/// The CSR `agent` sent for `spec` (kept in the store), checked again against the names and
+/// key type: a certificate edited since the CSR came is not ordered with it.
+fn agent_csr(spec: &CertificateSpec, agent: &str, store: &Store) -> Result<Vec<u8>, IssueError> {
+    let kept = store
+        .agent_csr(&spec.name)?
+        .filter(|c| c.agent == agent)
+        .ok_or_else(|| IssueError::Client(format!("no CSR from agent {agent} is kept")))?;
+    if !spec.domains.is_empty() {
+        super::check_csr(&kept.csr_der, &spec.domains, spec.key_type)
+            .map_err(IssueError::Client)?;
+    }
+    Ok(kept.csr_der)
+}
+
+/// Whether `leaf` certifies the key of the request `csr` (DER).
+fn csr_key_matches(csr: &[u8], leaf: &[u8]) -> bool {
+    use x509_parser::prelude::FromDer;
+    let Some(want) = super::agent_csr::csr_public_key(csr) else {
+        return false;
+    };
+    x509_parser::certificate::X509Certificate::from_der(leaf)
+        .is_ok_and(|(_, cert)| cert.public_key().subject_public_key.data.as_ref() == want)
 }
 
 /// A new private key of this type, as PKCS#8 DER.

@@ -189,7 +189,10 @@ impl Issuer {
                         });
                         abandon(store, clock, &p, AbandonReason::Invalid, &detail)?
                     }
-                    OrderStatus::Processing | OrderStatus::Valid if !p.has_key => {
+                    // A key = "agent" order's key is the agent's: its CSR is kept instead.
+                    OrderStatus::Processing | OrderStatus::Valid
+                        if !p.has_key && !agent_csr_kept(spec, store)? =>
+                    {
                         let detail = json!({ "certificate_url": order.state().certificate });
                         abandon(store, clock, &p, AbandonReason::KeyLost, &detail)?
                     }
@@ -337,6 +340,14 @@ fn sorted_names(names: &[String]) -> Vec<String> {
     names.sort();
     names.dedup();
     names
+}
+
+/// Whether `spec` has `key = "agent"` and the CSR its order was finalized with is kept.
+fn agent_csr_kept(spec: Option<&CertificateSpec>, store: &Store) -> Result<bool, IssueError> {
+    match spec {
+        Some(s) if s.agent_key.is_some() => Ok(store.agent_csr(&s.name)?.is_some()),
+        _ => Ok(false),
+    }
 }
 
 #[cfg(test)]

@@ -108,21 +108,7 @@ impl Deployer {
                 error!(deployment = d.id, endpoint = %job.endpoint.name, state = state.as_str(), detail = %Visible(&detail), "deployment failed")
             }
         }
-        self.metrics
-            .deployments
-            .get_or_create(&EndpointResult {
-                endpoint: job.endpoint.name.clone().into(),
-                result: finished.state.as_str(),
-            })
-            .inc();
-        if finished.state == DeploymentState::Verified {
-            self.metrics
-                .last_success
-                .get_or_create(&EndpointLabel {
-                    endpoint: job.endpoint.name.clone().into(),
-                })
-                .set(self.now() as f64);
-        }
+        self.count(&job.endpoint.name, finished.state);
         self.store
             .set_deployment_state(d.id, finished.state, &detail, self.now())?;
         Ok(Some(finished))
@@ -384,12 +370,29 @@ impl Deployer {
     /// the deadline passes. One good round is not enough: while a service reloads
     /// gracefully (nginx), old workers may still answer new connections for a moment.
     async fn verify(&self, job: &DeployJob, sha256: &str) -> (bool, Verification) {
+        let (verdict, detail) = self
+            .verify_served(&job.target, &job.settings, sha256, &|| true)
+            .await;
+        (verdict == Verdict::Served, detail)
+    }
+
+    /// The verification loop itself, for any endpoint (one whose hook ran here, or one an
+    /// agent reports installed): probes `target` until every address serves `sha256` in
+    /// [`CONFIRMATIONS`] rounds in a row, `settings.verify_timeout` passes, or `go_on` says
+    /// to stop (a change window that closed), checked before each round after the first.
+    pub(super) async fn verify_served(
+        &self,
+        target: &TargetSpec,
+        settings: &DeploySettings,
+        sha256: &str,
+        go_on: &(dyn Fn() -> bool + Send + Sync),
+    ) -> (Verdict, Verification) {
         let started = tokio::time::Instant::now();
-        let deadline = started + job.settings.verify_timeout;
+        let deadline = started + settings.verify_timeout;
         let (mut attempts, mut in_a_row) = (0, 0);
         loop {
             attempts += 1;
-            let reports = self.probe(&job.target).await;
+            let reports = self.probe(target).await;
             let served_new = !reports.is_empty()
                 && reports
                     .iter()
@@ -403,13 +406,47 @@ impl Deployer {
             };
             if in_a_row >= CONFIRMATIONS {
                 self.results
-                    .update(&job.target.key(), reports, self.clock.now());
-                return (true, detail);
+                    .update(&target.key(), reports, self.clock.now());
+                return (Verdict::Served, detail);
             }
-            if tokio::time::Instant::now() + job.settings.verify_interval > deadline {
-                return (false, detail);
+            if tokio::time::Instant::now() + settings.verify_interval > deadline {
+                return (Verdict::TimedOut, detail);
             }
-            tokio::time::sleep(job.settings.verify_interval).await;
+            tokio::time::sleep(settings.verify_interval).await;
+            if !go_on() {
+                return (Verdict::Stopped, detail);
+            }
         }
     }
+
+    /// Counts a finished deployment in `tlsward_deployments_total` (and, verified, its
+    /// endpoint's last success): the deployments this host ran and those agents ran alike.
+    pub(super) fn count(&self, endpoint: &str, state: DeploymentState) {
+        self.metrics
+            .deployments
+            .get_or_create(&EndpointResult {
+                endpoint: endpoint.to_owned().into(),
+                result: state.as_str(),
+            })
+            .inc();
+        if state == DeploymentState::Verified {
+            self.metrics
+                .last_success
+                .get_or_create(&EndpointLabel {
+                    endpoint: endpoint.to_owned().into(),
+                })
+                .set(self.now() as f64);
+        }
+    }
+}
+
+/// How a verification ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// Every address served the new leaf, [`CONFIRMATIONS`] rounds in a row.
+    Served,
+    /// `verify_timeout` passed first.
+    TimedOut,
+    /// The caller said to stop first (the endpoint's change window closed).
+    Stopped,
 }

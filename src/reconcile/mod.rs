@@ -10,6 +10,7 @@
 //! its `[deploy]` settings in `settings.rs`); requests by hand (`manual.rs`); and every
 //! metric family the reconciler exports (`metrics.rs`), apart from the code that decides.
 
+mod agents;
 mod ari;
 mod deadline;
 mod deploy;
@@ -29,6 +30,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
+pub use agents::RollbackWhy;
 pub use ari::{ARI_MAX_RECHECK, ARI_MIN_RECHECK, version_ari_id};
 pub use deadline::{
     DeployDeadline, EndpointWindow, OPENINGS, ROLLOUT_TIME, deploy_deadline, planned_renewal,
@@ -84,6 +86,8 @@ pub struct Reconciler {
     manual_tx: mpsc::Sender<manual::ManualOrder>,
     /// Their receiving end, taken by [`Reconciler::run`].
     manual_rx: Mutex<Option<mpsc::Receiver<manual::ManualOrder>>>,
+    /// What agents' requests need kept in memory (`agents.rs`).
+    agents: agents::AgentState,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -125,7 +129,9 @@ impl Reconciler {
             regressions: Mutex::new(HashMap::new()),
             manual_tx,
             manual_rx: Mutex::new(Some(manual_rx)),
+            agents: agents::AgentState::default(),
         });
+        let _ = me.agents.me.set(Arc::downgrade(&me));
         me.record_endpoints(&me.desired());
         me.interrupted_deployments();
         reg.register_collector(Box::new(RemediationCollector {
@@ -155,6 +161,7 @@ impl Reconciler {
         self.deployer.touch(&desired.endpoints);
         *self.desired.write().unwrap_or_else(PoisonError::into_inner) = desired;
         self.notify.notify_one();
+        self.agents.bump();
     }
 
     fn desired(&self) -> Desired {
@@ -198,6 +205,7 @@ impl Reconciler {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         let mut manual: Vec<manual::ManualOrder> = Vec::new();
+        self.verify_installed();
         loop {
             let desired = self.desired();
             self.connect(&mut issuer, &desired).await;

@@ -56,6 +56,11 @@ impl Reconciler {
             let Some(spec) = desired.certificates.iter().find(|c| c.name == *name) else {
                 continue;
             };
+            // key = "agent": ordered once the agent's CSR is here (its desired state asks).
+            if spec.agent_key.is_some() && !matches!(self.store.agent_csr(name), Ok(Some(_))) {
+                self.agents.csr_due(name);
+                continue;
+            }
             let Some(iss) = issuer else {
                 self.failed(name, "client", None);
                 continue;
@@ -105,6 +110,7 @@ impl Reconciler {
                     .last_success
                     .set(unix(self.clock.as_ref()) as f64);
                 info!(certificate = %name, serial = %v.serial, "stored new version");
+                self.agents.bump();
                 Ok(v)
             }
             Err(e) => {

@@ -183,11 +183,19 @@ pub(super) struct Served {
 
 impl Reconciler {
     /// Deployments left `running` by a process that stopped mid-run are marked failed: the
-    /// endpoint's state is unknown, so an operator decides (`tlsward deploy run-now`).
+    /// endpoint's state is unknown, so an operator decides (`tlsward deploy run-now`). Those
+    /// of agent endpoints stay running: the agent runs the hook and will report.
     pub(super) fn interrupted_deployments(&self) {
         let now = unix(self.clock.as_ref());
+        let desired = self.desired();
+        let by_agent = |name: &str| {
+            desired
+                .endpoints
+                .iter()
+                .any(|e| e.name == name && e.agent.is_some())
+        };
         for d in self.store.open_deployments().unwrap_or_default() {
-            if d.state == DeploymentState::Running {
+            if d.state == DeploymentState::Running && !by_agent(&d.endpoint) {
                 let detail = json!({
                     "error": "interrupted: tlsward stopped while this deployment ran; \
                               check the endpoint, then `tlsward deploy run-now`",
@@ -277,6 +285,10 @@ impl Reconciler {
             let Some(e) = desired.endpoints.iter().find(|e| e.name == d.endpoint) else {
                 continue;
             };
+            // Its agent runs the hook: it sees the deployment in its desired state.
+            if e.agent.is_some() {
+                continue;
+            }
             let why = match d.state {
                 DeploymentState::Approved => json!({ "trigger": "approved" }),
                 DeploymentState::Waiting => match &e.window {
@@ -370,6 +382,9 @@ impl Reconciler {
             self.store
                 .queue_deployment(&e.name, latest.id, reason.as_str(), not_before, now)?;
         info!(deployment = id, endpoint = %e.name, reason = reason.as_str(), window = e.window.as_ref().map(|w| w.name()), "deployment queued");
+        if e.agent.is_some() {
+            self.agents.bump();
+        }
         Ok(None)
     }
 
@@ -473,7 +488,7 @@ impl Reconciler {
         let now = unix(self.clock.as_ref());
         let mut fam = enc.encode_descriptor(
             "deployments_pending",
-            "Deployments not finished, by endpoint and state (waiting, approved, running).",
+            "Deployments not finished, by endpoint and state (waiting, approved, running, installed).",
             None,
             MetricType::Gauge,
         )?;

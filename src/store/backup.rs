@@ -132,7 +132,9 @@ impl Store {
         let conn = self.conn();
         let mut out = Vec::new();
         let mut st = conn.prepare(
-            "SELECT id, certificate, issued_at, chain_pem, key_sealed FROM versions ORDER BY id",
+            // A version whose key an agent holds has nothing sealed here (an empty blob).
+            "SELECT id, certificate, issued_at, chain_pem, key_sealed FROM versions \
+             WHERE length(key_sealed) > 0 ORDER BY id",
         )?;
         let rows = st.query_map([], |r| {
             Ok((
@@ -321,7 +323,7 @@ fn reseal(conn: &mut Connection, old: &Crypt, new: &Crypt) -> Result<(), StoreEr
         }
         let rows: Vec<(rusqlite::types::Value, Vec<u8>)> = {
             let mut st = tx.prepare(&format!(
-                "SELECT {id}, {column} FROM {table} WHERE {column} IS NOT NULL"
+                "SELECT {id}, {column} FROM {table} WHERE length({column}) > 0"
             ))?;
             st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?

@@ -10,8 +10,9 @@ use super::journal::journal_in;
 use super::{Deployment, Store, StoreError};
 
 /// Where a deployment is in its life. Queued `Waiting` (for its change window), maybe
-/// `Approved` by an operator, `Running` once claimed, then `Verified`, `Failed` or
-/// `RolledBack`; an open one is `Superseded` when a newer version is queued instead.
+/// `Approved` by an operator, `Running` once claimed, `Installed` when an agent reports it
+/// wrote the new version (agent endpoints only), then `Verified`, `Failed` or `RolledBack`;
+/// an open one is `Superseded` when a newer version is queued instead.
 ///
 /// [`as_str`](Self::as_str) is the only place the names exist: the database column, the
 /// journal kinds (`deployment.<state>`), metric labels and the CLI's output all use it.
@@ -23,6 +24,8 @@ pub enum DeploymentState {
     Approved,
     /// Claimed: its hook runs or the endpoint is being verified.
     Running,
+    /// An agent reports it installed the new version; the center verifies it is served.
+    Installed,
     /// The endpoint served the new certificate.
     Verified,
     /// It did not deploy, and nothing was rolled back.
@@ -35,10 +38,11 @@ pub enum DeploymentState {
 
 impl DeploymentState {
     /// Every state, in the order of a deployment's life.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Waiting,
         Self::Approved,
         Self::Running,
+        Self::Installed,
         Self::Verified,
         Self::Failed,
         Self::RolledBack,
@@ -46,7 +50,12 @@ impl DeploymentState {
     ];
 
     /// The states of a deployment still to run (at most one per endpoint).
-    pub const OPEN: [Self; 3] = [Self::Waiting, Self::Approved, Self::Running];
+    pub const OPEN: [Self; 4] = [
+        Self::Waiting,
+        Self::Approved,
+        Self::Running,
+        Self::Installed,
+    ];
 
     /// The states a deployment that ran ends in.
     pub const FINISHED: [Self; 3] = [Self::Verified, Self::Failed, Self::RolledBack];
@@ -57,6 +66,7 @@ impl DeploymentState {
             Self::Waiting => "waiting",
             Self::Approved => "approved",
             Self::Running => "running",
+            Self::Installed => "installed",
             Self::Verified => "verified",
             Self::Failed => "failed",
             Self::RolledBack => "rolled_back",
@@ -69,9 +79,12 @@ impl DeploymentState {
         Self::ALL.into_iter().find(|s| s.as_str() == name)
     }
 
-    /// Whether the deployment is still to run (waiting, approved or running).
+    /// Whether the deployment is still to run (waiting, approved, running or installed).
     pub const fn is_open(self) -> bool {
-        matches!(self, Self::Waiting | Self::Approved | Self::Running)
+        matches!(
+            self,
+            Self::Waiting | Self::Approved | Self::Running | Self::Installed
+        )
     }
 
     /// Whether the deployment ran to its end (verified, failed or rolled back).
@@ -190,7 +203,7 @@ impl Store {
         Ok(id)
     }
 
-    /// Deployments still to run (waiting, approved or running), oldest first.
+    /// Deployments still to run (waiting, approved, running or installed), oldest first.
     pub fn open_deployments(&self) -> Result<Vec<Deployment>, StoreError> {
         self.deployments_where(
             &format!("state IN {}", sql_list(&DeploymentState::OPEN)),
@@ -234,6 +247,23 @@ impl Store {
     pub fn claim_deployment(&self, id: i64, detail: &Value, now: i64) -> Result<bool, StoreError> {
         use DeploymentState::{Approved, Running, Waiting};
         self.move_deployment(id, Running, &[Waiting, Approved], detail, now)
+    }
+
+    /// Takes a running deployment to `installed` (an agent reports it wrote the version),
+    /// journaling `detail`; false when it is not running any more.
+    pub fn install_deployment(
+        &self,
+        id: i64,
+        detail: &Value,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        use DeploymentState::{Installed, Running};
+        self.move_deployment(id, Installed, &[Running], detail, now)
+    }
+
+    /// A deployment by its id, in any state.
+    pub fn deployment(&self, id: i64) -> Result<Option<Deployment>, StoreError> {
+        Ok(self.deployments_where("id = ?1", params![id])?.pop())
     }
 
     /// The newest deployment of `version` to `endpoint` that was not superseded, if any:

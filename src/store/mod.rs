@@ -10,6 +10,7 @@
 
 mod account_keys;
 mod agents;
+mod agent_versions;
 mod backup;
 mod crypt;
 mod deployments;
@@ -29,6 +30,7 @@ use serde_json::Value;
 pub use crate::secret::Secret;
 pub use account_keys::{AccountChange, AccountRow, PendingEnd, RetiredAccountKey};
 pub use agents::{AgentCaRow, AgentRow, TokenRefusal};
+pub use agent_versions::AgentCsr;
 pub use backup::{Counts, SealedKey};
 use crypt::Crypt;
 pub use crypt::KeySource;
@@ -99,6 +101,9 @@ pub enum StoreError {
     /// Stored data that does not parse.
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// The key of this version is held by an agent (`key = "agent"`): the store has none.
+    #[error("the key of this version is held by agent {0}")]
+    KeyHeldByAgent(String),
 }
 
 /// One managed certificate.

@@ -189,14 +189,44 @@ impl Store {
         now: i64,
     ) -> Result<Version, StoreError> {
         let sealed = self.crypt.encrypt(v.key)?;
+        self.complete(order, v, &sealed, None, now)
+    }
+
+    /// [`Self::complete_order`] for a `key = "agent"` certificate: the key stays with
+    /// `holder` (the agent that sent the CSR), so `v.key` is not stored (an empty blob is),
+    /// and the agent's CSR is dropped in the same transaction.
+    pub fn complete_agent_order(
+        &self,
+        order: i64,
+        v: &NewVersion<'_>,
+        holder: &str,
+        now: i64,
+    ) -> Result<Version, StoreError> {
+        self.complete(order, v, &[], Some(holder), now)
+    }
+
+    fn complete(
+        &self,
+        order: i64,
+        v: &NewVersion<'_>,
+        sealed: &[u8],
+        holder: Option<&str>,
+        now: i64,
+    ) -> Result<Version, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
-            "INSERT INTO versions (certificate, serial, sha256, not_before, not_after, chain_pem, key_sealed, ari_id, order_id, issued_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![v.certificate, v.serial, v.sha256, v.not_before, v.not_after, v.chain_pem, sealed, v.ari_id, order, now],
+            "INSERT INTO versions (certificate, serial, sha256, not_before, not_after, chain_pem, key_sealed, ari_id, order_id, issued_at, key_holder)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![v.certificate, v.serial, v.sha256, v.not_before, v.not_after, v.chain_pem, sealed, v.ari_id, order, now, holder],
         )?;
         let id = tx.last_insert_rowid();
+        if holder.is_some() {
+            tx.execute(
+                "DELETE FROM agent_csrs WHERE certificate = ?1",
+                params![v.certificate],
+            )?;
+        }
         tx.execute(
             "UPDATE orders SET status = 'valid', finished_at = ?2, key_sealed = NULL WHERE id = ?1",
             params![order, now],
@@ -206,7 +236,7 @@ impl Store {
             now,
             "version.stored",
             Some(v.certificate),
-            &serde_json::json!({ "order": order, "version": id, "serial": v.serial, "sha256": v.sha256, "not_after": v.not_after }),
+            &serde_json::json!({ "order": order, "version": id, "serial": v.serial, "sha256": v.sha256, "not_after": v.not_after, "key_holder": holder }),
         )?;
         tx.commit()?;
         Ok(Version {

@@ -158,12 +158,16 @@ impl Store {
     }
 
     /// The private key of a version, decrypted.
+    /// A version whose key an agent holds (`key = "agent"`) has none here: an error.
     pub fn version_key(&self, id: i64) -> Result<Secret, StoreError> {
-        let sealed: Vec<u8> = self.conn().query_row(
-            "SELECT key_sealed FROM versions WHERE id = ?1",
+        let (sealed, holder): (Vec<u8>, Option<String>) = self.conn().query_row(
+            "SELECT key_sealed, key_holder FROM versions WHERE id = ?1",
             params![id],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
+        if let Some(agent) = holder {
+            return Err(StoreError::KeyHeldByAgent(agent));
+        }
         self.crypt.decrypt(&sealed)
     }
 }
