@@ -39,6 +39,10 @@ mod hostile_text;
 // floods, /probe access control, hostile scrape-timeout headers.
 mod serve_hardening;
 
+// The agent on an endpoint host without its center: deploy with pem-files into nginx, the
+// local probe and roll back, windows by the agent's clock, redeploy after a restart.
+mod agent_client;
+
 // The config file: validation messages, shipped profiles, the example.
 mod config;
 

@@ -9,6 +9,7 @@
 //! [`AgentBackend`].
 
 pub mod ca;
+pub mod client;
 pub mod protocol;
 pub mod sign;
 

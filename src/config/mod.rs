@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use file_sd::{DEFAULT_FILE_SD_REFRESH, FileSd, Stamp};
-pub use validate::{load, load_str};
+pub use validate::{load, load_agent, load_agent_str, load_str};
 
 use crate::exporter::WebConfig;
 use crate::probe::Prober;

@@ -6,6 +6,7 @@
 //! `remediation` and `agents`.
 
 mod agents;
+mod agent;
 mod backup;
 mod file_sd;
 mod hooks;
@@ -15,6 +16,8 @@ mod remediation;
 mod server;
 mod shape;
 mod targets;
+
+pub use self::agent::{load_agent, load_agent_str};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
