@@ -504,6 +504,8 @@ struct Agent {
     dir: tempfile::TempDir,
     log: PathBuf,
     config: PathBuf,
+    /// The CA files of the center's profile `site`, which the agent's local probe uses too.
+    profile_cas: [PathBuf; 2],
     ns: Namespace,
 }
 
@@ -524,6 +526,10 @@ impl Agent {
             extra: Vec::new(),
             log: dir.path().join("agent.log"),
             config: dir.path().join("agent.toml"),
+            profile_cas: [
+                center.dir().join("acme-root.pem"),
+                center.dir().join("old-root.pem"),
+            ],
             dir,
             ns,
         };
@@ -573,7 +579,12 @@ timeout = "60s"
 
 [hook.nginx.settings]
 reload = "{reload}"
+
+[profile.site]
+ca_files = {cas:?}
+system_roots = false
 "#,
+            cas = self.profile_cas.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
             state = self.state_dir().display(),
             component = crate::util::hooks::component("pem-files").display(),
         );
