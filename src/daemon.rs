@@ -286,7 +286,7 @@ pub async fn run(
             let hooks = hook_engine(&config)?;
             preload(&hooks, &config);
             let reconciler = Reconciler::new(
-                store,
+                store.clone(),
                 desired(&config, r),
                 responder,
                 results.clone(),
@@ -301,6 +301,19 @@ pub async fn run(
                 reconciler.clone(),
                 stop.clone().into_future(),
             )));
+            if let Some(a) = &config.agents {
+                let backend: Arc<dyn crate::agent::AgentBackend> = reconciler.clone();
+                start_agent_api(
+                    a,
+                    limits,
+                    store.clone(),
+                    backend,
+                    clock.clone(),
+                    registry.sub_registry_with_prefix("tlsward"),
+                    stop.clone(),
+                )
+                .await?;
+            }
             info!(certificates = r.certificates.len(), endpoints = r.endpoints.len(), http01 = %r.http01_listen, "remediation running");
             Some(reconciler)
         }
@@ -503,6 +516,40 @@ async fn watch_file_sd(
             }
         }
     }
+}
+
+/// `[agents]`: loads (or makes) the agent CA, binds the agent API's listener and serves it
+/// over `backend` until `stop`. Listener changes need a restart.
+async fn start_agent_api(
+    a: &config::AgentsSettings,
+    limits: Limits,
+    store: Arc<Store>,
+    backend: Arc<dyn crate::agent::AgentBackend>,
+    clock: Arc<dyn Clock>,
+    registry: &mut Registry,
+    stop: Shutdown,
+) -> anyhow::Result<()> {
+    use crate::agent::{ca::AgentCa, metrics::AgentCollector, server};
+    let now = crate::clock::unix_seconds(clock.as_ref());
+    let ca = Arc::new(AgentCa::load_or_create(&store, now).context("cannot load the agent CA")?);
+    let tls = ca
+        .server_config(&a.names, now)
+        .context("cannot make the agent API's server certificate")?;
+    let listener = TcpListener::bind(a.listen)
+        .await
+        .with_context(|| format!("cannot listen for agents on {}", a.listen))?;
+    AgentCollector::register(registry, store.clone());
+    let api = server::AgentApi::new(store, ca.clone(), backend, clock, a.identity_lifetime);
+    let limits = limits.with_max_connections(a.max_connections);
+    info!(listen = %a.listen, ca_sha256 = %ca.fingerprint(), "agent API ready");
+    tokio::spawn(server::serve(
+        listener,
+        limits,
+        tls,
+        Arc::new(api),
+        stop.into_future(),
+    ));
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -319,7 +319,10 @@ fn the_example_issuance_section_validates_with_its_change_window() {
         (app.agent.as_deref(), app.hook.as_deref()),
         (Some("app-01"), Some("nginx"))
     );
-    assert_eq!(remediation.certificates[1].agent_key.as_deref(), Some("app-01"));
+    assert_eq!(
+        remediation.certificates[1].agent_key.as_deref(),
+        Some("app-01")
+    );
     assert_eq!(remediation.certificates[0].agent_key, None);
     let agents = config.agents.expect("the [agents] section is on");
     assert_eq!(agents.listen.to_string(), "127.0.0.1:8443");

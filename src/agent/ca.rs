@@ -477,12 +477,12 @@ mod tests {
             NOW + secs(SERVER_LIFETIME)
         );
         // webpki accepts it for its names, as an agent pinning the CA would.
-        let anchor = webpki::anchor_from_trusted_cert(ca.ca_der()).unwrap();
+        let anchors = [webpki::anchor_from_trusted_cert(ca.ca_der()).unwrap()];
         let end = webpki::EndEntityCert::try_from(&chain[0]).unwrap();
         let when = rustls::pki_types::UnixTime::since_unix_epoch(Duration::from_secs(NOW as u64));
         end.verify_for_usage(
             webpki::ALL_VERIFICATION_ALGS,
-            &[anchor],
+            &anchors,
             &[],
             when,
             webpki::KeyUsage::server_auth(),
@@ -503,7 +503,7 @@ mod tests {
             client
                 .verify_for_usage(
                     webpki::ALL_VERIFICATION_ALGS,
-                    &[anchor],
+                    &anchors,
                     &[],
                     when,
                     webpki::KeyUsage::server_auth(),

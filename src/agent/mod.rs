@@ -10,7 +10,9 @@
 
 pub mod ca;
 pub mod client;
+pub mod metrics;
 pub mod protocol;
+pub mod server;
 pub mod sign;
 
 use tokio::sync::watch;

@@ -263,8 +263,11 @@ async fn connection<H, F>(
                     .filter(|c| !c.is_empty())
                     .map(|c| PeerCertificates(c.iter().map(|d| d.clone().into_owned()).collect()));
                 let service = service(certs);
-                http.serve_connection(TokioIo::new(Tracked::new(tls, slot.clone(), stall)), service)
-                    .await
+                http.serve_connection(
+                    TokioIo::new(Tracked::new(tls, slot.clone(), stall)),
+                    service,
+                )
+                .await
             }
             Err(e) => {
                 debug!(%peer, error = %e, "TLS handshake with a client failed");
@@ -273,8 +276,11 @@ async fn connection<H, F>(
         },
         None => {
             let service = service(None);
-            http.serve_connection(TokioIo::new(Tracked::new(tcp, slot.clone(), stall)), service)
-                .await
+            http.serve_connection(
+                TokioIo::new(Tracked::new(tcp, slot.clone(), stall)),
+                service,
+            )
+            .await
         }
     };
     if let Err(e) = result {

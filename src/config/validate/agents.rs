@@ -199,8 +199,7 @@ fn host_name() -> Option<String> {
     )
     .ok()?;
     let name = text.trim().to_ascii_lowercase();
-    (!name.is_empty() && rustls_pki_types::DnsName::try_from(name.as_str()).is_ok())
-        .then_some(name)
+    (!name.is_empty() && rustls_pki_types::DnsName::try_from(name.as_str()).is_ok()).then_some(name)
 }
 
 /// The default SANs: `localhost`, `127.0.0.1`, `::1`, the host name, and the listen IP when
@@ -233,10 +232,7 @@ mod tests {
             ["localhost", "127.0.0.1", "::1", "center", "10.203.0.1"]
         );
         let any = "0.0.0.0:8443".parse().ok();
-        assert_eq!(
-            default_names(any, &None),
-            ["localhost", "127.0.0.1", "::1"]
-        );
+        assert_eq!(default_names(any, &None), ["localhost", "127.0.0.1", "::1"]);
     }
 
     #[test]
@@ -244,7 +240,16 @@ mod tests {
         for good in ["web-01", "a", "A.b_c-9", &"x".repeat(63)] {
             assert!(is_agent_name(good), "{good}");
         }
-        for bad in ["", "-web", ".a", "web 01", "wéb", "a/b", &"x".repeat(64), "a\u{1b}"] {
+        for bad in [
+            "",
+            "-web",
+            ".a",
+            "web 01",
+            "wéb",
+            "a/b",
+            &"x".repeat(64),
+            "a\u{1b}",
+        ] {
             assert!(!is_agent_name(bad), "{bad:?}");
         }
     }
