@@ -29,7 +29,9 @@
 //!   open twice before the deadline (pure `deadline.rs`, its inputs in `planned.rs`); queues deployments (`rollout.rs`, the pure queue rule)
 //!   and runs them: hook, verification probes, rollback (`deploy.rs`, its typed outcome in
 //!   `outcome.rs`, its settings in `settings.rs`); drains the running ones at shutdown
-//!   (`drain.rs`); operators' requests, by hand or through the daemon (`manual.rs`); every
+//!   (`drain.rs`); operators' requests, by hand or through the daemon (`manual.rs`); agent
+//!   endpoints' desired state, reports, verification and rollback requests, and their CSRs
+//!   (`agents.rs`, the agent API's backend); every
 //!   metric family it exports, apart from the code that decides (`metrics.rs`).
 //! - [`hooks`]: the wasmtime host for deploy hooks: the engine and its compiled-code cache
 //!   (`engine.rs`), one run in a fresh sandbox (`run.rs`), grants (pure `grant.rs`), the host

@@ -124,3 +124,7 @@ mod agents;
 // The center's agent commands: tokens printed once and stored hashed, list, revoke; the
 // agent CA's keys through backup verify and restore.
 mod agent_cli;
+
+// The reconciler's side of agents in process: reports to verified, a rollback asked on a
+// verify timeout, another agent refused; a key = "agent" order with the agent's CSR (Pebble).
+mod agent_reconcile;

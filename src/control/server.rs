@@ -224,26 +224,40 @@ async fn connection(mut stream: UnixStream, reconciler: &Arc<Reconciler>, own: u
             },
             Err(e) => e.into(),
         },
-        Request::DeployRunNow { deployment, by } => match reconciler.prepare_run_now(&deployment) {
-            Ok((d, job)) => {
-                let (id, endpoint, hook) = (d.id, d.endpoint.clone(), job.hook.name.clone());
-                let note = format!("running deployment {id} to {endpoint} with hook {hook}");
-                let _ = send(&mut stream, &Reply::Progress(note)).await;
-                match reconciler
-                    .run_now(d, job, run_now_trigger(&by, Some(peer)))
-                    .await
-                {
-                    Ok(f) => Reply::Deployed {
-                        deployment: id,
-                        endpoint,
-                        hook,
-                        state: f.state,
-                        detail: Box::new(f.outcome),
-                    },
-                    Err(e) => e.into(),
+        Request::DeployRunNow { deployment, by } => match reconciler
+            .agent_run_now(&deployment, &by, Some(peer))
+            .await
+        {
+            // An agent's endpoint: its agent deploys, the center verifies.
+            Some(Ok((d, hook, f))) => Reply::Deployed {
+                deployment: d.id,
+                endpoint: d.endpoint,
+                hook,
+                state: f.state,
+                detail: Box::new(f.outcome),
+            },
+            Some(Err(e)) => e.into(),
+            None => match reconciler.prepare_run_now(&deployment) {
+                Ok((d, job)) => {
+                    let (id, endpoint, hook) = (d.id, d.endpoint.clone(), job.hook.name.clone());
+                    let note = format!("running deployment {id} to {endpoint} with hook {hook}");
+                    let _ = send(&mut stream, &Reply::Progress(note)).await;
+                    match reconciler
+                        .run_now(d, job, run_now_trigger(&by, Some(peer)))
+                        .await
+                    {
+                        Ok(f) => Reply::Deployed {
+                            deployment: id,
+                            endpoint,
+                            hook,
+                            state: f.state,
+                            detail: Box::new(f.outcome),
+                        },
+                        Err(e) => e.into(),
+                    }
                 }
-            }
-            Err(e) => e.into(),
+                Err(e) => e.into(),
+            },
         },
     };
     let _ = send(&mut stream, &reply).await;

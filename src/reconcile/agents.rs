@@ -31,6 +31,11 @@ use crate::store::{AgentCsr, Deployment, DeploymentState, Version};
 /// The largest report detail kept as sent (its JSON, in bytes); a larger one is replaced
 /// by a note saying so.
 const MAX_DETAIL: usize = 16 * 1024;
+/// How long `deploy run-now` of an agent endpoint waits for the agent, besides the
+/// verification's own timeout.
+const RUN_NOW_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+/// How often it looks whether the deployment ended.
+const RUN_NOW_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Why the center asks an agent to roll back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -573,6 +578,75 @@ impl Reconciler {
         self.notify.notify_one();
         self.agents.bump();
         Ok(())
+    }
+}
+
+impl Reconciler {
+    /// `deploy run-now WHICH` when WHICH is an agent endpoint (or its open deployment):
+    /// queues or approves the deployment so that its agent gets `DeployNow`, then waits for
+    /// the agent's reports and the center's verification to end it. Returns the deployment,
+    /// the agent's hook name and how it ended; `None` when WHICH is not an agent's.
+    pub async fn agent_run_now(
+        &self,
+        which: &str,
+        by: &str,
+        uid: Option<u32>,
+    ) -> Option<Result<(Deployment, String, super::Finished), super::RequestError>> {
+        use super::RequestError;
+        let desired = self.desired();
+        let open = self.store.open_deployments().unwrap_or_default();
+        let endpoint = match which.parse::<i64>() {
+            Ok(id) => open.iter().find(|d| d.id == id)?.endpoint.clone(),
+            Err(_) => which.to_owned(),
+        };
+        let e = desired
+            .endpoints
+            .iter()
+            .find(|e| e.name == endpoint && e.agent.is_some())?
+            .clone();
+        let now = unix(self.clock.as_ref());
+        let d = match super::pick_run_now(&self.store, &desired.endpoints, which, now) {
+            Ok(d) => d,
+            Err(err) => return Some(Err(err)),
+        };
+        if d.state == DeploymentState::Waiting
+            && let Err(err) = self.store.set_deployment_state(
+                d.id,
+                DeploymentState::Approved,
+                &super::run_now_trigger(by, uid),
+                now,
+            )
+        {
+            return Some(Err(err.into()));
+        }
+        info!(deployment = d.id, endpoint = %e.name, agent = e.agent.as_deref().unwrap_or(""), "run-now: the agent deploys it now");
+        self.agents.bump();
+        // The agent's steps and the verification; an agent that never comes leaves it open.
+        let limit = desired.deploy.verify_timeout + RUN_NOW_WAIT;
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match self.store.deployment(d.id) {
+                Ok(Some(now)) if !now.state.is_open() => {
+                    let detail = self.store.deployment_detail(d.id).unwrap_or(Value::Null);
+                    let finished = super::Finished {
+                        state: now.state,
+                        outcome: Outcome::from_json(&detail),
+                    };
+                    return Some(Ok((now, e.hook.clone().unwrap_or_default(), finished)));
+                }
+                Ok(_) => {}
+                Err(err) => return Some(Err(err.into())),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Some(Err(RequestError::Unavailable(format!(
+                    "agent {} has not finished deployment {} within {}; it stays approved (see `tlsward deploy list`)",
+                    e.agent.as_deref().unwrap_or(""),
+                    d.id,
+                    humantime::format_duration(limit)
+                ))));
+            }
+            tokio::time::sleep(RUN_NOW_POLL).await;
+        }
     }
 }
 

@@ -129,6 +129,12 @@ pub fn job_of(d: &Deployment, desired: &Desired) -> Result<DeployJob, RequestErr
                 d.endpoint
             ))
         })?;
+    if let Some(agent) = &e.agent {
+        return Err(RequestError::Conflict(format!(
+            "endpoint {} is deployed by agent {agent}: the running daemon tells the agent (start `tlsward serve`)",
+            e.name
+        )));
+    }
     job(e, desired).ok_or_else(|| {
         RequestError::Conflict(format!(
             "endpoint {} has no hook (add hook = \"NAME\" to its [[endpoint]])",
