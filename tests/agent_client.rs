@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 use tlsward::agent::client::run::Agent;
 use tlsward::agent::client::state::{AgentFile, StateDir};
 use tlsward::agent::protocol::{
-    AgentEndpoint, BundlePayload, DeploymentOrder, DesiredState, Instruction, KeyMode,
-    ReportEvent, VersionRef,
+    AgentEndpoint, BundlePayload, DeploymentOrder, DesiredState, Instruction, KeyMode, ReportEvent,
+    VersionRef,
 };
 use tlsward::agent::sign::{self, Signer};
 use tlsward::clock::{Clock, TestClock};
@@ -208,7 +208,11 @@ async fn a_restart_redeploys_the_local_copy_only_when_the_files_changed() {
     let f = Fixture::new().await;
     let clock: Arc<dyn Clock> = Arc::new(tlsward::clock::SystemClock);
     let (_new, v) = f.version(7);
-    f.desire(&f.nginx_target(), Some(order(1, &v, Instruction::DeployNow)), None);
+    f.desire(
+        &f.nginx_target(),
+        Some(order(1, &v, Instruction::DeployNow)),
+        None,
+    );
     let mut agent = f.agent(clock.clone());
     agent.act().await;
     assert_eq!(agent.failures(), 0);
@@ -259,7 +263,11 @@ async fn a_local_probe_that_does_not_see_the_new_leaf_rolls_back_at_once() {
     let mut agent = f.agent(Arc::new(tlsward::clock::SystemClock));
     agent.act().await;
     assert_eq!(agent.failures(), 1);
-    assert_eq!(std::fs::read(&crt).unwrap(), old_pem, "the files are put back");
+    assert_eq!(
+        std::fs::read(&crt).unwrap(),
+        old_pem,
+        "the files are put back"
+    );
     assert_eq!(f.served(), tlsward::cert::sha256_hex(f.old.der()));
     assert!(f.installed().is_empty());
 }
@@ -290,7 +298,11 @@ async fn the_window_is_the_agents_clock_and_deploy_now_ignores_it() {
     let old_sha = tlsward::cert::sha256_hex(f.old.der());
     let mut agent = f.agent(clock.clone());
     let wake = agent.act().await;
-    assert_eq!(wake, Some(1_796_605_200 + 3600), "it wakes when the window opens");
+    assert_eq!(
+        wake,
+        Some(1_796_605_200 + 3600),
+        "it wakes when the window opens"
+    );
     assert_eq!(f.served(), old_sha, "nothing ran outside the window");
     clock.advance(Duration::from_secs(3600 + 60));
     assert_eq!(agent.act().await, None);

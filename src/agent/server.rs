@@ -523,7 +523,5 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
-// TEMPORARY: the reconciler's impl replaces it (see the file).
-mod interim;
 #[cfg(test)]
 mod tests;

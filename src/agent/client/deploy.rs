@@ -204,14 +204,13 @@ impl Deployer {
         let rt = tokio::runtime::Handle::current();
         let now = self.clock.now();
         let material = Arc::new(material);
-        let run = match tokio::task::spawn_blocking(move || {
-            hooks.run(&spec, material, &extra, rt, now)
-        })
-        .await
-        {
-            Ok(run) => run,
-            Err(e) => return Outcome::failed(format!("the hook's task failed: {e}")),
-        };
+        let run =
+            match tokio::task::spawn_blocking(move || hooks.run(&spec, material, &extra, rt, now))
+                .await
+            {
+                Ok(run) => run,
+                Err(e) => return Outcome::failed(format!("the hook's task failed: {e}")),
+            };
         let calls = run_detail(&run);
         if let Err(e) = &run.outcome {
             if run.written.is_empty() && run.commands.is_empty() {
@@ -340,7 +339,6 @@ fn run_detail(run: &HookRun) -> serde_json::Value {
     })
 }
 
-
 #[cfg(test)]
 mod tests {
     use base64::Engine as _;
@@ -394,7 +392,10 @@ mod tests {
             signature: second.signature.clone(),
         };
         let e = accept_bundle(&state, &agent, "site", 2, &sha2, &altered, 3, None).unwrap_err();
-        assert!(matches!(e, AcceptError::Bundle(BundleError::Signature)), "{e:?}");
+        assert!(
+            matches!(e, AcceptError::Bundle(BundleError::Signature)),
+            "{e:?}"
+        );
         // Another validly signed bundle substituted for the one the state names.
         let (third, _) = signed(&signer, 2);
         let e = accept_bundle(&state, &agent, "site", 2, &sha2, &third, 3, None).unwrap_err();

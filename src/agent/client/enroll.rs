@@ -113,7 +113,9 @@ pub async fn enroll(
     }
     check_identity(&answer.certificate_pem, &key)?;
     if !crate::agent::client::valid_agent_name(&answer.agent) {
-        return Err(EnrollError::Answer("the agent name is not a valid name".into()));
+        return Err(EnrollError::Answer(
+            "the agent name is not a valid name".into(),
+        ));
     }
     state.write("identity.key", key.serialize_pem().as_bytes())?;
     state.write("identity.pem", answer.certificate_pem.as_bytes())?;
@@ -152,32 +154,30 @@ pub fn identity_tls(state: &StateDir) -> Result<std::sync::Arc<rustls::ClientCon
         })
     };
     let ca = CertificateDer::from_pem_slice(&read("ca.pem")?).map_err(|_| corrupt("ca.pem"))?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read("identity.pem")?)
-        .collect::<Result<_, _>>()
-        .map_err(|_| corrupt("identity.pem"))?;
-    let key =
-        PrivateKeyDer::from_pem_slice(&read("identity.key")?).map_err(|_| corrupt("identity.key"))?;
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(&read("identity.pem")?)
+            .collect::<Result<_, _>>()
+            .map_err(|_| corrupt("identity.pem"))?;
+    let key = PrivateKeyDer::from_pem_slice(&read("identity.key")?)
+        .map_err(|_| corrupt("identity.key"))?;
     pin::identity_config(ca, chain, key).map_err(EnrollError::Key)
 }
 
 /// The age identity central keys are sealed to.
 pub fn age_identity(state: &StateDir) -> Result<age::x25519::Identity, EnrollError> {
     let text = state.read("age.key")?.unwrap_or_default();
-    String::from_utf8_lossy(&text)
-        .trim()
-        .parse()
-        .map_err(|_| {
-            EnrollError::State(StateError::Corrupt {
-                path: state.path("age.key"),
-                why: "not an age X25519 identity".into(),
-            })
+    String::from_utf8_lossy(&text).trim().parse().map_err(|_| {
+        EnrollError::State(StateError::Corrupt {
+            path: state.path("age.key"),
+            why: "not an age X25519 identity".into(),
         })
+    })
 }
 
 /// Whether the identity is due for renewal at `now`: two thirds of its life have passed.
 pub fn renewal_due(file: &AgentFile, now: i64) -> bool {
     let life = file.identity_not_after - file.identity_issued_at;
-    life > 0 && now >= file.identity_issued_at + life * 2 / 3
+    life > 0 && now >= file.identity_issued_at.saturating_add(life / 3 * 2)
 }
 
 /// Renews the identity over `client` (the current identity); returns the updated file.

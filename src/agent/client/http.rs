@@ -86,22 +86,31 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("url", &self.url).finish_non_exhaustive()
+        f.debug_struct("Client")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
     }
 }
 
 /// Splits `https://HOST:PORT` (a trailing `/` allowed) into its host and port.
 pub fn parse_url(url: &str) -> Result<(String, u16), CallError> {
-    let bad = |why: &str| CallError::Url(format!("--server {url:?}: {why} (use https://HOST:PORT)"));
+    let bad =
+        |why: &str| CallError::Url(format!("--server {url:?}: {why} (use https://HOST:PORT)"));
     let uri: http::Uri = url.parse().map_err(|_| bad("not a URL"))?;
     if uri.scheme_str() != Some("https") {
         return Err(bad("not https"));
     }
-    if uri.path_and_query().is_some_and(|p| p.as_str() != "/" && !p.as_str().is_empty()) {
+    if uri
+        .path_and_query()
+        .is_some_and(|p| p.as_str() != "/" && !p.as_str().is_empty())
+    {
         return Err(bad("it has a path"));
     }
     let host = uri.host().ok_or_else(|| bad("no host"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
     let port = uri.port_u16().unwrap_or(443);
     Ok((host, port))
 }
@@ -206,7 +215,10 @@ impl Client {
             .method(method)
             .uri(path)
             .header(http::header::HOST, authority)
-            .header(http::header::USER_AGENT, concat!("tlsward-agent/", env!("CARGO_PKG_VERSION")));
+            .header(
+                http::header::USER_AGENT,
+                concat!("tlsward-agent/", env!("CARGO_PKG_VERSION")),
+            );
         if body.is_some() {
             req = req.header(http::header::CONTENT_TYPE, "application/json");
         }
@@ -272,7 +284,10 @@ mod tests {
             ("center.test".into(), 8443)
         );
         assert_eq!(parse_url("https://[::1]:9/").unwrap(), ("::1".into(), 9));
-        assert_eq!(parse_url("https://10.0.0.1").unwrap(), ("10.0.0.1".into(), 443));
+        assert_eq!(
+            parse_url("https://10.0.0.1").unwrap(),
+            ("10.0.0.1".into(), 443)
+        );
         for bad in ["http://c:1", "c:1", "https://c:1/v1", "https://"] {
             assert!(parse_url(bad).is_err(), "{bad}");
         }

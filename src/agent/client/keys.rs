@@ -43,7 +43,10 @@ pub fn make(
     let sealed = crate::agent::sign::seal_to(&age.to_public().to_string(), &pkcs8)
         .map_err(|e| e.to_string())?;
     state
-        .write(&format!("keys/{certificate}/{stamp}.age"), sealed.as_bytes())
+        .write(
+            &format!("keys/{certificate}/{stamp}.age"),
+            sealed.as_bytes(),
+        )
         .map_err(|e| e.to_string())?;
     prune(state, certificate);
     Ok(csr)

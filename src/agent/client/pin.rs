@@ -93,9 +93,10 @@ impl ServerCertVerifier for PinnedCa {
         roots
             .add(ca.clone().into_owned())
             .map_err(|e| rustls::Error::General(format!("the pinned agent CA: {e}")))?;
-        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
-            .build()
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let inner =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
         inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
     }
 
@@ -216,7 +217,13 @@ mod tests {
     fn a_server_certificate_under_the_pinned_ca_is_accepted() {
         let ca = ca("tlsward agent CA");
         let server = leaf(&ca, "center.test", ExtendedKeyUsagePurpose::ServerAuth);
-        check(&ca.der, &server, std::slice::from_ref(&ca.der), "center.test").unwrap();
+        check(
+            &ca.der,
+            &server,
+            std::slice::from_ref(&ca.der),
+            "center.test",
+        )
+        .unwrap();
     }
 
     #[test]
@@ -224,12 +231,25 @@ mod tests {
         let pinned = ca("tlsward agent CA");
         let other = ca("tlsward agent CA");
         let server = leaf(&other, "center.test", ExtendedKeyUsagePurpose::ServerAuth);
-        let e = check(&pinned.der, &server, std::slice::from_ref(&other.der), "center.test")
-            .unwrap_err();
-        assert!(e.to_string().contains("does not hold the pinned agent CA"), "{e}");
+        let e = check(
+            &pinned.der,
+            &server,
+            std::slice::from_ref(&other.der),
+            "center.test",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("does not hold the pinned agent CA"),
+            "{e}"
+        );
         // The pinned CA sent along, but the leaf is not under it.
-        let e = check(&pinned.der, &server, &[other.der.clone(), pinned.der.clone()], "center.test")
-            .unwrap_err();
+        let e = check(
+            &pinned.der,
+            &server,
+            &[other.der.clone(), pinned.der.clone()],
+            "center.test",
+        )
+        .unwrap_err();
         assert!(!e.to_string().contains("does not hold"), "{e}");
     }
 
@@ -237,7 +257,13 @@ mod tests {
     fn an_agent_client_certificate_cannot_stand_in_for_the_center() {
         let ca = ca("tlsward agent CA");
         let agent = leaf(&ca, "center.test", ExtendedKeyUsagePurpose::ClientAuth);
-        let e = check(&ca.der, &agent, std::slice::from_ref(&ca.der), "center.test").unwrap_err();
+        let e = check(
+            &ca.der,
+            &agent,
+            std::slice::from_ref(&ca.der),
+            "center.test",
+        )
+        .unwrap_err();
         assert!(
             matches!(
                 e,
@@ -254,7 +280,15 @@ mod tests {
     fn the_wrong_host_name_and_the_ca_itself_as_leaf_are_refused() {
         let ca = ca("tlsward agent CA");
         let server = leaf(&ca, "center.test", ExtendedKeyUsagePurpose::ServerAuth);
-        assert!(check(&ca.der, &server, std::slice::from_ref(&ca.der), "other.test").is_err());
+        assert!(
+            check(
+                &ca.der,
+                &server,
+                std::slice::from_ref(&ca.der),
+                "other.test"
+            )
+            .is_err()
+        );
         assert!(check(&ca.der, &ca.der, &[], "center.test").is_err());
     }
 

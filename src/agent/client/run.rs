@@ -90,7 +90,10 @@ impl Agent {
     ) -> Result<Self, AgentError> {
         let (state, file) = StateDir::open(&settings.state_dir)?;
         let age = enroll::age_identity(&state)?;
-        let url = settings.server.clone().unwrap_or_else(|| file.server.clone());
+        let url = settings
+            .server
+            .clone()
+            .unwrap_or_else(|| file.server.clone());
         let client = Client::new(&url, enroll::identity_tls(&state)?)?;
         let desired = match state.read("desired.json")? {
             Some(_) => Some(state.read_json("desired.json")?),
@@ -161,19 +164,22 @@ impl Agent {
                 continue;
             };
             tracing::warn!(endpoint = %name, files = drifted.len(), version = inst.version, "the service's files differ from what the agent installed; redeploying the local copy");
-            let payload =
-                match deploy::local_bundle(&self.state, &self.file, &inst.certificate, inst.version)
-                {
-                    Ok(Some(p)) => p,
-                    Ok(None) => {
-                        tracing::error!(endpoint = %name, "the installed version's bundle is not in the state dir");
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::error!(endpoint = %name, error = %e, "the installed version's local bundle is refused");
-                        continue;
-                    }
-                };
+            let payload = match deploy::local_bundle(
+                &self.state,
+                &self.file,
+                &inst.certificate,
+                inst.version,
+            ) {
+                Ok(Some(p)) => p,
+                Ok(None) => {
+                    tracing::error!(endpoint = %name, "the installed version's bundle is not in the state dir");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(endpoint = %name, error = %e, "the installed version's local bundle is refused");
+                    continue;
+                }
+            };
             let outcome = self.install(endpoint, &payload, None, inst.previous).await;
             let event = if outcome.event == ReportEvent::Installed {
                 redeployed += 1;
@@ -206,7 +212,10 @@ impl Agent {
         while let Some(report) = self.pending.front() {
             match self.client.post("/v1/report", report, CALL_TIMEOUT).await {
                 Ok(_) => {}
-                Err(e) if e.status().is_some_and(|s| (400..500).contains(&s) && s != 401) => {
+                Err(e)
+                    if e.status()
+                        .is_some_and(|s| (400..500).contains(&s) && s != 401) =>
+                {
                     tracing::warn!(error = %e, "the center refused a report; dropped");
                 }
                 Err(e) => return Err(e),
@@ -218,7 +227,10 @@ impl Agent {
 
     /// One `GET /v1/state` (long poll when `etag` is the current one), within `timeout`.
     pub async fn poll(&mut self, etag: &str, timeout: Duration) -> Result<DesiredState, CallError> {
-        let path = format!("/v1/state?etag={}", form_urlencoded::byte_serialize(etag.as_bytes()).collect::<String>());
+        let path = format!(
+            "/v1/state?etag={}",
+            form_urlencoded::byte_serialize(etag.as_bytes()).collect::<String>()
+        );
         let desired: DesiredState = self.client.get(&path, timeout).await?;
         if self.desired.as_ref() != Some(&desired) {
             if let Err(e) = self.state.write_json("desired.json", &desired) {
@@ -268,7 +280,9 @@ impl Agent {
                 None
             }
         };
-        let next_window = window.as_ref().map(|w| w.next_open(now).start.unix_timestamp());
+        let next_window = window
+            .as_ref()
+            .map(|w| w.next_open(now).start.unix_timestamp());
         match order.instruction {
             Instruction::RollBack => {
                 let detail = self.roll_back(endpoint, order.why.as_deref()).await;
@@ -317,7 +331,11 @@ impl Agent {
                 });
                 let _ = self.flush().await;
                 let payload = match self
-                    .bundle(&endpoint.certificate, order.version.id, &order.version.sha256)
+                    .bundle(
+                        &endpoint.certificate,
+                        order.version.id,
+                        &order.version.sha256,
+                    )
                     .await
                 {
                     Ok(p) => p,
@@ -328,7 +346,9 @@ impl Agent {
                     }
                 };
                 let previous = installed.get(&endpoint.name).map(|i| i.version);
-                let outcome = self.install(endpoint, &payload, Some(order.id), previous).await;
+                let outcome = self
+                    .install(endpoint, &payload, Some(order.id), previous)
+                    .await;
                 if outcome.event != ReportEvent::Installed {
                     self.failures += 1;
                 }
@@ -366,7 +386,10 @@ impl Agent {
                 };
             }
         };
-        let mut outcome = self.deployer.deploy(endpoint, material, &payload.sha256).await;
+        let mut outcome = self
+            .deployer
+            .deploy(endpoint, material, &payload.sha256)
+            .await;
         if outcome.event == ReportEvent::Installed
             && let Some(run) = outcome.run.take()
         {
@@ -384,7 +407,11 @@ impl Agent {
 
     /// The center asked for a roll back: undo the run kept in memory, or (after a restart)
     /// redeploy the previous local bundle.
-    async fn roll_back(&mut self, endpoint: &AgentEndpoint, why: Option<&str>) -> serde_json::Value {
+    async fn roll_back(
+        &mut self,
+        endpoint: &AgentEndpoint,
+        why: Option<&str>,
+    ) -> serde_json::Value {
         tracing::warn!(endpoint = %endpoint.name, why = why.unwrap_or("-"), "the center asks for a roll back");
         let mut installed = self.state.installed().unwrap_or_default();
         let inst = installed.get(&endpoint.name).cloned();
@@ -415,7 +442,10 @@ impl Agent {
         let Some(prev) = inst.as_ref().and_then(|i| i.previous) else {
             return json!({ "why": why, "rollback": "nothing the agent installed to undo" });
         };
-        let certificate = inst.as_ref().map(|i| i.certificate.clone()).unwrap_or_default();
+        let certificate = inst
+            .as_ref()
+            .map(|i| i.certificate.clone())
+            .unwrap_or_default();
         match deploy::local_bundle(&self.state, &self.file, &certificate, prev) {
             Ok(Some(payload)) => {
                 let o = self.install(endpoint, &payload, None, None).await;
@@ -427,7 +457,12 @@ impl Agent {
     }
 
     /// The bundle of `certificate` version `id`: the local copy, else fetched and checked.
-    async fn bundle(&mut self, certificate: &str, id: i64, sha256: &str) -> Result<BundlePayload, String> {
+    async fn bundle(
+        &mut self,
+        certificate: &str,
+        id: i64,
+        sha256: &str,
+    ) -> Result<BundlePayload, String> {
         if let Ok(Some(p)) = deploy::local_bundle(&self.state, &self.file, certificate, id)
             && p.sha256.eq_ignore_ascii_case(sha256)
         {
@@ -438,11 +473,11 @@ impl Agent {
             .get(&format!("/v1/bundle/{id}"), CALL_TIMEOUT)
             .await
             .map_err(|e| e.to_string())?;
-        let protect = self
-            .state
-            .installed()
-            .ok()
-            .and_then(|i| i.values().find(|e| e.certificate == certificate).map(|e| e.version));
+        let protect = self.state.installed().ok().and_then(|i| {
+            i.values()
+                .find(|e| e.certificate == certificate)
+                .map(|e| e.version)
+        });
         deploy::accept_bundle(
             &self.state,
             &self.file,
@@ -459,7 +494,11 @@ impl Agent {
         })
     }
 
-    async fn submit_csr(&mut self, endpoint: &AgentEndpoint, want: &crate::agent::protocol::CsrWanted) {
+    async fn submit_csr(
+        &mut self,
+        endpoint: &AgentEndpoint,
+        want: &crate::agent::protocol::CsrWanted,
+    ) {
         let made = super::keys::make(
             &self.state,
             &self.age,
@@ -485,7 +524,9 @@ impl Agent {
                 tracing::info!(certificate = %endpoint.certificate, "CSR sent; the key stays here");
                 self.csrs.insert(want.nonce.clone());
             }
-            Err(e) => tracing::warn!(certificate = %endpoint.certificate, error = %e, "cannot send the CSR"),
+            Err(e) => {
+                tracing::warn!(certificate = %endpoint.certificate, error = %e, "cannot send the CSR")
+            }
         }
     }
 
@@ -557,7 +598,11 @@ impl Agent {
                 });
             }
             let until_wake = wake.map(|w| {
-                Duration::from_secs(u64::try_from(w - unix_seconds(self.clock.as_ref())).unwrap_or(0).max(1))
+                Duration::from_secs(
+                    u64::try_from(w - unix_seconds(self.clock.as_ref()))
+                        .unwrap_or(0)
+                        .max(1),
+                )
             });
             let result = {
                 let flushed = self.flush().await;

@@ -78,7 +78,9 @@ pub(super) fn run(config: &Path, once: bool) -> anyhow::Result<u8> {
             tracing::info!("stopping: a running hook finishes first");
             signal.trigger();
         });
-        Ok(agent.run(shutdown, Backoff::new(fastrand::Rng::new())).await)
+        Ok(agent
+            .run(shutdown, Backoff::new(fastrand::Rng::new()))
+            .await)
     })
 }
 
