@@ -18,7 +18,7 @@ use tlsward::clock::SystemClock;
 use tlsward::probe::{Module, Prober, Target};
 
 use crate::util::cli::open_store;
-use crate::util::daemon::{answering, free_addr, serve_command};
+use crate::util::daemon::{free_addr, serve_command};
 use crate::util::exposition::metric;
 use crate::util::http::get;
 use crate::util::netns::{Bridge, Namespace, NginxNs};
@@ -100,6 +100,20 @@ async fn netns_fixture_nginx_in_a_namespace_answers_the_root_namespace_and_all_i
         assert_eq!(s.processes, ["nginx"], "{s:?}");
         assert_eq!(s.local, format!("{}:{SITE_PORT}", ns.addr), "{s:?}");
     }
+    // Names resolve inside the namespace by its own hosts file, not outside.
+    ns.hosts(&[(ns.addr, &["site.tlsward.test"])]);
+    let out = ns
+        .command("getent")
+        .args(["hosts", "site.tlsward.test"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with(&ns.addr.to_string()),
+        "{out:?}"
+    );
+    let hosts_dir = Path::new("/etc/netns").join(&ns_name);
+    assert!(hosts_dir.exists());
     // A process started there without a listener adds none.
     let mut sleeper = ns.command("sleep").arg("60").spawn().expect("sleep in the namespace");
     assert_eq!(ns.listening_sockets(), sockets);
@@ -115,6 +129,7 @@ async fn netns_fixture_nginx_in_a_namespace_answers_the_root_namespace_and_all_i
         "the process inside the namespace survived its Drop"
     );
     assert!(!netns_exists(&ns_name), "{ns_name} left behind");
+    assert!(!hosts_dir.exists(), "{} left behind", hosts_dir.display());
     drop(bridge);
     assert!(!link_exists(&bridge_name), "{bridge_name} left behind");
 }
@@ -176,7 +191,7 @@ struct Center {
     bridge: Option<Arc<Bridge>>,
     /// The probe interval of every target (`[defaults] interval`).
     interval: &'static str,
-    /// The center's `RUST_LOG`.
+    /// The center's `TLSWARD_LOG`.
     rust_log: &'static str,
     /// The agent API's address, on the bridge.
     agents_addr: SocketAddr,
@@ -332,13 +347,25 @@ settings = {{ fullchain_path = "{certs}/site.crt", key_path = "{certs}/site.key"
             .unwrap();
         let child = serve_command(&self.config, self.addr)
             .current_dir(self.dir())
-            .env("RUST_LOG", self.rust_log)
+            .env("TLSWARD_LOG", self.rust_log)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("spawn tlsward serve");
         self.child = Some(child);
-        answering(self.addr, "/-/healthy").await;
+        let addr = self.addr;
+        let up = within(Duration::from_secs(120), EVERY, || async move {
+            tokio::net::TcpStream::connect(addr).await.is_ok()
+                && get(addr, "/-/healthy").await.status == 200
+        })
+        .await;
+        if up.is_none() {
+            panic!(
+                "the center never answered /-/healthy\n--- center ---\n{}\n--- config ---\n{}",
+                tail(&self.dir().join("center.log"), 40),
+                crate::util::read(&self.config)
+            );
+        }
     }
 
     /// SIGKILLs the center.
@@ -513,12 +540,16 @@ impl Agent {
     /// A namespace with an nginx serving an old-CA certificate for `site_names`, and an
     /// agent config whose hook `nginx` writes its files and reloads it (or, `broken`, runs
     /// `/bin/true` instead of the reload).
-    async fn new(center: &Center, name: &str, site: &str, broken: bool) -> Self {
+    /// Its nginx listens on `port` (target addresses are unique in the center's config).
+    async fn new(center: &Center, name: &str, site: &str, port: u16, broken: bool) -> Self {
         let ns = center.bridge.as_ref().expect("a bridge").namespace();
+        // The endpoint host's own DNS: its service names are its own address.
+        let names = [format!("{site}.tlsward.test"), "own.tlsward.test".to_owned()];
+        ns.hosts(&[(ns.addr, &names.iter().map(String::as_str).collect::<Vec<_>>())]);
         let dir = tempfile::tempdir().unwrap();
         let old = center.old_ca.leaf(&[&format!("{site}.tlsward.test")]).build();
         let (cert, key) = old.write_pem(dir.path(), "old");
-        let nginx = NginxNs::start(&ns, SITE_PORT, &cert, &key).await;
+        let nginx = NginxNs::start(&ns, port, &cert, &key).await;
         let agent = Self {
             name: name.into(),
             child: None,
@@ -598,7 +629,7 @@ system_roots = false
             .args(["agent", "enroll", "--server", &center.server_url(), "--token", token])
             .args(["--ca-sha256", ca_sha256, "--state-dir"])
             .arg(self.state_dir())
-            .env("RUST_LOG", "trace")
+            .env("TLSWARD_LOG", "trace")
             .output()
             .await
             .expect("run agent enroll")
@@ -637,7 +668,7 @@ system_roots = false
             .command(TLSWARD)
             .args(["agent", "run", "-c"])
             .arg(&self.config)
-            .env("RUST_LOG", "trace")
+            .env("TLSWARD_LOG", "trace")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -691,7 +722,16 @@ async fn fleet(broken: Option<usize>) -> (Center, Vec<Agent>) {
     let mut center = Center::prepare().await;
     let mut agents = Vec::new();
     for i in 0..3 {
-        agents.push(Agent::new(&center, &format!("agent-{i}"), "fleet", broken == Some(i)).await);
+        agents.push(
+            Agent::new(
+                &center,
+                &format!("agent-{i}"),
+                "fleet",
+                SITE_PORT + i as u16,
+                broken == Some(i),
+            )
+            .await,
+        );
     }
     agents[0].add_site(&center, "own", 8443).await;
     let mut endpoints: Vec<EndpointDef> = agents
@@ -936,8 +976,8 @@ async fn a_broken_reload_rolls_back_on_one_agent_and_the_fleet_survives_a_killed
 async fn refusals_token_reuse_expiry_wrong_pin_revocation_foreign_ca_and_other_agents_certificates()
 {
     let mut center = Center::prepare().await;
-    let mut a0 = Agent::new(&center, "agent-0", "fleet", false).await;
-    let a1 = Agent::new(&center, "agent-1", "other", false).await;
+    let mut a0 = Agent::new(&center, "agent-0", "fleet", SITE_PORT, false).await;
+    let a1 = Agent::new(&center, "agent-1", "other", SITE_PORT + 1, false).await;
     let endpoints = [a0.endpoint("web0", "fleet"), a1.endpoint("web1", "other")];
     center.write_config(&["fleet", "other"], &[], &endpoints);
     center.start().await;
@@ -1478,7 +1518,7 @@ fn alter_bundle(body: &[u8], chain_pem: &str, sha256: &str) -> Vec<u8> {
 #[ignore = "needs the agent API server (h/c2's agent/server.rs and its daemon wiring) merged"]
 async fn a_bundle_altered_by_a_proxy_holding_an_agent_ca_certificate_is_refused() {
     let mut center = Center::prepare().await;
-    let mut a0 = Agent::new(&center, "agent-0", "fleet", false).await;
+    let mut a0 = Agent::new(&center, "agent-0", "fleet", SITE_PORT, false).await;
     center.write_config(&["fleet"], &[], &[a0.endpoint("web0", "fleet")]);
     center.start().await;
     a0.enroll_ok(&center).await;

@@ -8,9 +8,9 @@
 //! of a dead run (a SIGKILLed test binary never ran its Drop), removed before it is reused.
 //!
 //! Slot S: bridge `twbS` at 10.231.S.1/24; namespace `twS-K` (K = 0, 1, ...) with `eth0` at
-//! 10.231.S.(10+K)/24 and `lo` up; its host end is `twvS-K` on the bridge. Everything is
-//! deleted on Drop (after a panic too): the processes inside each namespace, the namespaces,
-//! the veths and the bridge.
+//! 10.231.S.(10+K)/24 and `lo` up; its host end is `twvS-K` on the bridge; its own hosts file
+//! in `/etc/netns/twS-K/`. Everything is deleted on Drop (after a panic too): the processes
+//! inside each namespace, the namespaces, their hosts files, the veths and the bridge.
 
 use std::fs::{self, File};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -102,6 +102,17 @@ fn remove_slot(slot: u8) {
         {
             kill_all_in(name);
             ip_quiet(&["netns", "del", name]);
+        }
+    }
+    if let Ok(dirs) = fs::read_dir("/etc/netns") {
+        for d in dirs.flatten() {
+            let name = d.file_name().to_string_lossy().into_owned();
+            if name
+                .strip_prefix(&prefix)
+                .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
+            {
+                let _ = fs::remove_dir_all(d.path());
+            }
         }
     }
     let links = Command::new("/usr/sbin/ip")
@@ -257,6 +268,19 @@ impl Namespace {
         &self.bridge
     }
 
+    /// Names resolved inside this namespace, as a host's own DNS would: `ip netns exec`
+    /// bind-mounts `/etc/netns/NS/hosts` over `/etc/hosts` for what it runs (so processes
+    /// started after this call see it). Each pair is an address and its names.
+    pub fn hosts(&self, entries: &[(std::net::IpAddr, &[&str])]) {
+        let dir = Path::new("/etc/netns").join(&self.name);
+        fs::create_dir_all(&dir).expect("create /etc/netns/NS");
+        let mut text = String::from("127.0.0.1 localhost\n::1 localhost\n");
+        for (ip, names) in entries {
+            text.push_str(&format!("{ip} {}\n", names.join(" ")));
+        }
+        fs::write(dir.join("hosts"), text).expect("write the namespace's hosts file");
+    }
+
     /// The TCP and UDP sockets listening inside this namespace (`ss -Hltnup`).
     pub fn listening_sockets(&self) -> Vec<Listening> {
         listening_sockets(&self.name)
@@ -267,6 +291,7 @@ impl Drop for Namespace {
     fn drop(&mut self) {
         kill_all_in(&self.name);
         ip_quiet(&["netns", "del", &self.name]);
+        let _ = fs::remove_dir_all(Path::new("/etc/netns").join(&self.name));
         // Deleting the namespace deletes its veth end and with it the pair; this is for a
         // namespace whose setup stopped half way.
         ip_quiet(&["link", "del", &self.host]);
