@@ -443,21 +443,26 @@ settings = {{ fullchain_path = "{certs}/site.crt", key_path = "{certs}/site.key"
             .collect()
     }
 
-    /// The state of the newest deployment of `endpoint`.
+    /// The state of the newest deployment of `endpoint`, read from the database read-only
+    /// (polled often: no store is opened for it, nothing is written).
     fn last_state(&self, endpoint: &str) -> Option<String> {
-        open_store(&self.dir().join("state"))
-            .all_deployments()
-            .unwrap()
-            .into_iter()
-            .filter(|d| d.endpoint == endpoint)
-            .max_by_key(|d| d.id)
-            .map(|d| d.state.to_string())
+        let conn = rusqlite::Connection::open_with_flags(
+            self.dir().join("state/tlsward.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .ok()?;
+        conn.query_row(
+            "SELECT state FROM deployments WHERE endpoint = ?1 ORDER BY id DESC LIMIT 1",
+            [endpoint],
+            |r| r.get(0),
+        )
+        .ok()
     }
 
     /// Waits for `endpoint`'s newest deployment to reach `state`, showing the journal and
     /// the agents' logs on a timeout.
     async fn wait_state(&self, endpoint: &str, state: &str, secs: u64, agents: &[&Agent]) {
-        let seen = within(Duration::from_secs(secs), EVERY, || async move {
+        let seen = within(Duration::from_secs(secs), Duration::from_millis(500), || async move {
             self.last_state(endpoint).as_deref() == Some(state)
         })
         .await;
