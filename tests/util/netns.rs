@@ -271,7 +271,7 @@ impl Namespace {
     /// Names resolved inside this namespace, as a host's own DNS would: `ip netns exec`
     /// bind-mounts `/etc/netns/NS/hosts` over `/etc/hosts` for what it runs (so processes
     /// started after this call see it). Each pair is an address and its names.
-    pub fn hosts(&self, entries: &[(std::net::IpAddr, &[&str])]) {
+    pub fn hosts(&self, entries: &[(IpAddr, &[&str])]) {
         let dir = Path::new("/etc/netns").join(&self.name);
         fs::create_dir_all(&dir).expect("create /etc/netns/NS");
         let mut text = String::from("127.0.0.1 localhost\n::1 localhost\n");
