@@ -764,7 +764,6 @@ async fn fleet(broken: Option<usize>) -> (Center, Vec<Agent>) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs the agent pieces (h/c1, h/c2, h/r, h/a) merged: agent token/enroll/run, [agents]"]
 async fn three_agents_in_namespaces_install_and_the_center_verifies_each_by_handshake() {
     let (center, mut agents) = fleet(None).await;
     let mut tokens = Vec::new();
@@ -803,6 +802,11 @@ async fn three_agents_in_namespaces_install_and_the_center_verifies_each_by_hand
         );
     }
     // The journal: installed (the agent's report) then verified (the center's probe).
+    for e in center.journal() {
+        if e.kind.starts_with("deployment.") && e.detail.to_string().contains("\"deployment\":1") {
+            eprintln!("journal {} {} {}", e.at, e.kind, e.detail);
+        }
+    }
     for i in 0..3 {
         let steps = center.deployment_steps(&format!("web{i}"));
         let at = |k: &str| steps.iter().position(|s| s == k);
