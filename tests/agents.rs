@@ -120,7 +120,11 @@ async fn netns_fixture_nginx_in_a_namespace_answers_the_root_namespace_and_all_i
     let hosts_dir = Path::new("/etc/netns").join(&ns_name);
     assert!(hosts_dir.exists());
     // A process started there without a listener adds none.
-    let mut sleeper = ns.command("sleep").arg("60").spawn().expect("sleep in the namespace");
+    let mut sleeper = ns
+        .command("sleep")
+        .arg("60")
+        .spawn()
+        .expect("sleep in the namespace");
     assert_eq!(ns.listening_sockets(), sockets);
 
     // Drop removes the processes, the namespace, its veth and the bridge.
@@ -169,7 +173,10 @@ async fn netns_fixture_removes_the_leftovers_of_a_dead_run_in_its_slot() {
         };
         assert_eq!(again.slot(), slot);
         let fresh = again.namespace();
-        assert_eq!(fresh.name, ns, "the slot's first namespace has the leftover's name");
+        assert_eq!(
+            fresh.name, ns,
+            "the slot's first namespace has the leftover's name"
+        );
         let exited = within(Duration::from_secs(10), EVERY, || {
             std::future::ready(orphan.try_wait().ok().flatten().is_some())
         })
@@ -389,7 +396,9 @@ settings = {{ fullchain_path = "{certs}/site.crt", key_path = "{certs}/site.key"
     /// A one-time token for `agent` and the fingerprint to pin, from the CLI's JSON.
     async fn token(&self, agent: &str, ttl: &str) -> (String, String) {
         let out = self
-            .cli(&["agent", "token", "create", agent, "--ttl", ttl, "-o", "json"])
+            .cli(&[
+                "agent", "token", "create", agent, "--ttl", ttl, "-o", "json",
+            ])
             .await;
         assert!(out.status.success(), "token create: {}", text(&out));
         let v: Value = serde_json::from_slice(&out.stdout).expect("token JSON");
@@ -467,9 +476,11 @@ settings = {{ fullchain_path = "{certs}/site.crt", key_path = "{certs}/site.key"
     /// Waits for `endpoint`'s newest deployment to reach `state`, showing the journal and
     /// the agents' logs on a timeout.
     async fn wait_state(&self, endpoint: &str, state: &str, secs: u64, agents: &[&Agent]) {
-        let seen = within(Duration::from_secs(secs), Duration::from_millis(500), || async move {
-            self.last_state(endpoint).as_deref() == Some(state)
-        })
+        let seen = within(
+            Duration::from_secs(secs),
+            Duration::from_millis(500),
+            || async move { self.last_state(endpoint).as_deref() == Some(state) },
+        )
         .await;
         if seen.is_none() {
             let logs: String = agents
@@ -554,10 +565,19 @@ impl Agent {
     async fn new(center: &Center, name: &str, site: &str, port: u16, broken: bool) -> Self {
         let ns = center.bridge.as_ref().expect("a bridge").namespace();
         // The endpoint host's own DNS: its service names are its own address.
-        let names = [format!("{site}.tlsward.test"), "own.tlsward.test".to_owned()];
-        ns.hosts(&[(ns.addr, &names.iter().map(String::as_str).collect::<Vec<_>>())]);
+        let names = [
+            format!("{site}.tlsward.test"),
+            "own.tlsward.test".to_owned(),
+        ];
+        ns.hosts(&[(
+            ns.addr,
+            &names.iter().map(String::as_str).collect::<Vec<_>>(),
+        )]);
         let dir = tempfile::tempdir().unwrap();
-        let old = center.old_ca.leaf(&[&format!("{site}.tlsward.test")]).build();
+        let old = center
+            .old_ca
+            .leaf(&[&format!("{site}.tlsward.test")])
+            .build();
         let (cert, key) = old.write_pem(dir.path(), "old");
         let nginx = NginxNs::start(&ns, port, &cert, &key).await;
         let agent = Self {
@@ -581,7 +601,10 @@ impl Agent {
     /// Adds a second nginx site in this namespace on `port` (for an own-key certificate),
     /// first serving an old-CA certificate for `site`.
     async fn add_site(&mut self, center: &Center, site: &str, port: u16) {
-        let old = center.old_ca.leaf(&[&format!("{site}.tlsward.test")]).build();
+        let old = center
+            .old_ca
+            .leaf(&[&format!("{site}.tlsward.test")])
+            .build();
         let (cert, key) = old.write_pem(self.dir.path(), site);
         self.extra
             .push(NginxNs::start(&self.ns, port, &cert, &key).await);
@@ -625,7 +648,11 @@ reload = "{reload}"
 ca_files = {cas:?}
 system_roots = false
 "#,
-            cas = self.profile_cas.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            cas = self
+                .profile_cas
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>(),
             state = self.state_dir().display(),
             component = crate::util::hooks::component("pem-files").display(),
         );
@@ -636,7 +663,14 @@ system_roots = false
     async fn enroll(&self, center: &Center, token: &str, ca_sha256: &str) -> Output {
         self.ns
             .command(TLSWARD)
-            .args(["agent", "enroll", "--server", &center.server_url(), "--token", token])
+            .args([
+                "agent",
+                "enroll",
+                "--server",
+                &center.server_url(),
+                "--token",
+                token,
+            ])
             .args(["--ca-sha256", ca_sha256, "--state-dir"])
             .arg(self.state_dir())
             .env("TLSWARD_LOG", TRACE)
@@ -784,7 +818,9 @@ async fn three_agents_in_namespaces_install_and_the_center_verifies_each_by_hand
     }
     let refs: Vec<&Agent> = agents.iter().collect();
     for i in 0..3 {
-        center.wait_state(&format!("web{i}"), "verified", 240, &refs).await;
+        center
+            .wait_state(&format!("web{i}"), "verified", 240, &refs)
+            .await;
     }
     center.wait_state("own0", "verified", 240, &refs).await;
 
@@ -860,7 +896,10 @@ async fn three_agents_in_namespaces_install_and_the_center_verifies_each_by_hand
         Some(own_v.sha256.clone())
     );
     let served_pub = crate::util::tools::cert_pubkey(own_site.cert_path());
-    assert_eq!(served_pub, crate::util::tools::key_pubkey(own_site.key_path()));
+    assert_eq!(
+        served_pub,
+        crate::util::tools::key_pubkey(own_site.key_path())
+    );
     // That key's DER is nowhere in the center's database file.
     let key_der = pem::parse(std::fs::read(own_site.key_path()).unwrap()).unwrap();
     let db = std::fs::read(center.dir().join("state/tlsward.db")).unwrap();
@@ -908,7 +947,13 @@ async fn a_broken_reload_rolls_back_on_one_agent_and_the_fleet_survives_a_killed
     center.wait_state("web2", "rolled_back", 240, &refs).await;
     let trust = center.trust().await;
     let store = open_store(&center.dir().join("state"));
-    let newest = store.versions("fleet").unwrap().last().unwrap().sha256.clone();
+    let newest = store
+        .versions("fleet")
+        .unwrap()
+        .last()
+        .unwrap()
+        .sha256
+        .clone();
     // agent-2's nginx still serves its old, valid leaf; the others the new one.
     let served2 = served_sha256(agents[2].nginx.addr, "fleet.tlsward.test", trust.clone()).await;
     assert!(served2.is_some() && served2.as_deref() != Some(newest.as_str()));
@@ -952,31 +997,34 @@ async fn a_broken_reload_rolls_back_on_one_agent_and_the_fleet_survives_a_killed
     center.start().await;
     let restarted = real_now().unix_timestamp();
     assert!(restarted >= killed_at);
-    eventually(150, "every agent seen after the center's restart", || async {
-        let listed = center.agents().await;
-        agents.iter().all(|a| {
-            listed.iter().any(|r| {
-                r["agent"] == a.name.as_str()
-                    && r["last_seen"]
-                        .as_str()
-                        .and_then(|t| {
-                            time::OffsetDateTime::parse(
-                                t,
-                                &time::format_description::well_known::Rfc3339,
-                            )
-                            .ok()
-                        })
-                        .is_some_and(|t| t.unix_timestamp() >= restarted)
+    eventually(
+        150,
+        "every agent seen after the center's restart",
+        || async {
+            let listed = center.agents().await;
+            agents.iter().all(|a| {
+                listed.iter().any(|r| {
+                    r["agent"] == a.name.as_str()
+                        && r["last_seen"]
+                            .as_str()
+                            .and_then(|t| {
+                                time::OffsetDateTime::parse(
+                                    t,
+                                    &time::format_description::well_known::Rfc3339,
+                                )
+                                .ok()
+                            })
+                            .is_some_and(|t| t.unix_timestamp() >= restarted)
+                })
             })
-        })
-    })
+        },
+    )
     .await;
     eventually(60, "agent-0's redeployed report in the journal", || {
         std::future::ready(
-            center
-                .journal()
-                .iter()
-                .any(|e| e.kind.contains("redeployed") || e.detail.to_string().contains("redeployed")),
+            center.journal().iter().any(|e| {
+                e.kind.contains("redeployed") || e.detail.to_string().contains("redeployed")
+            }),
         )
     })
     .await;
@@ -1013,7 +1061,14 @@ async fn refusals_token_reuse_expiry_wrong_pin_revocation_foreign_ca_and_other_a
     let out = a1
         .ns
         .command(TLSWARD)
-        .args(["agent", "enroll", "--server", &center.server_url(), "--token", &token])
+        .args([
+            "agent",
+            "enroll",
+            "--server",
+            &center.server_url(),
+            "--token",
+            &token,
+        ])
         .args(["--ca-sha256", &fp, "--state-dir"])
         .arg(other_dir.path())
         .output()
@@ -1039,7 +1094,9 @@ async fn refusals_token_reuse_expiry_wrong_pin_revocation_foreign_ca_and_other_a
 
     // agent-1 asks for agent-0's certificate: 403 and journaled.
     a0.run();
-    center.wait_state("web0", "verified", 240, &[&a0, &a1]).await;
+    center
+        .wait_state("web0", "verified", 240, &[&a0, &a1])
+        .await;
     let store = open_store(&center.dir().join("state"));
     let fleet_v = store.versions("fleet").unwrap().last().unwrap().id;
     let ca_file = a0.state_dir().join("ca.pem");
@@ -1106,7 +1163,9 @@ async fn mtls_get(
     let ca_pem = std::fs::read_to_string(ca_file).map_err(|e| e.to_string())?;
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(c.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        roots
+            .add(c.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
     }
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| e.to_string())?
@@ -1208,13 +1267,20 @@ impl BenchAgent {
         }
     }
 
-    async fn call(&self, method: &str, path: &str, body: Option<String>) -> Result<(u16, Vec<u8>), String> {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<(u16, Vec<u8>), String> {
         use http_body_util::BodyExt;
         let req = http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
             .header("content-type", "application/json")
-            .body(http_body_util::Full::new(bytes::Bytes::from(body.unwrap_or_default())))
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.unwrap_or_default(),
+            )))
             .map_err(|e| e.to_string())?;
         let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
@@ -1228,7 +1294,13 @@ impl BenchAgent {
         Ok((status, body))
     }
 
-    async fn report(&self, endpoint: &str, deployment: i64, event: tlsward::agent::protocol::ReportEvent, sha256: Option<&str>) -> Result<(), String> {
+    async fn report(
+        &self,
+        endpoint: &str,
+        deployment: i64,
+        event: tlsward::agent::protocol::ReportEvent,
+        sha256: Option<&str>,
+    ) -> Result<(), String> {
         let report = tlsward::agent::protocol::Report {
             endpoint: Some(endpoint.to_owned()),
             deployment: Some(deployment),
@@ -1238,9 +1310,15 @@ impl BenchAgent {
             detail: serde_json::json!({"bench": true}),
         };
         let (status, _) = self
-            .call("POST", "/v1/report", Some(serde_json::to_string(&report).unwrap()))
+            .call(
+                "POST",
+                "/v1/report",
+                Some(serde_json::to_string(&report).unwrap()),
+            )
             .await?;
-        (status < 300).then_some(()).ok_or_else(|| format!("report: {status}"))
+        (status < 300)
+            .then_some(())
+            .ok_or_else(|| format!("report: {status}"))
     }
 
     /// Long-polls forever; each deployment it is told of it fetches, checks (signature,
@@ -1251,7 +1329,10 @@ impl BenchAgent {
         let mut installed = std::collections::HashSet::new();
         let mut backoff = Duration::from_secs(1);
         loop {
-            let state = match self.call("GET", &format!("/v1/state?etag={etag}"), None).await {
+            let state = match self
+                .call("GET", &format!("/v1/state?etag={etag}"), None)
+                .await
+            {
                 Ok((200, body)) => serde_json::from_slice::<DesiredState>(&body).ok(),
                 _ => None,
             };
@@ -1263,11 +1344,16 @@ impl BenchAgent {
             backoff = Duration::from_secs(1);
             etag = state.etag.clone();
             for ep in &state.endpoints {
-                let Some(order) = &ep.deployment else { continue };
+                let Some(order) = &ep.deployment else {
+                    continue;
+                };
                 if order.instruction == Instruction::RollBack || !installed.insert(order.id) {
                     continue;
                 }
-                let Ok((200, body)) = self.call("GET", &format!("/v1/bundle/{}", order.version.id), None).await else {
+                let Ok((200, body)) = self
+                    .call("GET", &format!("/v1/bundle/{}", order.version.id), None)
+                    .await
+                else {
                     installed.remove(&order.id);
                     continue;
                 };
@@ -1286,9 +1372,16 @@ impl BenchAgent {
                 if let Some(sealed) = &payload.sealed_key {
                     tlsward::agent::sign::open_with(&self.age, sealed).expect("the key opens");
                 }
-                let _ = self.report(&ep.name, order.id, ReportEvent::Started, None).await;
                 let _ = self
-                    .report(&ep.name, order.id, ReportEvent::Installed, Some(&order.version.sha256))
+                    .report(&ep.name, order.id, ReportEvent::Started, None)
+                    .await;
+                let _ = self
+                    .report(
+                        &ep.name,
+                        order.id,
+                        ReportEvent::Installed,
+                        Some(&order.version.sha256),
+                    )
                     .await;
                 let _ = done.send((order.version.id, std::time::Instant::now()));
             }
@@ -1355,7 +1448,17 @@ async fn bench_agents_fleet() {
         let permit = sem.clone().acquire_owned().await.unwrap();
         enrolls.spawn(async move {
             let out = tokio::process::Command::new(TLSWARD)
-                .args(["agent", "enroll", "--server", &url, "--token", &token, "--ca-sha256", &fp, "--state-dir"])
+                .args([
+                    "agent",
+                    "enroll",
+                    "--server",
+                    &url,
+                    "--token",
+                    &token,
+                    "--ca-sha256",
+                    &fp,
+                    "--state-dir",
+                ])
                 .arg(&dir)
                 .output()
                 .await
@@ -1366,7 +1469,10 @@ async fn bench_agents_fleet() {
         });
     }
     let dirs = enrolls.join_all().await;
-    eprintln!("bench: {n} agents enrolled in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "bench: {n} agents enrolled in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     for dir in &dirs {
@@ -1419,9 +1525,19 @@ async fn bench_agents_fleet() {
         }
     }
     println!("agents benchmark: {n} agents on one tlsward serve (loopback)");
-    println!("  serve RSS while idle:        {:.1} MB", rss as f64 / 1024.0);
-    println!("  serve CPU while idle ({}s): {:.2} % of a core", idle.as_secs(), cpu_share * 100.0);
-    println!("  renewal ordered (cert renew): {:.2} s", (issued - asked).as_secs_f64());
+    println!(
+        "  serve RSS while idle:        {:.1} MB",
+        rss as f64 / 1024.0
+    );
+    println!(
+        "  serve CPU while idle ({}s): {:.2} % of a core",
+        idle.as_secs(),
+        cpu_share * 100.0
+    );
+    println!(
+        "  renewal ordered (cert renew): {:.2} s",
+        (issued - asked).as_secs_f64()
+    );
     // The version is stored before the CLI's answer arrives: the first figure is a lower
     // bound, the second (which includes the ACME order) an upper bound.
     println!(
@@ -1446,7 +1562,10 @@ async fn altering_proxy(
     center: &Center,
     listen: SocketAddr,
     agent_state: &Path,
-) -> (Arc<std::sync::atomic::AtomicUsize>, tokio::task::JoinHandle<()>) {
+) -> (
+    Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
     use http_body_util::BodyExt;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -1462,7 +1581,9 @@ async fn altering_proxy(
     let sub_pem = crate::util::pem_chain(&substitute.chain);
     let sub_sha = tlsward::cert::sha256_hex(substitute.der());
     let altered = Arc::new(AtomicUsize::new(0));
-    let listener = tokio::net::TcpListener::bind(listen).await.expect("bind the proxy");
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .expect("bind the proxy");
     let count = altered.clone();
     let task = tokio::spawn(async move {
         let acceptor = tokio_rustls::TlsAcceptor::from(server);
@@ -1476,35 +1597,42 @@ async fn altering_proxy(
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let (upstream, count) = (upstream.clone(), count.clone());
-                    let (sub_pem, sub_sha) = (sub_pem.clone(), sub_sha.clone());
-                    async move {
-                        let method = req.method().as_str().to_owned();
-                        let path = req
-                            .uri()
-                            .path_and_query()
-                            .map(|p| p.as_str().to_owned())
-                            .unwrap_or_default();
-                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                        let body = (!body.is_empty()).then(|| String::from_utf8_lossy(&body).into_owned());
-                        let (status, mut answer) = upstream
-                            .call(&method, &path, body)
-                            .await
-                            .unwrap_or((502, b"{\"error\":\"upstream\"}".to_vec()));
-                        if status == 200 && path.starts_with("/v1/bundle/") {
-                            answer = alter_bundle(&answer, &sub_pem, &sub_sha);
-                            count.fetch_add(1, Ordering::SeqCst);
+                let service =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let (upstream, count) = (upstream.clone(), count.clone());
+                        let (sub_pem, sub_sha) = (sub_pem.clone(), sub_sha.clone());
+                        async move {
+                            let method = req.method().as_str().to_owned();
+                            let path = req
+                                .uri()
+                                .path_and_query()
+                                .map(|p| p.as_str().to_owned())
+                                .unwrap_or_default();
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let body = (!body.is_empty())
+                                .then(|| String::from_utf8_lossy(&body).into_owned());
+                            let (status, mut answer) = upstream
+                                .call(&method, &path, body)
+                                .await
+                                .unwrap_or((502, b"{\"error\":\"upstream\"}".to_vec()));
+                            if status == 200 && path.starts_with("/v1/bundle/") {
+                                answer = alter_bundle(&answer, &sub_pem, &sub_sha);
+                                count.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Ok::<_, std::convert::Infallible>(
+                                http::Response::builder()
+                                    .status(status)
+                                    .header("content-type", "application/json")
+                                    .body(http_body_util::Full::new(bytes::Bytes::from(answer)))
+                                    .unwrap(),
+                            )
                         }
-                        Ok::<_, std::convert::Infallible>(
-                            http::Response::builder()
-                                .status(status)
-                                .header("content-type", "application/json")
-                                .body(http_body_util::Full::new(bytes::Bytes::from(answer)))
-                                .unwrap(),
-                        )
-                    }
-                });
+                    });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
                     .await;
@@ -1543,7 +1671,8 @@ async fn a_bundle_altered_by_a_proxy_holding_an_agent_ca_certificate_is_refused(
         &format!("[agent]\nserver = \"https://{proxy_addr}\"\n"),
     );
     std::fs::write(&a0.config, config).unwrap();
-    let served_before = served_sha256(a0.nginx.addr, "fleet.tlsward.test", center.trust().await).await;
+    let served_before =
+        served_sha256(a0.nginx.addr, "fleet.tlsward.test", center.trust().await).await;
     a0.run();
     eventually(240, "a bundle altered by the proxy", || {
         std::future::ready(altered.load(std::sync::atomic::Ordering::SeqCst) > 0)

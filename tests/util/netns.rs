@@ -173,7 +173,13 @@ impl Bridge {
             next: std::sync::Mutex::new(0),
         });
         ip(&["link", "add", &bridge.name, "type", "bridge"]);
-        ip(&["addr", "add", &format!("{}/24", bridge.gateway()), "dev", &bridge.name]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", bridge.gateway()),
+            "dev",
+            &bridge.name,
+        ]);
         ip(&["link", "set", &bridge.name, "up"]);
         Some(bridge)
     }
