@@ -668,8 +668,8 @@ system_roots = false
                 "enroll",
                 "--server",
                 &center.server_url(),
-                "--token",
-                token,
+                // `=`: a base64url token may begin with '-'.
+                &format!("--token={token}"),
             ])
             .args(["--ca-sha256", ca_sha256, "--state-dir"])
             .arg(self.state_dir())
@@ -932,7 +932,6 @@ async fn three_agents_in_namespaces_install_and_the_center_verifies_each_by_hand
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs the agent pieces (h/c1, h/c2, h/r, h/a) merged: agent token/enroll/run, [agents]"]
 async fn a_broken_reload_rolls_back_on_one_agent_and_the_fleet_survives_a_killed_center() {
     let (mut center, mut agents) = fleet(Some(2)).await;
     for a in &agents {
@@ -1066,8 +1065,7 @@ async fn refusals_token_reuse_expiry_wrong_pin_revocation_foreign_ca_and_other_a
             "enroll",
             "--server",
             &center.server_url(),
-            "--token",
-            &token,
+            &format!("--token={token}"),
         ])
         .args(["--ca-sha256", &fp, "--state-dir"])
         .arg(other_dir.path())
@@ -1211,12 +1209,15 @@ async fn mtls_get(
 
 /// One in-process agent task of the benchmark: an identity the real `tlsward agent enroll`
 /// made, and the agent API's calls (long poll, bundle, reports) over mTLS.
+/// The benchmark agents' HTTPS client (mTLS, HTTP/1.1).
+type MtlsClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
 struct BenchAgent {
     name: String,
-    client: hyper_util::client::legacy::Client<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-        http_body_util::Full<bytes::Bytes>,
-    >,
+    client: MtlsClient,
     base: String,
     signing_key: String,
     age: age::x25519::Identity,
@@ -1453,8 +1454,7 @@ async fn bench_agents_fleet() {
                     "enroll",
                     "--server",
                     &url,
-                    "--token",
-                    &token,
+                    &format!("--token={token}"),
                     "--ca-sha256",
                     &fp,
                     "--state-dir",
