@@ -1033,7 +1033,6 @@ async fn a_broken_reload_rolls_back_on_one_agent_and_the_fleet_survives_a_killed
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs the agent pieces (h/c1, h/c2, h/r, h/a) merged: agent token/enroll/run, [agents]"]
 async fn refusals_token_reuse_expiry_wrong_pin_revocation_foreign_ca_and_other_agents_certificates()
 {
     let mut center = Center::prepare().await;
@@ -1138,7 +1137,10 @@ async fn refusals_token_reuse_expiry_wrong_pin_revocation_foreign_ca_and_other_a
     );
     let kinds: Vec<String> = center.journal().into_iter().map(|e| e.kind).collect();
     assert!(
-        kinds.iter().filter(|k| *k == "agent.refused").count() >= 5,
+        // The used token, the expired one, the other agent's bundle and the revoked agent; the
+        // wrong pin never reaches the center, and the foreign CA's certificate is refused by
+        // the TLS handshake itself.
+        kinds.iter().filter(|k| *k == "agent.refused").count() >= 4,
         "{kinds:?}"
     );
     let _ = a0.stop().await;
