@@ -1193,10 +1193,10 @@ async fn mtls_get(
         .map_err(|e| e.to_string())?;
     let mut body = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(90), tls.read_to_end(&mut body)).await;
-    if let Ok(Err(e)) = read {
-        if body.is_empty() {
-            return Err(e.to_string());
-        }
+    if let Ok(Err(e)) = read
+        && body.is_empty()
+    {
+        return Err(e.to_string());
     }
     let text = String::from_utf8_lossy(&body).into_owned();
     let status = text
