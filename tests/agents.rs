@@ -827,7 +827,7 @@ async fn three_agents_in_namespaces_install_and_the_center_verifies_each_by_hand
     // Each nginx serves the fleet version, seen from the root namespace.
     let store = open_store(&center.dir().join("state"));
     let fleet = store.versions("fleet").unwrap();
-    let newest = fleet.last().expect("a fleet version");
+    let newest = fleet.iter().max_by_key(|v| v.id).expect("a fleet version");
     let trust = center.trust().await;
     for a in &agents {
         assert_eq!(
@@ -880,7 +880,7 @@ async fn three_agents_in_namespaces_install_and_the_center_verifies_each_by_hand
 
     // key = "agent": the store holds no key for `own`, and nginx serves the agent's key.
     let own = store.versions("own").unwrap();
-    let own_v = own.last().expect("an own version");
+    let own_v = own.iter().max_by_key(|v| v.id).expect("an own version");
     let conn = rusqlite::Connection::open(center.dir().join("state/tlsward.db")).unwrap();
     let (key_len, holder): (i64, Option<String>) = conn
         .query_row(
@@ -1095,7 +1095,7 @@ async fn refusals_token_reuse_expiry_wrong_pin_revocation_foreign_ca_and_other_a
         .wait_state("web0", "verified", 240, &[&a0, &a1])
         .await;
     let store = open_store(&center.dir().join("state"));
-    let fleet_v = store.versions("fleet").unwrap().last().unwrap().id;
+    let fleet_v = store.versions("fleet").unwrap().iter().map(|v| v.id).max().unwrap();
     let ca_file = a0.state_dir().join("ca.pem");
     let (status, _) = mtls_get(
         &center,
@@ -1506,13 +1506,18 @@ async fn bench_agents_fleet() {
     let (rss, cpu1) = rss_and_cpu(pid);
     let ticks = 100.0; // USER_HZ on Linux
     let cpu_share = (cpu1 - cpu0) as f64 / ticks / t.elapsed().as_secs_f64();
+    eprintln!(
+        "bench: idle RSS {:.1} MB, CPU {:.2} % of a core",
+        rss as f64 / 1024.0,
+        cpu_share * 100.0
+    );
 
     // One renewal of the shared certificate, issued by the center from Pebble.
     let asked = std::time::Instant::now();
     let out = center.cli(&["cert", "renew", "shared"]).await;
     let issued = std::time::Instant::now();
     assert!(out.status.success(), "cert renew: {}", text(&out));
-    let newest = store.versions("shared").unwrap().last().unwrap().id;
+    let newest = store.versions("shared").unwrap().iter().map(|v| v.id).max().unwrap();
     assert_ne!(newest, first);
     let mut last = issued;
     let mut got = 0;
