@@ -949,10 +949,10 @@ async fn a_broken_reload_rolls_back_on_one_agent_and_the_fleet_survives_a_killed
     let newest = store
         .versions("fleet")
         .unwrap()
-        .last()
+        .into_iter()
+        .max_by_key(|v| v.id)
         .unwrap()
-        .sha256
-        .clone();
+        .sha256;
     // agent-2's nginx still serves its old, valid leaf; the others the new one.
     let served2 = served_sha256(agents[2].nginx.addr, "fleet.tlsward.test", trust.clone()).await;
     assert!(served2.is_some() && served2.as_deref() != Some(newest.as_str()));
