@@ -1095,7 +1095,13 @@ async fn refusals_token_reuse_expiry_wrong_pin_revocation_foreign_ca_and_other_a
         .wait_state("web0", "verified", 240, &[&a0, &a1])
         .await;
     let store = open_store(&center.dir().join("state"));
-    let fleet_v = store.versions("fleet").unwrap().iter().map(|v| v.id).max().unwrap();
+    let fleet_v = store
+        .versions("fleet")
+        .unwrap()
+        .iter()
+        .map(|v| v.id)
+        .max()
+        .unwrap();
     let ca_file = a0.state_dir().join("ca.pem");
     let (status, _) = mtls_get(
         &center,
@@ -1517,7 +1523,13 @@ async fn bench_agents_fleet() {
     let out = center.cli(&["cert", "renew", "shared"]).await;
     let issued = std::time::Instant::now();
     assert!(out.status.success(), "cert renew: {}", text(&out));
-    let newest = store.versions("shared").unwrap().iter().map(|v| v.id).max().unwrap();
+    let newest = store
+        .versions("shared")
+        .unwrap()
+        .iter()
+        .map(|v| v.id)
+        .max()
+        .unwrap();
     assert_ne!(newest, first);
     let mut last = issued;
     let mut got = 0;
