@@ -117,6 +117,10 @@ mod backup;
 // the window gauge for an endpoint out of time, and the TlsNoWindowBeforeExpiry rule.
 mod deadline;
 
+// Agents end to end: a center, agents and their nginx each in a network namespace the test
+// makes, Pebble; refusals; the namespace fixture itself.
+mod agents;
+
 // The center's agent commands: tokens printed once and stored hashed, list, revoke; the
 // agent CA's keys through backup verify and restore.
 mod agent_cli;

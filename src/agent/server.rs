@@ -523,6 +523,5 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
-// TEMPORARY: the reconciler's impl replaces it (see the file).
 #[cfg(test)]
 mod tests;

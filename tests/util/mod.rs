@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod exposition;
 pub mod hooks;
 pub mod http;
+pub mod netns;
 pub mod pebble;
 pub mod probe;
 pub mod servers;
