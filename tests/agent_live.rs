@@ -513,6 +513,11 @@ async fn enrolled(center: &Center, reload: &[String]) -> (AgentHost, String) {
     let (token, pin) = center.token("1h").await;
     let out = host.enroll(&center.server_url(), &token, &pin).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // The compiled hooks cache the tests share (compiling pem-files in a debug build takes
+    // minutes): the agent's own cache dir is a link to it.
+    let shared = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("hook-cache");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::os::unix::fs::symlink(&shared, host.state().join("hook-cache")).unwrap();
     (host, token)
 }
 
@@ -819,4 +824,28 @@ async fn key_agent_the_store_holds_no_key_and_nginx_serves_the_agent_s_key() {
         &[token],
         &host,
     );
+}
+
+#[test]
+fn a_token_beginning_with_a_dash_is_taken_as_the_token() {
+    // base64url tokens begin with '-' one time in 64; `--token -x...` must not be an option.
+    let dir = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tlsward"))
+        .args(["agent", "enroll", "--server"])
+        .arg(format!("https://127.0.0.1:{port}"))
+        .args(["--token", "-8Tz0aWl5q2t3cR0Zc9k1m1o2p3q4r5s6t7u8v9w0x1y"])
+        .args(["--ca-sha256", &"ab".repeat(32), "--state-dir"])
+        .arg(dir.path().join("state"))
+        .env_remove("TLSWARD_LOG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("unexpected argument"), "{err}");
+    // It got as far as trying the (closed) center.
+    assert!(err.contains("enrollment failed"), "{err}");
+    assert_ne!(out.status.code(), Some(0));
+    assert_ne!(out.status.code(), Some(2), "{err}");
 }
