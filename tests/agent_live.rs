@@ -26,6 +26,10 @@ use crate::util::{TestCa, real_now};
 
 const NAME: &str = "site.tlsward.test";
 const AGENT: &str = "web-01";
+/// Trace level for both sides, except the hook compiler's own codegen tracing (gigabytes
+/// when a component is compiled; it holds nothing of ours).
+const TRACE: &str = "trace,cranelift_codegen=info,cranelift_frontend=info,regalloc2=info,\
+                     wasmtime_cranelift=info,wasmtime=info";
 
 /// How the center's one agent endpoint is set up.
 #[derive(Clone, Copy, Default)]
@@ -135,7 +139,7 @@ settings = {{ fullchain_path = "{certs}/0.crt", key_path = "{certs}/0.key" }}
         let http = free_addr();
         let log = std::fs::File::create(dir.join("serve.log")).unwrap();
         let serve = serve_command(&path, http)
-            .env("TLSWARD_LOG", "trace")
+            .env("TLSWARD_LOG", TRACE)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -307,7 +311,7 @@ system_roots = false
         cmd.args(["agent", "enroll", "--server", server, "--token", token])
             .args(["--ca-sha256", ca_sha256, "--state-dir"])
             .arg(self.state())
-            .env("TLSWARD_LOG", "trace");
+            .env("TLSWARD_LOG", TRACE);
         let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
             .await
             .unwrap();
@@ -320,7 +324,7 @@ system_roots = false
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tlsward"));
         cmd.args(["agent", "run", "--once", "-c"])
             .arg(self.config())
-            .env("TLSWARD_LOG", "trace");
+            .env("TLSWARD_LOG", TRACE);
         let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
             .await
             .unwrap();
@@ -780,7 +784,7 @@ async fn key_agent_the_store_holds_no_key_and_nginx_serves_the_agent_s_key() {
     })
     .await;
     let (host, token) = enrolled(&center, &center.nginx.reload_argv()).await;
-    let mut agent = host.spawn("trace");
+    let mut agent = host.spawn(TRACE);
     // The agent sends its CSR, the center orders with it, the agent deploys, the center
     // verifies.
     let id = deployment_in(&center, 240, "verified").await;
