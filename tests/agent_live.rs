@@ -763,6 +763,8 @@ async fn a_revoked_agent_gets_401_logs_it_and_backs_off() {
             .is_some_and(|r| r.last_seen.is_some())
     })
     .await;
+    // Its second long poll is held open by now (nothing changes for it).
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let out = center.cli(&["agent", "revoke", AGENT]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let refused = || {
