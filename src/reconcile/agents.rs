@@ -730,13 +730,15 @@ mod tests {
     fn instructions_follow_the_queue_and_the_center_s_verdict() {
         use DeploymentState::*;
         use Instruction::{Deploy, DeployNow, RollBack};
-        let rows: &[(
+        /// State, reason, emergency, the center's verdict, and the instruction expected.
+        type Row<'a> = (
             DeploymentState,
-            &str,
+            &'a str,
             bool,
             Option<RollbackWhy>,
-            Option<(Instruction, Option<&str>)>,
-        )] = &[
+            Option<(Instruction, Option<&'a str>)>,
+        );
+        let rows: &[Row<'_>] = &[
             // Waiting for the window: the agent deploys when it opens, by its own clock.
             (Waiting, "renewed", false, None, Some((Deploy, None))),
             (Waiting, "foreign", false, None, Some((Deploy, None))),
