@@ -128,3 +128,7 @@ mod agent_cli;
 // The reconciler's side of agents in process: reports to verified, a rollback asked on a
 // verify timeout, another agent refused; a key = "agent" order with the agent's CSR (Pebble).
 mod agent_reconcile;
+
+// The agent against a real `tlsward serve` and Pebble on loopback: enrollment refusals, run
+// --once, SIGTERM during a hook, revocation with backoff, key = "agent", no secrets in logs.
+mod agent_live;

@@ -44,6 +44,9 @@ pub const JOURNAL_REFUSED: &str = "agent.refused";
 pub const JOURNAL_RENEWED: &str = "agent.identity_renewed";
 /// `last_seen` is written at most this often per agent.
 const TOUCH_EVERY: i64 = 5;
+/// How often a held long poll looks at the store again for its agent's revocation (the CLI
+/// revokes in the store from another process; the poll must not outlive the identity).
+const RECHECK_EVERY: Duration = Duration::from_secs(5);
 /// The longest agent version string kept (it becomes a label, escaped).
 const MAX_VERSION: usize = 64;
 
@@ -167,10 +170,10 @@ impl AgentApi {
         match (method, path.as_str()) {
             (Method::GET, "/v1/state") => {
                 let etag = query.as_deref().and_then(etag_of);
-                Ok(json_response(
-                    StatusCode::OK,
-                    &self.state(&agent, etag.as_deref()).await,
-                ))
+                let state = self
+                    .state(&agent, leaf.as_ref(), peer, etag.as_deref())
+                    .await?;
+                Ok(json_response(StatusCode::OK, &state))
             }
             (Method::GET, p) if p.starts_with("/v1/bundle/") => {
                 let id = p["/v1/bundle/".len()..]
@@ -353,7 +356,13 @@ impl AgentApi {
 
     /// The agent's desired state: at once when it differs from `etag`, else when it changes
     /// or after the long poll.
-    async fn state(&self, agent: &str, etag: Option<&str>) -> DesiredState {
+    async fn state(
+        &self,
+        agent: &str,
+        leaf: &[u8],
+        peer: Option<SocketAddr>,
+        etag: Option<&str>,
+    ) -> Result<DesiredState, Failure> {
         // Subscribed before the first look, so a change in between is not missed.
         let mut changes = self.backend.changes();
         let deadline = tokio::time::Instant::now() + self.long_poll;
@@ -361,17 +370,21 @@ impl AgentApi {
             changes.borrow_and_update();
             let state = desired_state(agent, self.backend.endpoints_of(agent));
             if etag != Some(state.etag.as_str()) {
-                return state;
+                return Ok(state);
             }
-            match tokio::time::timeout_at(deadline, changes.changed()).await {
+            let recheck = deadline.min(tokio::time::Instant::now() + RECHECK_EVERY);
+            match tokio::time::timeout_at(recheck, changes.changed()).await {
                 Ok(Ok(())) => {}
                 // The backend is gone: answer at the deadline with what there is.
                 Ok(Err(_)) => {
                     tokio::time::sleep_until(deadline).await;
-                    return state;
+                    return Ok(state);
                 }
-                Err(_) => return state,
+                Err(_) if recheck >= deadline => return Ok(state),
+                Err(_) => {}
             }
+            // Revoked (or replaced) while waiting: refused now, not at the next call.
+            self.identify(leaf, peer)?;
         }
     }
 

@@ -52,10 +52,12 @@ pub enum AgentCommand {
         /// The center's agent API, `https://HOST:PORT`.
         #[arg(long, value_name = "URL")]
         server: String,
-        /// The one-time token `tlsward agent token create` printed.
+        /// The one-time token `tlsward agent token create` printed (base64url: it may begin
+        /// with `-`, which is taken as the value, not as an option).
         #[arg(
             long,
             value_name = "TOKEN",
+            allow_hyphen_values = true,
             env = "TLSWARD_AGENT_TOKEN",
             hide_env_values = true
         )]
