@@ -19,6 +19,7 @@ use tlsward::reconcile::window::WindowDef;
 
 use crate::util::hooks::{component, engine};
 use crate::util::servers::NginxHttps;
+use crate::util::wait::eventually;
 use crate::util::{Leaf, TestCa, TlsServer, pem_chain};
 
 const NAME: &str = "site.tlsward.test";
@@ -194,6 +195,16 @@ reload = "{reload_line}"
         sha256_served(self.nginx.addrs[0], NAME)
     }
 
+    /// Waits until nginx serves `sha256`: its reload is asynchronous, and old workers may
+    /// answer for a moment after it.
+    async fn serves(&self, sha256: &str, what: &str) {
+        eventually(60, what, || {
+            let now = self.served();
+            async move { now == sha256 }
+        })
+        .await;
+    }
+
     fn installed(&self) -> tlsward::agent::client::state::Installed {
         StateDir::open(&self.state).unwrap().0.installed().unwrap()
     }
@@ -225,7 +236,7 @@ async fn a_restart_redeploys_the_local_copy_only_when_the_files_changed() {
     let mut agent = f.agent(clock.clone());
     agent.act().await;
     assert_eq!(agent.failures(), 0);
-    assert_eq!(f.served(), v.sha256, "nginx serves the new leaf");
+    f.serves(&v.sha256, "nginx serves the new leaf").await;
     let installed = f.installed();
     let web = &installed["web"];
     assert_eq!((web.version, web.sha256.as_str()), (7, v.sha256.as_str()));
@@ -248,7 +259,8 @@ async fn a_restart_redeploys_the_local_copy_only_when_the_files_changed() {
     std::fs::write(&crt, pem_chain(&f.old.chain)).unwrap();
     let mut agent = f.agent(clock);
     assert_eq!(agent.restore().await, 1);
-    assert_eq!(f.served(), v.sha256);
+    f.serves(&v.sha256, "nginx serves the redeployed copy")
+        .await;
     assert_eq!(
         tlsward::cert::sha256_hex(&std::fs::read(&crt).unwrap()),
         f.installed()["web"].files[0].sha256
@@ -277,7 +289,11 @@ async fn a_local_probe_that_does_not_see_the_new_leaf_rolls_back_at_once() {
         old_pem,
         "the files are put back"
     );
-    assert_eq!(f.served(), tlsward::cert::sha256_hex(f.old.der()));
+    f.serves(
+        &tlsward::cert::sha256_hex(f.old.der()),
+        "nginx serves the old leaf again",
+    )
+    .await;
     assert!(f.installed().is_empty());
 }
 
@@ -315,7 +331,7 @@ async fn the_window_is_the_agents_clock_and_deploy_now_ignores_it() {
     assert_eq!(f.served(), old_sha, "nothing ran outside the window");
     clock.advance(Duration::from_secs(3600 + 60));
     assert_eq!(agent.act().await, None);
-    assert_eq!(f.served(), v.sha256, "deployed once the window opened");
+    f.serves(&v.sha256, "deployed once the window opened").await;
 
     // Outside the window again, deploy_now deploys at once.
     clock.advance(Duration::from_secs(7200));
@@ -327,7 +343,8 @@ async fn the_window_is_the_agents_clock_and_deploy_now_ignores_it() {
     );
     let mut agent = f.agent(clock);
     assert_eq!(agent.act().await, None);
-    assert_eq!(f.served(), v2.sha256);
+    f.serves(&v2.sha256, "nginx serves the version deployed now")
+        .await;
     assert_eq!(f.installed()["web"].previous, Some(9));
 }
 

@@ -672,6 +672,7 @@ async fn prometheus_scrapes_alerts_fire_and_dashboards_query() {
         automation_status,
         [
             ("Deployments pending by state approved", "0"),
+            ("Deployments pending by state installed", "0"),
             ("Deployments pending by state running", "0"),
             ("Deployments pending by state waiting", "1"),
             ("Drifting endpoints", "2"),
