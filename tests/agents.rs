@@ -318,15 +318,18 @@ system_roots = false
                 "\n[[certificate]]\nname = \"{name}\"\ndomains = [\"{name}.tlsward.test\"]\nkey = \"agent\"\n"
             ));
         }
+        let mut targets = std::collections::HashSet::new();
         for e in endpoints {
             let target = format!("{}.tlsward.test:{}", e.certificate, e.at.port());
+            // Endpoints sharing an address (the benchmark's) share its one `[[target]]`.
+            if targets.insert(target.clone()) {
+                text.push_str(&format!(
+                    "\n[[target]]\naddress = \"{target}\"\nprofile = \"site\"\nconnect_to = [\"{}\"]\n",
+                    e.at.ip()
+                ));
+            }
             text.push_str(&format!(
                 r#"
-[[target]]
-address = "{target}"
-profile = "site"
-connect_to = ["{ip}"]
-
 [[endpoint]]
 name = "{name}"
 certificate = "{certificate}"
@@ -335,7 +338,6 @@ agent = "{agent}"
 hook = "nginx"
 settings = {{ fullchain_path = "{certs}/site.crt", key_path = "{certs}/site.key"{reload} }}
 "#,
-                ip = e.at.ip(),
                 name = e.name,
                 certificate = e.certificate,
                 agent = e.agent,
@@ -1229,11 +1231,102 @@ struct BenchAgent {
     base: String,
     signing_key: String,
     age: age::x25519::Identity,
+    /// What the bench's one TLS server presents; an install puts its version there.
+    served: Arc<ServedSlot>,
+    /// How many agents have a `/v1/state` request open right now.
+    polls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// The chain and key the benchmark's one TLS server presents: the newest version an agent
+/// installed (every endpoint's target is that server, so the center's verification of each
+/// install sees what the agent "installed", and the center goes quiet after two rounds).
+#[derive(Debug, Default)]
+struct ServedSlot {
+    current: std::sync::RwLock<Option<(i64, Arc<rustls::sign::CertifiedKey>)>>,
+}
+
+impl ServedSlot {
+    /// Serves `version` (its chain and its opened key) unless it already is served.
+    fn install(&self, version: i64, chain_pem: &str, key: &[u8]) {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        if self
+            .current
+            .read()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|(v, _)| *v >= version)
+        {
+            return;
+        }
+        let chain = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("the bundle's chain");
+        let key = if key.starts_with(b"-----BEGIN") {
+            PrivateKeyDer::from_pem_slice(key).expect("the bundle's key")
+        } else {
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.to_vec()))
+        };
+        let provider = rustls::crypto::ring::default_provider();
+        let certified = rustls::sign::CertifiedKey::from_der(chain, key, &provider)
+            .expect("the chain and key match");
+        let mut current = self.current.write().unwrap();
+        if current.as_ref().is_none_or(|(v, _)| *v < version) {
+            *current = Some((version, Arc::new(certified)));
+        }
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ServedSlot {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current.read().unwrap().as_ref()?.1.clone())
+    }
+}
+
+/// One loopback TLS server presenting whatever `slot` holds (no certificate yet: the
+/// handshake fails); it completes the handshake, then closes. Runs until the test ends.
+async fn served_slot_server(slot: Arc<ServedSlot>) -> SocketAddr {
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_cert_resolver(slot);
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let handshake =
+                    tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await;
+                if let Ok(Ok(mut stream)) = handshake {
+                    use tokio::io::AsyncWriteExt;
+                    let _ = stream.shutdown().await;
+                }
+            });
+        }
+    });
+    addr
 }
 
 impl BenchAgent {
     /// The agent enrolled into `state` (its `agent.json`, identity, CA and age key).
-    fn load(state: &Path, server: SocketAddr) -> Self {
+    fn load(
+        state: &Path,
+        server: SocketAddr,
+        served: Arc<ServedSlot>,
+        polls: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> Self {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let meta: Value =
@@ -1273,6 +1366,8 @@ impl BenchAgent {
             base: format!("https://{server}"),
             signing_key: meta["signing_key"].as_str().unwrap().to_owned(),
             age,
+            served,
+            polls,
         }
     }
 
@@ -1338,10 +1433,13 @@ impl BenchAgent {
         let mut installed = std::collections::HashSet::new();
         let mut backoff = Duration::from_secs(1);
         loop {
-            let state = match self
+            use std::sync::atomic::Ordering;
+            self.polls.fetch_add(1, Ordering::SeqCst);
+            let answer = self
                 .call("GET", &format!("/v1/state?etag={etag}"), None)
-                .await
-            {
+                .await;
+            self.polls.fetch_sub(1, Ordering::SeqCst);
+            let state = match answer {
                 Ok((200, body)) => serde_json::from_slice::<DesiredState>(&body).ok(),
                 _ => None,
             };
@@ -1378,9 +1476,11 @@ impl BenchAgent {
                     },
                 )
                 .expect("a bundle that verifies");
-                if let Some(sealed) = &payload.sealed_key {
+                let sealed = payload.sealed_key.as_ref().expect("a shared key, sealed");
+                let key =
                     tlsward::agent::sign::open_with(&self.age, sealed).expect("the key opens");
-                }
+                self.served
+                    .install(order.version.id, &payload.chain_pem, key.expose());
                 let _ = self
                     .report(&ep.name, order.id, ReportEvent::Started, None)
                     .await;
@@ -1430,13 +1530,16 @@ async fn bench_agents_fleet() {
     center.interval = "1h";
     center.rust_log = "info";
     let certs = center.dir().join("unused-certs");
+    // Every endpoint's target is this one server, presenting the newest version an agent
+    // installed: the center verifies each install in two rounds, then has nothing to do.
+    let served = Arc::new(ServedSlot::default());
+    let at = served_slot_server(served.clone()).await;
     let endpoints: Vec<EndpointDef> = (0..n)
         .map(|i| EndpointDef {
             name: format!("e{i}"),
             certificate: "shared".into(),
             agent: format!("a{i}"),
-            // Nothing listens there: the center's verification of these is not measured.
-            at: SocketAddr::from(([127, 0, 0, 1], 20_000 + i as u16)),
+            at,
             certs: certs.clone(),
             reload: None,
         })
@@ -1483,8 +1586,9 @@ async fn bench_agents_fleet() {
     );
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for dir in &dirs {
-        let agent = BenchAgent::load(dir, center.agents_addr);
+        let agent = BenchAgent::load(dir, center.agents_addr, served.clone(), polls.clone());
         tokio::spawn(agent.run(tx.clone()));
     }
     // Everyone installs the first version.
@@ -1503,17 +1607,42 @@ async fn bench_agents_fleet() {
     };
     eprintln!("bench: all {n} installed version {first}");
 
-    // Idle: every agent holds a long poll.
+    // Idle: the center has verified every install (no deployment open) and every agent
+    // holds a long poll. Polled, not timed: the wait ends when the store says so.
+    let settled = std::time::Instant::now();
+    let open = within(Duration::from_secs(600), EVERY, || {
+        let store = &store;
+        async move { store.open_deployments().unwrap().is_empty().then_some(()) }
+    })
+    .await;
+    assert!(
+        open.is_some(),
+        "deployments still open after 600 s: {}",
+        store.open_deployments().unwrap().len()
+    );
+    let verified = store
+        .all_deployments()
+        .unwrap()
+        .iter()
+        .filter(|d| d.state == tlsward::store::DeploymentState::Verified)
+        .count();
+    eprintln!(
+        "bench: no deployment open {:.1} s after the last install ({verified} verified)",
+        settled.elapsed().as_secs_f64()
+    );
     tokio::time::sleep(Duration::from_secs(10)).await;
     let (_, cpu0) = rss_and_cpu(pid);
+    let held0 = polls.load(std::sync::atomic::Ordering::SeqCst);
     let idle = Duration::from_secs(60);
     let t = std::time::Instant::now();
     tokio::time::sleep(idle).await;
     let (rss, cpu1) = rss_and_cpu(pid);
+    let held1 = polls.load(std::sync::atomic::Ordering::SeqCst);
+    let still_open = store.open_deployments().unwrap().len();
     let ticks = 100.0; // USER_HZ on Linux
     let cpu_share = (cpu1 - cpu0) as f64 / ticks / t.elapsed().as_secs_f64();
     eprintln!(
-        "bench: idle RSS {:.1} MB, CPU {:.2} % of a core",
+        "bench: idle RSS {:.1} MB, CPU {:.2} % of a core, long polls held {held0} / {held1}",
         rss as f64 / 1024.0,
         cpu_share * 100.0
     );
@@ -1552,6 +1681,10 @@ async fn bench_agents_fleet() {
         "  serve CPU while idle ({}s): {:.2} % of a core",
         idle.as_secs(),
         cpu_share * 100.0
+    );
+    println!(
+        "  long polls held:             {held0} at the start, {held1} at the end of the idle \
+         minute (of {n}); deployments open then: {still_open}"
     );
     println!(
         "  renewal ordered (cert renew): {:.2} s",
@@ -1594,7 +1727,12 @@ async fn altering_proxy(
     let server = ca
         .server_config(&[listen.ip().to_string()], now)
         .expect("a proxy certificate from the agent CA");
-    let upstream = BenchAgent::load(agent_state, center.agents_addr);
+    let upstream = BenchAgent::load(
+        agent_state,
+        center.agents_addr,
+        Arc::default(),
+        Arc::default(),
+    );
     let upstream = Arc::new(upstream);
     let substitute = center.old_ca.leaf(&["fleet.tlsward.test"]).build();
     let sub_pem = crate::util::pem_chain(&substitute.chain);
