@@ -1585,6 +1585,9 @@ async fn bench_agents_fleet() {
         started.elapsed().as_secs_f64()
     );
 
+    // Opened before the agents run: opening it while the center queues their deployments
+    // can make that queueing fail with "database is locked".
+    let store = open_store(&center.dir().join("state"));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for dir in &dirs {
@@ -1592,7 +1595,6 @@ async fn bench_agents_fleet() {
         tokio::spawn(agent.run(tx.clone()));
     }
     // Everyone installs the first version.
-    let store = open_store(&center.dir().join("state"));
     let mut counts = std::collections::HashMap::<i64, usize>::new();
     let first = loop {
         let (version, _) = tokio::time::timeout(Duration::from_secs(600), rx.recv())

@@ -202,6 +202,18 @@ impl AgentApi {
 
     /// The agent whose identity `leaf` is, or a journaled 401.
     fn identify(&self, leaf: &[u8], peer: Option<SocketAddr>) -> Result<String, Failure> {
+        self.identify_as(leaf, peer, true)
+    }
+
+    /// As `identify`; `touch` false only reads (a held long poll's recheck: the store is
+    /// read, and `last_seen` is written by the agent's next request, not every few seconds
+    /// by every waiting poll).
+    fn identify_as(
+        &self,
+        leaf: &[u8],
+        peer: Option<SocketAddr>,
+        touch: bool,
+    ) -> Result<String, Failure> {
         let sha256 = hex(digest::digest(&digest::SHA256, leaf).as_ref());
         let now = unix_seconds(self.clock.as_ref());
         let why = match self.store.agent_by_identity(&sha256)? {
@@ -211,7 +223,9 @@ impl AgentApi {
                 "replaced identity"
             }
             Some(row) => {
-                self.touch(&row.name, row.version.as_deref().unwrap_or(""), now)?;
+                if touch {
+                    self.touch(&row.name, row.version.as_deref().unwrap_or(""), now)?;
+                }
                 return Ok(row.name);
             }
         };
@@ -384,7 +398,7 @@ impl AgentApi {
                 Err(_) => {}
             }
             // Revoked (or replaced) while waiting: refused now, not at the next call.
-            self.identify(leaf, peer)?;
+            self.identify_as(leaf, peer, false)?;
         }
     }
 

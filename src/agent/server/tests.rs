@@ -451,6 +451,38 @@ async fn a_revoked_identity_is_refused_at_once() {
 }
 
 #[tokio::test]
+async fn a_held_long_poll_rechecks_revocation_without_writing_last_seen() {
+    let c = center().await;
+    let id = enrolled(&c).await;
+    let (status, rsp) = call(&c.peer(), Some(&id), "GET", "/v1/state", b"", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let etag = serde_json::from_slice::<DesiredState>(&rsp).unwrap().etag;
+    let seen = || c.store.agent("web-01").unwrap().unwrap().last_seen;
+    let first = seen().expect("the call wrote last_seen");
+    let path = format!("/v1/state?etag={etag}");
+    let poll = {
+        let peer = c.peer();
+        tokio::spawn(async move { call(&peer, Some(&id), "GET", &path, b"", None).await })
+    };
+    // Over two rechecks of the held poll, nothing is written for the waiting agent
+    // (1,000 held polls would otherwise be 200 store writes a second).
+    tokio::time::sleep(RECHECK_EVERY * 2 + Duration::from_secs(1)).await;
+    assert!(!poll.is_finished(), "the poll is still held");
+    assert_eq!(seen(), Some(first));
+    // The recheck still refuses a revocation long before the poll's minute.
+    assert!(c.store.revoke_agent("web-01", now()).unwrap());
+    let (status, rsp) = tokio::time::timeout(RECHECK_EVERY * 4, poll)
+        .await
+        .expect("the held poll answered at its next recheck")
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 401, "{}", String::from_utf8_lossy(&rsp));
+    assert_eq!(refusals(&c)[0]["reason"], "revoked");
+}
+
+#[tokio::test]
 async fn a_client_certificate_from_another_ca_gets_nothing() {
     let c = center().await;
     let _ = enrolled(&c).await;
