@@ -380,25 +380,31 @@ impl AgentApi {
         // Subscribed before the first look, so a change in between is not missed.
         let mut changes = self.backend.changes();
         let deadline = tokio::time::Instant::now() + self.long_poll;
+        changes.borrow_and_update();
+        // Computed (from the store) only at the start and after a change: a recheck with
+        // nothing changed reads only the agent's row, so idle polls cost next to nothing.
+        let mut state = desired_state(agent, self.backend.endpoints_of(agent));
         loop {
-            changes.borrow_and_update();
-            let state = desired_state(agent, self.backend.endpoints_of(agent));
             if etag != Some(state.etag.as_str()) {
                 return Ok(state);
             }
             let recheck = deadline.min(tokio::time::Instant::now() + RECHECK_EVERY);
-            match tokio::time::timeout_at(recheck, changes.changed()).await {
-                Ok(Ok(())) => {}
+            let changed = match tokio::time::timeout_at(recheck, changes.changed()).await {
+                Ok(Ok(())) => true,
                 // The backend is gone: answer at the deadline with what there is.
                 Ok(Err(_)) => {
                     tokio::time::sleep_until(deadline).await;
                     return Ok(state);
                 }
                 Err(_) if recheck >= deadline => return Ok(state),
-                Err(_) => {}
-            }
+                Err(_) => false,
+            };
             // Revoked (or replaced) while waiting: refused now, not at the next call.
             self.identify_as(leaf, peer, false)?;
+            if changed {
+                changes.borrow_and_update();
+                state = desired_state(agent, self.backend.endpoints_of(agent));
+            }
         }
     }
 

@@ -23,10 +23,13 @@ use crate::store::{CertificateRow, KeySource, NewVersion};
 struct FakeBackend {
     endpoints: Mutex<Vec<AgentEndpoint>>,
     tx: watch::Sender<u64>,
+    /// How many times a state was computed.
+    looks: std::sync::atomic::AtomicUsize,
 }
 
 impl AgentBackend for FakeBackend {
     fn endpoints_of(&self, agent: &str) -> Vec<AgentEndpoint> {
+        self.looks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if agent == "web-01" {
             self.endpoints.lock().unwrap().clone()
         } else {
@@ -97,6 +100,7 @@ async fn center() -> Center {
     let backend = Arc::new(FakeBackend {
         endpoints: Mutex::new(vec![endpoint(None)]),
         tx,
+        looks: Default::default(),
     });
     let api = Arc::new(AgentApi::new(
         store.clone(),
@@ -461,16 +465,21 @@ async fn a_held_long_poll_rechecks_revocation_without_writing_last_seen() {
     let etag = serde_json::from_slice::<DesiredState>(&rsp).unwrap().etag;
     let seen = || c.store.agent("web-01").unwrap().unwrap().last_seen;
     let first = seen().expect("the call wrote last_seen");
+    let looks = || c.backend.looks.load(std::sync::atomic::Ordering::SeqCst);
     let path = format!("/v1/state?etag={etag}");
     let poll = {
         let peer = c.peer();
         tokio::spawn(async move { call(&peer, Some(&id), "GET", &path, b"", None).await })
     };
     // Over two rechecks of the held poll, nothing is written for the waiting agent
-    // (1,000 held polls would otherwise be 200 store writes a second).
-    tokio::time::sleep(RECHECK_EVERY * 2 + Duration::from_secs(1)).await;
+    // (1,000 held polls would otherwise be 200 store writes a second), and its state is
+    // not computed again (nothing changed).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let held = looks();
+    tokio::time::sleep(RECHECK_EVERY * 2).await;
     assert!(!poll.is_finished(), "the poll is still held");
     assert_eq!(seen(), Some(first));
+    assert_eq!(looks(), held, "a recheck computed the state again");
     // The recheck still refuses a revocation long before the poll's minute.
     assert!(c.store.revoke_agent("web-01", now()).unwrap());
     let (status, rsp) = tokio::time::timeout(RECHECK_EVERY * 4, poll)
