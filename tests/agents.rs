@@ -1553,8 +1553,14 @@ async fn bench_agents_fleet() {
     let started = std::time::Instant::now();
     let sem = Arc::new(tokio::sync::Semaphore::new(8));
     let mut enrolls = tokio::task::JoinSet::new();
+    // Every token first: a `token create` process writing the store while the center
+    // queues the enrolled agents' deployments can make that queueing fail ("database is
+    // locked"; it is not retried until the next reconciliation).
+    let mut tokens = Vec::with_capacity(n);
     for i in 0..n {
-        let (token, fp) = center.token(&format!("a{i}"), "1h").await;
+        tokens.push(center.token(&format!("a{i}"), "1h").await);
+    }
+    for (i, (token, fp)) in tokens.into_iter().enumerate() {
         let dir = states.path().join(format!("a{i}"));
         let url = center.server_url();
         let permit = sem.clone().acquire_owned().await.unwrap();
