@@ -1553,8 +1553,21 @@ async fn bench_agents_fleet() {
     let started = std::time::Instant::now();
     let sem = Arc::new(tokio::sync::Semaphore::new(8));
     let mut enrolls = tokio::task::JoinSet::new();
+    // The center queues the first version's n deployments at its first issuance; a
+    // `token create` process writing the store meanwhile can make a queueing fail
+    // ("database is locked", not retried until the next reconciliation): tokens after.
+    let store = open_store(&center.dir().join("state"));
+    let queued = within(Duration::from_secs(600), EVERY, || {
+        let store = &store;
+        async move { (store.all_deployments().unwrap().len() >= n).then_some(()) }
+    })
+    .await;
+    assert!(queued.is_some(), "the first version's deployments queued");
+    let mut tokens = Vec::with_capacity(n);
     for i in 0..n {
-        let (token, fp) = center.token(&format!("a{i}"), "1h").await;
+        tokens.push(center.token(&format!("a{i}"), "1h").await);
+    }
+    for (i, (token, fp)) in tokens.into_iter().enumerate() {
         let dir = states.path().join(format!("a{i}"));
         let url = center.server_url();
         let permit = sem.clone().acquire_owned().await.unwrap();
@@ -1585,9 +1598,6 @@ async fn bench_agents_fleet() {
         started.elapsed().as_secs_f64()
     );
 
-    // Opened before the agents run: opening it while the center queues their deployments
-    // can make that queueing fail with "database is locked".
-    let store = open_store(&center.dir().join("state"));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for dir in &dirs {
