@@ -191,7 +191,8 @@ async fn wait_state(store: &Store, id: i64, want: DeploymentState) {
 async fn reports_take_a_deployment_to_verified_and_a_timeout_asks_for_a_rollback() {
     let c = center().await;
     let backend: Arc<dyn AgentBackend> = c.reconciler.clone();
-    let mut changes = backend.changes();
+    let mut changes = backend.changes("web-01");
+    let others = backend.changes("web-02");
     let d1 = c
         .store
         .queue_deployment("web1", c.versions[0], "renewed", None, now())
@@ -244,7 +245,11 @@ async fn reports_take_a_deployment_to_verified_and_a_timeout_asks_for_a_rollback
     );
     assert!(
         changes.has_changed().unwrap(),
-        "a report wakes the long polls"
+        "a report wakes the agent's long polls"
+    );
+    assert!(
+        !others.has_changed().unwrap(),
+        "another agent's report does not wake this one's"
     );
     changes.borrow_and_update();
 

@@ -43,7 +43,8 @@ pub trait AgentBackend: Send + Sync + 'static {
     fn report(&self, agent: &str, report: &Report) -> Result<(), Refusal>;
     /// A CSR for a `key = "agent"` certificate of `agent`'s (its DER, already decoded).
     fn csr(&self, agent: &str, submission: &CsrSubmission, csr_der: &[u8]) -> Result<(), Refusal>;
-    /// Bumps whenever any agent's desired state may have changed (a version stored, a
-    /// deployment queued or ended, a reload): long polls wake on it and compare etags.
-    fn changes(&self) -> watch::Receiver<u64>;
+    /// Bumps whenever `agent`'s desired state may have changed (a version stored, one of
+    /// its deployments queued, reported or ended, a reload): its long polls wake on it and
+    /// compare etags. Another agent's steps do not wake it.
+    fn changes(&self, agent: &str) -> watch::Receiver<u64>;
 }

@@ -26,6 +26,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::ca::AgentCa;
@@ -44,8 +45,9 @@ pub const JOURNAL_REFUSED: &str = "agent.refused";
 pub const JOURNAL_RENEWED: &str = "agent.identity_renewed";
 /// `last_seen` is written at most this often per agent.
 const TOUCH_EVERY: i64 = 5;
-/// How often a held long poll looks at the store again for its agent's revocation (the CLI
-/// revokes in the store from another process; the poll must not outlive the identity).
+/// How often the store is looked at for revocations (the CLI revokes in the store from
+/// another process; a held long poll must not outlive its identity): one query for every
+/// agent, and held polls recheck their own identity only when it changed.
 const RECHECK_EVERY: Duration = Duration::from_secs(5);
 /// The longest agent version string kept (it becomes a label, escaped).
 const MAX_VERSION: usize = 64;
@@ -62,6 +64,8 @@ pub struct AgentApi {
     long_poll: Duration,
     /// When each agent's `last_seen` was last written.
     touched: Mutex<HashMap<String, i64>>,
+    /// Bumped when the store's [`Store::revocation_stamp`] changes.
+    revocations: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for AgentApi {
@@ -82,11 +86,15 @@ pub async fn serve(
     api: Arc<AgentApi>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let watch = api.clone();
     let handler = move |req: Request<Incoming>| {
         let api = api.clone();
         async move { api.handle(req).await }
     };
-    crate::listen::serve(listener, limits, Some(tls), handler, shutdown).await;
+    tokio::select! {
+        () = crate::listen::serve(listener, limits, Some(tls), handler, shutdown) => {}
+        () = watch.watch_revocations() => {}
+    }
 }
 
 /// A refusal on its way to the agent: the status and a message (shown escaped).
@@ -130,6 +138,28 @@ impl AgentApi {
             identity_lifetime,
             long_poll: LONG_POLL,
             touched: Mutex::new(HashMap::new()),
+            revocations: watch::Sender::new(0),
+        }
+    }
+
+    /// Looks at the store's revocation stamp every [`RECHECK_EVERY`] for as long as the API
+    /// serves, and wakes the held long polls when it changed.
+    async fn watch_revocations(&self) {
+        let mut last = None;
+        let mut every = tokio::time::interval(RECHECK_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            match self.store.revocation_stamp() {
+                Ok(stamp) if last != Some(stamp) => {
+                    if last.is_some() {
+                        self.revocations.send_modify(|n| *n = n.wrapping_add(1));
+                    }
+                    last = Some(stamp);
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "cannot look for revoked agents"),
+            }
         }
     }
 
@@ -378,32 +408,36 @@ impl AgentApi {
         etag: Option<&str>,
     ) -> Result<DesiredState, Failure> {
         // Subscribed before the first look, so a change in between is not missed.
-        let mut changes = self.backend.changes();
-        let deadline = tokio::time::Instant::now() + self.long_poll;
+        let mut changes = self.backend.changes(agent);
+        let mut revocations = self.revocations.subscribe();
+        let deadline = tokio::time::sleep(self.long_poll);
+        tokio::pin!(deadline);
         changes.borrow_and_update();
-        // Computed (from the store) only at the start and after a change: a recheck with
-        // nothing changed reads only the agent's row, so idle polls cost next to nothing.
+        revocations.borrow_and_update();
+        // Computed (from the store) only at the start and after a change of this agent's:
+        // a held poll with nothing changed costs nothing but its connection.
         let mut state = desired_state(agent, self.backend.endpoints_of(agent));
+        let mut backend_gone = false;
         loop {
             if etag != Some(state.etag.as_str()) {
                 return Ok(state);
             }
-            let recheck = deadline.min(tokio::time::Instant::now() + RECHECK_EVERY);
-            let changed = match tokio::time::timeout_at(recheck, changes.changed()).await {
-                Ok(Ok(())) => true,
-                // The backend is gone: answer at the deadline with what there is.
-                Ok(Err(_)) => {
-                    tokio::time::sleep_until(deadline).await;
-                    return Ok(state);
+            tokio::select! {
+                () = &mut deadline => return Ok(state),
+                changed = changes.changed(), if !backend_gone => {
+                    if changed.is_err() {
+                        // The backend is gone: answer at the deadline with what there is.
+                        backend_gone = true;
+                        continue;
+                    }
+                    changes.borrow_and_update();
+                    state = desired_state(agent, self.backend.endpoints_of(agent));
                 }
-                Err(_) if recheck >= deadline => return Ok(state),
-                Err(_) => false,
-            };
-            // Revoked (or replaced) while waiting: refused now, not at the next call.
-            self.identify_as(leaf, peer, false)?;
-            if changed {
-                changes.borrow_and_update();
-                state = desired_state(agent, self.backend.endpoints_of(agent));
+                Ok(()) = revocations.changed() => {
+                    revocations.borrow_and_update();
+                    // Revoked (or replaced) while waiting: refused now, not at the next call.
+                    self.identify_as(leaf, peer, false)?;
+                }
             }
         }
     }

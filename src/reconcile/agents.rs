@@ -59,8 +59,10 @@ impl RollbackWhy {
 /// What the reconciler keeps in memory for agents.
 #[derive(Debug)]
 pub(super) struct AgentState {
-    /// Bumped whenever an agent's desired state may have changed.
-    changes: watch::Sender<u64>,
+    /// Per agent (by name), bumped whenever that agent's desired state may have changed:
+    /// one agent's report or verification wakes only that agent's long poll, so a rollout
+    /// to N agents costs N looks at the store, not N x N.
+    changes: Mutex<HashMap<String, watch::Sender<u64>>>,
     /// Rollbacks asked for, by deployment id.
     rollbacks: Mutex<HashMap<i64, RollbackWhy>>,
     /// Installed deployments being verified now.
@@ -74,7 +76,7 @@ pub(super) struct AgentState {
 impl Default for AgentState {
     fn default() -> Self {
         Self {
-            changes: watch::Sender::new(0),
+            changes: Mutex::default(),
             rollbacks: Mutex::default(),
             verifying: Mutex::default(),
             nonces: Mutex::default(),
@@ -84,9 +86,40 @@ impl Default for AgentState {
 }
 
 impl AgentState {
-    /// Wakes the long polls.
+    /// Wakes every agent's long poll (a new version, a config reload).
     pub(super) fn bump(&self) {
-        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        for tx in self
+            .changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+        {
+            tx.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// Wakes the long poll of `agent` only (its report, its deployment queued, verified,
+    /// ended or asked to roll back).
+    pub(super) fn bump_agent(&self, agent: &str) {
+        if let Some(tx) = self
+            .changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(agent)
+        {
+            tx.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// What `agent`'s long polls wait on. The channel is made at the agent's first poll
+    /// (only identified agents poll, so there is one per enrolled agent at most).
+    fn subscribe(&self, agent: &str) -> watch::Receiver<u64> {
+        self.changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(agent.to_owned())
+            .or_insert_with(|| watch::Sender::new(0))
+            .subscribe()
     }
 
     /// A `key = "agent"` certificate is due and waits for its CSR: wakes the long polls
@@ -262,7 +295,15 @@ impl Reconciler {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .remove(&d.id);
-            me.agents.bump();
+            let agent = me
+                .desired()
+                .endpoints
+                .iter()
+                .find(|e| e.name == d.endpoint)
+                .and_then(|e| e.agent.clone());
+            if let Some(agent) = agent {
+                me.agents.bump_agent(&agent);
+            }
         });
     }
 
@@ -353,7 +394,9 @@ impl Reconciler {
             error!(deployment = d.id, error = %err, "cannot journal the rollback request");
         }
         warn!(deployment = d.id, endpoint = %e.name, why = why.as_str(), "the endpoint does not serve the new certificate: asking its agent to roll back");
-        self.agents.bump();
+        if let Some(agent) = &e.agent {
+            self.agents.bump_agent(agent);
+        }
     }
 
     /// Ends `d` in `state` with the agent's report, counted like the center's own.
@@ -437,7 +480,7 @@ impl Reconciler {
                     Refusal::BadRequest(format!("a {} report names no deployment", event.as_str()))
                 })?;
                 let result = self.step(&d, &e, event, report.sha256.as_deref(), detail, now);
-                self.agents.bump();
+                self.agents.bump_agent(agent);
                 result
             }
         }
@@ -576,7 +619,7 @@ impl Reconciler {
             .remove(&spec.name);
         info!(certificate = %spec.name, agent, "CSR received");
         self.notify.notify_one();
-        self.agents.bump();
+        self.agents.bump_agent(agent);
         Ok(())
     }
 }
@@ -620,7 +663,9 @@ impl Reconciler {
             return Some(Err(err.into()));
         }
         info!(deployment = d.id, endpoint = %e.name, agent = e.agent.as_deref().unwrap_or(""), "run-now: the agent deploys it now");
-        self.agents.bump();
+        if let Some(agent) = &e.agent {
+            self.agents.bump_agent(agent);
+        }
         // The agent's steps and the verification; an agent that never comes leaves it open.
         let limit = desired.deploy.verify_timeout + RUN_NOW_WAIT;
         let deadline = tokio::time::Instant::now() + limit;
@@ -656,7 +701,6 @@ impl AgentBackend for Reconciler {
         let r = self;
         let desired = r.desired();
         let now = unix(r.clock.as_ref());
-        let open = r.store.open_deployments().unwrap_or_default();
         let mut out: Vec<AgentEndpoint> = desired
             .endpoints
             .iter()
@@ -681,10 +725,12 @@ impl AgentBackend for Reconciler {
                     window: e.window.as_ref().map(super::window::Window::definition),
                     key,
                     version: latest.as_ref().map(version_ref),
-                    deployment: open
-                        .iter()
-                        .find(|d| d.endpoint == e.name)
-                        .and_then(|d| r.order_of(d, e, &desired)),
+                    deployment: r
+                        .store
+                        .open_deployment(&e.name)
+                        .ok()
+                        .flatten()
+                        .and_then(|d| r.order_of(&d, e, &desired)),
                     csr_wanted: match key {
                         KeyMode::Agent => r.csr_wanted(e, &desired, now),
                         KeyMode::Central => None,
@@ -704,8 +750,8 @@ impl AgentBackend for Reconciler {
         self.handle_csr(agent, submission, csr_der)
     }
 
-    fn changes(&self) -> watch::Receiver<u64> {
-        self.agents.changes.subscribe()
+    fn changes(&self, agent: &str) -> watch::Receiver<u64> {
+        self.agents.subscribe(agent)
     }
 }
 

@@ -66,7 +66,7 @@ pub const MAX_SLEEP: Duration = Duration::from_secs(300);
 /// Orders certificates when due and reports drift.
 pub struct Reconciler {
     store: Arc<Store>,
-    desired: RwLock<Desired>,
+    desired: RwLock<Arc<Desired>>,
     responder: Http01Responder,
     clock: Arc<dyn Clock>,
     results: Arc<Results>,
@@ -115,7 +115,7 @@ impl Reconciler {
         let (manual_tx, manual_rx) = mpsc::channel(manual::MANUAL_ORDERS);
         let me = Arc::new(Self {
             store,
-            desired: RwLock::new(desired),
+            desired: RwLock::new(Arc::new(desired)),
             responder,
             clock,
             results,
@@ -159,16 +159,14 @@ impl Reconciler {
     pub fn update(&self, desired: Desired) {
         self.record_endpoints(&desired);
         self.deployer.touch(&desired.endpoints);
-        *self.desired.write().unwrap_or_else(PoisonError::into_inner) = desired;
+        *self.desired.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(desired);
         self.notify.notify_one();
         self.agents.bump();
     }
 
-    fn desired(&self) -> Desired {
-        self.desired
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    /// What is desired now, shared: every agent's look takes it, so it is not copied.
+    fn desired(&self) -> Arc<Desired> {
+        Arc::clone(&self.desired.read().unwrap_or_else(PoisonError::into_inner))
     }
 
     fn states(&self, desired: &Desired) -> Vec<CertState> {

@@ -382,8 +382,8 @@ impl Reconciler {
             self.store
                 .queue_deployment(&e.name, latest.id, reason.as_str(), not_before, now)?;
         info!(deployment = id, endpoint = %e.name, reason = reason.as_str(), window = e.window.as_ref().map(|w| w.name()), "deployment queued");
-        if e.agent.is_some() {
-            self.agents.bump();
+        if let Some(agent) = &e.agent {
+            self.agents.bump_agent(agent);
         }
         Ok(None)
     }

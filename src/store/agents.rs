@@ -374,6 +374,19 @@ impl Store {
         Ok(())
     }
 
+    /// A stamp that changes whenever an agent is revoked or reinstated, by this process or
+    /// another (`tlsward agent revoke` writes the store from the CLI): the count of revoked
+    /// agents and the sum of their revocation times. Held long polls recheck their identity
+    /// only when it changes, so idle agents cost one small query every few seconds in all.
+    pub fn revocation_stamp(&self) -> Result<(i64, i64), StoreError> {
+        Ok(self.conn().query_row(
+            "SELECT count(*), coalesce(sum(revoked_at), 0) FROM agents \
+             WHERE revoked_at IS NOT NULL",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
+    }
+
     /// Revokes `name` at once: its identity is refused from now on, and its unused tokens
     /// are voided (a new token enrolls it again). `false` for an unknown agent. Journals
     /// `agent.revoked`; revoking a revoked agent changes nothing.

@@ -211,6 +211,20 @@ impl Store {
         )
     }
 
+    /// The open deployment of `endpoint`, if any (at most one, by the `deployments_one_open`
+    /// index, which this query reads).
+    pub fn open_deployment(&self, endpoint: &str) -> Result<Option<Deployment>, StoreError> {
+        Ok(self
+            .deployments_where(
+                &format!(
+                    "endpoint = ?1 AND state IN {}",
+                    sql_list(&DeploymentState::OPEN)
+                ),
+                [endpoint],
+            )?
+            .pop())
+    }
+
     /// Every deployment, oldest first (the history `deploy list --all` shows).
     pub fn all_deployments(&self) -> Result<Vec<Deployment>, StoreError> {
         self.deployments_where("1", [])
@@ -222,7 +236,7 @@ impl Store {
         args: impl rusqlite::Params,
     ) -> Result<Vec<Deployment>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT id, endpoint, version, state, reason, not_before, created_at, updated_at \
              FROM deployments WHERE {filter} ORDER BY id"
         ))?;

@@ -215,10 +215,15 @@ impl Store {
                 Err(e) => return Err(file_err(e.to_string())),
             }
         }
-        let conn = match existing {
+        let mut conn = match existing {
             Some(conn) => conn,
             None => Connection::open(path)?,
         };
+        // Every transaction takes the write lock when it begins, waiting for it up to the
+        // busy timeout: a deferred one that has read and then writes while another process
+        // (the CLI) committed in between fails at once with "database is locked", and the
+        // busy timeout cannot help it.
+        conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;

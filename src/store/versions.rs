@@ -66,12 +66,17 @@ impl Store {
 
     /// Every version of a certificate, newest first.
     pub fn versions(&self, certificate: &str) -> Result<Vec<Version>, StoreError> {
+        self.versions_limited(certificate, -1)
+    }
+
+    /// The newest `limit` versions of `certificate` (every one for -1), newest first.
+    fn versions_limited(&self, certificate: &str, limit: i64) -> Result<Vec<Version>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT id, certificate, serial, sha256, not_before, not_after, chain_pem, ari_id, issued_at, ari_start, ari_end, renew_at
-             FROM versions WHERE certificate = ?1 ORDER BY not_before DESC, id DESC",
+             FROM versions WHERE certificate = ?1 ORDER BY not_before DESC, id DESC LIMIT ?2",
         )?;
-        let rows = stmt.query_map(params![certificate], |r| {
+        let rows = stmt.query_map(params![certificate, limit], |r| {
             Ok(Version {
                 id: r.get(0)?,
                 certificate: r.get(1)?,
@@ -123,7 +128,8 @@ impl Store {
 
     /// The newest version of a certificate.
     pub fn latest(&self, certificate: &str) -> Result<Option<Version>, StoreError> {
-        Ok(self.versions(certificate)?.into_iter().next())
+        // One row, not every version: agents' looks at their state ask this per endpoint.
+        Ok(self.versions_limited(certificate, 1)?.into_iter().next())
     }
 
     /// The version with this fingerprint, if tlsward issued it.

@@ -42,7 +42,7 @@ impl AgentBackend for FakeBackend {
     fn csr(&self, _: &str, _: &CsrSubmission, _: &[u8]) -> Result<(), Refusal> {
         Ok(())
     }
-    fn changes(&self) -> watch::Receiver<u64> {
+    fn changes(&self, _: &str) -> watch::Receiver<u64> {
         self.tx.subscribe()
     }
 }
