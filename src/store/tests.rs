@@ -590,3 +590,48 @@ fn a_versions_chain_is_read_back_as_der_once_and_a_bad_one_is_a_corrupt_record()
         assert!(e.to_string().contains("version 7"), "{e}");
     }
 }
+
+/// Two processes writing one store at once (the serve queueing deployments while the CLI
+/// creates agent tokens): every write lands. A deferred transaction that read before the
+/// other process committed could not take the write lock and failed at once with
+/// "database is locked", whatever the busy timeout.
+#[test]
+fn two_processes_writing_at_once_both_succeed() {
+    let (dir, serve) = open();
+    add_www(&serve);
+    let v1 = issue(&serve, "aa", 1, &Secret::new(b"k".to_vec()));
+    let cli = reopen(&dir);
+    let n = 3000;
+    std::thread::scope(|s| {
+        let queued = s.spawn(|| {
+            (0..n)
+                .filter(|i| {
+                    serve
+                        .queue_deployment(&format!("e{i}"), v1, "renewed", None, 2)
+                        .map_err(|e| eprintln!("queue e{i}: {e}"))
+                        .is_ok()
+                })
+                .count()
+        });
+        let tokens = s.spawn(|| {
+            (0..n)
+                .filter(|i| {
+                    cli.create_agent_token(&format!("a{i}"), &format!("{i:064x}"), 100, 2)
+                        .map_err(|e| eprintln!("token a{i}: {e}"))
+                        .is_ok()
+                })
+                .count()
+        });
+        assert_eq!(queued.join().unwrap(), n, "every deployment queued");
+        assert_eq!(tokens.join().unwrap(), n, "every token stored");
+    });
+    assert_eq!(serve.open_deployments().unwrap().len(), n);
+    for i in [0, n / 2, n - 1] {
+        let open = serve.open_deployment(&format!("e{i}")).unwrap().unwrap();
+        assert_eq!(
+            (open.endpoint.as_str(), open.version),
+            (format!("e{i}").as_str(), v1)
+        );
+    }
+    assert!(serve.open_deployment("elsewhere").unwrap().is_none());
+}
