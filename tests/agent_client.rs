@@ -154,13 +154,20 @@ reload = "{reload_line}"
         )
     }
 
-    /// The desired state the center would have sent, kept in the state dir.
+    /// The desired state the center would have sent, kept in the state dir. An address
+    /// `target` becomes the unresolvable name `NAME` with the address as its `connect_to`,
+    /// so the local probe reaches nginx only if it takes the center's addresses.
     fn desire(&self, target: &str, order: Option<DeploymentOrder>, window: Option<WindowDef>) {
+        let (target, connect_to) = match target.parse::<std::net::SocketAddr>() {
+            Ok(at) => (format!("{NAME}:{}", at.port()), vec![at]),
+            Err(_) => (target.to_owned(), Vec::new()),
+        };
         let endpoint = AgentEndpoint {
             name: "web".into(),
             certificate: "site".into(),
-            target: target.into(),
+            target,
             server_name: Some(NAME.into()),
+            connect_to,
             profile: "https".into(),
             hook: "nginx".into(),
             settings: BTreeMap::new(),

@@ -210,6 +210,13 @@ async fn reports_take_a_deployment_to_verified_and_a_timeout_asks_for_a_rollback
     assert_eq!(state[0].profile, "lab");
     assert_eq!(state[0].key, KeyMode::Central);
     assert_eq!(state[0].version.as_ref().unwrap().sha256, c.shas[0]);
+    // The addresses the center connects to, for the agent's local probe.
+    assert_eq!(state[0].connect_to.len(), 1);
+    assert!(state[0].connect_to[0].ip().is_loopback());
+    assert_eq!(
+        state[0].target,
+        format!("web1.test:{}", state[0].connect_to[0].port())
+    );
     let order = state[0].deployment.as_ref().unwrap();
     assert_eq!((order.id, order.instruction), (d1, Instruction::Deploy));
     assert_eq!(

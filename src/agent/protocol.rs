@@ -114,6 +114,11 @@ pub struct AgentEndpoint {
     pub target: String,
     /// The SNI the center sends, when it differs from the target's host.
     pub server_name: Option<String>,
+    /// The addresses the center connects to instead of resolving the target's host
+    /// (`[[target]] connect_to`); the agent's local probe uses them too. Absent when empty,
+    /// so an agent older than this field still reads the state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub connect_to: Vec<std::net::SocketAddr>,
     /// The probe profile (a shipped one, or one in the agent's config).
     pub profile: String,
     /// The hook in the agent's own config that deploys it.

@@ -719,6 +719,7 @@ impl AgentBackend for Reconciler {
                     certificate: e.certificate.clone(),
                     target: e.target.clone(),
                     server_name: target.and_then(|t| t.target.server_name.clone()),
+                    connect_to: target.map_or_else(Vec::new, |t| t.target.connect_to.clone()),
                     profile: target.map_or_else(String::new, |t| t.profile.clone()),
                     hook: e.hook.clone().unwrap_or_default(),
                     settings: e.settings.clone(),

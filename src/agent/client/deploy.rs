@@ -265,6 +265,7 @@ impl Deployer {
         let prober = self.settings.profiles.get(&endpoint.profile)?.clone();
         let mut target: crate::probe::Target = endpoint.target.parse().ok()?;
         target.server_name.clone_from(&endpoint.server_name);
+        target.connect_to.clone_from(&endpoint.connect_to);
         let until = tokio::time::Instant::now() + LOCAL_PROBE_PATIENCE;
         loop {
             let reports = prober

@@ -53,6 +53,7 @@ fn endpoint(version: Option<VersionRef>) -> AgentEndpoint {
         certificate: "www".into(),
         target: "127.0.0.1:443".into(),
         server_name: None,
+        connect_to: Vec::new(),
         profile: "https".into(),
         hook: "nginx".into(),
         settings: Default::default(),
