@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tlsward::agent::AgentBackend;
 use tlsward::agent::protocol::{Instruction, KeyMode, Report, ReportEvent};
-use tlsward::clock::SystemClock;
+use tlsward::clock::{Clock, SystemClock};
 use tlsward::issuer::{CertificateSpec, ChallengeKind, Http01Responder, Issuer, KeyType};
 use tlsward::reconcile::Reconciler;
 use tlsward::store::{AgentCsr, DeploymentState, NewVersion, Secret, Store};
@@ -47,6 +47,12 @@ struct Center {
 }
 
 async fn center() -> Center {
+    center_with(Arc::new(SystemClock), "3s", "").await
+}
+
+/// As [`center`], on `clock`, with `verify_timeout`; `web2_window`, when not empty, is the
+/// `[window.w]` table web2 deploys in.
+async fn center_with(clock: Arc<dyn Clock>, verify_timeout: &str, web2_window: &str) -> Center {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::root("agent-reconcile CA");
     let new1 = ca.leaf(&["web1.test"]).build();
@@ -66,7 +72,7 @@ directory = "https://127.0.0.1:1/dir"
 http01_listen = "127.0.0.1:0"
 
 [deploy]
-verify_timeout = "3s"
+verify_timeout = "{verify_timeout}"
 verify_interval = "200ms"
 
 [[certificate]]
@@ -100,7 +106,14 @@ target = "web1.test:{p1}"
 name = "web2"
 certificate = "web2"
 target = "web2.test:{p2}"
+{window_key}
+{web2_window}
 "#,
+        window_key = if web2_window.is_empty() {
+            ""
+        } else {
+            r#"window = "w""#
+        },
         state = dir.path().display(),
         p1 = s1.addr.port(),
         p2 = s2.addr.port(),
@@ -157,7 +170,7 @@ target = "web2.test:{p2}"
         desired,
         Http01Responder::new(),
         Arc::new(tlsward::schedule::Results::default()),
-        Arc::new(SystemClock),
+        clock,
         Arc::new(tlsward::hooks::Hooks::new(None).unwrap()),
         &mut reg,
     );
@@ -471,4 +484,83 @@ async fn a_key_agent_certificate_is_ordered_with_the_agent_s_csr_and_no_key_is_s
             .any(|k| matches!(k, tlsward::store::SealedKey::Version { .. })),
         "{sealed:?}"
     );
+}
+
+/// An agent installs web2's version inside its window; web2 keeps serving the old leaf, and
+/// the window closes (the test clock moves past it) long before `verify_timeout`: the
+/// agent is told to roll back, and the request says the window closed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_window_closing_before_the_new_leaf_is_served_asks_for_a_rollback() {
+    let start = std::time::SystemTime::now();
+    let clock = Arc::new(tlsward::clock::TestClock::at(start));
+    // A daily window that opened a minute ago and lasts an hour.
+    let opened = time::OffsetDateTime::from(start) - time::Duration::minutes(1);
+    let window = format!(
+        "[window.w]\ndays = [\"daily\"]\nstart = \"{:02}:{:02}\"\nduration = \"1h\"\n",
+        opened.hour(),
+        opened.minute()
+    );
+    let c = center_with(clock.clone(), "1h", &window).await;
+    let backend: Arc<dyn AgentBackend> = c.reconciler.clone();
+    let d2 = c
+        .store
+        .queue_deployment("web2", c.versions[1], "renewed", None, now())
+        .unwrap();
+    let state = backend.endpoints_of("web-01");
+    assert_eq!(state[1].window.as_ref().map(|w| w.name.as_str()), Some("w"));
+    for (event, sha) in [
+        (ReportEvent::Started, None),
+        (ReportEvent::Installed, Some(c.shas[1].as_str())),
+    ] {
+        backend
+            .report("web-01", &report("web2", d2, event, sha))
+            .unwrap();
+    }
+    assert_eq!(
+        c.store.deployment(d2).unwrap().unwrap().state,
+        DeploymentState::Installed
+    );
+    // Two hours on: the window has closed, the verify timeout (an hour of real time) has not.
+    clock.advance(Duration::from_secs(2 * 3600));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let order = loop {
+        let order = backend.endpoints_of("web-01")[1]
+            .deployment
+            .clone()
+            .unwrap();
+        if order.instruction == Instruction::RollBack {
+            break order;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no rollback asked");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(order.why.as_deref(), Some("window_closed"));
+    let asked = c
+        .store
+        .journal_entries(None)
+        .unwrap()
+        .into_iter()
+        .find(|j| j.kind == "deployment.rollback_requested")
+        .expect("the rollback request is journaled");
+    assert_eq!(asked.detail["why"], "window_closed");
+    assert!(
+        asked.detail["detail"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("window closed")),
+        "{}",
+        asked.detail
+    );
+    backend
+        .report(
+            "web-01",
+            &report("web2", d2, ReportEvent::RolledBack, Some("old")),
+        )
+        .unwrap();
+    assert_eq!(
+        c.store.deployment(d2).unwrap().unwrap().state,
+        DeploymentState::RolledBack
+    );
+    let detail = c.store.deployment_detail(d2).unwrap();
+    assert_eq!(detail["rollback_requested"], "window_closed", "{detail}");
+    drop(c.dir);
 }
