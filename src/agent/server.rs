@@ -43,8 +43,6 @@ use crate::store::{Store, TokenRefusal};
 pub const JOURNAL_REFUSED: &str = "agent.refused";
 /// The journal kind of an identity renewal.
 pub const JOURNAL_RENEWED: &str = "agent.identity_renewed";
-/// `last_seen` is written at most this often per agent.
-const TOUCH_EVERY: i64 = 5;
 /// How often the store is looked at for revocations (the CLI revokes in the store from
 /// another process; a held long poll must not outlive its identity): one query for every
 /// agent, and held polls recheck their own identity only when it changed.
@@ -62,8 +60,11 @@ pub struct AgentApi {
     clock: Arc<dyn Clock>,
     identity_lifetime: Duration,
     long_poll: Duration,
-    /// When each agent's `last_seen` was last written.
-    touched: Mutex<HashMap<String, i64>>,
+    /// The agents seen by this process, each with the `last_seen` still to be written
+    /// (`None`: written). An agent's first request is written at once; later ones every
+    /// [`RECHECK_EVERY`], all in one transaction, so 1,000 agents polling once a minute are
+    /// not 17 synchronous writes a second.
+    touched: Mutex<HashMap<String, Option<i64>>>,
     /// Bumped when the store's [`Store::revocation_stamp`] changes.
     revocations: watch::Sender<u64>,
 }
@@ -142,14 +143,16 @@ impl AgentApi {
         }
     }
 
-    /// Looks at the store's revocation stamp every [`RECHECK_EVERY`] for as long as the API
-    /// serves, and wakes the held long polls when it changed.
+    /// Every [`RECHECK_EVERY`] for as long as the API serves: writes the `last_seen` of the
+    /// agents seen since, and looks at the store's revocation stamp, waking the held long
+    /// polls when it changed.
     async fn watch_revocations(&self) {
         let mut last = None;
         let mut every = tokio::time::interval(RECHECK_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
+            self.flush_seen();
             match self.store.revocation_stamp() {
                 Ok(stamp) if last != Some(stamp) => {
                     if last.is_some() {
@@ -266,19 +269,36 @@ impl AgentApi {
         ))
     }
 
-    /// Writes `last_seen` unless it was written in the last few seconds.
+    /// Notes that `agent` was seen `now`: written at once the first time, else at the next
+    /// flush.
     fn touch(&self, agent: &str, version: &str, now: i64) -> Result<(), Failure> {
         {
             let mut touched = self.touched.lock().unwrap_or_else(PoisonError::into_inner);
-            match touched.get(agent) {
-                Some(at) if now - at < TOUCH_EVERY && now >= *at => return Ok(()),
-                _ => {
-                    touched.insert(agent.to_owned(), now);
-                }
+            if let Some(pending) = touched.get_mut(agent) {
+                *pending = Some(pending.map_or(now, |at| at.max(now)));
+                return Ok(());
             }
+            touched.insert(agent.to_owned(), None);
         }
         self.store.touch_agent(agent, version, now)?;
         Ok(())
+    }
+
+    /// Writes the `last_seen` still pending, in one transaction.
+    fn flush_seen(&self) {
+        let seen: Vec<(String, i64)> = self
+            .touched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter_mut()
+            .filter_map(|(agent, pending)| pending.take().map(|at| (agent.clone(), at)))
+            .collect();
+        if seen.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.agents_seen(&seen) {
+            warn!(error = %e, agents = seen.len(), "cannot record when agents were last seen");
+        }
     }
 
     fn journal_refusal(

@@ -6,7 +6,8 @@ use std::fs;
 use std::hash::{Hash, Hasher};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
@@ -17,17 +18,20 @@ use crate::cert::sha256_hex;
 
 impl Hooks {
     /// An engine with epoch interruption (a ticker thread advances it every
-    /// [`EPOCH_TICK`] while the engine lives) and, when `cache_dir` is given, an on-disk
-    /// cache of compiled components there (created 0700).
+    /// [`EPOCH_TICK`] while a guest runs, see [`Ticker`]) and, when `cache_dir` is given,
+    /// an on-disk cache of compiled components there (created 0700).
     pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<Self> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         let engine = Engine::new(&config)?;
         let weak = engine.weak();
+        let ticker = Arc::new(Ticker::default());
+        let ticks = ticker.clone();
         std::thread::Builder::new()
             .name("tlsward-epoch".into())
             .spawn(move || {
-                while let Some(engine) = weak.upgrade() {
+                while ticks.wait_for_a_guest() {
+                    let Some(engine) = weak.upgrade() else { return };
                     engine.increment_epoch();
                     drop(engine);
                     std::thread::sleep(EPOCH_TICK);
@@ -44,6 +48,7 @@ impl Hooks {
             cache_dir,
             loaded: Mutex::new(HashMap::new()),
             compiling: Mutex::new(()),
+            ticker,
         })
     }
 
@@ -174,4 +179,58 @@ fn deserialize(engine: &Engine, path: &Path) -> anyhow::Result<Component> {
     // (checked by the caller), so it is as trusted as the binary itself.
     let c = unsafe { Component::deserialize_file(engine, path) }?;
     Ok(c)
+}
+
+/// Whether the epoch ticker must tick: the number of guests running now. An idle daemon's
+/// ticker sleeps instead of waking a hundred times a second for nothing; a guest's thread
+/// holds a [`Ticking`] for as long as it runs (an abandoned one too, so its deadline still
+/// comes).
+#[derive(Debug, Default)]
+pub(super) struct Ticker {
+    running: Mutex<usize>,
+    wake: Condvar,
+}
+
+/// A running guest's hold on the [`Ticker`].
+#[derive(Debug)]
+pub(super) struct Ticking(Arc<Ticker>);
+
+/// How often a ticker with no guest looks whether its engine is gone.
+const IDLE_LOOK: Duration = Duration::from_secs(5);
+
+impl Ticker {
+    /// Ticks from now until the returned hold is dropped.
+    pub(super) fn start(self: &Arc<Self>) -> Ticking {
+        *self.running.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        self.wake.notify_all();
+        Ticking(self.clone())
+    }
+
+    /// Blocks while no guest runs; false once nothing else holds the ticker (the engine's
+    /// [`Hooks`] is gone, so the thread ends).
+    fn wait_for_a_guest(self: &Arc<Self>) -> bool {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        while *running == 0 {
+            if Arc::strong_count(self) == 1 {
+                return false;
+            }
+            running = self
+                .wake
+                .wait_timeout(running, IDLE_LOOK)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        true
+    }
+}
+
+impl Drop for Ticking {
+    fn drop(&mut self) {
+        let mut running = self
+            .0
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *running = running.saturating_sub(1);
+    }
 }

@@ -206,6 +206,8 @@ pub struct Hooks {
     /// Held while compiling or reading the cache, so a component is compiled once even
     /// when several runs (or the startup preload) want it at the same time.
     compiling: Mutex<()>,
+    /// Advances the engine's epoch while guests run.
+    ticker: std::sync::Arc<engine::Ticker>,
 }
 
 impl std::fmt::Debug for Hooks {

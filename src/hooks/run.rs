@@ -187,10 +187,13 @@ impl Hooks {
         // thread ends when the call returns and the trap comes.
         let (tx, rx) = std::sync::mpsc::channel();
         let engine = self.engine.clone();
+        let ticker = self.ticker.clone();
         let settings: Vec<(String, String)> = settings.into_iter().collect();
         let spawned = std::thread::Builder::new()
             .name(format!("hook-{name}"))
             .spawn(move || {
+                // The epoch advances while this thread lives, so the deadline below comes.
+                let _ticking = ticker.start();
                 let mut store = Store::new(&engine, state);
                 store.limiter(|s| &mut s.memory);
                 store.set_epoch_deadline(

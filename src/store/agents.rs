@@ -374,6 +374,24 @@ impl Store {
         Ok(())
     }
 
+    /// Records when each of `seen`'s agents was last seen (`(name, unix seconds)`), in one
+    /// transaction; a time older than the one stored changes nothing.
+    pub fn agents_seen(&self, seen: &[(String, i64)]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE agents SET last_seen = ?2 \
+                 WHERE name = ?1 AND (last_seen IS NULL OR last_seen < ?2)",
+            )?;
+            for (name, at) in seen {
+                stmt.execute(params![name, at])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// A stamp that changes whenever an agent is revoked or reinstated, by this process or
     /// another (`tlsward agent revoke` writes the store from the CLI): the count of revoked
     /// agents and the sum of their revocation times. Held long polls recheck their identity
@@ -594,6 +612,14 @@ mod tests {
             ),
             (Some("id3"), Some(7000), Some(60), Some("0.3.0"))
         );
+        // Batched sightings: a later time is kept, an earlier one and an unknown agent
+        // change nothing.
+        store
+            .agents_seen(&[("web-01".into(), 90), ("nobody".into(), 95)])
+            .unwrap();
+        store.agents_seen(&[("web-01".into(), 70)]).unwrap();
+        assert_eq!(store.agent("web-01").unwrap().unwrap().last_seen, Some(90));
+        assert!(store.agent("nobody").unwrap().is_none());
         assert_eq!(
             kinds(&store),
             [

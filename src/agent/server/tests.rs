@@ -465,9 +465,10 @@ async fn a_held_long_poll_rechecks_revocation_without_writing_last_seen() {
     assert_eq!(status, 200);
     let etag = serde_json::from_slice::<DesiredState>(&rsp).unwrap().etag;
     let seen = || c.store.agent("web-01").unwrap().unwrap().last_seen;
-    let first = seen().expect("the call wrote last_seen");
+    let first = seen().expect("the agent's first call wrote last_seen at once");
     let looks = || c.backend.looks.load(std::sync::atomic::Ordering::SeqCst);
     let path = format!("/v1/state?etag={etag}");
+    let polled_at = now();
     let poll = {
         let peer = c.peer();
         tokio::spawn(async move { call(&peer, Some(&id), "GET", &path, b"", None).await })
@@ -479,7 +480,13 @@ async fn a_held_long_poll_rechecks_revocation_without_writing_last_seen() {
     let held = looks();
     tokio::time::sleep(RECHECK_EVERY * 2).await;
     assert!(!poll.is_finished(), "the poll is still held");
-    assert_eq!(seen(), Some(first));
+    // The poll's own request is a sighting, written at the next flush with its own time;
+    // nothing later is written while it is held.
+    let last = seen().unwrap();
+    assert!(
+        (first..=polled_at).contains(&last),
+        "last_seen {last}, the poll began at {polled_at}"
+    );
     assert_eq!(looks(), held, "a recheck computed the state again");
     // The recheck still refuses a revocation long before the poll's minute.
     assert!(c.store.revoke_agent("web-01", now()).unwrap());
@@ -549,4 +556,34 @@ async fn bodies_over_the_cap_are_refused_with_413() {
     assert_eq!(status, 400);
     let err: serde_json::Value = serde_json::from_slice(&rsp).unwrap();
     assert!(err["error"].as_str().unwrap().starts_with("malformed body"));
+}
+
+#[tokio::test]
+async fn sightings_after_the_first_are_written_together_at_the_next_flush() {
+    let c = center().await;
+    let id = enrolled(&c).await;
+    let seen = || c.store.agent("web-01").unwrap().unwrap().last_seen.unwrap();
+    let (status, _) = call(&c.peer(), Some(&id), "GET", "/v1/state", b"", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let first = seen();
+    // A second later (last_seen has whole seconds), another call: written by the flush,
+    // within a few of its periods.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let again = now();
+    let (status, _) = call(&c.peer(), Some(&id), "GET", "/v1/state", b"", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(again > first);
+    let deadline = tokio::time::Instant::now() + RECHECK_EVERY * 12;
+    while seen() < again {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "last_seen {} never reached {again}",
+            seen()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
