@@ -5,7 +5,7 @@
 //! |---|---|---|---|
 //! | `POST /v1/enroll` | no client certificate | [`EnrollRequest`] | [`EnrollResponse`] |
 //! | `POST /v1/identity` | agent (mTLS) | [`RenewRequest`] | [`RenewResponse`] |
-//! | `GET /v1/state?etag=E` | agent | - | [`DesiredState`], at once when its etag is not `E`, else when it changes or after [`LONG_POLL`] |
+//! | `GET /v1/state?etag=E` | agent | - | [`DesiredState`], at once when its etag is not `E`, else when it changes or after [`LONG_POLL`] (up to a tenth less, at random) |
 //! | `GET /v1/bundle/VERSION` | agent | - | [`SignedBundle`] |
 //! | `POST /v1/csr` | agent | [`CsrSubmission`] | `202` |
 //! | `POST /v1/report` | agent | [`Report`] | `204` |

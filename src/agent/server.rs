@@ -430,7 +430,9 @@ impl AgentApi {
         // Subscribed before the first look, so a change in between is not missed.
         let mut changes = self.backend.changes(agent);
         let mut revocations = self.revocations.subscribe();
-        let deadline = tokio::time::sleep(self.long_poll);
+        // Up to a tenth shorter, at random: polls that began together (all of a fleet after
+        // one change) do not all come back in the same instant a minute later.
+        let deadline = tokio::time::sleep(self.long_poll.mul_f64(1.0 - fastrand::f64() / 10.0));
         tokio::pin!(deadline);
         changes.borrow_and_update();
         revocations.borrow_and_update();
