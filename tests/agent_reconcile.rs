@@ -491,7 +491,7 @@ async fn a_key_agent_certificate_is_ordered_with_the_agent_s_csr_and_no_key_is_s
 /// agent is told to roll back, and the request says the window closed.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_window_closing_before_the_new_leaf_is_served_asks_for_a_rollback() {
-    let start = std::time::SystemTime::now();
+    let start = SystemClock.now();
     let clock = Arc::new(tlsward::clock::TestClock::at(start));
     // A daily window that opened a minute ago and lasts an hour.
     let opened = time::OffsetDateTime::from(start) - time::Duration::minutes(1);
