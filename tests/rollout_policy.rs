@@ -31,6 +31,10 @@ struct Fleet {
     old_sha: String,
     /// Keeps the old certificate's files.
     _old: tempfile::TempDir,
+    /// Where the broken hook writes: nginx never reads it, so whatever reloads nginx (the
+    /// good hooks of other endpoints share it), a broken endpoint never serves the new
+    /// version.
+    unread: tempfile::TempDir,
 }
 
 impl Fleet {
@@ -46,12 +50,22 @@ impl Fleet {
         let old_dir = tempfile::tempdir().unwrap();
         let (cert, key) = old.write_pem(old_dir.path(), "old");
         let nginx = NginxHttps::start(n, &cert, &key).await;
+        // The broken hook's files start as the old ones, as nginx's do.
+        let unread = tempfile::tempdir().unwrap();
+        for i in 0..n {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::copy(&cert, unread.path().join(format!("{i}.crt"))).unwrap();
+            let k = unread.path().join(format!("{i}.key"));
+            std::fs::copy(&key, &k).unwrap();
+            std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         Self {
             pebble,
             http01_port,
             nginx,
             old_sha: tlsward::cert::sha256_hex(old.der()),
             _old: old_dir,
+            unread,
         }
     }
 
@@ -69,10 +83,12 @@ impl Fleet {
     }
 
     /// Writes the config: every site an endpoint of certificate "site" with `rollout`
-    /// (the `[certificate.rollout]` body); the sites in `broken` deploy with a hook whose
-    /// reload does nothing, so their verification fails and the files are rolled back.
+    /// (the `[certificate.rollout]` body); the sites in `broken` deploy with a hook that
+    /// writes where nginx does not read and reloads nothing, so their verification fails
+    /// and the files are rolled back.
     fn write_config(&self, rollout: &str, broken: &[usize]) -> PathBuf {
         let certs = self.nginx.certs.display().to_string();
+        let unread = self.unread.path().display().to_string();
         let reload = self.nginx.reload_argv();
         let mut config = format!(
             r#"
@@ -89,7 +105,7 @@ ca_file = "{ca}"
 http01_listen = "127.0.0.1:{port}"
 
 [deploy]
-verify_timeout = "5s"
+verify_timeout = "15s"
 verify_interval = "500ms"
 emergency_days = 1
 
@@ -115,7 +131,7 @@ reload = "{reload_str}"
 
 [hook.broken]
 component = "{pem_files}"
-write_paths = ["{certs}"]
+write_paths = ["{unread}"]
 commands = [["/bin/true"]]
 timeout = "60s"
 
@@ -130,10 +146,10 @@ reload = "/bin/true"
             reload_str = reload.join(" "),
         );
         for (i, addr) in self.nginx.addrs.iter().enumerate() {
-            let hook = if broken.contains(&i) {
-                "broken"
+            let (hook, dir) = if broken.contains(&i) {
+                ("broken", &unread)
             } else {
-                "nginx"
+                ("nginx", &certs)
             };
             config.push_str(&format!(
                 r#"
@@ -148,7 +164,7 @@ name = "{name}"
 certificate = "site"
 target = "site.tlsward.test:{port}"
 hook = "{hook}"
-settings = {{ fullchain_path = "{certs}/{i}.crt", key_path = "{certs}/{i}.key" }}
+settings = {{ fullchain_path = "{dir}/{i}.crt", key_path = "{dir}/{i}.key" }}
 "#,
                 port = addr.port(),
                 name = Self::name(i),
@@ -386,11 +402,21 @@ async fn batches_of_three_start_after_the_previous_one_is_verified_and_the_pause
     // Batch N's verification is journaled; then the pause holds batch N+1 until the clock
     // moves past it.
     for batch in 0..=3_i64 {
-        eventually(300, &format!("batch {batch} verified"), || {
-            let store = &store;
-            async move { batches(&rollout_journal(store), "rollout.verified").contains(&batch) }
-        })
-        .await;
+        let seen =
+            crate::util::wait::within(Duration::from_secs(300), Duration::from_millis(200), || {
+                let store = &store;
+                async move { batches(&rollout_journal(store), "rollout.verified").contains(&batch) }
+            })
+            .await;
+        if seen.is_none() {
+            let journal: Vec<String> = store
+                .journal_entries(Some("site"))
+                .unwrap()
+                .iter()
+                .map(|e| format!("{} {} {}", e.at, e.kind, e.detail))
+                .collect();
+            panic!("batch {batch} was never verified\n{}", journal.join("\n"));
+        }
         if batch == 3 {
             break;
         }

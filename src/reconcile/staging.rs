@@ -118,7 +118,8 @@ fn advance(
             "rollout.halted",
             json!({
                 "version": version,
-                "batch": verdict.stage.map(Stage::number),
+                // The last stage started: where the failures happened.
+                "batch": row.stage,
                 "failed": verdict.failed,
                 "failure_budget": policy.failure_budget,
                 "held": verdict.held,
@@ -401,4 +402,81 @@ pub fn abort_rollout(
                 row.state
             ))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::reconcile::{BatchSize, Canary};
+
+    fn kinds(entries: &[(&'static str, Value)]) -> Vec<(&'static str, i64)> {
+        entries
+            .iter()
+            .map(|(k, v)| (*k, v["batch"].as_i64().unwrap_or(-1)))
+            .collect()
+    }
+
+    /// Each pass journals what changed once: a stage's start after the verification of the
+    /// one before, a halt without "verified" for the failed stage, the end.
+    #[test]
+    fn each_step_is_journaled_once_in_order() {
+        let policy = RolloutPolicy {
+            canary: Canary::Count(1),
+            batch: BatchSize::Count(2),
+            pause: Duration::from_secs(10),
+            failure_budget: 0,
+        };
+        let names = ["a", "b", "c", "d", "e"];
+        let pass = |slots: [Slot; 5], stored: Option<&RolloutRow>, now: i64| {
+            let members: Vec<(&str, Slot)> = names.iter().copied().zip(slots).collect();
+            let verdict = decide(&policy, &members, stored.map(|r| r.state), false, now);
+            advance(&policy, &names, stored, ("www", 7), &verdict, now)
+        };
+        use Slot::{Active, Failed, Verified, Waiting};
+        let w = [Waiting; 5];
+        let (row, e) = pass(w, None, 0);
+        assert_eq!(kinds(&e), [("rollout.canary", 0)]);
+        assert_eq!((row.state, row.stage), (RolloutState::Running, Some(0)));
+        // Again: nothing new.
+        let (row, e) = pass([Active, Waiting, Waiting, Waiting, Waiting], Some(&row), 1);
+        assert!(e.is_empty(), "{e:?}");
+        // The canary verified at 5: "verified" now, batch 1 only after the pause.
+        let done = [Verified(5), Waiting, Waiting, Waiting, Waiting];
+        let (row, e) = pass(done, Some(&row), 6);
+        assert_eq!(kinds(&e), [("rollout.verified", 0)]);
+        let (row, e) = pass(done, Some(&row), 15);
+        assert_eq!(kinds(&e), [("rollout.batch", 1)]);
+        assert_eq!(e[0].1["endpoints"], serde_json::json!(["b", "c"]));
+        // c fails: halted, and batch 1 is not "verified".
+        let bad = [Verified(5), Verified(20), Failed(21), Waiting, Waiting];
+        let (row, e) = pass(bad, Some(&row), 22);
+        assert_eq!(kinds(&e), [("rollout.halted", 1)]);
+        assert_eq!(e[0].1["failed"], serde_json::json!(["c"]));
+        assert_eq!((row.state, row.halted_at), (RolloutState::Halted, Some(22)));
+        let (halted, e) = pass(bad, Some(&row), 23);
+        assert!(e.is_empty() && halted == row);
+        // Resumed (the store sets running) and c verified: batch 1 verified, batch 2 later.
+        let resumed = RolloutRow {
+            state: RolloutState::Running,
+            ..row
+        };
+        let good = [Verified(5), Verified(20), Verified(30), Waiting, Waiting];
+        let (row, e) = pass(good, Some(&resumed), 41);
+        assert_eq!(kinds(&e), [("rollout.verified", 1), ("rollout.batch", 2)]);
+        let all = [
+            Verified(5),
+            Verified(20),
+            Verified(30),
+            Verified(50),
+            Verified(50),
+        ];
+        let (row, e) = pass(all, Some(&row), 51);
+        assert_eq!(
+            kinds(&e),
+            [("rollout.verified", 2), ("rollout.complete", -1)]
+        );
+        assert_eq!(row.state, RolloutState::Complete);
+    }
 }
