@@ -1,5 +1,5 @@
 //! Staged rollouts end to end (`[certificate.rollout]`): one certificate from Pebble, one
-//! real nginx with a site per endpoint, the stock `pem-files` hook. A canary whose reload is
+//! real nginx per endpoint, the stock `pem-files` hook. A canary whose reload is
 //! broken halts the rollout with the others still serving the old certificate and their
 //! deployments `halted`; fixed and `tlsward rollout resume`d, it rolls through. A good
 //! version goes canary, then batches of three, each only after the one before is verified
@@ -22,12 +22,15 @@ use crate::util::servers::NginxHttps;
 use crate::util::wait::eventually;
 use crate::util::{TestCa, real_now};
 
-/// Pebble, an nginx with `n` sites all serving a certificate from an "Old CA", and the
-/// files the configs name.
+/// Pebble, `n` nginx servers (one per endpoint, as separate hosts would be: a batch's
+/// reloads do not race on one server's files) all serving a certificate from an "Old CA",
+/// and the files the configs name.
 struct Fleet {
     pebble: Pebble,
     http01_port: u16,
-    nginx: NginxHttps,
+    nginx: Vec<NginxHttps>,
+    /// Each endpoint's address.
+    addrs: Vec<std::net::SocketAddr>,
     old_sha: String,
     /// Keeps the old certificate's files.
     _old: tempfile::TempDir,
@@ -49,7 +52,11 @@ impl Fleet {
         let old = old_ca.leaf(&["site.tlsward.test"]).build();
         let old_dir = tempfile::tempdir().unwrap();
         let (cert, key) = old.write_pem(old_dir.path(), "old");
-        let nginx = NginxHttps::start(n, &cert, &key).await;
+        let mut nginx = Vec::with_capacity(n);
+        for _ in 0..n {
+            nginx.push(NginxHttps::start(1, &cert, &key).await);
+        }
+        let addrs = nginx.iter().map(|x| x.addrs[0]).collect();
         // The broken hook's files start as the old ones, as nginx's do.
         let unread = tempfile::tempdir().unwrap();
         for i in 0..n {
@@ -63,6 +70,7 @@ impl Fleet {
             pebble,
             http01_port,
             nginx,
+            addrs,
             old_sha: tlsward::cert::sha256_hex(old.der()),
             _old: old_dir,
             unread,
@@ -87,9 +95,7 @@ impl Fleet {
     /// writes where nginx does not read and reloads nothing, so their verification fails
     /// and the files are rolled back.
     fn write_config(&self, rollout: &str, broken: &[usize]) -> PathBuf {
-        let certs = self.nginx.certs.display().to_string();
         let unread = self.unread.path().display().to_string();
-        let reload = self.nginx.reload_argv();
         let mut config = format!(
             r#"
 [server]
@@ -120,15 +126,6 @@ domains = ["site.tlsward.test"]
 ca_files = ["acme-root.pem", "old-root.pem"]
 system_roots = false
 
-[hook.nginx]
-component = "{pem_files}"
-write_paths = ["{certs}"]
-commands = [{reload:?}]
-timeout = "60s"
-
-[hook.nginx.settings]
-reload = "{reload_str}"
-
 [hook.broken]
 component = "{pem_files}"
 write_paths = ["{unread}"]
@@ -143,14 +140,29 @@ reload = "/bin/true"
             ca = self.pebble.tls_ca_file.display(),
             port = self.http01_port,
             pem_files = crate::util::hooks::component("pem-files").display(),
-            reload_str = reload.join(" "),
         );
-        for (i, addr) in self.nginx.addrs.iter().enumerate() {
-            let (hook, dir) = if broken.contains(&i) {
-                ("broken", &unread)
+        for (i, (addr, nginx)) in self.addrs.iter().zip(&self.nginx).enumerate() {
+            let certs = nginx.certs.display().to_string();
+            let reload = nginx.reload_argv();
+            let (hook, dir, site) = if broken.contains(&i) {
+                ("broken".to_owned(), &unread, i)
             } else {
-                ("nginx", &certs)
+                (format!("nginx-{i}"), &certs, 0)
             };
+            config.push_str(&format!(
+                r#"
+[hook.nginx-{i}]
+component = "{pem_files}"
+write_paths = ["{certs}"]
+commands = [{reload:?}]
+timeout = "60s"
+
+[hook.nginx-{i}.settings]
+reload = "{reload_str}"
+"#,
+                pem_files = crate::util::hooks::component("pem-files").display(),
+                reload_str = reload.join(" "),
+            ));
             config.push_str(&format!(
                 r#"
 [[target]]
@@ -164,7 +176,7 @@ name = "{name}"
 certificate = "site"
 target = "site.tlsward.test:{port}"
 hook = "{hook}"
-settings = {{ fullchain_path = "{dir}/{i}.crt", key_path = "{dir}/{i}.key" }}
+settings = {{ fullchain_path = "{dir}/{site}.crt", key_path = "{dir}/{site}.key" }}
 "#,
                 port = addr.port(),
                 name = Self::name(i),
@@ -307,7 +319,7 @@ async fn a_failing_canary_halts_the_rollout_and_resume_rolls_it_through() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let store = fleet.store();
     let latest = store.latest("site").unwrap().unwrap();
-    for (i, site) in fleet.nginx.addrs.iter().enumerate() {
+    for (i, site) in fleet.addrs.iter().enumerate() {
         assert_eq!(
             sha256_served(*site),
             fleet.old_sha,
@@ -363,7 +375,7 @@ async fn a_failing_canary_halts_the_rollout_and_resume_rolls_it_through() {
     assert!(!out.status.success(), "a second resume must be refused");
     wake(addr).await;
     wait_state(&fleet, addr, "complete", 300).await;
-    for (i, site) in fleet.nginx.addrs.iter().enumerate() {
+    for (i, site) in fleet.addrs.iter().enumerate() {
         assert_eq!(sha256_served(*site), latest.sha256, "e{i}");
     }
     print_journal(&store, "halted then resumed");
@@ -440,7 +452,7 @@ async fn batches_of_three_start_after_the_previous_one_is_verified_and_the_pause
     }
     wait_state(&fleet, addr, "complete", 60).await;
     let latest = store.latest("site").unwrap().unwrap();
-    for site in &fleet.nginx.addrs {
+    for site in &fleet.addrs {
         assert_eq!(sha256_served(*site), latest.sha256);
     }
     print_journal(&store, "completed in batches");
@@ -564,7 +576,7 @@ async fn a_failure_inside_the_budget_continues_and_one_more_halts() {
         .map(|s| Some(s.to_owned()))
     );
     for i in [4, 5] {
-        assert_eq!(sha256_served(fleet.nginx.addrs[i]), fleet.old_sha, "e{i}");
+        assert_eq!(sha256_served(fleet.addrs[i]), fleet.old_sha, "e{i}");
     }
     print_journal(&store, "over the budget");
     let journal = rollout_journal(&store);
