@@ -616,3 +616,144 @@ async fn a_failure_inside_the_budget_continues_and_one_more_halts() {
     );
     drop(daemon);
 }
+
+/// Agent endpoints follow the same stages: the agent's desired state carries only the
+/// deployments the rollout lets go (a held one is not shown, so the agent cannot deploy it
+/// in its window), and the next stage appears once the canary is verified.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_sees_only_the_deployments_its_rollout_lets_go() {
+    use tlsward::agent::AgentBackend;
+    use tlsward::store::{DeploymentState, NewVersion, Secret};
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::root("rollout agents CA");
+    let leaf = ca.leaf(&["fleet.test"]).build();
+    let mut config = format!(
+        r#"
+[server]
+state_dir = "{state}"
+
+[acme]
+directory = "https://127.0.0.1:1/dir"
+http01_listen = "127.0.0.1:0"
+
+[[certificate]]
+name = "fleet"
+domains = ["fleet.test"]
+
+[certificate.rollout]
+canary = ["a1"]
+batch = 1
+"#,
+        state = dir.path().display(),
+    );
+    for (i, name) in ["a1", "a2", "a3"].iter().enumerate() {
+        config.push_str(&format!(
+            "\n[[target]]\naddress = \"fleet.test:{port}\"\nconnect_to = [\"127.0.0.1\"]\n\n\
+             [[endpoint]]\nname = \"{name}\"\ncertificate = \"fleet\"\ntarget = \"fleet.test:{port}\"\n",
+            port = 40_001 + i,
+        ));
+    }
+    let path = dir.path().join("tlsward.toml");
+    std::fs::write(&path, &config).unwrap();
+    let cfg = tlsward::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let mut desired = tlsward::daemon::desired(&cfg, cfg.remediation.as_ref().unwrap());
+    for e in &mut desired.endpoints {
+        e.agent = Some("web-01".into());
+        e.hook = Some("nginx".into());
+    }
+    let store = Arc::new(open_store(&dir.path().join("state")));
+    let now = || tlsward::clock::unix_seconds(&tlsward::clock::SystemClock);
+    store
+        .upsert_certificate(
+            &tlsward::store::CertificateRow {
+                name: "fleet".into(),
+                domains: vec!["fleet.test".into()],
+                key_type: "ecdsa-p256".into(),
+            },
+            now(),
+        )
+        .unwrap();
+    let order = store.begin_order("fleet", None, now()).unwrap();
+    let facts = tlsward::cert::CertFacts::parse(leaf.der()).unwrap();
+    let key = Secret::new(leaf.key.secret_der().to_vec());
+    let chain = crate::util::pem_chain(&leaf.chain);
+    let v = store
+        .complete_order(
+            order,
+            &NewVersion {
+                certificate: "fleet",
+                serial: &facts.serial,
+                sha256: &facts.sha256,
+                not_before: facts.not_before.unix_timestamp(),
+                not_after: facts.not_after.unix_timestamp(),
+                chain_pem: &chain,
+                key: &key,
+                ari_id: None,
+            },
+            now(),
+        )
+        .unwrap();
+    let ids: Vec<i64> = ["a1", "a2", "a3"]
+        .iter()
+        .map(|n| {
+            store
+                .queue_deployment(n, v.id, "renewed", None, now())
+                .unwrap()
+        })
+        .collect();
+    let mut reg = prometheus_client::registry::Registry::with_prefix("tlsward");
+    let reconciler = tlsward::reconcile::Reconciler::new(
+        store.clone(),
+        desired.clone(),
+        tlsward::issuer::Http01Responder::new(),
+        Arc::new(tlsward::schedule::Results::default()),
+        Arc::new(tlsward::clock::SystemClock),
+        Arc::new(tlsward::hooks::Hooks::new(None).unwrap()),
+        &mut reg,
+    );
+    let shutdown = tlsward::shutdown::Shutdown::new();
+    let run = tokio::spawn(reconciler.clone().run(shutdown.clone()));
+    let backend: Arc<dyn AgentBackend> = reconciler.clone();
+    // Which endpoints the agent is told to deploy.
+    let shown = |backend: &Arc<dyn AgentBackend>| -> Vec<String> {
+        backend
+            .endpoints_of("web-01")
+            .into_iter()
+            .filter(|e| e.deployment.is_some())
+            .map(|e| e.name)
+            .collect()
+    };
+    eventually(30, "only the canary shown", || {
+        let backend = &backend;
+        async move { shown(backend) == ["a1"] }
+    })
+    .await;
+    store
+        .set_deployment_state(
+            ids[0],
+            DeploymentState::Verified,
+            &serde_json::json!({}),
+            now(),
+        )
+        .unwrap();
+    reconciler.update(desired.clone());
+    eventually(30, "batch 1 shown once the canary is verified", || {
+        let backend = &backend;
+        async move { shown(backend) == ["a2"] }
+    })
+    .await;
+    let journal: Vec<String> = store
+        .journal_entries(Some("fleet"))
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind.starts_with("rollout."))
+        .map(|e| format!("{} {}", e.kind, e.detail["batch"]))
+        .collect();
+    assert_eq!(
+        journal,
+        ["rollout.canary 0", "rollout.verified 0", "rollout.batch 1"]
+    );
+    shutdown.trigger();
+    let _ = tokio::time::timeout(Duration::from_secs(30), run).await;
+}
