@@ -107,6 +107,7 @@ pub fn desired(config: &Config, r: &RemediationSettings) -> Desired {
         hooks: config.hooks.clone(),
         targets: config.targets.iter().cloned().map(Arc::new).collect(),
         deploy: r.deploy.clone(),
+        rollouts: r.rollouts.clone(),
     }
 }
 

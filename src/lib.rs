@@ -26,7 +26,9 @@
 //!   (`orders.rs`), follows the CA's renewal windows (`ari.rs`), sleeps until the next
 //!   deadline, reports endpoint drift; change windows (pure `window.rs`: is a window open at
 //!   `now`, when does it next open); renewals early enough for every endpoint's window to
-//!   open twice before the deadline (pure `deadline.rs`, its inputs in `planned.rs`); queues deployments (`rollout.rs`, the pure queue rule)
+//!   open twice before the deadline (pure `deadline.rs`, its inputs in `planned.rs`); queues deployments (`rollout.rs`, the pure queue rule),
+//!   stages one certificate's rollout to many endpoints: canaries, batches, pauses, halts
+//!   (pure `staged.rs`, acted on in `staging.rs`)
 //!   and runs them: hook, verification probes, rollback (`deploy.rs`, its typed outcome in
 //!   `outcome.rs`, its settings in `settings.rs`); drains the running ones at shutdown
 //!   (`drain.rs`); operators' requests, by hand or through the daemon (`manual.rs`); agent
@@ -55,7 +57,8 @@
 //!   certificates and versions (`versions.rs`), keys sealed with age (`crypt.rs`), orders and
 //!   accounts (`orders.rs`; retired and pending account keys in `account_keys.rs`), the
 //!   deployment queue and [`store::DeploymentState`], the one list of deployment states
-//!   (`deployments.rs`), endpoints and the append-only journal (`journal.rs`), what a backup
+//!   (`deployments.rs`), staged rollouts and [`store::RolloutState`] (`rollouts.rs`), endpoints and
+//!   the append-only journal (`journal.rs`), what a backup
 //!   needs: the snapshot, counts, every sealed record, the re-sealing restore (`backup.rs`).
 //!   Knows nothing of ACME or HTTP.
 //! - [`schedule`]: per-target probe loops under one concurrency limit; results and history

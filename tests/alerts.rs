@@ -58,6 +58,16 @@ fn agent_alerts_fire_and_stay_quiet_under_promtool() {
     assert!(out.contains("SUCCESS"), "{out}");
 }
 
+/// `TlsRolloutHalted` fires at once for a halted rollout, and stays quiet for running or
+/// complete ones, after a resume, and for other jobs.
+#[test]
+fn the_rollout_halt_alert_fires_and_stays_quiet_under_promtool() {
+    let out = run("promtool", &["check", "rules", "rollout.rules.yml"]);
+    assert!(out.contains("SUCCESS: 1 rules found"), "{out}");
+    let out = run("promtool", &["test", "rules", "tests/rollout.test.yml"]);
+    assert!(out.contains("SUCCESS"), "{out}");
+}
+
 #[test]
 fn alertmanager_example_is_valid() {
     let out = run("amtool", &["check-config", "alertmanager.example.yml"]);

@@ -121,6 +121,18 @@ fn invalid_configs_report_every_problem_with_file_line_and_key() {
             ],
         ),
         (
+            "invalid-rollout.toml",
+            &[
+                r#"invalid-rollout.toml:12: certificate[0].rollout.canary: "web-1" is not an endpoint of certificate "www" (did you mean "web"?)"#,
+                r#"invalid-rollout.toml:12: certificate[0].rollout.canary: "wbe" is not an endpoint of certificate "www" (did you mean "web"?)"#,
+                r#"invalid-rollout.toml:13: certificate[0].rollout.batch: must be a number of endpoints (1 or more) or a percentage from "1%" to "100%""#,
+                r#"invalid-rollout.toml:14: certificate[0].rollout.pause: "ten minutes": expected number at 0 (use e.g. 500ms, 10s, 5m)"#,
+                "invalid-rollout.toml:15: certificate[0].rollout.failure_budget: must be a number of failed endpoints, 0 or more",
+                "invalid-rollout.toml:22: certificate[1].rollout.canary: must be 0 or more",
+                r#"invalid-rollout.toml:23: certificate[1].rollout.batch: must be a number of endpoints (1 or more) or a percentage from "1%" to "100%""#,
+            ],
+        ),
+        (
             "invalid-hooks.toml",
             &[
                 r#"invalid-hooks.toml:14: endpoint[0].hook: unknown hook "ngnix" (did you mean "nginx"?)"#,

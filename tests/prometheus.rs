@@ -271,6 +271,12 @@ verify_interval = "500ms"
 name = "site"
 domains = ["site.tlsward.test"]
 
+# One batch of every endpoint, web2's failure inside the budget: deployments run as without
+# a policy, and the rollout's series are there for the dashboard.
+[certificate.rollout]
+batch = "100%"
+failure_budget = 3
+
 [profile.site]
 ca_files = ["acme-root.pem", "old-root.pem"]
 system_roots = false

@@ -73,6 +73,11 @@ mod shutdown;
 // rollback of a broken reload.
 mod deploy;
 
+// Staged rollouts ([certificate.rollout]) to ten nginx sites from Pebble: a failing canary
+// halts, `rollout resume` rolls through; batches wait for verification and the pause; the
+// failure budget.
+mod rollout_policy;
+
 // Evil guests against the hook sandbox: escapes refused with typed reasons, runaways stopped.
 mod hooks_sandbox;
 

@@ -27,6 +27,13 @@ pub(super) fn run(args: DeployArgs) -> anyhow::Result<u8> {
             } else {
                 store.open_deployments()?
             };
+            // Waiting deployments of a halted rollout show as `halted`.
+            let halted: Vec<i64> = store
+                .latest_rollouts()?
+                .into_iter()
+                .filter(|r| r.state == crate::store::RolloutState::Halted)
+                .map(|r| r.version)
+                .collect();
             let mut table = Vec::with_capacity(rows.len());
             for d in &rows {
                 let spec = remediation.endpoints.iter().find(|e| e.name == d.endpoint);
@@ -38,7 +45,11 @@ pub(super) fn run(args: DeployArgs) -> anyhow::Result<u8> {
                     d.id.to_string(),
                     d.endpoint.clone(),
                     sha,
-                    d.state.as_str().to_owned(),
+                    if d.state == DeploymentState::Waiting && halted.contains(&d.version) {
+                        "halted".to_owned()
+                    } else {
+                        d.state.as_str().to_owned()
+                    },
                     d.reason.clone(),
                     window.map_or("-", |w| w.name()).to_owned(),
                     opens(d, window, now),

@@ -13,6 +13,7 @@ mod generate;
 mod hook;
 mod output;
 mod probe;
+mod rollout;
 mod store;
 mod verify;
 
@@ -25,6 +26,7 @@ pub use acme::{AccountCommand, AccountFormat, AcmeArgs, AcmeCommand};
 pub use agent::{AgentArgs, AgentCommand, TokenCommand};
 pub use backup::{BackupArgs, BackupCommand};
 pub use output::{OutputFormat, render_error};
+pub use rollout::{RolloutArgs, RolloutCommand};
 
 /// Exit code for usage, configuration and internal errors (monitoring-plugin "unknown").
 pub const EXIT_UNKNOWN: u8 = 3;
@@ -83,6 +85,9 @@ pub enum Command {
     /// Deployments of issued certificates to endpoints: the queue, its change windows,
     /// operator approval, running one now.
     Deploy(DeployArgs),
+    /// Staged rollouts (`[certificate.rollout]`): show one, resume it after a halt, or
+    /// abort it.
+    Rollout(RolloutArgs),
     /// Deploy hooks: run one in its sandbox against a certificate on disk.
     Hook(HookArgs),
     /// The store: create a new one for a key you provide.
@@ -492,6 +497,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Cert(args) => cert::run(args),
         Command::Deploy(args) => deploy::run(args),
+        Command::Rollout(args) => rollout::run(args),
         Command::Hook(args) => hook::run(args),
         Command::Store(args) => store::run(args),
         Command::Backup(args) => backup::run(args),

@@ -163,6 +163,8 @@ pub struct RemediationSettings {
     pub endpoints: Vec<crate::reconcile::EndpointSpec>,
     /// `[deploy]`: verification and the emergency override.
     pub deploy: crate::reconcile::DeploySettings,
+    /// `[certificate.rollout]`: staged rollout policies, by certificate name.
+    pub rollouts: BTreeMap<String, crate::reconcile::RolloutPolicy>,
 }
 
 /// Every problem found in a config, each on its own line.

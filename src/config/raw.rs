@@ -157,6 +157,40 @@ pub(super) struct RawCertificate {
     pub(super) profile: Option<Spanned<String>>,
     /// `"agent"`: the key is made by the one agent whose endpoint uses this certificate.
     pub(super) key: Option<Spanned<String>>,
+    /// `[certificate.rollout]`: canaries, batches, pauses and a failure budget.
+    pub(super) rollout: Option<Spanned<RawRollout>>,
+}
+
+/// `[certificate.rollout]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRollout {
+    pub(super) canary: Option<Spanned<RawCanary>>,
+    pub(super) batch: Option<Spanned<RawBatch>>,
+    pub(super) pause: Option<Spanned<String>>,
+    pub(super) failure_budget: Option<Spanned<i64>>,
+}
+
+/// `[certificate.rollout] canary`: a count or a list of endpoint names.
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a number of endpoints, or a list of endpoint names"
+)]
+pub(super) enum RawCanary {
+    Count(i64),
+    Names(Vec<String>),
+}
+
+/// `[certificate.rollout] batch`: a count or `"N%"`.
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a number of endpoints, or a percentage such as \"25%\""
+)]
+pub(super) enum RawBatch {
+    Count(i64),
+    Percent(String),
 }
 
 /// `[[endpoint]]`: a probe target bound to a managed certificate.

@@ -731,6 +731,10 @@ impl AgentBackend for Reconciler {
                         .open_deployment(&e.name)
                         .ok()
                         .flatten()
+                        // Held by a staged rollout: the agent does not see it yet.
+                        .filter(|d| {
+                            d.state != DeploymentState::Waiting || !r.rollout_holds(&d.endpoint)
+                        })
                         .and_then(|d| r.order_of(&d, e, &desired)),
                     csr_wanted: match key {
                         KeyMode::Agent => r.csr_wanted(e, &desired, now),

@@ -21,8 +21,9 @@ use super::renewal_time;
 use super::window::Window;
 
 /// How long a rollout's batches and pauses take once the new version reaches the first
-/// endpoint: nothing yet, as every endpoint's deployment is independent; a rollout policy
-/// will set it per certificate.
+/// endpoint, for a certificate without a rollout policy: nothing, as every endpoint's
+/// deployment is independent. With `[certificate.rollout]` it is the policy's pauses
+/// ([`RolloutPolicy::rollout_time`](super::RolloutPolicy::rollout_time)).
 pub const ROLLOUT_TIME: Duration = Duration::ZERO;
 
 /// How many times each endpoint's window must open between the new version's existence
@@ -93,7 +94,7 @@ pub fn planned_renewal(
 /// The latest time the next version must exist so that every endpoint's window opens
 /// [`OPENINGS`] times before `deadline` (unix seconds, the version's [`version_deadline`])
 /// less `rollout_time`, the time a rollout's batches and pauses take after the new version
-/// reaches an endpoint (zero while there are no rollout policies). An opening counts when
+/// reaches an endpoint (zero without a rollout policy). An opening counts when
 /// it starts before that: the new version must exist when the earlier of the last two
 /// openings starts.
 pub fn deploy_deadline(

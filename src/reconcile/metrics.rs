@@ -313,6 +313,7 @@ impl Collector for RemediationCollector {
             }
         }
         r.encode_deployments(&desired, &mut enc)?;
+        r.encode_rollouts(&desired, &mut enc)?;
         let drifts = r.drifts();
         if !drifts.is_empty() {
             let mut fam = enc.encode_descriptor(

@@ -6,7 +6,9 @@
 //! Files: the desired state (`spec.rs`); this loop (here); orders and their back-off
 //! (`orders.rs`); ARI windows (`ari.rs`); the pure plan (`plan.rs`) and change windows
 //! (`window.rs`); renewals planned so every endpoint's window opens twice in time (pure
-//! `deadline.rs`, its inputs in `planned.rs`); the deployment queue (`rollout.rs`) and one deployment (`deploy.rs`, with
+//! `deadline.rs`, its inputs in `planned.rs`); the deployment queue (`rollout.rs`), staged rollouts
+//! of one certificate to many endpoints (pure `staged.rs`, acted on in `staging.rs`) and one
+//! deployment (`deploy.rs`, with
 //! its `[deploy]` settings in `settings.rs`); requests by hand (`manual.rs`); and every
 //! metric family the reconciler exports (`metrics.rs`), apart from the code that decides.
 
@@ -24,6 +26,8 @@ mod planned;
 mod rollout;
 mod settings;
 mod spec;
+mod staged;
+mod staging;
 pub mod window;
 
 use std::collections::HashMap;
@@ -49,6 +53,11 @@ use prometheus_client::registry::Registry;
 pub use rollout::{QueueReason, REGRESSION_FIRST_WAIT, REGRESSION_REQUEUES, job, regression_wait};
 pub use settings::DeploySettings;
 pub use spec::{DEFAULT_RENEW_FRACTION, Desired, EndpointSpec};
+pub use staged::{
+    BatchSize, Canary, DEFAULT_FAILURE_BUDGET, RolloutPolicy, Slot, Stage, Verdict,
+    decide as decide_rollout, stages,
+};
+pub use staging::{abort_rollout, resume_rollout, rollout_of};
 use tokio::sync::{Notify, mpsc};
 use tracing::error;
 
@@ -88,6 +97,8 @@ pub struct Reconciler {
     manual_rx: Mutex<Option<mpsc::Receiver<manual::ManualOrder>>>,
     /// What agents' requests need kept in memory (`agents.rs`).
     agents: agents::AgentState,
+    /// The endpoints whose waiting deployment a staged rollout holds (`staging.rs`).
+    rollout_held: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -130,6 +141,7 @@ impl Reconciler {
             manual_tx,
             manual_rx: Mutex::new(Some(manual_rx)),
             agents: agents::AgentState::default(),
+            rollout_held: Mutex::default(),
         });
         let _ = me.agents.me.set(Arc::downgrade(&me));
         me.record_endpoints(&me.desired());

@@ -34,7 +34,12 @@ impl Reconciler {
                 window: e.window.as_ref(),
             })
             .collect();
-        deploy_deadline(deadline, &endpoints, ROLLOUT_TIME)
+        // Room for the rollout's pauses between its stages, when it has a policy.
+        let rollout = desired
+            .rollouts
+            .get(name)
+            .map_or(ROLLOUT_TIME, |p| p.rollout_time(endpoints.len()));
+        deploy_deadline(deadline, &endpoints, rollout)
     }
 
     /// For each endpoint whose served certificate's expiry is known (the soonest notAfter

@@ -48,16 +48,19 @@ pub enum QueueReason {
     Regressed,
     /// An operator asked for it (`tlsward deploy run-now ENDPOINT`).
     Manual,
+    /// It had failed, and an operator resumed its halted rollout (`tlsward rollout resume`).
+    Resumed,
 }
 
 impl QueueReason {
     /// Every reason, in declaration order.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Renewed,
         Self::Foreign,
         Self::Unreachable,
         Self::Regressed,
         Self::Manual,
+        Self::Resumed,
     ];
 
     /// The stable name stored in the queue and shown by `deploy list`.
@@ -68,6 +71,7 @@ impl QueueReason {
             Self::Unreachable => "unreachable",
             Self::Regressed => "regressed",
             Self::Manual => "manual",
+            Self::Resumed => "resumed",
         }
     }
 }
@@ -274,6 +278,10 @@ impl Reconciler {
                 Err(err) => error!(endpoint = %e.name, error = %err, "cannot queue a deployment"),
             }
         }
+        // Staged rollouts hold the waiting deployments of their later stages.
+        if let Some(pause) = self.stage_rollouts(desired, now) {
+            next = Some(next.map_or(pause, |n| n.min(pause)));
+        }
         let open = match self.store.open_deployments() {
             Ok(o) => o,
             Err(err) => {
@@ -287,6 +295,9 @@ impl Reconciler {
             };
             // Its agent runs the hook: it sees the deployment in its desired state.
             if e.agent.is_some() {
+                continue;
+            }
+            if d.state == DeploymentState::Waiting && self.rollout_holds(&d.endpoint) {
                 continue;
             }
             let why = match d.state {

@@ -47,4 +47,7 @@ pub struct Desired {
     pub targets: Vec<Arc<crate::schedule::TargetSpec>>,
     /// Verification and the emergency override.
     pub deploy: DeploySettings,
+    /// Staged rollout policies, by certificate name; a certificate without one deploys to
+    /// each endpoint independently.
+    pub rollouts: std::collections::BTreeMap<String, super::RolloutPolicy>,
 }

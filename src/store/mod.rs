@@ -16,6 +16,7 @@ mod crypt;
 mod deployments;
 mod journal;
 mod orders;
+mod rollouts;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -35,6 +36,7 @@ pub use backup::{Counts, SealedKey};
 use crypt::Crypt;
 pub use crypt::KeySource;
 pub use deployments::DeploymentState;
+pub use rollouts::{RolloutRow, RolloutState};
 
 /// One deployment of a certificate version to an endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -99,6 +99,7 @@ ALTER TABLE orders ADD COLUMN key_sealed BLOB;
     super::account_keys::MIGRATION,
     super::agents::MIGRATION,
     super::agent_versions::MIGRATION,
+    super::rollouts::MIGRATION,
 ];
 
 impl Store {

@@ -635,3 +635,90 @@ fn two_processes_writing_at_once_both_succeed() {
     }
     assert!(serve.open_deployment("elsewhere").unwrap().is_none());
 }
+
+#[test]
+fn a_halted_rollout_resumes_its_failures_and_an_aborted_one_fails_what_waits() {
+    let (dir, store) = open();
+    add_www(&store);
+    let key = Secret::new(vec![1, 2, 3]);
+    let v = issue(&store, "aa", 1, &key);
+    let a = store.queue_deployment("a", v, "renewed", None, 2).unwrap();
+    let b = store.queue_deployment("b", v, "renewed", None, 2).unwrap();
+    store.queue_deployment("c", v, "renewed", None, 2).unwrap();
+    store
+        .set_deployment_state(a, DeploymentState::RolledBack, &serde_json::json!({}), 3)
+        .unwrap();
+    // Not recorded yet: nothing to resume or abort.
+    assert_eq!(
+        store.resume_rollout("www", v, "resumed", "ops", 4).unwrap(),
+        None
+    );
+    let row = RolloutRow {
+        certificate: "www".into(),
+        version: v,
+        state: RolloutState::Halted,
+        stage: Some(0),
+        done_stages: 0,
+        reason: Some("1 endpoint(s) failed".into()),
+        halted_at: Some(3),
+        created_at: 2,
+        updated_at: 3,
+    };
+    store
+        .save_rollout(
+            &row,
+            &[("rollout.halted", serde_json::json!({ "failed": ["a"] }))],
+            3,
+        )
+        .unwrap();
+    assert_eq!(reopen(&dir).rollout("www", v).unwrap(), Some(row.clone()));
+    assert_eq!(
+        store.resume_rollout("www", v, "resumed", "ops", 4).unwrap(),
+        Some(vec!["a".to_owned()])
+    );
+    let again = store.deployment_of("a", v).unwrap().unwrap();
+    assert_eq!(
+        (again.state, again.reason.as_str()),
+        (DeploymentState::Waiting, "resumed")
+    );
+    assert_eq!(
+        store.rollout("www", v).unwrap().unwrap().state,
+        RolloutState::Running
+    );
+    // Only a halted one resumes.
+    assert_eq!(
+        store.resume_rollout("www", v, "resumed", "ops", 5).unwrap(),
+        None
+    );
+    store
+        .set_deployment_state(b, DeploymentState::Running, &serde_json::json!({}), 5)
+        .unwrap();
+    assert_eq!(
+        store.abort_rollout("www", v, "ops", 6).unwrap(),
+        Some(vec!["a".to_owned(), "c".to_owned()])
+    );
+    assert_eq!(
+        store.deployment_of("c", v).unwrap().unwrap().state,
+        DeploymentState::Failed
+    );
+    // The running one is left to finish.
+    assert_eq!(
+        store.deployment_of("b", v).unwrap().unwrap().state,
+        DeploymentState::Running
+    );
+    let latest = store.latest_rollouts().unwrap();
+    assert_eq!(latest.len(), 1);
+    assert_eq!(latest[0].state, RolloutState::Aborted);
+    assert_eq!(store.abort_rollout("www", v, "ops", 7).unwrap(), None);
+    let kinds: Vec<String> = store
+        .journal_entries(Some("www"))
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .filter(|k| k.starts_with("rollout."))
+        .collect();
+    assert_eq!(
+        kinds,
+        ["rollout.halted", "rollout.resumed", "rollout.aborted"]
+    );
+}

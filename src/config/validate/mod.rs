@@ -13,6 +13,7 @@ mod hooks;
 mod problems;
 mod profiles;
 mod remediation;
+mod rollout;
 mod server;
 mod shape;
 mod targets;

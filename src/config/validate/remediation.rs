@@ -319,6 +319,7 @@ impl Validator<'_, '_> {
         }
         let _ = span;
         self.agent_keys(raw, &mut certificates);
+        let rollouts = self.rollouts(raw, &endpoints);
         let ca_file = acme.ca_file.as_ref().map(|f| self.base.join(f.get_ref()));
         if let (Some(raw), Some(path)) = (&acme.ca_file, &ca_file)
             && let Err(e) = crate::files::read_pem_certs(path)
@@ -339,6 +340,7 @@ impl Validator<'_, '_> {
             certificates,
             endpoints,
             deploy: self.deploy_settings(raw),
+            rollouts,
         })
     }
 }

@@ -65,7 +65,14 @@ fn queue_reasons_have_stable_distinct_names() {
     let names: Vec<&str> = QueueReason::ALL.iter().map(|r| r.as_str()).collect();
     assert_eq!(
         names,
-        ["renewed", "foreign", "unreachable", "regressed", "manual"]
+        [
+            "renewed",
+            "foreign",
+            "unreachable",
+            "regressed",
+            "manual",
+            "resumed"
+        ]
     );
 }
 
