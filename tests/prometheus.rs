@@ -365,7 +365,12 @@ fn series(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 async fn prometheus_scrapes_alerts_fire_and_dashboards_query() {
     let e = Endpoints::start().await;
     let automation = Automation::start(e.dir.path()).await;
-    let config = e.write(&e.config(&automation.config()));
+    // The agent API too, with one agent enrolled below: the dashboard's agents row.
+    let agents_addr = free_addr();
+    let config = e.write(&e.config(&format!(
+        "{}\n[agents]\nlisten = \"{agents_addr}\"\n",
+        automation.config()
+    )));
     let tw_addr = free_addr();
     let _tlsward = Proc(
         Command::new(env!("CARGO_BIN_EXE_tlsward"))
@@ -430,6 +435,38 @@ async fn prometheus_scrapes_alerts_fire_and_dashboards_query() {
         },
     )
     .await;
+
+    // One agent, enrolled by the real CLI (it need not run: enrollment records when it was
+    // seen, its identity's expiry and its version).
+    // Blocking calls: the test's runtime has other threads, and serve is its own process.
+    let created = Command::new(env!("CARGO_BIN_EXE_tlsward"))
+        .args(["agent", "token", "create", "web-01", "-o", "json", "-c"])
+        .arg(&config)
+        .env_remove("TLSWARD_LOG")
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "agent token create: {}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let created: Value = serde_json::from_slice(&created.stdout).unwrap();
+    let agent_state = dir.join("agent-state");
+    let enrolled = Command::new(env!("CARGO_BIN_EXE_tlsward"))
+        .args(["agent", "enroll", "--server"])
+        .arg(format!("https://{agents_addr}"))
+        .arg(format!("--token={}", created["token"].as_str().unwrap()))
+        .args(["--ca-sha256", created["ca_sha256"].as_str().unwrap()])
+        .arg("--state-dir")
+        .arg(&agent_state)
+        .env_remove("TLSWARD_LOG")
+        .output()
+        .unwrap();
+    assert!(
+        enrolled.status.success(),
+        "agent enroll: {}",
+        String::from_utf8_lossy(&enrolled.stderr)
+    );
 
     // /probe targets by address (no name to resolve): the expired and wrong-name servers, and
     // a port bound but not listening, which refuses connections.
