@@ -259,7 +259,11 @@ async fn a_restart_redeploys_the_local_copy_only_when_the_files_changed() {
     let mut agent = f.agent(clock.clone());
     assert_eq!(agent.restore().await, 0);
     assert_eq!(mtime(&crt), before);
-    assert_eq!(agent.pending(), 0);
+    assert_eq!(
+        agent.pending(),
+        2,
+        "the undelivered reports survive the restart"
+    );
     drop(agent);
 
     // A hand edit (the old certificate put back): the restarted agent redeploys its copy.
@@ -272,7 +276,11 @@ async fn a_restart_redeploys_the_local_copy_only_when_the_files_changed() {
         tlsward::cert::sha256_hex(&std::fs::read(&crt).unwrap()),
         f.installed()["web"].files[0].sha256
     );
-    assert_eq!(agent.pending(), 1, "redeployed waits for the center");
+    assert_eq!(
+        agent.pending(),
+        3,
+        "redeployed waits for the center, after the others"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,6 +30,8 @@ use crate::shutdown::Shutdown;
 pub const RESYNC: Duration = Duration::from_secs(300);
 /// Reports kept while the center cannot be reached; older ones are dropped first.
 pub const MAX_PENDING: usize = 256;
+/// The reports not yet delivered, in the state dir.
+pub const REPORTS_FILE: &str = "reports.json";
 
 /// Why the agent cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +62,8 @@ pub struct Agent {
     done: HashMap<i64, ReportEvent>,
     /// CSR nonces already answered.
     csrs: HashSet<String>,
-    /// Reports not yet delivered.
+    /// Reports not yet delivered (also in [`REPORTS_FILE`], so a restart or a crash of the
+    /// agent while the center is away loses none).
     pending: VecDeque<Report>,
     /// The last desired state (also in `desired.json`, for a restart without the center).
     desired: Option<DesiredState>,
@@ -99,6 +102,21 @@ impl Agent {
             Some(_) => Some(state.read_json("desired.json")?),
             None => None,
         };
+        let pending = match state.read(REPORTS_FILE)? {
+            None => VecDeque::new(),
+            Some(_) => match state.read_json::<VecDeque<Report>>(REPORTS_FILE) {
+                Ok(mut p) => {
+                    while p.len() > MAX_PENDING {
+                        p.pop_front();
+                    }
+                    p
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the undelivered reports cannot be read; they are dropped");
+                    VecDeque::new()
+                }
+            },
+        };
         let settings = Arc::new(settings);
         Ok(Self {
             deployer: Deployer {
@@ -115,7 +133,7 @@ impl Agent {
             runs: HashMap::new(),
             done: HashMap::new(),
             csrs: HashSet::new(),
-            pending: VecDeque::new(),
+            pending,
             desired,
             failures: 0,
         })
@@ -204,11 +222,21 @@ impl Agent {
             self.pending.pop_front();
         }
         self.pending.push_back(report);
+        self.save_pending();
+    }
+
+    /// Writes the undelivered reports to [`REPORTS_FILE`] (atomically).
+    fn save_pending(&self) {
+        if let Err(e) = self.state.write_json(REPORTS_FILE, &self.pending) {
+            tracing::warn!(error = %e, "cannot keep the undelivered reports in the state dir");
+        }
     }
 
     /// Delivers the queued reports, oldest first; stops at the first failure (kept for the
     /// next try). A report the center refuses (4xx) is dropped.
     pub async fn flush(&mut self) -> Result<(), CallError> {
+        let mut sent = false;
+        let mut result = Ok(());
         while let Some(report) = self.pending.front() {
             match self.client.post("/v1/report", report, CALL_TIMEOUT).await {
                 Ok(_) => {}
@@ -218,11 +246,18 @@ impl Agent {
                 {
                     tracing::warn!(error = %e, "the center refused a report; dropped");
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
             }
             self.pending.pop_front();
+            sent = true;
         }
-        Ok(())
+        if sent {
+            self.save_pending();
+        }
+        result
     }
 
     /// One `GET /v1/state` (long poll when `etag` is the current one), within `timeout`.
