@@ -13,6 +13,7 @@ mod auth;
 mod gzip;
 mod metrics;
 mod server;
+mod stream;
 mod text;
 
 use std::collections::BTreeMap;
