@@ -492,4 +492,72 @@ mod tests {
             );
         }
     }
+
+    /// A chunked HTTP/1.1 body, de-chunked.
+    fn dechunk(mut body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let end = body
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .expect("a chunk size");
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&body[..end]).unwrap(), 16).unwrap();
+            body = &body[end + 2..];
+            if size == 0 {
+                return out;
+            }
+            out.extend_from_slice(&body[..size]);
+            assert_eq!(&body[size..size + 2], b"\r\n");
+            body = &body[size + 2..];
+        }
+    }
+
+    #[test]
+    fn a_large_scrape_is_sent_chunked_over_http_and_decodes_to_the_whole_body() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let results = fleet(20_000);
+        let expected = openmetrics_to_text(&oracle(&results, MetricsMode::Full));
+        let state = state(&results, MetricsMode::Full);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let raw = rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let shutdown = Shutdown::new();
+            tokio::spawn(crate::exporter::serve(
+                listener,
+                state,
+                None,
+                crate::listen::Limits::new(),
+                shutdown.clone(),
+            ));
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let req = format!(
+                "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n"
+            );
+            tcp.write_all(req.as_bytes()).await.unwrap();
+            let mut raw = Vec::new();
+            tcp.read_to_end(&mut raw).await.unwrap();
+            shutdown.trigger();
+            raw
+        });
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(head.contains("\r\ntransfer-encoding: chunked"), "{head}");
+        assert!(head.contains("\r\ncontent-encoding: gzip"), "{head}");
+        assert!(head.contains("\r\nvary: accept-encoding"), "{head}");
+        assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+        assert!(!head.contains("content-length"), "{head}");
+        let body = gunzip(&dechunk(&raw[split + 4..]));
+        assert!(
+            body == expected.as_bytes(),
+            "the body differs from the whole encoding"
+        );
+    }
 }
