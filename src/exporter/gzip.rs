@@ -20,7 +20,7 @@ const MAX_CODINGS: usize = 64;
 /// The compression level: fast. A scrape's body is regenerated every time, so the CPU spent
 /// per byte matters more than the last few percent of size (level 1 keeps most of the gain on
 /// exposition text).
-const LEVEL: Compression = Compression::fast();
+pub(crate) const LEVEL: Compression = Compression::fast();
 
 /// Whether the request's `Accept-Encoding` headers accept gzip (`gzip` or its alias `x-gzip`
 /// with a weight above zero, or else `*` with a weight above zero).

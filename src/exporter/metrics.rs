@@ -7,12 +7,13 @@
 //! encoded; the peer's are capped at [`crate::escape::MAX_PEER_LABEL_BYTES`].
 
 use std::borrow::Cow;
+use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Unit;
@@ -20,7 +21,7 @@ use prometheus_client::registry::Unit;
 use crate::cert::CheckKind;
 use crate::escape::LabelValue;
 use crate::probe::ProbeReport;
-use crate::schedule::Results;
+use crate::schedule::{Results, TargetState};
 
 type Labels = Vec<(Cow<'static, str>, LabelValue<'static>)>;
 
@@ -139,22 +140,35 @@ fn facts<'r, 'a>(r: &'r Row<'a>) -> Option<(&'r Row<'a>, &'a crate::cert::ChainF
     r.report.outcome.as_ref().ok().map(|f| (r, f))
 }
 
-/// Encodes the per-target families for `rows` (names get the registry's prefix), all of them
-/// or only the [`MetricsMode::Lean`] ones.
-pub(crate) fn encode_rows(
-    enc: &mut DescriptorEncoder<'_>,
-    rows: &[Row<'_>],
-    mode: MetricsMode,
-) -> Result<(), std::fmt::Error> {
-    let full = mode == MetricsMode::Full;
-    let one = |labels: &Labels, v: f64| vec![(labels.clone(), v)];
-    gauge_family(
-        enc,
-        "probe_success",
-        "1 when the probe saw a certificate and no check is critical.",
-        None,
-        rows,
-        |r| {
+fn one(labels: &Labels, v: f64) -> Vec<(Labels, f64)> {
+    vec![(labels.clone(), v)]
+}
+
+/// How a family finds its samples in a row.
+#[derive(Clone, Copy)]
+enum Samples {
+    /// A gauge: the row's samples, given whether every family is exported (`full`).
+    Gauge(fn(&Row<'_>, bool) -> Vec<(Labels, f64)>),
+    /// An info family: the row's label set, when it has one.
+    Info(fn(&Row<'_>) -> Option<Labels>),
+}
+
+/// One per-target family.
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    /// Exported in [`MetricsMode::Lean`] too.
+    lean: bool,
+    samples: Samples,
+}
+
+/// The per-target families, in the order they are exposed.
+const FAMILIES: [Family; 11] = [
+    Family {
+        name: "probe_success",
+        help: "1 when the probe saw a certificate and no check is critical.",
+        lean: true,
+        samples: Samples::Gauge(|r, _| {
             one(
                 &r.labels,
                 f64::from(u8::from(matches!(
@@ -162,98 +176,79 @@ pub(crate) fn encode_rows(
                     crate::cert::Status::Ok | crate::cert::Status::Warning
                 ))),
             )
-        },
-    )?;
-    if full {
-        gauge_family(
-            enc,
-            "probe_duration_seconds",
-            "Wall time of the last probe.",
-            None,
-            rows,
-            |r| one(&r.labels, r.report.duration.as_secs_f64()),
-        )?;
-    }
-    gauge_family(
-        enc,
-        "probe_timestamp_seconds",
-        "When the last probe finished.",
-        None,
-        rows,
-        |r| {
+        }),
+    },
+    Family {
+        name: "probe_duration_seconds",
+        help: "Wall time of the last probe.",
+        lean: false,
+        samples: Samples::Gauge(|r, _| one(&r.labels, r.report.duration.as_secs_f64())),
+    },
+    Family {
+        name: "probe_timestamp_seconds",
+        help: "When the last probe finished.",
+        lean: true,
+        samples: Samples::Gauge(|r, _| {
             r.finished
                 .map(|t| one(&r.labels, secs(t)))
                 .unwrap_or_default()
-        },
-    )?;
-    gauge_family(
-        enc,
-        "probe_interval_seconds",
-        "Configured time between probes.",
-        None,
-        rows,
-        |r| {
+        }),
+    },
+    Family {
+        name: "probe_interval_seconds",
+        help: "Configured time between probes.",
+        lean: true,
+        samples: Samples::Gauge(|r, _| {
             r.interval
                 .map(|i| one(&r.labels, i.as_secs_f64()))
                 .unwrap_or_default()
-        },
-    )?;
-    info_family(
-        enc,
-        "probe_failure",
-        "Why the last probe failed or warns (stable reason label).",
-        rows,
-        |r| {
+        }),
+    },
+    Family {
+        name: "probe_failure",
+        help: "Why the last probe failed or warns (stable reason label).",
+        lean: true,
+        samples: Samples::Info(|r| {
             r.report
                 .reason()
                 .map(|reason| with(&r.labels, &[("reason", LabelValue::new(reason))]))
-        },
-    )?;
-    gauge_family(
-        enc,
-        "cert_not_after_timestamp_seconds",
-        "notAfter of the served leaf.",
-        None,
-        rows,
-        |r| {
+        }),
+    },
+    Family {
+        name: "cert_not_after_timestamp_seconds",
+        help: "notAfter of the served leaf.",
+        lean: true,
+        samples: Samples::Gauge(|r, _| {
             facts(r)
                 .map(|(r, f)| one(&r.labels, f.leaf.not_after.unix_timestamp() as f64))
                 .unwrap_or_default()
-        },
-    )?;
-    gauge_family(
-        enc,
-        "cert_not_before_timestamp_seconds",
-        "notBefore of the served leaf.",
-        None,
-        rows,
-        |r| {
+        }),
+    },
+    Family {
+        name: "cert_not_before_timestamp_seconds",
+        help: "notBefore of the served leaf.",
+        lean: true,
+        samples: Samples::Gauge(|r, _| {
             facts(r)
                 .map(|(r, f)| one(&r.labels, f.leaf.not_before.unix_timestamp() as f64))
                 .unwrap_or_default()
-        },
-    )?;
-    if full {
-        gauge_family(
-            enc,
-            "chain_earliest_not_after_timestamp_seconds",
-            "Earliest notAfter among the presented certificates, roots excluded.",
-            None,
-            rows,
-            |r| {
-                facts(r)
-                    .map(|(r, f)| one(&r.labels, f.earliest_not_after.unix_timestamp() as f64))
-                    .unwrap_or_default()
-            },
-        )?;
-    }
-    gauge_family(
-        enc,
-        "check_ok",
-        "1 when the check passed, 0 when it failed.",
-        None,
-        rows,
-        |r| {
+        }),
+    },
+    Family {
+        name: "chain_earliest_not_after_timestamp_seconds",
+        help: "Earliest notAfter among the presented certificates, roots excluded.",
+        lean: false,
+        samples: Samples::Gauge(|r, _| {
+            facts(r)
+                .map(|(r, f)| one(&r.labels, f.earliest_not_after.unix_timestamp() as f64))
+                .unwrap_or_default()
+        }),
+    },
+    Family {
+        name: "check_ok",
+        help: "1 when the check passed, 0 when it failed.",
+        lean: true,
+        samples: Samples::Gauge(|r, full| {
             facts(r)
                 .map(|(r, f)| {
                     f.checks
@@ -268,17 +263,13 @@ pub(crate) fn encode_rows(
                         .collect()
                 })
                 .unwrap_or_default()
-        },
-    )?;
-    if !full {
-        return Ok(());
-    }
-    info_family(
-        enc,
-        "cert",
-        "The served leaf (peer-supplied facts live only here).",
-        rows,
-        |r| {
+        }),
+    },
+    Family {
+        name: "cert",
+        help: "The served leaf (peer-supplied facts live only here).",
+        lean: false,
+        samples: Samples::Info(|r| {
             facts(r).map(|(r, f)| {
                 with(
                     &r.labels,
@@ -291,64 +282,204 @@ pub(crate) fn encode_rows(
                     ],
                 )
             })
-        },
-    )?;
-    info_family(
-        enc,
-        "tls_version",
-        "The negotiated TLS version.",
-        rows,
-        |r| {
+        }),
+    },
+    Family {
+        name: "tls_version",
+        help: "The negotiated TLS version.",
+        lean: false,
+        samples: Samples::Info(|r| {
             r.report
                 .tls
                 .as_ref()
                 .map(|t| with(&r.labels, &[("version", LabelValue::peer(&t.version))]))
-        },
-    )?;
+        }),
+    },
+];
+
+/// The families `mode` exports, in order.
+fn families(mode: MetricsMode) -> impl Iterator<Item = &'static Family> {
+    FAMILIES
+        .iter()
+        .filter(move |f| mode == MetricsMode::Full || f.lean)
+}
+
+/// Encodes the per-target families for `rows` (names get the registry's prefix), all of them
+/// or only the [`MetricsMode::Lean`] ones.
+pub(crate) fn encode_rows(
+    enc: &mut DescriptorEncoder<'_>,
+    rows: &[Row<'_>],
+    mode: MetricsMode,
+) -> Result<(), std::fmt::Error> {
+    let full = mode == MetricsMode::Full;
+    for family in families(mode) {
+        match family.samples {
+            Samples::Gauge(value) => {
+                gauge_family(enc, family.name, family.help, None, rows, |r| {
+                    value(r, full)
+                })?;
+            }
+            Samples::Info(value) => info_family(enc, family.name, family.help, rows, value)?,
+        }
+    }
     Ok(())
 }
 
+/// The rows of one scheduled target: one per report of its last round.
+fn target_rows<'a>(state: &'a TargetState, rows: &mut Vec<Row<'a>>) {
+    let spec = &state.spec;
+    let mut base: Labels = vec![
+        (Cow::Borrowed("target"), LabelValue::new(spec.name.clone())),
+        (
+            Cow::Borrowed("profile"),
+            LabelValue::new(spec.profile.clone()),
+        ),
+    ];
+    base.extend(
+        spec.labels
+            .iter()
+            .map(|(k, v)| (Cow::Owned(k.clone()), LabelValue::new(v.clone()))),
+    );
+    for report in &state.last {
+        let mut labels = base.clone();
+        if spec.all_addresses {
+            let addr = report
+                .address
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default();
+            labels.push((Cow::Borrowed("address"), LabelValue::new(addr)));
+        }
+        rows.push(Row {
+            labels,
+            report,
+            finished: state.last_at,
+            interval: Some(spec.interval),
+        });
+    }
+}
+
+/// Targets whose samples are copied out of the results per lock: a batch's text is a few
+/// tens of kilobytes, and the lock is held for well under a millisecond.
+const BATCH: usize = 256;
+
+/// Samples of one family copied out of the results: labels, and the value of a gauge
+/// (`None` for an info family).
+type Batch = Vec<(Labels, Option<f64>)>;
+
 /// Exposes every scheduled target's latest results.
+///
+/// Encodes family by family, as the exposition orders them, and within a family
+/// [`BATCH`] targets at a time: the samples are copied out under the results' read lock, and
+/// written after it is released, where a slow client may make the writer wait (see
+/// [`super::stream`]). So no scrape holds the lock probes record under for longer than one
+/// batch. A target recorded between two batches may show its new report in later families
+/// (a scrape was never a snapshot across targets either).
 #[derive(Debug)]
 pub(crate) struct TargetCollector {
     pub(crate) results: Arc<Results>,
     pub(crate) mode: ModeSwitch,
 }
 
+// === impl TargetCollector ===
+
+impl TargetCollector {
+    /// The next batch of `family`'s samples after `cursor` (the last key done), which it
+    /// moves on; `None` as the cursor once every target has been seen.
+    fn batch(&self, family: &Family, full: bool, cursor: &mut Option<Key>) -> (Batch, bool) {
+        self.results.with(|map| {
+            let range = match cursor.as_ref() {
+                None => map.range::<Key, _>(..),
+                Some(key) => map.range::<Key, _>((Bound::Excluded(key), Bound::Unbounded)),
+            };
+            let mut rows = Vec::new();
+            let mut seen = 0;
+            let mut last = None;
+            for (key, state) in range.take(BATCH) {
+                target_rows(state, &mut rows);
+                seen += 1;
+                last = Some(key);
+            }
+            let mut batch = Batch::new();
+            for row in &rows {
+                match family.samples {
+                    Samples::Gauge(value) => batch.extend(
+                        value(row, full)
+                            .into_iter()
+                            .map(|(labels, v)| (labels, Some(v))),
+                    ),
+                    Samples::Info(value) => batch.extend(value(row).map(|labels| (labels, None))),
+                }
+            }
+            *cursor = last.cloned();
+            (batch, seen == BATCH)
+        })
+    }
+}
+
+type Key = (String, String);
+
+/// Writes a batch's samples into their family.
+fn write_batch(family: &mut MetricEncoder<'_>, batch: Batch) -> Result<(), std::fmt::Error> {
+    for (labels, value) in batch {
+        match value {
+            Some(v) => ConstGauge::new(v).encode(family.encode_family(&labels)?)?,
+            None => family.encode_info(&labels)?,
+        }
+    }
+    Ok(())
+}
+
 impl Collector for TargetCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let mode = self.mode.get();
+        let full = mode == MetricsMode::Full;
+        for family in families(mode) {
+            // A family without samples is left out, descriptor and all, as before: find its
+            // first batch with one. (Rows always have a target label, so the unlabelled
+            // single-sample form of `gauge_family` never applies here.)
+            let mut cursor = None;
+            let (mut batch, mut more) = loop {
+                let (batch, more) = self.batch(family, full, &mut cursor);
+                if !batch.is_empty() || !more {
+                    break (batch, more);
+                }
+            };
+            if batch.is_empty() {
+                continue;
+            }
+            let kind = match family.samples {
+                Samples::Gauge(_) => MetricType::Gauge,
+                Samples::Info(_) => MetricType::Info,
+            };
+            let mut metric = encoder.encode_descriptor(family.name, family.help, None, kind)?;
+            loop {
+                super::stream::waiting_allowed(|| write_batch(&mut metric, batch))?;
+                if !more {
+                    break;
+                }
+                (batch, more) = self.batch(family, full, &mut cursor);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The whole-body encoding the streaming [`TargetCollector`] replaced: every row built under
+/// one read lock, then encoded. The tests' oracle for the bytes.
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct WholeTargetCollector {
+    pub(crate) results: Arc<Results>,
+    pub(crate) mode: ModeSwitch,
+}
+
+#[cfg(test)]
+impl Collector for WholeTargetCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         self.results.with(|map| {
             let mut rows = Vec::new();
             for state in map.values() {
-                let spec = &state.spec;
-                let mut base: Labels = vec![
-                    (Cow::Borrowed("target"), LabelValue::new(spec.name.clone())),
-                    (
-                        Cow::Borrowed("profile"),
-                        LabelValue::new(spec.profile.clone()),
-                    ),
-                ];
-                base.extend(
-                    spec.labels
-                        .iter()
-                        .map(|(k, v)| (Cow::Owned(k.clone()), LabelValue::new(v.clone()))),
-                );
-                for report in &state.last {
-                    let mut labels = base.clone();
-                    if spec.all_addresses {
-                        let addr = report
-                            .address
-                            .map(|a| a.ip().to_string())
-                            .unwrap_or_default();
-                        labels.push((Cow::Borrowed("address"), LabelValue::new(addr)));
-                    }
-                    rows.push(Row {
-                        labels,
-                        report,
-                        finished: state.last_at,
-                        interval: Some(spec.interval),
-                    });
-                }
+                target_rows(state, &mut rows);
             }
             encode_rows(&mut encoder, &rows, self.mode.get())
         })

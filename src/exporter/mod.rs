@@ -1,7 +1,8 @@
 //! The HTTP side: Prometheus metrics over hyper.
 //!
 //! Owns: `/metrics` (scheduled results, OpenMetrics or text format by `Accept`, every family
-//! or the lean set by [`MetricsMode`], gzip when asked by `Accept-Encoding`), `/probe`
+//! or the lean set by [`MetricsMode`], gzip when asked by `Accept-Encoding`, encoded in
+//! bounded chunks while it is sent), `/probe`
 //! (blackbox-style, a fresh registry per request), `/-/healthy`, `/-/ready`, `/-/reload`,
 //! `/api/targets`, and the web protection of all of them (TLS, basic auth with bcrypt hashes
 //! checked off the async workers, bearer tokens by SHA-256, which targets `/probe` may
@@ -13,6 +14,7 @@ mod auth;
 mod gzip;
 mod metrics;
 mod server;
+mod stream;
 mod text;
 
 use std::collections::BTreeMap;

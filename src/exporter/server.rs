@@ -5,7 +5,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -20,6 +20,7 @@ use super::allow::ProbeTargets;
 use super::auth::{Authenticator, Verdict};
 use super::gzip::{accepts_gzip, compress};
 use super::metrics::{BlackboxCompat, MetricsMode, ModeSwitch, ProbeCollector};
+use super::stream::{MetricsBody, Progress, QUEUE, produce};
 use super::text::openmetrics_to_text;
 use crate::cert::rfc3339;
 use crate::clock::Clock;
@@ -140,7 +141,7 @@ pub async fn serve(
 ) {
     let handler = move |req| {
         let state = state.clone();
-        async move { route(req, &state).await }
+        async move { route(req, state).await }
     };
     crate::listen::serve(listener, limits, tls, handler, shutdown.wait()).await;
 }
@@ -173,21 +174,35 @@ fn open_to_all(req: &Request<Incoming>) -> bool {
     req.method() == Method::GET && matches!(req.uri().path(), "/-/healthy" | "/-/ready")
 }
 
-async fn route(req: Request<Incoming>, state: &ExporterState) -> Response<Full<Bytes>> {
-    let verdict = if open_to_all(&req) {
+/// An answer: whole, or `/metrics` streamed.
+type Answer = Either<Full<Bytes>, MetricsBody>;
+
+async fn route(req: Request<Incoming>, state: Arc<ExporterState>) -> Response<Answer> {
+    if let Some(refused) = refusal(&req, &state).await {
+        return refused.map(Either::Left);
+    }
+    if req.method() == Method::GET && req.uri().path() == "/metrics" {
+        return metrics(&req, state).await;
+    }
+    answer(req, &state).await.map(Either::Left)
+}
+
+/// The answer to a request without the credentials it needs, if it lacks them.
+async fn refusal(req: &Request<Incoming>, state: &ExporterState) -> Option<Response<Full<Bytes>>> {
+    let verdict = if open_to_all(req) {
         Verdict::Allowed
     } else {
-        state.authorized(&req).await
+        state.authorized(req).await
     };
     match verdict {
-        Verdict::Allowed => {}
+        Verdict::Allowed => None,
         Verdict::Denied => {
             let mut r = text(StatusCode::UNAUTHORIZED, "authentication required\n");
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"tlsward\""),
             );
-            return r;
+            Some(r)
         }
         Verdict::Busy => {
             let mut r = text(
@@ -196,11 +211,14 @@ async fn route(req: Request<Incoming>, state: &ExporterState) -> Response<Full<B
             );
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return r;
+            Some(r)
         }
     }
+}
+
+/// The answer to an authorized request for anything but `/metrics`.
+async fn answer(req: Request<Incoming>, state: &ExporterState) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => compressed(&req, metrics(&req, &state.registry)).await,
         (&Method::GET, "/probe") => probe(&req, state).await,
         (&Method::GET, "/-/healthy") => text(StatusCode::OK, "Healthy\n"),
         (&Method::GET, "/-/ready") => {
@@ -304,8 +322,55 @@ fn encode(req: &Request<Incoming>, registry: &Registry) -> Response<Full<Bytes>>
     r
 }
 
-fn metrics(req: &Request<Incoming>, registry: &Registry) -> Response<Full<Bytes>> {
-    encode(req, registry)
+/// `/metrics`, encoded on a blocking thread while it is sent (see [`super::stream`]): gzip
+/// when asked, OpenMetrics or the text format by `Accept`. An answer that fits in one chunk
+/// is sent whole, with its length, as are failures before the first chunk (a 500); a larger
+/// one is sent chunked, and a failure after its first chunk aborts it, so a scraper never
+/// takes a cut exposition for a whole one.
+async fn metrics(req: &Request<Incoming>, state: Arc<ExporterState>) -> Response<Answer> {
+    let openmetrics = wants_openmetrics(req);
+    let gzip = accepts_gzip(req.headers());
+    let (tx, mut rx) = mpsc::channel(QUEUE);
+    tokio::task::spawn_blocking(move || {
+        produce(
+            &state.registry,
+            openmetrics,
+            gzip,
+            tx,
+            Arc::new(Progress::default()),
+        );
+    });
+    let first = match rx.recv().await {
+        Some(Ok(piece)) => piece,
+        failed => {
+            let why = match failed {
+                Some(Err(e)) => e,
+                _ => super::stream::StreamError::Stopped,
+            };
+            let mut r = text(StatusCode::INTERNAL_SERVER_ERROR, format!("{why}\n"));
+            r.headers_mut()
+                .insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+            return r.map(Either::Left);
+        }
+    };
+    let content_type = if openmetrics {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    };
+    let body = if first.last {
+        Either::Left(Full::new(first.bytes))
+    } else {
+        Either::Right(MetricsBody::new(first.bytes, rx))
+    };
+    let mut r = Response::new(body);
+    let headers = r.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    if gzip {
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    r
 }
 
 /// `/probe?target=&profile=[&debug=true]`: one probe now, answered from a fresh registry.

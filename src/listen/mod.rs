@@ -29,8 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -138,7 +137,7 @@ pub struct PeerAddr(pub SocketAddr);
 /// Serves HTTP/1 on `listener` (HTTPS with `tls`) under `limits`, answering each request with
 /// `handler`, until `shutdown` completes. Connections in progress are left to finish on
 /// their own, each still under its deadlines.
-pub async fn serve<H, F>(
+pub async fn serve<H, F, B>(
     listener: TcpListener,
     limits: Limits,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -146,7 +145,9 @@ pub async fn serve<H, F>(
     shutdown: impl Future<Output = ()>,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let table = Arc::new(Table::new(limits.max_connections));
@@ -224,7 +225,7 @@ async fn supervise(slot: &Slot, limits: &Limits, conn: impl Future<Output = ()>)
 }
 
 /// One connection: the TLS handshake when configured, then hyper with the phase tracking.
-async fn connection<H, F>(
+async fn connection<H, F, B>(
     tcp: TcpStream,
     peer: SocketAddr,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
@@ -233,7 +234,9 @@ async fn connection<H, F>(
     handler: H,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let service = |certs: Option<PeerCertificates>| {
         let slot = slot.clone();

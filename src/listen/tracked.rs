@@ -1,7 +1,6 @@
 //! What hyper sees of a connection: a body that keeps it busy while it is sent, and a stream
 //! that reports arriving bytes and bounds a stalled write.
 
-use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,7 +8,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
@@ -19,19 +17,19 @@ use super::slot::{BusyGuard, Slot};
 // === impl TrackedBody ===
 
 /// A response body that keeps its connection [`Phase::Busy`] until hyper drops it.
-pub(super) struct TrackedBody {
-    pub(super) body: Full<Bytes>,
+pub(super) struct TrackedBody<B> {
+    pub(super) body: B,
     pub(super) _busy: BusyGuard,
 }
 
-impl Body for TrackedBody {
+impl<B: Body<Data = Bytes> + Unpin> Body for TrackedBody<B> {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = B::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         Pin::new(&mut self.body).poll_frame(cx)
     }
 
