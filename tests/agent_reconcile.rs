@@ -200,6 +200,54 @@ async fn wait_state(store: &Store, id: i64, want: DeploymentState) {
     }
 }
 
+/// Waits until web2's open deployment tells its agent to roll back, checks that the order
+/// and the journaled request both say `why`, and returns the request.
+async fn rollback_asked(
+    c: &Center,
+    backend: &dyn AgentBackend,
+    why: &str,
+) -> tlsward::store::JournalEntry {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let order = loop {
+        let order = backend.endpoints_of("web-01")[1]
+            .deployment
+            .clone()
+            .unwrap();
+        if order.instruction == Instruction::RollBack {
+            break order;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no rollback asked");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(order.why.as_deref(), Some(why));
+    let asked = c
+        .store
+        .journal_entries(None)
+        .unwrap()
+        .into_iter()
+        .find(|j| j.kind == "deployment.rollback_requested")
+        .expect("the rollback request is journaled");
+    assert_eq!(asked.detail["why"], why);
+    asked
+}
+
+/// The agent's `rolled_back` report for web2's deployment `d` ends it so, and its detail
+/// keeps why the center asked (`why`).
+fn rolled_back(c: &Center, backend: &dyn AgentBackend, d: i64, why: &str) {
+    backend
+        .report(
+            "web-01",
+            &report("web2", d, ReportEvent::RolledBack, Some("old")),
+        )
+        .unwrap();
+    assert_eq!(
+        c.store.deployment(d).unwrap().unwrap().state,
+        DeploymentState::RolledBack
+    );
+    let detail = c.store.deployment_detail(d).unwrap();
+    assert_eq!(detail["rollback_requested"], why, "{detail}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn reports_take_a_deployment_to_verified_and_a_timeout_asks_for_a_rollback() {
     let c = center().await;
@@ -328,43 +376,14 @@ async fn reports_take_a_deployment_to_verified_and_a_timeout_asks_for_a_rollback
             &report("web2", d2, ReportEvent::Installed, Some(&c.shas[1])),
         )
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let order = loop {
-        let state = backend.endpoints_of("web-01");
-        let order = state[1].deployment.clone().unwrap();
-        if order.instruction == Instruction::RollBack {
-            break order;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no rollback asked");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert_eq!(order.why.as_deref(), Some("verify_timeout"));
+    let asked = rollback_asked(&c, backend.as_ref(), "verify_timeout").await;
     assert_eq!(
         c.store.deployment(d2).unwrap().unwrap().state,
         DeploymentState::Installed
     );
-    let asked = c
-        .store
-        .journal_entries(None)
-        .unwrap()
-        .into_iter()
-        .find(|j| j.kind == "deployment.rollback_requested")
-        .expect("the rollback request is journaled");
-    assert_eq!(asked.detail["why"], "verify_timeout");
     assert_eq!(asked.detail["deployment"], d2);
     // The agent's rolled_back report ends it so, saying why.
-    backend
-        .report(
-            "web-01",
-            &report("web2", d2, ReportEvent::RolledBack, Some("old")),
-        )
-        .unwrap();
-    assert_eq!(
-        c.store.deployment(d2).unwrap().unwrap().state,
-        DeploymentState::RolledBack
-    );
-    let detail = c.store.deployment_detail(d2).unwrap();
-    assert_eq!(detail["rollback_requested"], "verify_timeout", "{detail}");
+    rolled_back(&c, backend.as_ref(), d2, "verify_timeout");
     assert!(backend.endpoints_of("web-01")[1].deployment.is_none());
     // A report for a finished deployment is out of step.
     let late = backend.report("web-01", &report("web2", d2, ReportEvent::Failed, None));
@@ -522,27 +541,7 @@ async fn a_window_closing_before_the_new_leaf_is_served_asks_for_a_rollback() {
     );
     // Two hours on: the window has closed, the verify timeout (an hour of real time) has not.
     clock.advance(Duration::from_secs(2 * 3600));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    let order = loop {
-        let order = backend.endpoints_of("web-01")[1]
-            .deployment
-            .clone()
-            .unwrap();
-        if order.instruction == Instruction::RollBack {
-            break order;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no rollback asked");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert_eq!(order.why.as_deref(), Some("window_closed"));
-    let asked = c
-        .store
-        .journal_entries(None)
-        .unwrap()
-        .into_iter()
-        .find(|j| j.kind == "deployment.rollback_requested")
-        .expect("the rollback request is journaled");
-    assert_eq!(asked.detail["why"], "window_closed");
+    let asked = rollback_asked(&c, backend.as_ref(), "window_closed").await;
     assert!(
         asked.detail["detail"]["error"]
             .as_str()
@@ -550,17 +549,6 @@ async fn a_window_closing_before_the_new_leaf_is_served_asks_for_a_rollback() {
         "{}",
         asked.detail
     );
-    backend
-        .report(
-            "web-01",
-            &report("web2", d2, ReportEvent::RolledBack, Some("old")),
-        )
-        .unwrap();
-    assert_eq!(
-        c.store.deployment(d2).unwrap().unwrap().state,
-        DeploymentState::RolledBack
-    );
-    let detail = c.store.deployment_detail(d2).unwrap();
-    assert_eq!(detail["rollback_requested"], "window_closed", "{detail}");
+    rolled_back(&c, backend.as_ref(), d2, "window_closed");
     drop(c.dir);
 }

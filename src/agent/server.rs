@@ -94,7 +94,7 @@ pub async fn serve(
     };
     tokio::select! {
         () = crate::listen::serve(listener, limits, Some(tls), handler, shutdown) => {}
-        () = watch.watch_revocations() => {}
+        () = watch.every_few_seconds() => {}
     }
 }
 
@@ -146,7 +146,7 @@ impl AgentApi {
     /// Every [`RECHECK_EVERY`] for as long as the API serves: writes the `last_seen` of the
     /// agents seen since, and looks at the store's revocation stamp, waking the held long
     /// polls when it changed.
-    async fn watch_revocations(&self) {
+    async fn every_few_seconds(&self) {
         let mut last = None;
         let mut every = tokio::time::interval(RECHECK_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
