@@ -9,6 +9,9 @@ use rusqlite::{Connection, OptionalExtension};
 use super::crypt::Crypt;
 use super::{KeySource, Store, StoreError};
 
+/// How long a statement waits for a lock another connection holds before it fails with
+/// "database is locked" (set before the connection's first read).
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Schema migrations, applied in order; the index + 1 is the `user_version` they bring.
 pub(super) const MIGRATIONS: &[&str] = &[
     r#"
@@ -150,7 +153,12 @@ impl Store {
         // Opening an existing file creates nothing new; a missing one is created (0600) only
         // once it is clear that a new store is wanted.
         let existing = if path.exists() {
-            Some(Connection::open(path)?)
+            let conn = Connection::open(path)?;
+            // Before the first read: another process may hold a lock for a moment (a serve
+            // switching a new database to WAL); without the timeout that is an instant
+            // "database is locked".
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            Some(conn)
         } else {
             None
         };
@@ -225,10 +233,10 @@ impl Store {
         // (the CLI) committed in between fails at once with "database is locked", and the
         // busy timeout cannot help it.
         conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         if !key_exists {
             // The database is new, or was created by a run that stopped before it made
             // the key: a new key is safe only while nothing is sealed under an old one.
