@@ -26,7 +26,10 @@ use crate::clock::Clock;
 use crate::probe::{Prober, Round, Target};
 use crate::shutdown::Shutdown;
 
-pub use results::{HISTORY_FAILED, HISTORY_OK, HistoryEntry, Results, TargetState};
+pub use results::{
+    Cert, Checks, HISTORY_FAILED, HISTORY_OK, HistoryEntry, Interner, Observation, Results,
+    TargetState, unix_time,
+};
 pub use shard::Shard;
 
 /// The first probes of a new schedule are spread over at most this long.

@@ -216,6 +216,20 @@ pub enum CheckKind {
 }
 
 impl CheckKind {
+    /// Every check, in report order (the declaration order).
+    pub const ALL: [Self; 10] = [
+        Self::Chain,
+        Self::Hostname,
+        Self::Expiry,
+        Self::ValidityWindow,
+        Self::KeyStrength,
+        Self::SignatureAlgorithm,
+        Self::ChainOrder,
+        Self::MaxValidity,
+        Self::Ocsp,
+        Self::Handshake,
+    ];
+
     /// The stable name used as a JSON key and as the `check` metric label.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -290,6 +304,27 @@ mod tests {
         assert_eq!(Unknown.worst(Critical), Critical);
         assert_eq!(Critical.worst(Warning), Critical);
         assert_eq!(Critical.exit_code(), 2);
+    }
+
+    #[test]
+    fn every_check_is_listed_once_in_report_order() {
+        // The `match` fails to compile when a variant is added without a case here.
+        let position = |k: CheckKind| match k {
+            CheckKind::Chain => 0,
+            CheckKind::Hostname => 1,
+            CheckKind::Expiry => 2,
+            CheckKind::ValidityWindow => 3,
+            CheckKind::KeyStrength => 4,
+            CheckKind::SignatureAlgorithm => 5,
+            CheckKind::ChainOrder => 6,
+            CheckKind::MaxValidity => 7,
+            CheckKind::Ocsp => 8,
+            CheckKind::Handshake => 9,
+        };
+        for (i, k) in CheckKind::ALL.iter().enumerate() {
+            assert_eq!(position(*k), i, "{k:?}");
+            assert_eq!(*k as usize, i, "{k:?}");
+        }
     }
 
     #[test]

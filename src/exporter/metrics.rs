@@ -21,7 +21,7 @@ use prometheus_client::registry::Unit;
 use crate::cert::CheckKind;
 use crate::escape::LabelValue;
 use crate::probe::ProbeReport;
-use crate::schedule::{Results, TargetState};
+use crate::schedule::{Cert, Interner, Observation, Results, TargetState};
 
 type Labels = Vec<(Cow<'static, str>, LabelValue<'static>)>;
 
@@ -75,7 +75,7 @@ impl ModeSwitch {
 /// One report with the labels it is exposed under.
 pub(crate) struct Row<'a> {
     pub(crate) labels: Labels,
-    pub(crate) report: &'a ProbeReport,
+    pub(crate) report: &'a Observation,
     pub(crate) finished: Option<SystemTime>,
     pub(crate) interval: Option<Duration>,
 }
@@ -136,8 +136,8 @@ fn info_family(
     Ok(())
 }
 
-fn facts<'r, 'a>(r: &'r Row<'a>) -> Option<(&'r Row<'a>, &'a crate::cert::ChainFacts)> {
-    r.report.outcome.as_ref().ok().map(|f| (r, f))
+fn leaf<'r, 'a>(r: &'r Row<'a>) -> Option<(&'r Row<'a>, &'a Cert)> {
+    r.report.leaf.as_deref().map(|c| (r, c))
 }
 
 fn one(labels: &Labels, v: f64) -> Vec<(Labels, f64)> {
@@ -168,15 +168,7 @@ const FAMILIES: [Family; 11] = [
         name: "probe_success",
         help: "1 when the probe saw a certificate and no check is critical.",
         lean: true,
-        samples: Samples::Gauge(|r, _| {
-            one(
-                &r.labels,
-                f64::from(u8::from(matches!(
-                    r.report.status(),
-                    crate::cert::Status::Ok | crate::cert::Status::Warning
-                ))),
-            )
-        }),
+        samples: Samples::Gauge(|r, _| one(&r.labels, f64::from(u8::from(r.report.success())))),
     },
     Family {
         name: "probe_duration_seconds",
@@ -210,7 +202,7 @@ const FAMILIES: [Family; 11] = [
         lean: true,
         samples: Samples::Info(|r| {
             r.report
-                .reason()
+                .reason
                 .map(|reason| with(&r.labels, &[("reason", LabelValue::new(reason))]))
         }),
     },
@@ -219,8 +211,8 @@ const FAMILIES: [Family; 11] = [
         help: "notAfter of the served leaf.",
         lean: true,
         samples: Samples::Gauge(|r, _| {
-            facts(r)
-                .map(|(r, f)| one(&r.labels, f.leaf.not_after.unix_timestamp() as f64))
+            leaf(r)
+                .map(|(r, c)| one(&r.labels, c.not_after as f64))
                 .unwrap_or_default()
         }),
     },
@@ -229,8 +221,8 @@ const FAMILIES: [Family; 11] = [
         help: "notBefore of the served leaf.",
         lean: true,
         samples: Samples::Gauge(|r, _| {
-            facts(r)
-                .map(|(r, f)| one(&r.labels, f.leaf.not_before.unix_timestamp() as f64))
+            leaf(r)
+                .map(|(r, c)| one(&r.labels, c.not_before as f64))
                 .unwrap_or_default()
         }),
     },
@@ -239,8 +231,9 @@ const FAMILIES: [Family; 11] = [
         help: "Earliest notAfter among the presented certificates, roots excluded.",
         lean: false,
         samples: Samples::Gauge(|r, _| {
-            facts(r)
-                .map(|(r, f)| one(&r.labels, f.earliest_not_after.unix_timestamp() as f64))
+            r.report
+                .earliest_not_after
+                .map(|t| one(&r.labels, t as f64))
                 .unwrap_or_default()
         }),
     },
@@ -249,20 +242,17 @@ const FAMILIES: [Family; 11] = [
         help: "1 when the check passed, 0 when it failed.",
         lean: true,
         samples: Samples::Gauge(|r, full| {
-            facts(r)
-                .map(|(r, f)| {
-                    f.checks
-                        .iter()
-                        .filter(|c| full || !c.ok())
-                        .map(|c| {
-                            (
-                                with(&r.labels, &[("check", LabelValue::new(c.kind.as_str()))]),
-                                f64::from(u8::from(c.ok())),
-                            )
-                        })
-                        .collect()
+            r.report
+                .checks
+                .iter()
+                .filter(|(_, ok)| full || !ok)
+                .map(|(kind, ok)| {
+                    (
+                        with(&r.labels, &[("check", LabelValue::new(kind.as_str()))]),
+                        f64::from(u8::from(ok)),
+                    )
                 })
-                .unwrap_or_default()
+                .collect()
         }),
     },
     Family {
@@ -270,15 +260,15 @@ const FAMILIES: [Family; 11] = [
         help: "The served leaf (peer-supplied facts live only here).",
         lean: false,
         samples: Samples::Info(|r| {
-            facts(r).map(|(r, f)| {
+            leaf(r).map(|(r, c)| {
                 with(
                     &r.labels,
                     &[
-                        ("subject", LabelValue::peer(&f.leaf.subject)),
-                        ("issuer", LabelValue::peer(&f.leaf.issuer)),
-                        ("serial", LabelValue::peer(&f.leaf.serial)),
-                        ("sha256", LabelValue::new(f.leaf.sha256.clone())),
-                        ("dns_names", LabelValue::peer(&f.leaf.dns_names.join(","))),
+                        ("subject", LabelValue::peer(&c.subject)),
+                        ("issuer", LabelValue::peer(&c.issuer)),
+                        ("serial", LabelValue::peer(&c.serial)),
+                        ("sha256", LabelValue::new(c.sha256_hex())),
+                        ("dns_names", LabelValue::peer(&c.dns_names.join(","))),
                     ],
                 )
             })
@@ -495,9 +485,10 @@ pub(crate) struct ProbeCollector {
 
 impl Collector for ProbeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let report = Observation::of(&self.report, &Interner::default());
         let rows = [Row {
             labels: Vec::new(),
-            report: &self.report,
+            report: &report,
             finished: None,
             interval: None,
         }];

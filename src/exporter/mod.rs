@@ -10,6 +10,7 @@
 //! config file or how reloads are done: it asks through a channel.
 
 mod allow;
+mod api;
 mod auth;
 mod gzip;
 mod metrics;

@@ -10,7 +10,6 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use prometheus_client::registry::Registry;
-use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -22,7 +21,6 @@ use super::gzip::{accepts_gzip, compress};
 use super::metrics::{BlackboxCompat, MetricsMode, ModeSwitch, ProbeCollector};
 use super::stream::{MetricsBody, Progress, QUEUE, produce};
 use super::text::openmetrics_to_text;
-use crate::cert::rfc3339;
 use crate::clock::Clock;
 use crate::listen::Limits;
 use crate::probe::{Host, ProbeReport, Prober, Round, Target, report_json};
@@ -555,60 +553,17 @@ fn scrape_budget(value: Option<&HeaderValue>) -> Result<Option<Duration>, String
     ))
 }
 
-#[derive(Serialize)]
-struct TargetJson<'a> {
-    target: &'a str,
-    profile: &'a str,
-    labels: BTreeMap<&'a str, &'a str>,
-    interval_seconds: f64,
-    last_probe: Option<String>,
-    reports: Vec<crate::probe::JsonReport<'a>>,
-    history: Vec<HistoryJson>,
-}
-
-#[derive(Serialize)]
-struct HistoryJson {
-    at: String,
-    status: &'static str,
-    reason: Option<&'static str>,
-    address: Option<String>,
-    sha256: Option<String>,
-    duration_seconds: f64,
-}
-
 /// `/api/targets`: every scheduled target's latest reports and recent history.
 fn targets_json(state: &ExporterState) -> Response<Full<Bytes>> {
     let now = OffsetDateTime::from(state.clock.now());
-    let snapshot = state.results.snapshot();
-    let body: Vec<TargetJson<'_>> = snapshot
-        .iter()
-        .map(|s| TargetJson {
-            target: &s.spec.name,
-            profile: &s.spec.profile,
-            labels: s
-                .spec
-                .labels
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect(),
-            interval_seconds: s.spec.interval.as_secs_f64(),
-            last_probe: s.last_at.map(|t| rfc3339(t.into())),
-            reports: s.last.iter().map(|r| report_json(r, now)).collect(),
-            history: s
-                .history
-                .iter()
-                .map(|h| HistoryJson {
-                    at: rfc3339(h.at.into()),
-                    status: h.status.as_str(),
-                    reason: h.reason,
-                    address: h.address.map(|a| a.to_string()),
-                    sha256: h.sha256.clone(),
-                    duration_seconds: h.duration.as_secs_f64(),
-                })
-                .collect(),
-        })
-        .collect();
-    json(serde_json::to_vec_pretty(&body).unwrap_or_default())
+    let body = state.results.with(|map| {
+        let targets: Vec<_> = map
+            .values()
+            .map(|s| super::api::target_json(s, now))
+            .collect();
+        serde_json::to_vec_pretty(&targets).unwrap_or_default()
+    });
+    json(body)
 }
 
 #[cfg(test)]

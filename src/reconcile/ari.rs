@@ -113,10 +113,10 @@ impl Reconciler {
         let served: HashMap<String, (String, String)> = self.results.with(|map| {
             map.values()
                 .filter_map(|state| {
-                    let facts = state.last.first()?.outcome.as_ref().ok()?;
+                    let leaf = state.last.first()?.leaf.as_ref()?;
                     Some((
                         state.spec.name.clone(),
-                        (facts.leaf.sha256.clone(), facts.leaf.ari_id()?),
+                        (leaf.sha256_hex(), leaf.ari_id.as_deref()?.to_owned()),
                     ))
                 })
                 .collect()

@@ -277,7 +277,7 @@ impl Reconciler {
                     state
                         .last
                         .iter()
-                        .map(|r| r.outcome.as_ref().ok().map(|f| f.leaf.sha256.clone())),
+                        .map(|o| o.leaf.as_ref().map(|c| c.sha256_hex())),
                 );
             }
             out

@@ -220,12 +220,9 @@ impl Reconciler {
                 .map(|s| {
                     s.last
                         .iter()
-                        .map(|r| {
-                            let facts = r.outcome.as_ref().ok();
-                            Served {
-                                sha256: facts.map(|f| f.leaf.sha256.clone()),
-                                not_after: facts.map(|f| f.leaf.not_after.unix_timestamp()),
-                            }
+                        .map(|o| Served {
+                            sha256: o.leaf.as_ref().map(|c| c.sha256_hex()),
+                            not_after: o.leaf.as_ref().map(|c| c.not_after),
                         })
                         .collect()
                 })

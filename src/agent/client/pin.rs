@@ -31,15 +31,13 @@ pub fn parse_pin(text: &str) -> Result<[u8; 32], PinError> {
         return Err(PinError(digits.chars().count()));
     }
     let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&digits[2 * i..2 * i + 2], 16).map_err(|_| PinError(64))?;
-    }
+    hex::decode_to_slice(&digits, &mut out).map_err(|_| PinError(64))?;
     Ok(out)
 }
 
 /// `pin` as the lower hex the center prints.
 pub fn pin_hex(pin: &[u8; 32]) -> String {
-    pin.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(pin)
 }
 
 fn sha256(der: &[u8]) -> [u8; 32] {

@@ -1,0 +1,209 @@
+//! `/api/targets`: every scheduled target's latest round and recent history, as JSON.
+//!
+//! A round that was not ok is shown as the full reports (the JSON contract of `tlsward
+//! probe`, with every check's explanation). A round that was ok is shown from what the
+//! results keep of it, in the same shape: everything but the explanations of checks that
+//! passed, whose `detail` is null (`/probe?target=...&debug=true` gives them on demand).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde::ser::SerializeMap;
+use time::OffsetDateTime;
+
+use crate::cert::{OcspStaple, rfc3339};
+use crate::probe::{JsonReport, TlsInfo, report_json};
+use crate::schedule::{Cert, Checks, Observation, TargetState, unix_time};
+
+/// One target's object.
+#[derive(Serialize)]
+pub(super) struct TargetJson<'a> {
+    target: &'a str,
+    profile: &'a str,
+    labels: BTreeMap<&'a str, &'a str>,
+    interval_seconds: f64,
+    last_probe: Option<String>,
+    reports: Vec<ReportJson<'a>>,
+    history: Vec<HistoryJson>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ReportJson<'a> {
+    Full(JsonReport<'a>),
+    Kept(KeptJson<'a>),
+}
+
+/// An ok report, from its [`Observation`].
+#[derive(Serialize)]
+struct KeptJson<'a> {
+    target: &'a str,
+    address: Option<String>,
+    server_name: String,
+    status: &'static str,
+    reason: Option<&'static str>,
+    error: Option<String>,
+    duration_seconds: f64,
+    tls: Option<TlsJson<'a>>,
+    checks: ChecksJson,
+    leaf: Option<CertJson<'a>>,
+    chain: Vec<CertJson<'a>>,
+    ocsp: Option<OcspJson>,
+}
+
+#[derive(Serialize)]
+struct TlsJson<'a> {
+    version: &'a str,
+    cipher_suite: &'a str,
+    alpn: Option<&'a str>,
+}
+
+/// The checks as a map from name to `{ok, detail}`, in report order.
+struct ChecksJson(Checks);
+
+impl Serialize for ChecksJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct One {
+            ok: bool,
+            detail: Option<&'static str>,
+        }
+        let mut map = s.serialize_map(None)?;
+        for (kind, ok) in self.0.iter() {
+            map.serialize_entry(kind.as_str(), &One { ok, detail: None })?;
+        }
+        map.end()
+    }
+}
+
+#[derive(Serialize)]
+struct CertJson<'a> {
+    subject: &'a str,
+    issuer: &'a str,
+    serial: &'a str,
+    not_before: String,
+    not_after: String,
+    days_left: f64,
+    dns_names: &'a [Box<str>],
+    ip_addresses: Vec<String>,
+    sha256: String,
+    public_key: String,
+    signature_algorithm: &'a str,
+    is_ca: bool,
+}
+
+#[derive(Serialize)]
+struct OcspJson {
+    status: &'static str,
+    this_update: Option<String>,
+    next_update: Option<String>,
+    revocation_time: Option<String>,
+}
+
+#[derive(Serialize)]
+struct HistoryJson {
+    at: String,
+    status: &'static str,
+    reason: Option<&'static str>,
+    address: Option<String>,
+    sha256: Option<String>,
+    duration_seconds: f64,
+}
+
+fn round(x: f64, places: i32) -> f64 {
+    let f = 10f64.powi(places);
+    (x * f).round() / f
+}
+
+fn cert_json(c: &Cert, now: OffsetDateTime) -> CertJson<'_> {
+    CertJson {
+        subject: &c.subject,
+        issuer: &c.issuer,
+        serial: &c.serial,
+        not_before: rfc3339(unix_time(c.not_before)),
+        not_after: rfc3339(unix_time(c.not_after)),
+        days_left: round(
+            (unix_time(c.not_after) - now).as_seconds_f64() / 86_400.0,
+            3,
+        ),
+        dns_names: &c.dns_names,
+        ip_addresses: c.ip_addresses.iter().map(ToString::to_string).collect(),
+        sha256: c.sha256_hex(),
+        public_key: c.public_key.to_string(),
+        signature_algorithm: &c.signature_algorithm,
+        is_ca: c.is_ca,
+    }
+}
+
+fn ocsp_json(o: &OcspStaple) -> OcspJson {
+    OcspJson {
+        status: o.status.as_str(),
+        this_update: o.this_update.map(rfc3339),
+        next_update: o.next_update.map(rfc3339),
+        revocation_time: o.revocation_time.map(rfc3339),
+    }
+}
+
+fn tls_json(t: &TlsInfo) -> TlsJson<'_> {
+    TlsJson {
+        version: &t.version,
+        cipher_suite: &t.cipher_suite,
+        alpn: t.alpn.as_deref(),
+    }
+}
+
+fn kept_json<'a>(s: &'a TargetState, o: &'a Observation, now: OffsetDateTime) -> KeptJson<'a> {
+    KeptJson {
+        target: &s.spec.name,
+        address: o.address.map(|a| a.to_string()),
+        server_name: s.spec.target.verify_name(),
+        status: o.status.as_str(),
+        reason: o.reason,
+        error: None,
+        duration_seconds: round(o.duration.as_secs_f64(), 6),
+        tls: o.tls.as_deref().map(tls_json),
+        checks: ChecksJson(o.checks),
+        leaf: o.leaf.as_deref().map(|c| cert_json(c, now)),
+        chain: o.chain.iter().map(|c| cert_json(c, now)).collect(),
+        ocsp: o.ocsp.as_deref().map(ocsp_json),
+    }
+}
+
+/// The object of one target, with days counted from `now`.
+pub(super) fn target_json(s: &TargetState, now: OffsetDateTime) -> TargetJson<'_> {
+    let reports = match &s.full {
+        Some(full) => full
+            .iter()
+            .map(|r| ReportJson::Full(report_json(r, now)))
+            .collect(),
+        None => s
+            .last
+            .iter()
+            .map(|o| ReportJson::Kept(kept_json(s, o, now)))
+            .collect(),
+    };
+    TargetJson {
+        target: &s.spec.name,
+        profile: &s.spec.profile,
+        labels: s
+            .spec
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
+        interval_seconds: s.spec.interval.as_secs_f64(),
+        last_probe: s.last_at.map(|t| rfc3339(t.into())),
+        reports,
+        history: s
+            .history()
+            .map(|(h, address)| HistoryJson {
+                at: rfc3339(h.at().into()),
+                status: h.status().as_str(),
+                reason: h.reason(),
+                address: address.map(|a| a.to_string()),
+                sha256: h.sha256(),
+                duration_seconds: h.duration().as_secs_f64(),
+            })
+            .collect(),
+    }
+}
