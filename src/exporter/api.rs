@@ -6,6 +6,7 @@
 //! passed, whose `detail` is null (`/probe?target=...&debug=true` gives them on demand).
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use serde::Serialize;
 use serde::ser::SerializeMap;
@@ -13,7 +14,11 @@ use time::OffsetDateTime;
 
 use crate::cert::{OcspStaple, rfc3339};
 use crate::probe::{JsonReport, TlsInfo, report_json};
-use crate::schedule::{Cert, Checks, Observation, TargetState, unix_time};
+use crate::schedule::{Cert, Checks, Observation, Results, TargetState, unix_time};
+
+/// Targets serialized per read lock of the results: a batch is a few hundred kilobytes, and
+/// the lock is held for a few milliseconds.
+const BATCH: usize = 128;
 
 /// One target's object.
 #[derive(Serialize)]
@@ -167,6 +172,38 @@ fn kept_json<'a>(s: &'a TargetState, o: &'a Observation, now: OffsetDateTime) ->
         chain: o.chain.iter().map(|c| cert_json(c, now)).collect(),
         ocsp: o.ocsp.as_deref().map(ocsp_json),
     }
+}
+
+/// Writes every target as a JSON array of pretty-printed objects, [`BATCH`] targets per read
+/// lock, waiting for the client (see [`super::stream`]) only with the lock released.
+pub(super) fn write_targets(
+    results: &Results,
+    now: OffsetDateTime,
+    out: &mut dyn fmt::Write,
+) -> fmt::Result {
+    let mut cursor = None;
+    let mut first = true;
+    out.write_str("[")?;
+    loop {
+        let mut bytes = Vec::new();
+        let mut failed = false;
+        let more = results.batch(&mut cursor, BATCH, |s| {
+            bytes.extend_from_slice(if first { b"\n" } else { b",\n" });
+            first = false;
+            // Into a Vec: fails only if serializing does.
+            failed |= serde_json::to_writer_pretty(&mut bytes, &target_json(s, now)).is_err();
+        });
+        // serde_json writes UTF-8.
+        let text = std::str::from_utf8(&bytes).map_err(|_| fmt::Error)?;
+        if failed {
+            return Err(fmt::Error);
+        }
+        super::stream::waiting_allowed(|| out.write_str(text))?;
+        if !more {
+            break;
+        }
+    }
+    out.write_str(if first { "]\n" } else { "\n]\n" })
 }
 
 /// The object of one target, with days counted from `now`.

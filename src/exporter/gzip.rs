@@ -6,10 +6,7 @@
 //! codings, each with an optional weight `q`, where `q=0` refuses that coding and `*` stands
 //! for every coding not named. Knows nothing of routes or metrics.
 
-use std::io::Write;
-
 use flate2::Compression;
-use flate2::write::GzEncoder;
 use hyper::HeaderMap;
 use hyper::header::ACCEPT_ENCODING;
 
@@ -65,18 +62,8 @@ fn parse_weight(v: &str) -> Option<f32> {
     v.parse().ok()
 }
 
-/// `body` gzip-compressed.
-pub(crate) fn compress(body: &[u8]) -> Vec<u8> {
-    // Writing into a Vec cannot fail; the estimate only saves reallocations.
-    let mut enc = GzEncoder::new(Vec::with_capacity(body.len() / 8 + 64), LEVEL);
-    let _ = enc.write_all(body);
-    enc.finish().unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
-    use std::io::Read;
-
     use hyper::header::HeaderValue;
 
     use super::*;
@@ -133,24 +120,5 @@ mod tests {
             HeaderValue::from_bytes(b"\xffgzip").unwrap(),
         );
         assert!(!accepts_gzip(&h), "a header that is not text is ignored");
-    }
-
-    #[test]
-    fn compressed_bodies_decode_to_the_original() {
-        let body: Vec<u8> = (0..50_000u32)
-            .flat_map(|i| format!("tlsward_probe_success{{target=\"t{i}:443\"}} 1\n").into_bytes())
-            .collect();
-        let gz = compress(&body);
-        assert!(gz.len() * 5 < body.len(), "{} -> {}", body.len(), gz.len());
-        let mut back = Vec::new();
-        flate2::read::GzDecoder::new(gz.as_slice())
-            .read_to_end(&mut back)
-            .unwrap();
-        assert_eq!(back, body);
-        let mut empty = Vec::new();
-        flate2::read::GzDecoder::new(compress(b"").as_slice())
-            .read_to_end(&mut empty)
-            .unwrap();
-        assert!(empty.is_empty());
     }
 }

@@ -7,7 +7,6 @@
 //! encoded; the peer's are capped at [`crate::escape::MAX_PEER_LABEL_BYTES`].
 
 use std::borrow::Cow;
-use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -376,20 +375,10 @@ impl TargetCollector {
     /// The next batch of `family`'s samples after `cursor` (the last key done), which it
     /// moves on; `None` as the cursor once every target has been seen.
     fn batch(&self, family: &Family, full: bool, cursor: &mut Option<Key>) -> (Batch, bool) {
-        self.results.with(|map| {
-            let range = match cursor.as_ref() {
-                None => map.range::<Key, _>(..),
-                Some(key) => map.range::<Key, _>((Bound::Excluded(key), Bound::Unbounded)),
-            };
+        let mut batch = Batch::new();
+        let more = self.results.batch(cursor, BATCH, |state| {
             let mut rows = Vec::new();
-            let mut seen = 0;
-            let mut last = None;
-            for (key, state) in range.take(BATCH) {
-                target_rows(state, &mut rows);
-                seen += 1;
-                last = Some(key);
-            }
-            let mut batch = Batch::new();
+            target_rows(state, &mut rows);
             for row in &rows {
                 match family.samples {
                     Samples::Gauge(value) => batch.extend(
@@ -400,9 +389,8 @@ impl TargetCollector {
                     Samples::Info(value) => batch.extend(value(row).map(|labels| (labels, None))),
                 }
             }
-            *cursor = last.cloned();
-            (batch, seen == BATCH)
-        })
+        });
+        (batch, more)
     }
 }
 

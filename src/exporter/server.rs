@@ -17,9 +17,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::WebConfig;
 use super::allow::ProbeTargets;
 use super::auth::{Authenticator, Verdict};
-use super::gzip::{accepts_gzip, compress};
+use super::gzip::accepts_gzip;
 use super::metrics::{BlackboxCompat, MetricsMode, ModeSwitch, ProbeCollector};
-use super::stream::{MetricsBody, Progress, QUEUE, produce};
+use super::stream::{MetricsBody, Progress, QUEUE, produce, produce_with};
 use super::text::openmetrics_to_text;
 use crate::clock::Clock;
 use crate::listen::Limits;
@@ -154,15 +154,6 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     r
 }
 
-fn json(body: Vec<u8>) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body.into()));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
 /// Whether a request may go without credentials: liveness and readiness, which load
 /// balancers, orchestrators and service managers check without any, and which say nothing
 /// but a fixed word. (Prometheus' own web config protects every path; its users ask for this
@@ -172,15 +163,19 @@ fn open_to_all(req: &Request<Incoming>) -> bool {
     req.method() == Method::GET && matches!(req.uri().path(), "/-/healthy" | "/-/ready")
 }
 
-/// An answer: whole, or `/metrics` streamed.
+/// An answer: whole, or streamed (`/metrics`, `/api/targets`).
 type Answer = Either<Full<Bytes>, MetricsBody>;
 
 async fn route(req: Request<Incoming>, state: Arc<ExporterState>) -> Response<Answer> {
     if let Some(refused) = refusal(&req, &state).await {
         return refused.map(Either::Left);
     }
-    if req.method() == Method::GET && req.uri().path() == "/metrics" {
-        return metrics(&req, state).await;
+    if req.method() == Method::GET {
+        match req.uri().path() {
+            "/metrics" => return metrics(&req, state).await,
+            "/api/targets" => return targets(&req, state).await,
+            _ => {}
+        }
     }
     answer(req, &state).await.map(Either::Left)
 }
@@ -214,7 +209,7 @@ async fn refusal(req: &Request<Incoming>, state: &ExporterState) -> Option<Respo
     }
 }
 
-/// The answer to an authorized request for anything but `/metrics`.
+/// The answer to an authorized request for anything but `/metrics` and `/api/targets`.
 async fn answer(req: Request<Incoming>, state: &ExporterState) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/probe") => probe(&req, state).await,
@@ -244,47 +239,12 @@ async fn answer(req: Request<Incoming>, state: &ExporterState) -> Response<Full<
             }
         }
         (_, "/-/reload") => text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
-        (&Method::GET, "/api/targets") => compressed(&req, targets_json(state)).await,
         (&Method::GET, "/") => text(
             StatusCode::OK,
             "tlsward\n\n/metrics        scheduled probes\n/probe?target=HOST:PORT&profile=NAME[&debug=true]\n/api/targets    latest reports and history\n/-/healthy /-/ready /-/reload (POST)\n",
         ),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
-}
-
-/// `response` gzip-compressed when it succeeded and `req` accepts gzip; either way marked as
-/// varying by `Accept-Encoding`, so a cache never hands the compressed form to a client that
-/// did not ask for it. Compression runs off the async workers: a fleet's exposition is tens
-/// of megabytes.
-async fn compressed(
-    req: &Request<Incoming>,
-    response: Response<Full<Bytes>>,
-) -> Response<Full<Bytes>> {
-    let gzip = response.status() == StatusCode::OK && accepts_gzip(req.headers());
-    let (mut parts, body) = response.into_parts();
-    parts
-        .headers
-        .insert(header::VARY, HeaderValue::from_static("accept-encoding"));
-    if !gzip {
-        return Response::from_parts(parts, body);
-    }
-    // A `Full` body is one chunk, already in memory: collecting it cannot fail or wait.
-    let plain = http_body_util::BodyExt::collect(body)
-        .await
-        .map(http_body_util::Collected::to_bytes)
-        .unwrap_or_default();
-    let Ok(packed) = tokio::task::spawn_blocking(move || compress(&plain)).await else {
-        return text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "compressing the answer failed\n",
-        );
-    };
-    parts
-        .headers
-        .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-    parts.headers.remove(header::CONTENT_LENGTH);
-    Response::from_parts(parts, Full::new(Bytes::from(packed)))
 }
 
 fn wants_openmetrics(req: &Request<Incoming>) -> bool {
@@ -321,15 +281,15 @@ fn encode(req: &Request<Incoming>, registry: &Registry) -> Response<Full<Bytes>>
 }
 
 /// `/metrics`, encoded on a blocking thread while it is sent (see [`super::stream`]): gzip
-/// when asked, OpenMetrics or the text format by `Accept`. An answer that fits in one chunk
-/// is sent whole, with its length, as are failures before the first chunk (a 500); a larger
-/// one is sent chunked, and a failure after its first chunk aborts it, so a scraper never
-/// takes a cut exposition for a whole one.
+/// when asked, OpenMetrics or the text format by `Accept`.
 async fn metrics(req: &Request<Incoming>, state: Arc<ExporterState>) -> Response<Answer> {
     let openmetrics = wants_openmetrics(req);
-    let gzip = accepts_gzip(req.headers());
-    let (tx, mut rx) = mpsc::channel(QUEUE);
-    tokio::task::spawn_blocking(move || {
+    let content_type = if openmetrics {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    };
+    streamed(req, content_type, move |gzip, tx| {
         produce(
             &state.registry,
             openmetrics,
@@ -337,7 +297,34 @@ async fn metrics(req: &Request<Incoming>, state: Arc<ExporterState>) -> Response
             tx,
             Arc::new(Progress::default()),
         );
-    });
+    })
+    .await
+}
+
+/// `/api/targets`: every scheduled target's latest reports and recent history, encoded as
+/// `/metrics` is, while it is sent.
+async fn targets(req: &Request<Incoming>, state: Arc<ExporterState>) -> Response<Answer> {
+    streamed(req, "application/json", move |gzip, tx| {
+        let now = OffsetDateTime::from(state.clock.now());
+        produce_with(false, gzip, tx, Arc::new(Progress::default()), |out| {
+            super::api::write_targets(&state.results, now, out)
+        });
+    })
+    .await
+}
+
+/// An answer that `encode` writes into a queue on a blocking thread while it is sent, gzipped
+/// when the client accepts it. One that fits in one chunk is sent whole, with its length, as
+/// are failures before the first chunk (a 500); a larger one is sent chunked, and a failure
+/// after its first chunk aborts it, so a client never takes a cut answer for a whole one.
+async fn streamed(
+    req: &Request<Incoming>,
+    content_type: &'static str,
+    encode: impl FnOnce(bool, mpsc::Sender<super::stream::Message>) + Send + 'static,
+) -> Response<Answer> {
+    let gzip = accepts_gzip(req.headers());
+    let (tx, mut rx) = mpsc::channel(QUEUE);
+    tokio::task::spawn_blocking(move || encode(gzip, tx));
     let first = match rx.recv().await {
         Some(Ok(piece)) => piece,
         failed => {
@@ -350,11 +337,6 @@ async fn metrics(req: &Request<Incoming>, state: Arc<ExporterState>) -> Response
                 .insert(header::VARY, HeaderValue::from_static("accept-encoding"));
             return r.map(Either::Left);
         }
-    };
-    let content_type = if openmetrics {
-        "application/openmetrics-text; version=1.0.0; charset=utf-8"
-    } else {
-        "text/plain; version=0.0.4; charset=utf-8"
     };
     let body = if first.last {
         Either::Left(Full::new(first.bytes))
@@ -551,19 +533,6 @@ fn scrape_budget(value: Option<&HeaderValue>) -> Result<Option<Duration>, String
             .saturating_sub(SCRAPE_TIMEOUT_OFFSET)
             .max(MIN_PROBE_BUDGET),
     ))
-}
-
-/// `/api/targets`: every scheduled target's latest reports and recent history.
-fn targets_json(state: &ExporterState) -> Response<Full<Bytes>> {
-    let now = OffsetDateTime::from(state.clock.now());
-    let body = state.results.with(|map| {
-        let targets: Vec<_> = map
-            .values()
-            .map(|s| super::api::target_json(s, now))
-            .collect();
-        serde_json::to_vec_pretty(&targets).unwrap_or_default()
-    });
-    json(body)
 }
 
 #[cfg(test)]

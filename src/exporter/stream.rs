@@ -153,15 +153,30 @@ pub(crate) fn produce(
     tx: mpsc::Sender<Message>,
     progress: Arc<Progress>,
 ) {
+    produce_with(!openmetrics, gzip, tx, progress, |mut sink| {
+        prometheus_client::encoding::text::encode(&mut sink, registry)
+    });
+}
+
+/// Runs `encode` into `tx` as [`produce`] does for a registry: converted from OpenMetrics to
+/// the text format when `text`, gzipped when `gzip`, waiting for the receiver only inside
+/// [`waiting_allowed`]. Call on a thread that may block.
+pub(crate) fn produce_with(
+    text: bool,
+    gzip: bool,
+    tx: mpsc::Sender<Message>,
+    progress: Arc<Progress>,
+    encode: impl FnOnce(&mut dyn fmt::Write) -> fmt::Result,
+) {
     MAY_WAIT.set(false);
     let mut sink = Sink {
-        text: (!openmetrics).then(TextConverter::default),
+        text: text.then(TextConverter::default),
         plain: String::with_capacity(CHUNK + CHUNK / 4),
         gzip: gzip.then(|| GzEncoder::new(Vec::with_capacity(CHUNK / 4), LEVEL)),
         tx: tx.clone(),
         progress,
     };
-    let encoded = prometheus_client::encoding::text::encode(&mut sink, registry);
+    let encoded = encode(&mut sink);
     let done = encoded.and_then(|()| {
         if let Some(mut conv) = sink.text.take() {
             let before = sink.plain.len();

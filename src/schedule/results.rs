@@ -436,6 +436,33 @@ impl Results {
         f(&self.inner.read().unwrap_or_else(PoisonError::into_inner))
     }
 
+    /// Runs `f` over the next `n` states after `cursor` (the last key done, `None` to start),
+    /// in key order, under one read lock, and moves the cursor on. Returns whether there
+    /// may be more: a long walk this way never holds the lock probes record under for long.
+    pub fn batch(
+        &self,
+        cursor: &mut Option<(String, String)>,
+        n: usize,
+        mut f: impl FnMut(&TargetState),
+    ) -> bool {
+        self.with(|map| {
+            let range = match cursor.as_ref() {
+                None => map.range::<(String, String), _>(..),
+                Some(key) => map.range::<(String, String), _>((
+                    std::ops::Bound::Excluded(key),
+                    std::ops::Bound::Unbounded,
+                )),
+            };
+            let mut seen = 0;
+            for (key, state) in range.take(n) {
+                f(state);
+                seen += 1;
+                *cursor = Some(key.clone());
+            }
+            seen == n
+        })
+    }
+
     /// Whether every target has been probed at least once.
     pub fn all_probed(&self) -> bool {
         self.with(|m| m.values().all(|s| s.last_at.is_some()))
