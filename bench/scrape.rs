@@ -1,7 +1,7 @@
 //! The `/metrics` scrape at fleet scale: peak RSS and seconds of one scrape of `tlsward
 //! serve`'s exporter with N synthetic targets in the results, plain and gzip.
 //!
-//! Usage: scrape-bench N [ROUNDS]
+//! Usage: scrape-bench N [ROUNDS] [--distinct]
 //!
 //! No network is probed: the results store is filled directly (every target with the same
 //! valid self-signed certificate, one target in ten failing with a reason), the exporter is
@@ -92,27 +92,49 @@ fn report(target: &str, facts: &tlsward::cert::ChainFacts, i: usize) -> ProbeRep
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let distinct = args.iter().any(|a| a == "--distinct");
+    args.retain(|a| a != "--distinct");
     let (n, rounds) = match args.as_slice() {
-        [_, n] => (n.parse::<usize>()?, 3),
-        [_, n, r] => (n.parse::<usize>()?, r.parse::<usize>()?),
-        _ => return Err("usage: scrape-bench N [ROUNDS]".into()),
+        [n] => (n.parse::<usize>()?, 3),
+        [n, r] => (n.parse::<usize>()?, r.parse::<usize>()?),
+        _ => return Err("usage: scrape-bench N [ROUNDS] [--distinct]".into()),
     };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let name = "leaf.fleet.test";
-    let leaf = rcgen::generate_simple_self_signed(vec![name.to_owned()])?;
+    let now = clock.now();
+    // A CA the prober trusts, issuing the leaves: one for all targets, or one per target
+    // (each its own name, key and serial), as a fleet has.
+    let ca_key = rcgen::KeyPair::generate()?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "tlsward bench CA");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let ca = rcgen::Issuer::new(ca_params, ca_key);
     let mut trust = TrustStore::empty();
-    trust.add_all([leaf.cert.der()], Origin::Private);
+    trust.add_all([ca_cert.der()], Origin::Private);
     let trust = Arc::new(trust);
-    let facts = tlsward::cert::analyze(
-        &[leaf.cert.der().clone()],
-        &ServerName::try_from(name)?,
-        None,
-        &trust,
-        &tlsward::cert::Policy::new(),
-        clock.now(),
-    )?;
-    let prober = Arc::new(Prober::new(Module::new(trust)));
+    let leaf = |i: usize| -> Result<tlsward::cert::ChainFacts, Box<dyn std::error::Error>> {
+        let name = format!("leaf-{i}.fleet.test");
+        let key = rcgen::KeyPair::generate()?;
+        let mut params = rcgen::CertificateParams::new(vec![name.clone()])?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name.as_str());
+        let cert = params.signed_by(&key, &ca)?;
+        Ok(tlsward::cert::analyze(
+            &[cert.der().clone()],
+            &ServerName::try_from(name.as_str())?,
+            None,
+            &trust,
+            &tlsward::cert::Policy::new(),
+            now,
+        )?)
+    };
+    let shared = leaf(0)?;
+    let prober = Arc::new(Prober::new(Module::new(trust.clone())));
+    let baseline = status_mib("VmRSS:");
 
     let mut registry = Registry::default();
     let metrics = ScheduleMetrics::register(registry.sub_registry_with_prefix("tlsward"));
@@ -136,11 +158,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let scheduler = Scheduler::new(results.clone(), metrics, clock.clone(), shutdown.clone());
     scheduler.apply(specs.clone(), 1);
     scheduler.stop();
-    let now = clock.now();
+    let before_results = status_mib("VmRSS:");
     for (i, spec) in specs.iter().enumerate() {
-        results.update(&spec.key(), vec![report(&spec.name, &facts, i)], now);
+        let facts = if distinct { leaf(i)? } else { shared.clone() };
+        // Eleven rounds, as at steady state: a full history.
+        for _ in 0..=tlsward::schedule::HISTORY_OK {
+            results.update(&spec.key(), vec![report(&spec.name, &facts, i)], now);
+        }
     }
     drop(specs);
+    let filled = status_mib("VmRSS:");
+    println!(
+        "targets {n} ({}): RSS {filled:.1} MiB; {:.0} B per target for its spec, {:.0} B for its \
+         results",
+        if distinct {
+            "a certificate each"
+        } else {
+            "one certificate"
+        },
+        (before_results - baseline) * 1_048_576.0 / n as f64,
+        (filled - before_results) * 1_048_576.0 / n as f64,
+    );
 
     let (reload, _reloads) = tokio::sync::mpsc::channel(1);
     let state = Arc::new(ExporterState::new(
