@@ -244,3 +244,106 @@ pub(super) fn target_json(s: &TargetState, now: OffsetDateTime) -> TargetJson<'_
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use super::*;
+    use crate::cert::{Origin, Policy, ServerName, TrustStore};
+    use crate::probe::{Module, ProbeFailure, ProbeReport, Prober, Target};
+    use crate::schedule::TargetSpec;
+
+    const NOW: Duration = Duration::from_secs(1_800_000_000);
+
+    /// The JSON of `/api/targets` for one target after `reports` were recorded.
+    fn api(reports: Vec<ProbeReport>) -> serde_json::Value {
+        let spec = Arc::new(TargetSpec {
+            name: "a.test:443".into(),
+            profile: "https".into(),
+            target: "a.test:443".parse().unwrap(),
+            interval: Duration::from_secs(60),
+            prober: Arc::new(Prober::new(Module::new(Arc::new(TrustStore::empty())))),
+            labels: vec![("team".into(), "web".into())],
+            all_addresses: false,
+        });
+        let results = Results::default();
+        results.replace(std::slice::from_ref(&spec));
+        results.update(&spec.key(), reports, UNIX_EPOCH + NOW);
+        let mut out = String::new();
+        let now = OffsetDateTime::from(UNIX_EPOCH + NOW + Duration::from_millis(1500));
+        write_targets(&results, now, &mut out).unwrap();
+        serde_json::from_str(&out).unwrap()
+    }
+
+    fn report(verified_as: &str) -> ProbeReport {
+        let leaf = rcgen::generate_simple_self_signed(vec!["a.test".to_owned()]).unwrap();
+        let mut trust = TrustStore::empty();
+        trust.add_all([leaf.cert.der()], Origin::Private);
+        let facts = crate::cert::analyze(
+            &[leaf.cert.der().clone()],
+            &ServerName::try_from(verified_as.to_owned()).unwrap(),
+            None,
+            &trust,
+            &Policy::new(),
+            SystemTime::UNIX_EPOCH + NOW,
+        )
+        .unwrap();
+        let t: Target = "a.test:443".parse().unwrap();
+        let mut r = ProbeReport::unreached(&t, Duration::from_micros(2345), ProbeFailure::Closed);
+        r.address = Some(([127, 0, 0, 1], 443).into());
+        r.tls = Some(TlsInfo {
+            version: "TLSv1.3".into(),
+            cipher_suite: "TLS13_AES_128_GCM_SHA256".into(),
+            alpn: Some("h2".into()),
+        });
+        r.outcome = Ok(facts);
+        r
+    }
+
+    #[test]
+    fn an_ok_round_reads_as_its_full_report_without_the_passing_checks_details() {
+        let ok = report("a.test");
+        assert_eq!(ok.status(), crate::cert::Status::Ok);
+        let now = OffsetDateTime::from(UNIX_EPOCH + NOW + Duration::from_millis(1500));
+        let mut want = serde_json::to_value(report_json(&ok, now)).unwrap();
+        let checks = want["checks"].as_object_mut().unwrap();
+        assert!(checks.len() >= 5, "{checks:?}");
+        assert!(checks.values().any(|c| !c["detail"].is_null()));
+        for c in checks.values_mut() {
+            c["detail"] = serde_json::Value::Null;
+        }
+        let got = api(vec![ok]);
+        let target = &got.as_array().unwrap()[0];
+        assert_eq!(target["reports"][0], want);
+        assert_eq!(target["target"], "a.test:443");
+        assert_eq!(target["labels"]["team"], "web");
+        assert_eq!(target["history"][0]["status"], "ok");
+        assert_eq!(
+            target["history"][0]["sha256"], want["leaf"]["sha256"],
+            "{target}"
+        );
+    }
+
+    #[test]
+    fn a_round_that_was_not_ok_shows_its_full_report() {
+        let bad = report("b.test");
+        let now = OffsetDateTime::from(UNIX_EPOCH + NOW + Duration::from_millis(1500));
+        let want = serde_json::to_value(report_json(&bad, now)).unwrap();
+        assert_eq!(want["reason"], "name_mismatch");
+        assert!(want["error"].is_string());
+        let got = api(vec![bad]);
+        assert_eq!(got[0]["reports"][0], want);
+    }
+
+    #[test]
+    fn no_targets_is_an_empty_array() {
+        let mut out = String::new();
+        write_targets(&Results::default(), OffsetDateTime::UNIX_EPOCH, &mut out).unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+            serde_json::json!([])
+        );
+    }
+}

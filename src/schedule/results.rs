@@ -487,7 +487,7 @@ impl Results {
     }
 
     /// Keeps the states of targets still configured, adds new ones, drops the rest.
-    pub(super) fn replace(&self, specs: &[Arc<TargetSpec>]) {
+    pub(crate) fn replace(&self, specs: &[Arc<TargetSpec>]) {
         let mut map = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         let mut next = BTreeMap::new();
         for spec in specs {
