@@ -63,8 +63,8 @@ impl Cert {
     }
 
     /// Whether this is the certificate with the fingerprint `hex` (lowercase or not).
-    pub fn has_sha256(&self, hex: &str) -> bool {
-        hex.len() == 64 && hex::decode(hex).is_ok_and(|b| b == self.sha256)
+    pub fn has_sha256(&self, digits: &str) -> bool {
+        decode_sha256(digits).is_some_and(|b| b == self.sha256)
     }
 }
 
@@ -262,9 +262,9 @@ impl Tables {
     }
 }
 
-fn decode_sha256(hex: &str) -> Option<[u8; 32]> {
+fn decode_sha256(digits: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
-    hex::decode_to_slice(hex, &mut out).ok()?;
+    hex::decode_to_slice(digits, &mut out).ok()?;
     Some(out)
 }
 
