@@ -331,7 +331,7 @@ mod tests {
         let bad = report("b.test");
         let now = OffsetDateTime::from(UNIX_EPOCH + NOW + Duration::from_millis(1500));
         let want = serde_json::to_value(report_json(&bad, now)).unwrap();
-        assert_eq!(want["reason"], "name_mismatch");
+        assert_eq!(want["reason"], "hostname_mismatch");
         assert!(want["error"].is_string());
         let got = api(vec![bad]);
         assert_eq!(got[0]["reports"][0], want);

@@ -576,7 +576,7 @@ mod tests {
         let o = Observation::of(&rep, &Interner::default());
         assert_eq!(o.status, rep.status());
         assert_eq!(o.reason, rep.reason());
-        assert_eq!(o.reason, Some("name_mismatch"));
+        assert_eq!(o.reason, Some("hostname_mismatch"));
         let leaf = o.leaf.as_ref().unwrap();
         assert_eq!(leaf.sha256_hex(), f.leaf.sha256);
         assert!(leaf.has_sha256(&f.leaf.sha256.to_uppercase()));
@@ -594,7 +594,8 @@ mod tests {
         assert_eq!(checks, want);
         assert_eq!(o.checks.passed(CheckKind::Hostname), Some(false));
         assert_eq!(o.checks.passed(CheckKind::Chain), Some(true));
-        assert_eq!(o.checks.passed(CheckKind::Ocsp), None);
+        // Added by the prober after the handshake, not by the analysis.
+        assert_eq!(o.checks.passed(CheckKind::Handshake), None);
         let refused = Observation::of(
             &report("a.test:443", Err(ProbeFailure::ConnectRefused)),
             &Interner::default(),
