@@ -419,3 +419,206 @@ async fn probe_once(
     }
     results.update(&spec.key(), reports, clock.now());
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::cert::TrustStore;
+    use crate::clock::SystemClock;
+    use crate::probe::Module;
+
+    /// Loopback listeners that accept and never answer (a probe of one lasts its timeout),
+    /// each recording when, on tokio's clock, it accepted.
+    struct Hanging {
+        addrs: Vec<SocketAddr>,
+        accepts: Arc<Mutex<Vec<Vec<Instant>>>>,
+    }
+
+    impl Hanging {
+        async fn start(n: usize) -> Self {
+            let accepts = Arc::new(Mutex::new(vec![Vec::new(); n]));
+            let mut addrs = Vec::new();
+            for i in 0..n {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addrs.push(listener.local_addr().unwrap());
+                let accepts = accepts.clone();
+                tokio::spawn(async move {
+                    let mut held = Vec::new();
+                    while let Ok((conn, _)) = listener.accept().await {
+                        accepts.lock().unwrap()[i].push(Instant::now());
+                        held.push(conn);
+                    }
+                });
+            }
+            Self { addrs, accepts }
+        }
+
+        fn accepts(&self) -> Vec<Vec<Instant>> {
+            self.accepts.lock().unwrap().clone()
+        }
+
+        /// A target on each listener.
+        fn specs(&self, interval: Duration, timeout: Duration) -> Vec<TargetSpec> {
+            let mut module = Module::new(Arc::new(TrustStore::empty()));
+            module.timeout = timeout;
+            let prober = Arc::new(Prober::new(module));
+            self.addrs
+                .iter()
+                .map(|addr| {
+                    let name = format!("t{}.test:443", addr.port());
+                    let mut target: Target = name.parse().unwrap();
+                    target.connect_to = vec![*addr];
+                    TargetSpec {
+                        name,
+                        profile: "test".into(),
+                        target,
+                        interval,
+                        prober: prober.clone(),
+                        labels: vec![],
+                        all_addresses: false,
+                    }
+                })
+                .collect()
+        }
+    }
+
+    fn scheduler(shutdown: Shutdown) -> (Scheduler, Arc<Results>) {
+        let results = Arc::new(Results::default());
+        let mut reg = Registry::default();
+        let metrics = ScheduleMetrics::register(&mut reg);
+        let s = Scheduler::new(results.clone(), metrics, Arc::new(SystemClock), shutdown);
+        (s, results)
+    }
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_target_is_probed_again_only_after_its_round_finished() {
+        let servers = Hanging::start(1).await;
+        let (s, results) = scheduler(Shutdown::new());
+        // Due every second, each probe lasting 4 s: with the limit far off, only the
+        // target's own round holds its next probe back.
+        s.apply(servers.specs(SECOND, 4 * SECOND), 8, FirstRound::Now);
+        tokio::time::sleep(40 * SECOND).await;
+        s.stop();
+        let accepts = servers.accepts().remove(0);
+        assert!(accepts.len() >= 5, "{} probes", accepts.len());
+        for pair in accepts.windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(gap >= 4 * SECOND, "probes {gap:?} apart overlap");
+        }
+        assert!(results.all_probed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_concurrency_limit_holds_across_targets() {
+        let servers = Hanging::start(6).await;
+        let (s, _) = scheduler(Shutdown::new());
+        s.apply(servers.specs(SECOND, 4 * SECOND), 2, FirstRound::Now);
+        tokio::time::sleep(40 * SECOND).await;
+        s.stop();
+        let mut all: Vec<Instant> = servers.accepts().concat();
+        all.sort();
+        // Two probes at a time, each 4 s long: about 20 in 40 s, and never a third
+        // starting while two are in flight.
+        assert!(all.len() >= 16, "{} probes", all.len());
+        for w in all.windows(3) {
+            assert!(w[2] - w[0] >= 2 * SECOND, "three probes at once: {w:?}");
+        }
+        assert!(
+            servers.accepts().iter().all(|a| a.len() >= 2),
+            "every target gets its turn"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_round_is_spread_over_the_interval_or_due_at_once() {
+        let spread = Hanging::start(40).await;
+        let now = Hanging::start(40).await;
+        let (a, _) = scheduler(Shutdown::new());
+        let (b, _) = scheduler(Shutdown::new());
+        let start = Instant::now();
+        let interval = 100 * SECOND;
+        a.apply(spread.specs(interval, SECOND), 100, FirstRound::Spread);
+        b.apply(now.specs(interval, SECOND), 100, FirstRound::Now);
+        tokio::time::sleep(interval).await;
+        a.stop();
+        b.stop();
+        let firsts = |h: &Hanging| -> Vec<Duration> {
+            h.accepts()
+                .iter()
+                .map(|a| *a.first().expect("probed in its first interval") - start)
+                .collect()
+        };
+        let spread = firsts(&spread);
+        assert!(spread.iter().all(|d| *d < interval), "{spread:?}");
+        // Uniform over 100 s: all 40 within the first 20 s has odds of 0.2^40.
+        assert!(spread.iter().any(|d| *d > 20 * SECOND), "{spread:?}");
+        let now = firsts(&now);
+        assert!(now.iter().all(|d| *d < SECOND), "{now:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_target_keeps_its_interval_with_up_to_5_percent_jitter() {
+        let servers = Hanging::start(2).await;
+        let (s, _) = scheduler(Shutdown::new());
+        let mut specs = servers.specs(10 * SECOND, SECOND);
+        specs[1].interval = 3 * SECOND;
+        s.apply(specs, 8, FirstRound::Now);
+        tokio::time::sleep(100 * SECOND).await;
+        s.stop();
+        for (accepts, interval) in servers.accepts().iter().zip([10 * SECOND, 3 * SECOND]) {
+            assert!(accepts.len() >= 9, "{} probes", accepts.len());
+            for pair in accepts.windows(2) {
+                let gap = pair[1] - pair[0];
+                assert!(
+                    gap >= interval && gap <= interval + interval / 20,
+                    "{gap:?} apart on an interval of {interval:?}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn apply_keeps_due_times_and_schedules_new_targets() {
+        let servers = Hanging::start(3).await;
+        let (s, results) = scheduler(Shutdown::new());
+        let specs = servers.specs(100 * SECOND, SECOND);
+        let start = Instant::now();
+        s.apply(vec![specs[0].clone(), specs[1].clone()], 8, FirstRound::Now);
+        tokio::time::sleep(10 * SECOND).await;
+        // Target 0 kept, 1 removed, 2 new.
+        s.apply(vec![specs[0].clone(), specs[2].clone()], 8, FirstRound::Now);
+        tokio::time::sleep(50 * SECOND).await;
+        s.stop();
+        let accepts = servers.accepts();
+        assert_eq!(
+            accepts[0].len(),
+            1,
+            "a kept target is not probed again on apply"
+        );
+        assert_eq!(accepts[1].len(), 1, "a removed target is not probed again");
+        assert_eq!(accepts[2].len(), 1);
+        assert!(accepts[2][0] - start >= 10 * SECOND);
+        assert!(results.all_probed(), "the kept target keeps its results");
+        assert_eq!(results.snapshot().len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_cancels_the_probes_in_flight() {
+        let servers = Hanging::start(1).await;
+        let shutdown = Shutdown::new();
+        let (s, results) = scheduler(shutdown.clone());
+        s.apply(servers.specs(SECOND, 60 * SECOND), 8, FirstRound::Now);
+        tokio::time::sleep(SECOND).await;
+        assert_eq!(servers.accepts()[0].len(), 1, "the probe is in flight");
+        shutdown.trigger();
+        tokio::time::sleep(120 * SECOND).await;
+        // Not cancelled, it would have timed out after 60 s with a report, and the target
+        // would be probed again.
+        assert!(!results.all_probed());
+        assert_eq!(servers.accepts()[0].len(), 1);
+    }
+}
