@@ -21,7 +21,7 @@ use tlsward::clock::{Clock, SystemClock};
 use tlsward::exporter::{ExporterState, ProbeProfiles, WebConfig};
 use tlsward::listen::Limits;
 use tlsward::probe::{Module, ProbeFailure, ProbeReport, Prober, Target, TlsInfo};
-use tlsward::schedule::{Results, ScheduleMetrics, Scheduler, TargetSpec};
+use tlsward::schedule::{FirstRound, Results, ScheduleMetrics, Scheduler, TargetSpec};
 use tlsward::shutdown::Shutdown;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -156,7 +156,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     // The scheduler only registers the targets: stopped at once, it probes none.
     let scheduler = Scheduler::new(results.clone(), metrics, clock.clone(), shutdown.clone());
-    scheduler.apply(specs.clone(), 1);
+    scheduler.apply(specs.clone(), 1, FirstRound::Spread);
     scheduler.stop();
     let before_results = status_mib("VmRSS:");
     for (i, spec) in specs.iter().enumerate() {

@@ -366,7 +366,11 @@ pub async fn run(
         targets = targets.len(),
         "tlsward serving"
     );
-    scheduler.apply(targets, descriptors.fit_concurrency(config.concurrency));
+    scheduler.apply(
+        targets,
+        descriptors.fit_concurrency(config.concurrency),
+        config.first_round,
+    );
 
     let server = tokio::spawn(exporter::serve(
         listener,
@@ -454,7 +458,11 @@ fn reload(
             state.set_metrics(config.metrics);
             let scheduled = scheduled(config.targets, config.shard);
             let targets = scheduled.len();
-            scheduler.apply(scheduled, descriptors.fit_concurrency(config.concurrency));
+            scheduler.apply(
+                scheduled,
+                descriptors.fit_concurrency(config.concurrency),
+                config.first_round,
+            );
             info!(config = %path.display(), targets, "config reloaded");
             Ok(())
         }

@@ -277,6 +277,7 @@ timeout = "3s"
 
 [server]
 state_dir = "{state_dir}"
+first_round = "now"
 
 [store]
 path = "state/tlsward.db"

@@ -107,6 +107,7 @@ fn invalid_configs_report_every_problem_with_file_line_and_key() {
                 r#"invalid-server.toml:5: server.probe_targets: "a.*.example.org": a wildcard may only be the whole first label (*.example.org)"#,
                 r#"invalid-server.toml:6: server.metrics: "slim" is not "full" or "lean""#,
                 "invalid-server.toml:7: server.shard: the shard 5 is outside 1..=4",
+                r#"invalid-server.toml:8: server.first_round: "soon" is not "spread" or "now""#,
             ],
         ),
         (
@@ -195,6 +196,7 @@ fn a_valid_config_becomes_module_settings() {
     let config = load(&fixture("config/valid-full.toml")).unwrap();
     assert_eq!(config.listen.to_string(), "127.0.0.1:19219");
     assert_eq!(config.concurrency, 10);
+    assert_eq!(config.first_round, tlsward::schedule::FirstRound::Now);
     assert_eq!(config.targets.len(), 3);
     let mx = &config.targets[0];
     assert_eq!(

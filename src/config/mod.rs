@@ -86,6 +86,8 @@ pub struct Config {
     /// `[server] shard`: which of [`Config::targets`] this instance probes on a schedule
     /// (every one without it); the others stay known to `/probe` and the reconciler.
     pub shard: Option<crate::schedule::Shard>,
+    /// `[server] first_round`: when a new target's first probe is due.
+    pub first_round: crate::schedule::FirstRound,
     /// Probes in flight at once, across all targets.
     pub concurrency: usize,
     /// Every target to probe on a schedule.

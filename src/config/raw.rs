@@ -229,6 +229,8 @@ pub(super) struct RawServer {
     pub(super) metrics: Option<Spanned<String>>,
     /// `"K/N"`: probe only this instance's share of the targets.
     pub(super) shard: Option<Spanned<String>>,
+    /// `"spread"` or `"now"`: when a new target's first probe is due.
+    pub(super) first_round: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) web: RawWeb,
 }

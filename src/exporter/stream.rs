@@ -272,7 +272,7 @@ mod tests {
     use crate::exporter::text::openmetrics_to_text;
     use crate::exporter::{ExporterState, MetricsMode, ProbeProfiles, WebConfig};
     use crate::probe::{Module, ProbeFailure, ProbeReport, Prober, Target, TlsInfo};
-    use crate::schedule::{Results, ScheduleMetrics, Scheduler, TargetSpec};
+    use crate::schedule::{FirstRound, Results, ScheduleMetrics, Scheduler, TargetSpec};
     use crate::shutdown::Shutdown;
 
     const NOW: Duration = Duration::from_secs(1_800_000_000);
@@ -332,7 +332,7 @@ mod tests {
                 clock,
                 Shutdown::new(),
             );
-            s.apply(specs.clone(), 1);
+            s.apply(specs.clone(), 1, FirstRound::Spread);
             s.stop();
         });
         for (i, spec) in specs.iter().enumerate() {

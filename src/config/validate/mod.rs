@@ -138,6 +138,7 @@ impl Validator<'_, '_> {
         let probe_targets = self.probe_targets(&raw.server);
         let metrics = self.metrics_mode(&raw.server);
         let shard = self.shard(&raw.server);
+        let first_round = self.first_round(&raw.server);
 
         let defaults = TargetSettings {
             profile: default_profile.clone(),
@@ -179,6 +180,7 @@ impl Validator<'_, '_> {
             probe_targets,
             metrics,
             shard,
+            first_round,
             concurrency,
             targets,
             file_sd,

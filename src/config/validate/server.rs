@@ -11,7 +11,7 @@ use crate::config::DEFAULT_LISTEN;
 use crate::config::raw::{RawConfig, RawProbeTargets, RawServer};
 use crate::exporter::{Allowlist, MetricsMode, ProbeTargets, WebConfig};
 use crate::listen::Limits;
-use crate::schedule::Shard;
+use crate::schedule::{FirstRound, Shard};
 
 /// The largest `max_connections` accepted.
 const MAX_CONNECTIONS: i64 = 1_000_000;
@@ -126,6 +126,29 @@ impl Validator<'_, '_> {
             format!("{:?} is not {}", v.get_ref(), words.join(" or ")),
         );
         MetricsMode::Full
+    }
+
+    /// `first_round`: `"spread"` (the default) or `"now"`.
+    pub(super) fn first_round(&mut self, s: &RawServer) -> FirstRound {
+        let Some(v) = &s.first_round else {
+            return FirstRound::Spread;
+        };
+        if let Some(mode) = FirstRound::ALL
+            .into_iter()
+            .find(|m| m.as_str() == v.get_ref())
+        {
+            return mode;
+        }
+        let words: Vec<String> = FirstRound::ALL
+            .iter()
+            .map(|m| format!("{:?}", m.as_str()))
+            .collect();
+        self.p.at(
+            v,
+            "server.first_round",
+            format!("{:?} is not {}", v.get_ref(), words.join(" or ")),
+        );
+        FirstRound::Spread
     }
 
     /// `shard`: `"K/N"`, this instance's shard K of N.
