@@ -13,10 +13,12 @@ pub(crate) struct PathVerdict {
     pub(crate) origin: Option<Origin>,
 }
 
-/// Validates `ders` (leaf first, then whatever the server sent) against `trust` at `now` for
-/// server authentication (RFC 5280 §6 as webpki implements it).
+/// Validates the leaf `ee` (as webpki parsed it) with `intermediates` (whatever the server
+/// sent after the leaf) against `trust` at `now` for server authentication (RFC 5280 §6 as
+/// webpki implements it).
 pub(crate) fn verify_path(
-    ders: &[CertificateDer<'_>],
+    ee: Result<&webpki::EndEntityCert<'_>, &webpki::Error>,
+    intermediates: &[CertificateDer<'_>],
     facts: &[CertFacts],
     trust: &TrustStore,
     now: OffsetDateTime,
@@ -25,7 +27,7 @@ pub(crate) fn verify_path(
         check: Check::fail(CheckKind::Chain, Severity::Critical, reason, detail),
         origin: None,
     };
-    let ee = match webpki::EndEntityCert::try_from(&ders[0]) {
+    let ee = match ee {
         Ok(ee) => ee,
         Err(e) => return fail(Reason::ChainInvalid, format!("leaf is unusable: {e}")),
     };
@@ -35,7 +37,7 @@ pub(crate) fn verify_path(
     let result = ee.verify_for_usage(
         webpki::ALL_VERIFICATION_ALGS,
         trust.webpki_anchors(),
-        &ders[1..],
+        intermediates,
         unix,
         webpki::KeyUsage::server_auth(),
         None,
@@ -267,7 +269,7 @@ pub(crate) fn check_order(facts: &[CertFacts], malformed: &[usize]) -> Check {
 /// The name check: SAN only, wildcards cover one left-most label (RFC 6125 §6.4.3), no CN
 /// fallback (§6.4.4).
 pub(crate) fn check_hostname(
-    leaf_der: &CertificateDer<'_>,
+    ee: Result<&webpki::EndEntityCert<'_>, &webpki::Error>,
     leaf: &CertFacts,
     name: &ServerName<'_>,
 ) -> Check {
@@ -276,18 +278,13 @@ pub(crate) fn check_hostname(
         ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
         _ => format!("{name:?}"),
     };
-    let verdict = webpki::EndEntityCert::try_from(leaf_der)
-        .map_err(|e| e.to_string())
-        .and_then(|ee| {
-            ee.verify_is_valid_for_subject_name(name)
-                .map_err(|e| e.to_string())
-        });
-    match verdict {
-        Ok(()) => Check::pass(
+    let matches = ee.is_ok_and(|ee| ee.verify_is_valid_for_subject_name(name).is_ok());
+    match matches {
+        true => Check::pass(
             CheckKind::Hostname,
             format!("{shown} matches the certificate"),
         ),
-        Err(_) if !leaf.has_san => Check::fail(
+        false if !leaf.has_san => Check::fail(
             CheckKind::Hostname,
             Severity::Critical,
             Reason::HostnameMismatch,
@@ -296,7 +293,7 @@ pub(crate) fn check_hostname(
                 leaf.subject
             ),
         ),
-        Err(_) => {
+        false => {
             let names: Vec<String> = leaf
                 .dns_names
                 .iter()

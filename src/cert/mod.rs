@@ -128,10 +128,11 @@ pub fn analyze(
         }
     }
 
-    let verdict = chain::verify_path(chain, &facts, trust, now);
+    let ee = webpki::EndEntityCert::try_from(leaf_der);
+    let verdict = chain::verify_path(ee.as_ref(), &chain[1..], &facts, trust, now);
     let mut checks = vec![
         verdict.check,
-        chain::check_hostname(leaf_der, &leaf, name),
+        chain::check_hostname(ee.as_ref(), &leaf, name),
         check_expiry(&leaf, policy, now),
         check_validity_window(&leaf, now),
         check_keys(&facts),

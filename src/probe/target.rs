@@ -84,6 +84,9 @@ impl Target {
     /// The name as rustls and webpki want it: a DNS name, or an IP address (no SNI is sent
     /// for those, per RFC 6066 §3).
     pub fn server_name(&self) -> Result<ServerName<'static>, TargetError> {
+        if let (None, Host::Ip(ip)) = (&self.server_name, &self.host) {
+            return Ok(ServerName::IpAddress((*ip).into()));
+        }
         let name = self.verify_name();
         if let Ok(ip) = name.parse::<IpAddr>() {
             return Ok(ServerName::IpAddress(ip.into()));

@@ -29,15 +29,21 @@ use crate::clock::Clock;
 /// for it to reject the certificate (TLS 1.3 servers do that after the client's Finished).
 const CLIENT_AUTH_GRACE: Duration = Duration::from_millis(1000);
 
+tokio::task_local! {
+    /// The probe whose handshake is being polled: the shared configuration's verifier and
+    /// client certificate resolver record what they see into it.
+    static OBSERVED: Arc<Mutex<Observed>>;
+}
+
 /// Probes targets with one prepared TLS configuration.
 ///
-/// Building the rustls configuration once and cloning it per probe keeps each probe's cost
-/// to the handshake itself.
+/// The rustls configuration is built once and shared by every probe (what a handshake shows
+/// is recorded through [`OBSERVED`], set for the duration of that handshake), so each probe's
+/// cost is the handshake itself.
 #[derive(Debug)]
 pub struct Prober {
     module: Module,
-    base: ClientConfig,
-    algs: WebPkiSupportedAlgorithms,
+    config: Arc<ClientConfig>,
 }
 
 impl Prober {
@@ -45,24 +51,22 @@ impl Prober {
     pub fn new(module: Module) -> Self {
         let provider: Arc<CryptoProvider> = Arc::new(rustls::crypto::ring::default_provider());
         let algs = provider.signature_verification_algorithms;
-        let observed = Arc::new(Mutex::new(Observed::default()));
-        let mut base = ClientConfig::builder_with_provider(provider)
+        let mut config = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(rustls::ALL_VERSIONS)
             .expect("the ring provider supports TLS 1.2 and 1.3")
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Recorder {
-                observed: observed.clone(),
-                algs,
-            }))
+            .with_custom_certificate_verifier(Arc::new(Recorder { algs }))
             .with_client_cert_resolver(Arc::new(ClientAuth {
-                observed,
-                identity: None,
+                identity: module.client_identity.as_ref().map(|i| i.key.clone()),
             }));
         // A resumed handshake carries no certificate, so every probe must be a full one.
-        base.resumption = Resumption::disabled();
-        base.enable_early_data = false;
-        base.alpn_protocols = module.alpn.clone();
-        Self { module, base, algs }
+        config.resumption = Resumption::disabled();
+        config.enable_early_data = false;
+        config.alpn_protocols = module.alpn.clone();
+        Self {
+            module,
+            config: Arc::new(config),
+        }
     }
 
     /// The module this prober was built for.
@@ -71,7 +75,7 @@ impl Prober {
     }
 
     /// Probes one target. Never fails: every problem is inside the report.
-    #[instrument(skip_all, fields(target = %target))]
+    #[instrument(level = "debug", skip_all, fields(target = %target))]
     pub async fn probe(&self, target: &Target, clock: &dyn Clock) -> ProbeReport {
         self.probe_within(target, clock, self.module.timeout).await
     }
@@ -134,23 +138,19 @@ impl Prober {
         let addr = addresses(target, deadline).await?[0];
         report.address = Some(addr);
         let tcp = self
-            .connect(addr, &target.verify_name(), (deadline, budget))
+            .connect(addr, &report.server_name, (deadline, budget))
             .await?;
 
         let observed = Arc::new(Mutex::new(Observed::default()));
-        let mut config = self.base.clone();
-        config
-            .dangerous()
-            .set_certificate_verifier(Arc::new(Recorder {
-                observed: observed.clone(),
-                algs: self.algs,
-            }));
-        config.client_auth_cert_resolver = Arc::new(ClientAuth {
-            observed: observed.clone(),
-            identity: self.module.client_identity.as_ref().map(|i| i.key.clone()),
-        });
-        let connector = TlsConnector::from(Arc::new(config));
-        let handshake = timeout_at(deadline, connector.connect(server_name.clone(), tcp)).await;
+        let connector = TlsConnector::from(self.config.clone());
+        let handshake = timeout_at(
+            deadline,
+            OBSERVED.scope(
+                observed.clone(),
+                connector.connect(server_name.clone(), tcp),
+            ),
+        )
+        .await;
 
         let handshake_check = match handshake {
             Ok(Ok(mut stream)) => {
@@ -464,6 +464,12 @@ fn lock(m: &Mutex<Observed>) -> std::sync::MutexGuard<'_, Observed> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Records into the current probe's [`Observed`]; false outside a probe's handshake (which
+/// the prober never lets happen).
+fn record(f: impl FnOnce(&mut Observed)) -> bool {
+    OBSERVED.try_with(|o| f(&mut lock(o))).is_ok()
+}
+
 /// What one handshake showed, recorded as it happens.
 #[derive(Debug, Default)]
 struct Observed {
@@ -478,7 +484,6 @@ struct Observed {
 /// still prove possession of the leaf's key: handshake signatures are verified for real.
 #[derive(Debug)]
 struct Recorder {
-    observed: Arc<Mutex<Observed>>,
     algs: WebPkiSupportedAlgorithms,
 }
 
@@ -488,7 +493,7 @@ impl Recorder {
         r: Result<HandshakeSignatureValid, rustls::Error>,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
         if let Err(e) = &r {
-            lock(&self.observed).signature_error = Some(e.clone());
+            record(|o| o.signature_error = Some(e.clone()));
         }
         r
     }
@@ -503,12 +508,18 @@ impl ServerCertVerifier for Recorder {
         ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let mut o = lock(&self.observed);
-        o.chain = std::iter::once(end_entity)
-            .chain(intermediates)
-            .map(|c| c.clone().into_owned())
-            .collect();
-        o.ocsp = ocsp_response.to_vec();
+        let recorded = record(|o| {
+            o.chain = std::iter::once(end_entity)
+                .chain(intermediates)
+                .map(|c| c.clone().into_owned())
+                .collect();
+            o.ocsp = ocsp_response.to_vec();
+        });
+        if !recorded {
+            return Err(rustls::Error::General(
+                "no probe is recording this handshake".into(),
+            ));
+        }
         Ok(ServerCertVerified::assertion())
     }
 
@@ -542,7 +553,6 @@ impl ServerCertVerifier for Recorder {
 /// Offers the configured client certificate, and records that the server asked for one.
 #[derive(Debug)]
 struct ClientAuth {
-    observed: Arc<Mutex<Observed>>,
     identity: Option<Arc<CertifiedKey>>,
 }
 
@@ -552,7 +562,7 @@ impl ResolvesClientCert for ClientAuth {
         _root_hint_subjects: &[&[u8]],
         _sigschemes: &[SignatureScheme],
     ) -> Option<Arc<CertifiedKey>> {
-        lock(&self.observed).client_cert_requested = true;
+        record(|o| o.client_cert_requested = true);
         self.identity.clone()
     }
 
