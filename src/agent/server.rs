@@ -247,7 +247,7 @@ impl AgentApi {
         peer: Option<SocketAddr>,
         touch: bool,
     ) -> Result<String, Failure> {
-        let sha256 = hex(digest::digest(&digest::SHA256, leaf).as_ref());
+        let sha256 = hex::encode(digest::digest(&digest::SHA256, leaf).as_ref());
         let now = unix_seconds(self.clock.as_ref());
         let why = match self.store.agent_by_identity(&sha256)? {
             None => "unknown identity",
@@ -517,7 +517,7 @@ impl AgentApi {
 fn desired_state(agent: &str, endpoints: Vec<super::protocol::AgentEndpoint>) -> DesiredState {
     let body = serde_json::to_vec(&endpoints).unwrap_or_default();
     DesiredState {
-        etag: hex(digest::digest(&digest::SHA256, &body).as_ref()),
+        etag: hex::encode(digest::digest(&digest::SHA256, &body).as_ref()),
         agent: agent.to_owned(),
         endpoints,
     }
@@ -602,10 +602,6 @@ fn empty(status: StatusCode) -> Answer {
     let mut rsp = Response::new(Full::new(Bytes::new()));
     *rsp.status_mut() = status;
     rsp
-}
-
-fn hex(bytes: &[u8]) -> String {
-    hex::encode(bytes)
 }
 
 #[cfg(test)]

@@ -68,16 +68,12 @@ pub(super) fn sha256_file(path: &Path) -> Result<(String, u64), BackupError> {
         total += n as u64;
         ctx.update(&buf[..n]);
     }
-    Ok((hex(ctx.finish().as_ref()), total))
+    Ok((hex::encode(ctx.finish().as_ref()), total))
 }
 
 /// SHA-256 of bytes, hex.
 pub(super) fn sha256(bytes: &[u8]) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    hex::encode(bytes)
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
 }
 
 /// Writes a backup to `path` atomically, encrypted to `recipients`.

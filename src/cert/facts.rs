@@ -152,7 +152,7 @@ impl CertFacts {
         Ok(Self {
             subject: cert.subject().to_string(),
             issuer: cert.issuer().to_string(),
-            serial: hex(cert.raw_serial()),
+            serial: hex::encode(cert.raw_serial()),
             not_before: cert.validity().not_before.to_datetime(),
             not_after: cert.validity().not_after.to_datetime(),
             dns_names,
@@ -252,21 +252,9 @@ fn ari_identifier(aki: &[u8], serial: &[u8]) -> String {
     format!("{}.{}", b64.encode(aki), b64.encode(serial))
 }
 
-/// Lowercase hex of `bytes` (by table: a fingerprint and a serial per certificate, so per
-/// probe, where formatting each byte cost more than the rest of the conversion).
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    s
-}
-
 /// The SHA-256 fingerprint of `der` as lowercase hex.
 pub fn sha256_hex(der: &[u8]) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, der).as_ref())
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, der).as_ref())
 }
 
 #[cfg(test)]
@@ -288,12 +276,6 @@ mod tests {
         params.use_authority_key_identifier_extension = true;
         let leaf = params.signed_by(&key, &issuer).unwrap();
         (CertFacts::parse(leaf.der()).unwrap(), ski)
-    }
-
-    #[test]
-    fn hex_is_lowercase_two_digits_a_byte() {
-        assert_eq!(hex(&[0x00, 0x0f, 0x10, 0xa5, 0xff]), "000f10a5ff");
-        assert_eq!(hex(&[]), "");
     }
 
     #[test]

@@ -85,7 +85,7 @@ pub(super) fn parse_staple(der: &[u8], serial_hex: &str) -> Result<OcspStaple, S
         cert_id.next(Tag::OctetString, "issuerNameHash")?;
         cert_id.next(Tag::OctetString, "issuerKeyHash")?;
         let sn = cert_id.next(Tag::Integer, "serialNumber")?;
-        if super::facts::hex(sn.data) != serial_hex {
+        if hex::encode(sn.data) != serial_hex {
             continue;
         }
         let cert_status = sr.any("certStatus")?;

@@ -370,7 +370,7 @@ async fn a_bundle_of_another_certificate_is_forbidden_and_journaled() {
             .unwrap()
             .self_signed(&rcgen::KeyPair::generate().unwrap())
             .unwrap();
-        let sha = hex(digest::digest(&digest::SHA256, leaf.der()).as_ref());
+        let sha = hex::encode(digest::digest(&digest::SHA256, leaf.der()).as_ref());
         let order = c.store.begin_order(cert, None, now()).unwrap();
         let v = NewVersion {
             certificate: cert,
