@@ -105,7 +105,7 @@ pub fn desired(config: &Config, r: &RemediationSettings) -> Desired {
         certificates: r.certificates.clone(),
         endpoints: r.endpoints.clone(),
         hooks: config.hooks.clone(),
-        targets: config.targets.iter().cloned().map(Arc::new).collect(),
+        targets: config.targets.clone(),
         deploy: r.deploy.clone(),
         rollouts: r.rollouts.clone(),
     }
@@ -143,12 +143,7 @@ fn profiles(config: &Config) -> ProbeProfiles {
         configured: config
             .targets
             .iter()
-            .map(|t| {
-                (
-                    (t.name.clone(), t.profile.clone()),
-                    (t.target.clone(), t.prober.clone()),
-                )
-            })
+            .map(|t| ((t.name.clone(), t.profile.clone()), t.clone()))
             .collect(),
     }
 }
@@ -475,9 +470,9 @@ fn reload(
 
 /// The targets this instance probes on a schedule: its shard of them, or all.
 fn scheduled(
-    targets: Vec<crate::schedule::TargetSpec>,
+    targets: Vec<Arc<crate::schedule::TargetSpec>>,
     shard: Option<crate::schedule::Shard>,
-) -> Vec<crate::schedule::TargetSpec> {
+) -> Vec<Arc<crate::schedule::TargetSpec>> {
     let Some(shard) = shard else {
         return targets;
     };

@@ -179,8 +179,13 @@ impl Scheduler {
     /// probe of one in flight goes on); new ones are first due as `first` says; the probes in
     /// flight of removed targets are cancelled (a probe only reads). After shutdown, nothing
     /// more is probed.
-    pub fn apply(&self, targets: Vec<TargetSpec>, concurrency: usize, first: FirstRound) {
-        let specs: Vec<Arc<TargetSpec>> = targets.into_iter().map(Arc::new).collect();
+    pub fn apply<S: Into<Arc<TargetSpec>>>(
+        &self,
+        specs: impl IntoIterator<Item = S>,
+        concurrency: usize,
+        first: FirstRound,
+    ) {
+        let specs: Vec<Arc<TargetSpec>> = specs.into_iter().map(Into::into).collect();
         self.results.replace(&specs);
         let n = specs.len();
         let mut plan = Plan {

@@ -91,7 +91,7 @@ pub struct Config {
     /// Probes in flight at once, across all targets.
     pub concurrency: usize,
     /// Every target to probe on a schedule.
-    pub targets: Vec<TargetSpec>,
+    pub targets: Vec<Arc<TargetSpec>>,
     /// `file_sd` and `file_sd_refresh`: the file_sd files `serve` watches for changes.
     pub file_sd: FileSd,
     /// Every profile by name, with a prober at the profile's own settings (for `/probe`).

@@ -24,7 +24,7 @@ use super::text::openmetrics_to_text;
 use crate::clock::Clock;
 use crate::listen::Limits;
 use crate::probe::{Host, ProbeReport, Prober, Round, Target, report_json};
-use crate::schedule::Results;
+use crate::schedule::{Results, TargetSpec};
 use crate::shutdown::Shutdown;
 
 /// Subtracted from Prometheus's scrape timeout so the answer arrives in time.
@@ -49,7 +49,7 @@ pub struct ProbeProfiles {
     pub allowed: ProbeTargets,
     /// The configured targets by (`host:port`, profile), with their own settings
     /// (`connect_to`, `server_name`, timeout): `/probe` of one probes it as scheduled.
-    pub configured: BTreeMap<(String, String), (Target, Arc<Prober>)>,
+    pub configured: BTreeMap<(String, String), Arc<TargetSpec>>,
 }
 
 /// What the HTTP handlers share.
@@ -378,7 +378,7 @@ async fn probe(req: &Request<Incoming>, state: &ExporterState) -> Response<Full<
             .unwrap_or_else(PoisonError::into_inner);
         match &profiles.allowed {
             ProbeTargets::Configured => match configured(&profiles, &requested, asked) {
-                Some((target, prober)) => (target.clone(), prober.clone(), None),
+                Some(spec) => (spec.target.clone(), spec.prober.clone(), None),
                 None => {
                     let profile = asked.unwrap_or(&profiles.default);
                     return text(
@@ -486,7 +486,7 @@ fn configured<'a>(
     profiles: &'a ProbeProfiles,
     target: &Target,
     asked: Option<&String>,
-) -> Option<&'a (Target, Arc<Prober>)> {
+) -> Option<&'a Arc<TargetSpec>> {
     let name = target.to_string();
     if let Some(profile) = asked {
         return profiles.configured.get(&(name, profile.clone()));

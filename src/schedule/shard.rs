@@ -8,6 +8,7 @@
 //! run, machine and version (std's `DefaultHasher` promises none of that). Pure: no I/O.
 
 use std::fmt;
+use std::sync::Arc;
 
 use super::TargetSpec;
 
@@ -69,7 +70,7 @@ impl Shard {
     }
 
     /// The targets of this shard, in their order.
-    pub fn select(&self, targets: Vec<TargetSpec>) -> Vec<TargetSpec> {
+    pub fn select(&self, targets: Vec<Arc<TargetSpec>>) -> Vec<Arc<TargetSpec>> {
         targets.into_iter().filter(|t| self.holds(t)).collect()
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use toml::Spanned;
 
@@ -44,7 +45,7 @@ impl Validator<'_, '_> {
     pub(super) fn remediation(
         &mut self,
         raw: &RawConfig,
-        targets: &[TargetSpec],
+        targets: &[Arc<TargetSpec>],
         hooks: &BTreeMap<String, crate::hooks::HookSpec>,
     ) -> Option<RemediationSettings> {
         let Some(acme) = &raw.acme else {

@@ -133,7 +133,7 @@ pub(super) struct TargetList<'a> {
     /// The probers, kept for `/probe` of targets that are not configured.
     pub(super) probers: ProberCache<'a>,
     /// The targets, in the order they were written.
-    pub(super) specs: Vec<TargetSpec>,
+    pub(super) specs: Vec<Arc<TargetSpec>>,
     /// (address, profile) → where it was listed last.
     seen: HashMap<(String, String), Origin>,
 }
@@ -173,7 +173,7 @@ impl<'a> TargetList<'a> {
         let Some(prober) = self.probers.get(&s.profile, s.timeout, s.warn, s.crit) else {
             return Ok(());
         };
-        self.specs.push(TargetSpec {
+        self.specs.push(Arc::new(TargetSpec {
             name: target.to_string(),
             profile: s.profile.clone(),
             target,
@@ -181,7 +181,7 @@ impl<'a> TargetList<'a> {
             prober,
             labels,
             all_addresses,
-        });
+        }));
         Ok(())
     }
 }
