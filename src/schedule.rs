@@ -117,7 +117,11 @@ impl ScheduleMetrics {
             "Probes finished, by result (ok, warning, critical, unknown)",
             probes.clone(),
         );
-        let lag = Histogram::new([0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 30.0]);
+        // Fine enough below a second for the p99 a fleet is held to, and up to five minutes
+        // for a schedule that has fallen far behind.
+        let lag = Histogram::new([
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+        ]);
         reg.register_with_unit(
             "scheduler_lag",
             "How late probes start after they are due (waiting for a concurrency slot)",

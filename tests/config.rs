@@ -40,7 +40,7 @@ fn invalid_configs_report_every_problem_with_file_line_and_key() {
             // Unknown keys and wrong types do not hide each other, nor the checks after them.
             "invalid-shape-many.toml",
             &[
-                "invalid-shape-many.toml:2: server.listn: unknown field `listn`, expected one of `listen`, `state_dir`, `max_connections`, `header_timeout`, `idle_timeout`, `probe_targets`, `metrics`, `shard`, `web`",
+                "invalid-shape-many.toml:2: server.listn: unknown field `listn`, expected one of `listen`, `state_dir`, `max_connections`, `header_timeout`, `idle_timeout`, `probe_targets`, `metrics`, `shard`, `first_round`, `web`",
                 "invalid-shape-many.toml:4: defualts: unknown field `defualts`, expected one of `server`, `defaults`, `targets_files`, `file_sd`, `file_sd_refresh`, `profiles_dir`, `target`, `profile`, `store`, `acme`, `certificate`, `endpoint`, `window`, `hook`, `deploy`, `backup`, `agents`",
                 "invalid-shape-many.toml:8: defaults.timeout: invalid type: integer `5`, expected a string",
                 "invalid-shape-many.toml:13: target[0].labels.team: invalid type: integer `1`, expected a string",
