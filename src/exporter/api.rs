@@ -47,7 +47,7 @@ struct KeptJson<'a> {
     server_name: String,
     status: &'static str,
     reason: Option<&'static str>,
-    error: Option<String>,
+    error: Option<&'a str>,
     duration_seconds: f64,
     tls: Option<TlsJson<'a>>,
     checks: ChecksJson,
@@ -164,7 +164,7 @@ fn kept_json<'a>(s: &'a TargetState, o: &'a Observation, now: OffsetDateTime) ->
         server_name: s.spec.target.verify_name(),
         status: o.status.as_str(),
         reason: o.reason,
-        error: None,
+        error: o.error.as_deref(),
         duration_seconds: round(o.duration.as_secs_f64(), 6),
         tls: o.tls.as_deref().map(tls_json),
         checks: ChecksJson(o.checks),
@@ -334,6 +334,20 @@ mod tests {
         assert_eq!(want["reason"], "hostname_mismatch");
         assert!(want["error"].is_string());
         let got = api(vec![bad]);
+        assert_eq!(got[0]["reports"][0], want);
+    }
+
+    #[test]
+    fn a_round_that_saw_no_certificate_reads_as_its_full_report() {
+        let t: Target = "a.test:443".parse().unwrap();
+        let mut refused =
+            ProbeReport::unreached(&t, Duration::from_micros(812), ProbeFailure::ConnectRefused);
+        refused.address = Some(([127, 0, 0, 1], 443).into());
+        let now = OffsetDateTime::from(UNIX_EPOCH + NOW + Duration::from_millis(1500));
+        let want = serde_json::to_value(report_json(&refused, now)).unwrap();
+        assert_eq!(want["reason"], "connect_refused");
+        assert!(want["error"].is_string());
+        let got = api(vec![refused]);
         assert_eq!(got[0]["reports"][0], want);
     }
 

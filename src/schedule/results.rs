@@ -5,8 +5,8 @@
 //! ([`Observation`]): the status, the reason, the checks as bits, and the certificates as
 //! [`Cert`]s shared by every target that serves the same one (a fleet's intermediates, a
 //! wildcard behind many names), their subject and issuer strings shared again between
-//! certificates. The full report of a round is kept only when the round was not ok, for the
-//! explanations `/api/targets` shows; `/probe` gives a full report on demand.
+//! certificates. The full report of a round is kept only when it saw a certificate that was
+//! not ok, for the explanations `/api/targets` shows; `/probe` gives a full report on demand.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -127,6 +127,8 @@ pub struct Observation {
     pub checks: Checks,
     /// The stapled OCSP response, when there was one.
     pub ocsp: Option<Box<OcspStaple>>,
+    /// Why the probe saw no certificate, when it saw none.
+    pub error: Option<Box<str>>,
 }
 
 // === impl Observation ===
@@ -154,6 +156,11 @@ impl Observation {
             earliest_not_after: facts.map(|f| f.earliest_not_after.unix_timestamp()),
             checks: facts.map(|f| Checks::of(&f.checks)).unwrap_or_default(),
             ocsp: facts.and_then(|f| f.ocsp.clone()).map(Box::new),
+            error: report
+                .outcome
+                .as_ref()
+                .err()
+                .map(|e| e.to_string().into_boxed_str()),
         }
     }
 
@@ -332,7 +339,8 @@ pub struct TargetState {
     pub spec: Arc<TargetSpec>,
     /// The last round (one observation per address with `all_addresses`).
     pub last: Box<[Observation]>,
-    /// The last round's full reports, kept only when it was not ok.
+    /// The last round's full reports, kept only when it saw a certificate that was not ok
+    /// (for the checks' explanations; a probe that saw none is told by its observation).
     pub full: Option<Box<[ProbeReport]>>,
     /// When the last round finished.
     pub last_at: Option<SystemTime>,
@@ -409,8 +417,10 @@ impl TargetState {
             let pos = self.history.iter().position(|e| !ok(e)).expect("counted");
             self.history.remove(pos);
         }
-        let all_ok = last.iter().all(|o| o.status == Status::Ok);
-        self.full = (!all_ok).then(|| reports.into_boxed_slice());
+        let explained = last
+            .iter()
+            .all(|o| o.status == Status::Ok || o.leaf.is_none());
+        self.full = (!explained).then(|| reports.into_boxed_slice());
         self.last = last;
         self.last_at = Some(at);
     }
@@ -674,7 +684,13 @@ mod tests {
             vec![report("a.test:443", Err(ProbeFailure::ConnectRefused))],
             at,
         );
-        assert!(state(&r, "a.test:443").full.unwrap()[0].outcome.is_err());
+        // A probe that saw no certificate is told in full by its observation.
+        let s = state(&r, "a.test:443");
+        assert!(s.full.is_none());
+        assert_eq!(
+            s.last[0].error.as_deref(),
+            Some(ProbeFailure::ConnectRefused.to_string().as_str())
+        );
         // A target not (or no longer) scheduled records nothing.
         r.update(
             &key("gone.test:443"),
