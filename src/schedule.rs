@@ -414,7 +414,7 @@ async fn probe_once(
     metrics: ScheduleMetrics,
     clock: Arc<dyn Clock>,
 ) {
-    // In a task of its own: a panic in this probe is this round's `internal_error` report.
+    // A panic in this probe is this round's `internal_error` report (`Prober::round`).
     let reports = spec
         .prober
         .clone()

@@ -334,3 +334,28 @@ fn check_ocsp(staple: Option<&[u8]>, leaf: &CertFacts) -> (Option<OcspStaple>, C
         ),
     }
 }
+
+/// Chains the unit tests of other modules analyse.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use std::time::SystemTime;
+
+    use super::{ChainFacts, Origin, Policy, ServerName, TrustStore, analyze};
+
+    /// A self-signed certificate for `name`, served alone and trusted, analysed at `at` as
+    /// for the server name `verified_as`.
+    pub(crate) fn self_signed(name: &str, verified_as: &str, at: SystemTime) -> ChainFacts {
+        let leaf = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+        let mut trust = TrustStore::empty();
+        trust.add_all([leaf.cert.der()], Origin::Private);
+        analyze(
+            &[leaf.cert.der().clone()],
+            &ServerName::try_from(verified_as.to_owned()).unwrap(),
+            None,
+            &trust,
+            &Policy::new(),
+            at,
+        )
+        .unwrap()
+    }
+}

@@ -5,16 +5,17 @@
 //! results keep of it, in the same shape: everything but the explanations of checks that
 //! passed, whose `detail` is null (`/probe?target=...&debug=true` gives them on demand).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Serialize;
-use serde::ser::SerializeMap;
 use time::OffsetDateTime;
 
-use crate::cert::{OcspStaple, rfc3339};
-use crate::probe::{JsonReport, TlsInfo, report_json};
-use crate::schedule::{Cert, Checks, Observation, Results, TargetState, unix_time};
+use crate::cert::rfc3339;
+use crate::probe::json::{JsonCert, JsonChecks, JsonOcsp, JsonTls, Names, round};
+use crate::probe::{JsonReport, report_json};
+use crate::schedule::{Cert, Observation, Results, TargetState, unix_time};
 
 /// Targets serialized per read lock of the results: a batch is a few hundred kilobytes, and
 /// the lock is held for a few milliseconds.
@@ -28,81 +29,8 @@ pub(super) struct TargetJson<'a> {
     labels: BTreeMap<&'a str, &'a str>,
     interval_seconds: f64,
     last_probe: Option<String>,
-    reports: Vec<ReportJson<'a>>,
+    reports: Vec<JsonReport<'a>>,
     history: Vec<HistoryJson>,
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum ReportJson<'a> {
-    Full(JsonReport<'a>),
-    Kept(KeptJson<'a>),
-}
-
-/// An ok report, from its [`Observation`].
-#[derive(Serialize)]
-struct KeptJson<'a> {
-    target: &'a str,
-    address: Option<String>,
-    server_name: String,
-    status: &'static str,
-    reason: Option<&'static str>,
-    error: Option<&'a str>,
-    duration_seconds: f64,
-    tls: Option<TlsJson<'a>>,
-    checks: ChecksJson,
-    leaf: Option<CertJson<'a>>,
-    chain: Vec<CertJson<'a>>,
-    ocsp: Option<OcspJson>,
-}
-
-#[derive(Serialize)]
-struct TlsJson<'a> {
-    version: &'a str,
-    cipher_suite: &'a str,
-    alpn: Option<&'a str>,
-}
-
-/// The checks as a map from name to `{ok, detail}`, in report order.
-struct ChecksJson(Checks);
-
-impl Serialize for ChecksJson {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct One {
-            ok: bool,
-            detail: Option<&'static str>,
-        }
-        let mut map = s.serialize_map(None)?;
-        for (kind, ok) in self.0.iter() {
-            map.serialize_entry(kind.as_str(), &One { ok, detail: None })?;
-        }
-        map.end()
-    }
-}
-
-#[derive(Serialize)]
-struct CertJson<'a> {
-    subject: &'a str,
-    issuer: &'a str,
-    serial: &'a str,
-    not_before: String,
-    not_after: String,
-    days_left: f64,
-    dns_names: &'a [Box<str>],
-    ip_addresses: Vec<String>,
-    sha256: String,
-    public_key: String,
-    signature_algorithm: &'a str,
-    is_ca: bool,
-}
-
-#[derive(Serialize)]
-struct OcspJson {
-    status: &'static str,
-    this_update: Option<String>,
-    next_update: Option<String>,
-    revocation_time: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -115,62 +43,40 @@ struct HistoryJson {
     duration_seconds: f64,
 }
 
-fn round(x: f64, places: i32) -> f64 {
-    let f = 10f64.powi(places);
-    (x * f).round() / f
-}
-
-fn cert_json(c: &Cert, now: OffsetDateTime) -> CertJson<'_> {
-    CertJson {
+/// A certificate the results keep, in the contract's shape.
+fn cert_json(c: &Cert, now: OffsetDateTime) -> JsonCert<'_> {
+    let not_after = unix_time(c.not_after);
+    JsonCert {
         subject: &c.subject,
         issuer: &c.issuer,
         serial: &c.serial,
         not_before: rfc3339(unix_time(c.not_before)),
-        not_after: rfc3339(unix_time(c.not_after)),
-        days_left: round(
-            (unix_time(c.not_after) - now).as_seconds_f64() / 86_400.0,
-            3,
-        ),
-        dns_names: &c.dns_names,
+        not_after: rfc3339(not_after),
+        days_left: round((not_after - now).as_seconds_f64() / 86_400.0, 3),
+        dns_names: Names::Boxed(&c.dns_names),
         ip_addresses: c.ip_addresses.iter().map(ToString::to_string).collect(),
-        sha256: c.sha256_hex(),
+        sha256: Cow::Owned(c.sha256_hex()),
         public_key: c.public_key.to_string(),
         signature_algorithm: &c.signature_algorithm,
         is_ca: c.is_ca,
     }
 }
 
-fn ocsp_json(o: &OcspStaple) -> OcspJson {
-    OcspJson {
-        status: o.status.as_str(),
-        this_update: o.this_update.map(rfc3339),
-        next_update: o.next_update.map(rfc3339),
-        revocation_time: o.revocation_time.map(rfc3339),
-    }
-}
-
-fn tls_json(t: &TlsInfo) -> TlsJson<'_> {
-    TlsJson {
-        version: &t.version,
-        cipher_suite: &t.cipher_suite,
-        alpn: t.alpn.as_deref(),
-    }
-}
-
-fn kept_json<'a>(s: &'a TargetState, o: &'a Observation, now: OffsetDateTime) -> KeptJson<'a> {
-    KeptJson {
+/// An ok report, from its [`Observation`].
+fn kept_json<'a>(s: &'a TargetState, o: &'a Observation, now: OffsetDateTime) -> JsonReport<'a> {
+    JsonReport {
         target: &s.spec.name,
         address: o.address.map(|a| a.to_string()),
-        server_name: s.spec.target.verify_name(),
+        server_name: Cow::Owned(s.spec.target.verify_name()),
         status: o.status.as_str(),
         reason: o.reason,
-        error: o.error.as_deref(),
+        error: o.error.as_deref().map(Cow::Borrowed),
         duration_seconds: round(o.duration.as_secs_f64(), 6),
-        tls: o.tls.as_deref().map(tls_json),
-        checks: ChecksJson(o.checks),
+        tls: o.tls.as_deref().map(JsonTls::from),
+        checks: JsonChecks::Bits(o.checks),
         leaf: o.leaf.as_deref().map(|c| cert_json(c, now)),
         chain: o.chain.iter().map(|c| cert_json(c, now)).collect(),
-        ocsp: o.ocsp.as_deref().map(ocsp_json),
+        ocsp: o.ocsp.as_deref().map(JsonOcsp::from),
     }
 }
 
@@ -209,15 +115,8 @@ pub(super) fn write_targets(
 /// The object of one target, with days counted from `now`.
 pub(super) fn target_json(s: &TargetState, now: OffsetDateTime) -> TargetJson<'_> {
     let reports = match &s.full {
-        Some(full) => full
-            .iter()
-            .map(|r| ReportJson::Full(report_json(r, now)))
-            .collect(),
-        None => s
-            .last
-            .iter()
-            .map(|o| ReportJson::Kept(kept_json(s, o, now)))
-            .collect(),
+        Some(full) => full.iter().map(|r| report_json(r, now)).collect(),
+        None => s.last.iter().map(|o| kept_json(s, o, now)).collect(),
     };
     TargetJson {
         target: &s.spec.name,
@@ -251,8 +150,8 @@ mod tests {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     use super::*;
-    use crate::cert::{Origin, Policy, ServerName, TrustStore};
-    use crate::probe::{Module, ProbeFailure, ProbeReport, Prober, Target};
+    use crate::cert::TrustStore;
+    use crate::probe::{Module, ProbeFailure, ProbeReport, Prober, Target, TlsInfo};
     use crate::schedule::TargetSpec;
 
     const NOW: Duration = Duration::from_secs(1_800_000_000);
@@ -278,18 +177,8 @@ mod tests {
     }
 
     fn report(verified_as: &str) -> ProbeReport {
-        let leaf = rcgen::generate_simple_self_signed(vec!["a.test".to_owned()]).unwrap();
-        let mut trust = TrustStore::empty();
-        trust.add_all([leaf.cert.der()], Origin::Private);
-        let facts = crate::cert::analyze(
-            &[leaf.cert.der().clone()],
-            &ServerName::try_from(verified_as.to_owned()).unwrap(),
-            None,
-            &trust,
-            &Policy::new(),
-            SystemTime::UNIX_EPOCH + NOW,
-        )
-        .unwrap();
+        let facts =
+            crate::cert::fixtures::self_signed("a.test", verified_as, SystemTime::UNIX_EPOCH + NOW);
         let t: Target = "a.test:443".parse().unwrap();
         let mut r = ProbeReport::unreached(&t, Duration::from_micros(2345), ProbeFailure::Closed);
         r.address = Some(([127, 0, 0, 1], 443).into());

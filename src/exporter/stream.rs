@@ -266,7 +266,7 @@ mod tests {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     use super::*;
-    use crate::cert::{ChainFacts, Origin, Policy, ServerName, TrustStore};
+    use crate::cert::{ChainFacts, TrustStore};
     use crate::clock::{Clock, TestClock};
     use crate::exporter::metrics::{ModeSwitch, WholeTargetCollector};
     use crate::exporter::text::openmetrics_to_text;
@@ -283,18 +283,7 @@ mod tests {
 
     /// A served chain for `name`, trusted, analysed as for `verified_as`.
     fn facts(name: &str, verified_as: &str) -> ChainFacts {
-        let leaf = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
-        let mut trust = TrustStore::empty();
-        trust.add_all([leaf.cert.der()], Origin::Private);
-        crate::cert::analyze(
-            &[leaf.cert.der().clone()],
-            &ServerName::try_from(verified_as.to_owned()).unwrap(),
-            None,
-            &trust,
-            &Policy::new(),
-            now(),
-        )
-        .unwrap()
+        crate::cert::fixtures::self_signed(name, verified_as, now())
     }
 
     /// `n` scheduled targets in `results`: a third unreachable, a third valid, a third

@@ -5,11 +5,11 @@
 //! seen; a certificate that fails verification is still [`ChainFacts`] with failed checks. Must
 //! not know HTTP serving, SQL or metrics. The CLI, `/probe`, the scheduler and deployment
 //! verification all probe through one function, [`Prober::round`] (the first address or each,
-//! as a [`Round`] says), which runs in a task of its own so that a bug in one probe becomes
-//! that probe's [`ProbeFailure::Internal`] instead of taking down a loop or a batch.
+//! as a [`Round`] says), which catches a panic so that a bug in one probe becomes that
+//! probe's [`ProbeFailure::Internal`] instead of taking down a loop or a batch.
 
 mod caught;
-mod json;
+pub(crate) mod json;
 pub mod legacy;
 mod round;
 mod starttls;

@@ -1,5 +1,5 @@
 //! One round of probing a target, the one way every caller probes: the scheduler's loops,
-//! deployment verification, `/probe` and the CLI. A round runs in a task of its own (see
+//! deployment verification, `/probe` and the CLI. A round catches its own panic (see
 //! `caught.rs`), so a bug in one probe is that round's `internal_error` report, and covers
 //! the first address, or every address one after another, as [`Round`] says.
 
@@ -37,7 +37,7 @@ impl Round {
 }
 
 impl Prober {
-    /// Probes `target` for one round in a task of its own: a panic anywhere in it gives one
+    /// Probes `target` for one round: a panic anywhere in it gives one
     /// report with reason `internal_error` and status unknown instead of unwinding into the
     /// caller. Never fails, and never returns an empty list.
     pub async fn round(
@@ -46,14 +46,13 @@ impl Prober {
         clock: Arc<dyn Clock>,
         round: Round,
     ) -> Vec<ProbeReport> {
-        let owned = target.clone();
-        caught(target, async move {
+        caught(target, async {
             match round {
-                Round::First => vec![self.probe(&owned, clock.as_ref()).await],
+                Round::First => vec![self.probe(target, clock.as_ref()).await],
                 Round::FirstWithin(budget) => {
-                    vec![self.probe_within(&owned, clock.as_ref(), budget).await]
+                    vec![self.probe_within(target, clock.as_ref(), budget).await]
                 }
-                Round::EachAddress => self.probe_each_address(&owned, clock.as_ref()).await,
+                Round::EachAddress => self.probe_each_address(target, clock.as_ref()).await,
             }
         })
         .await

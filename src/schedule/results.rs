@@ -523,7 +523,7 @@ pub fn unix_time(secs: i64) -> OffsetDateTime {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cert::{ChainFacts, Origin, Policy, ServerName, TrustStore};
+    use crate::cert::{ChainFacts, TrustStore};
     use crate::probe::{Module, ProbeFailure, Prober, Target};
 
     const NOW: Duration = Duration::from_secs(1_800_000_000);
@@ -542,18 +542,7 @@ mod tests {
 
     /// A served self-signed chain for `name`, trusted, analysed as for `verified_as`.
     fn facts(name: &str, verified_as: &str) -> ChainFacts {
-        let leaf = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
-        let mut trust = TrustStore::empty();
-        trust.add_all([leaf.cert.der()], Origin::Private);
-        crate::cert::analyze(
-            &[leaf.cert.der().clone()],
-            &ServerName::try_from(verified_as.to_owned()).unwrap(),
-            None,
-            &trust,
-            &Policy::new(),
-            UNIX_EPOCH + NOW,
-        )
-        .unwrap()
+        crate::cert::fixtures::self_signed(name, verified_as, UNIX_EPOCH + NOW)
     }
 
     fn report(target: &str, outcome: Result<ChainFacts, ProbeFailure>) -> ProbeReport {

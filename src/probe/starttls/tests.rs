@@ -125,3 +125,79 @@ fn find_and_first_word() {
     assert_eq!(first_word(b"  OK [x] done"), (&b"OK"[..], &b"[x] done"[..]));
     assert_eq!(first_word(b""), (&b""[..], &b""[..]));
 }
+
+/// Fragments of what servers of every protocol say, mixed with bytes none of them should.
+const PIECES: &[&[u8]] = &[
+    b"220 mx.test ESMTP\r\n",
+    b"250-",
+    b"250 ",
+    b"STARTTLS",
+    b"\r\n",
+    b"\n",
+    b"* OK [CAPABILITY IMAP4rev1 STARTTLS] ready\r\n",
+    b"a1 OK begin TLS\r\n",
+    b"a1 ",
+    b"+OK ",
+    b"-ERR ",
+    b"234 AUTH TLS ok\r\n",
+    b"<stream:features>",
+    b"</stream:features>",
+    b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'>",
+    b"<proceed/>",
+    b"<failure",
+    b"<stream:error>",
+    b"<",
+    b">",
+    b"\x30\x84\xff\xff\xff\xff",
+    b"\x30\x0c\x02\x01\x01\x78\x07\x0a\x01\x00",
+    b"S",
+    b"N",
+    b"E\x00\x00\x00\x08",
+    b"\xff",
+    b"\xe2\x82",
+    b"\x1b[2J\x1b]0;x\x07",
+    b"\x00",
+];
+
+/// Whatever a server sends, in whatever pieces, every protocol's upgrade ends with a verdict
+/// (no panic, no wait on an always-ready stream), and its error quotes the server only
+/// escaped: no control character reaches a log line or a terminal.
+#[test]
+fn hostile_byte_streams_end_in_a_verdict_with_escaped_text() {
+    let mut rng = fastrand::Rng::with_seed(0x7157_7a5d);
+    let mut verdicts = [0usize; 2];
+    for round in 0..3000 {
+        let protocol = Protocol::ALL[round % Protocol::ALL.len()];
+        let mut script = Vec::new();
+        for _ in 0..rng.usize(0..40) {
+            if rng.u8(..) < 40 {
+                script.extend((0..rng.usize(1..16)).map(|_| rng.u8(..)));
+            } else {
+                script.extend_from_slice(PIECES[rng.usize(..PIECES.len())]);
+            }
+        }
+        if rng.u8(..) < 8 {
+            script.extend(std::iter::repeat_n(b'2', rng.usize(0..3 * MAX_LINE)));
+        }
+        let chunk = [1, 2, 3, 7, 64, 2048][rng.usize(..6)];
+        let mut stream = tokio::io::join(Drip(&script, chunk), tokio::io::sink());
+        let mut fut = std::pin::pin!(upgrade(protocol, &mut stream, "mx.test"));
+        let std::task::Poll::Ready(out) = fut
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+        else {
+            panic!("{protocol}: an always-ready stream made the upgrade wait");
+        };
+        verdicts[usize::from(out.is_err())] += 1;
+        if let Err(e) = out {
+            let text = e.to_string();
+            assert!(
+                !text.chars().any(char::is_control),
+                "{protocol} on {script:?}: {text:?}"
+            );
+        }
+    }
+    // The pieces are real enough that some exchanges succeed (TLS always does).
+    assert!(verdicts[0] > 3000 / Protocol::ALL.len(), "{verdicts:?}");
+    assert!(verdicts[1] > 0, "{verdicts:?}");
+}
