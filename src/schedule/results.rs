@@ -499,18 +499,23 @@ impl Results {
     /// Keeps the states of targets still configured, adds new ones, drops the rest.
     pub(crate) fn replace(&self, specs: &[Arc<TargetSpec>]) {
         let mut map = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-        let mut next = BTreeMap::new();
-        for spec in specs {
-            let key = spec.key();
-            let state = match map.remove(&key) {
-                Some(mut s) => {
-                    s.spec = spec.clone();
-                    s
-                }
-                None => TargetState::new(spec.clone()),
-            };
-            next.insert(key, state);
-        }
+        // Collected, not inserted one by one: a map built from all its entries at once packs
+        // its nodes full, where insertion leaves them about half empty (a tenth of a
+        // target's memory at fleet scale). Probes only update entries, so it stays packed.
+        let next: BTreeMap<_, _> = specs
+            .iter()
+            .map(|spec| {
+                let key = spec.key();
+                let state = match map.remove(&key) {
+                    Some(mut s) => {
+                        s.spec = spec.clone();
+                        s
+                    }
+                    None => TargetState::new(spec.clone()),
+                };
+                (key, state)
+            })
+            .collect();
         *map = next;
     }
 }
