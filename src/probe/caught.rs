@@ -12,7 +12,7 @@
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::pin;
+use std::pin::Pin;
 use std::task::Poll;
 
 use tokio::time::Instant;
@@ -23,13 +23,13 @@ use super::{ProbeFailure, ProbeReport, Target, escape_prefix};
 /// The most characters of a panic message kept in the report (it may quote peer bytes).
 const PANIC_MESSAGE_MAX: usize = 200;
 
-/// Runs `probe` and turns its panic into one `internal_error` report for `target`.
-pub(crate) async fn caught<F>(target: &Target, probe: F) -> Vec<ProbeReport>
+/// Runs `probe` and turns its panic into one `internal_error` report for `target`. Takes the
+/// probe pinned where the caller holds it, so its state is not in this future a second time.
+pub(crate) async fn caught<F>(target: &Target, mut probe: Pin<&mut F>) -> Vec<ProbeReport>
 where
     F: Future<Output = Vec<ProbeReport>>,
 {
     let start = Instant::now();
-    let mut probe = pin!(probe);
     let outcome = std::future::poll_fn(|cx| {
         match catch_unwind(AssertUnwindSafe(|| probe.as_mut().poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,
@@ -81,11 +81,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_probe_becomes_an_internal_error_report() {
-        let reports = caught(&target(), async {
-            let peer = String::from_utf8_lossy(b"tw1 \xff\x1b]0;x\x07OK").into_owned();
-            let _ = &peer[..5]; // inside the replacement character: the old IMAP panic
-            Vec::new()
-        })
+        let reports = caught(
+            &target(),
+            std::pin::pin!(async {
+                let peer = String::from_utf8_lossy(b"tw1 \xff\x1b]0;x\x07OK").into_owned();
+                let _ = &peer[..5]; // inside the replacement character: the old IMAP panic
+                Vec::new()
+            }),
+        )
         .await;
         assert_eq!(reports.len(), 1);
         let r = &reports[0];
@@ -114,14 +117,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_panic_with_a_formatted_message_or_none() {
-        let r = caught(&target(), async { panic!("bad {}", 42) }).await;
+        let r = caught(&target(), std::pin::pin!(async { panic!("bad {}", 42) })).await;
         assert_eq!(
             r[0].outcome,
             Err(ProbeFailure::Internal(
                 "the probe panicked: \"bad 42\"".into()
             ))
         );
-        let r = caught(&target(), async { std::panic::panic_any(7_u8) }).await;
+        let r = caught(
+            &target(),
+            std::pin::pin!(async { std::panic::panic_any(7_u8) }),
+        )
+        .await;
         assert_eq!(
             r[0].outcome,
             Err(ProbeFailure::Internal(
@@ -138,7 +145,7 @@ mod tests {
         drop(listener);
         let prober = Arc::new(Prober::new(Module::new(Arc::new(TrustStore::empty()))));
         let t: Target = format!("127.0.0.1:{port}").parse().unwrap();
-        let panicked = caught(&t, async { panic!("first") }).await;
+        let panicked = caught(&t, std::pin::pin!(async { panic!("first") })).await;
         assert_eq!(panicked[0].reason(), Some("internal_error"));
         let reports = prober
             .clone()
@@ -168,11 +175,14 @@ mod tests {
         }
         let dropped = Arc::new(AtomicBool::new(false));
         let guard = Dropped(dropped.clone());
-        let t = target();
-        let waiting = caught(&t, async move {
-            let _guard = guard;
-            std::future::pending::<Vec<ProbeReport>>().await
-        });
+        // As `Prober::round` holds it: the probe pinned inside the future that waits.
+        let waiting = async move {
+            let probe = std::pin::pin!(async move {
+                let _guard = guard;
+                std::future::pending::<Vec<ProbeReport>>().await
+            });
+            caught(&target(), probe).await
+        };
         tokio::select! {
             biased;
             _ = waiting => unreachable!("the probe never ends"),

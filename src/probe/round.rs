@@ -46,7 +46,7 @@ impl Prober {
         clock: Arc<dyn Clock>,
         round: Round,
     ) -> Vec<ProbeReport> {
-        caught(target, async {
+        let probe = std::pin::pin!(async {
             match round {
                 Round::First => vec![self.probe(target, clock.as_ref()).await],
                 Round::FirstWithin(budget) => {
@@ -54,8 +54,8 @@ impl Prober {
                 }
                 Round::EachAddress => self.probe_each_address(target, clock.as_ref()).await,
             }
-        })
-        .await
+        });
+        caught(target, probe).await
     }
 }
 
@@ -102,5 +102,18 @@ mod tests {
             assert_eq!(one[0].address, Some(addrs[0]), "{round:?}");
             assert_eq!(one[0].reason(), Some("connect_refused"), "{round:?}");
         }
+    }
+
+    /// Every probe in flight holds its round's future (the concurrency limit's worth of them,
+    /// moved into a task each): the paths few probes take (STARTTLS, the legacy read, a
+    /// client certificate) are boxed, and the panic guard does not hold the probe twice.
+    /// 3.9 KB (debug or release), 11.3 KB before.
+    #[test]
+    fn a_rounds_future_stays_small() {
+        let prober = Arc::new(Prober::new(Module::new(Arc::new(TrustStore::empty()))));
+        let t: Target = "127.0.0.1:1".parse().unwrap();
+        let round = prober.round(&t, Arc::new(SystemClock), Round::EachAddress);
+        let size = size_of_val(&round);
+        assert!(size <= 6_144, "{size} bytes");
     }
 }

@@ -19,8 +19,8 @@ use tokio_rustls::TlsConnector;
 use tracing::{debug, instrument};
 
 use super::{
-    Host, Module, ProbeFailure, ProbeReport, StartTlsError, Target, TlsInfo, find_rustls_error,
-    legacy, starttls,
+    Host, Module, ProbeFailure, ProbeReport, Protocol, StartTlsError, Target, TlsInfo,
+    find_rustls_error, legacy, starttls,
 };
 use crate::cert::{self, Check, CheckKind, Reason, Severity};
 use crate::clock::Clock;
@@ -167,7 +167,7 @@ impl Prober {
                 });
                 let requested = lock(&observed).client_cert_requested;
                 if requested {
-                    self.client_auth_verdict(&mut stream, deadline).await
+                    Box::pin(self.client_auth_verdict(&mut stream, deadline)).await
                 } else {
                     let tls = report.tls.as_ref().expect("just set");
                     Check::pass(
@@ -182,16 +182,15 @@ impl Prober {
                     if !may_be_legacy(&failure) {
                         return Err(failure);
                     }
-                    return self
-                        .legacy(
-                            addr,
-                            &server_name,
-                            (deadline, budget),
-                            failure,
-                            report,
-                            clock,
-                        )
-                        .await;
+                    return Box::pin(self.legacy(
+                        addr,
+                        &server_name,
+                        (deadline, budget),
+                        failure,
+                        report,
+                        clock,
+                    ))
+                    .await;
                 }
                 self.failed_after_certificate(&lock(&observed), &e, failure)
             }
@@ -243,7 +242,18 @@ impl Prober {
         };
         let _ = tcp.set_nodelay(true);
         let protocol = self.module.protocol;
-        match timeout_at(deadline, starttls::upgrade(protocol, &mut tcp, host)).await {
+        if protocol == Protocol::Tls {
+            return Ok(tcp);
+        }
+        // Boxed, as are the other paths few probes take (the legacy read, a client
+        // certificate's verdict): inline, their state would be in every probe's future,
+        // which is moved and held for each probe in flight.
+        match Box::pin(timeout_at(
+            deadline,
+            starttls::upgrade(protocol, &mut tcp, host),
+        ))
+        .await
+        {
             Err(_) => Err(ProbeFailure::StartTlsTimeout(protocol)),
             Ok(Err(StartTlsError::Refused(detail))) => {
                 Err(ProbeFailure::StartTlsRefused { protocol, detail })
