@@ -128,7 +128,7 @@ pub struct Observation {
     /// The stapled OCSP response, when there was one.
     pub ocsp: Option<Box<OcspStaple>>,
     /// Why the probe saw no certificate, when it saw none.
-    pub error: Option<Box<str>>,
+    pub error: Option<Arc<str>>,
 }
 
 // === impl Observation ===
@@ -156,11 +156,12 @@ impl Observation {
             earliest_not_after: facts.map(|f| f.earliest_not_after.unix_timestamp()),
             checks: facts.map(|f| Checks::of(&f.checks)).unwrap_or_default(),
             ocsp: facts.and_then(|f| f.ocsp.clone()).map(Box::new),
+            // Shared: a fleet's unreachable targets mostly fail with the same few texts.
             error: report
                 .outcome
                 .as_ref()
                 .err()
-                .map(|e| e.to_string().into_boxed_str()),
+                .map(|e| shared.string(&e.to_string())),
         }
     }
 
