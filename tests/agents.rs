@@ -131,10 +131,11 @@ async fn netns_fixture_nginx_in_a_namespace_answers_the_root_namespace_and_all_i
     drop(nginx);
     drop(ns);
     assert!(
-        sleeper.try_wait().expect("try_wait").is_some() || {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        within(Duration::from_secs(30), EVERY, || std::future::ready(
             sleeper.try_wait().expect("try_wait").is_some()
-        },
+        ))
+        .await
+        .is_some(),
         "the process inside the namespace survived its Drop"
     );
     assert!(!netns_exists(&ns_name), "{ns_name} left behind");
@@ -165,6 +166,21 @@ async fn netns_fixture_removes_the_leftovers_of_a_dead_run_in_its_slot() {
             .args(["netns", "exec", &ns, "sleep", "60"])
             .spawn()
             .unwrap();
+        // `ip netns exec` enters the namespace after the spawn returns: a leftover is one
+        // that is in it (else the cleanup below could run first and miss it).
+        let pid = orphan.id().to_string();
+        let entered = within(Duration::from_secs(60), EVERY, || {
+            let out = std::process::Command::new("/usr/sbin/ip")
+                .args(["netns", "identify", pid.as_str()])
+                .output()
+                .unwrap();
+            std::future::ready(String::from_utf8_lossy(&out.stdout).trim() == ns)
+        })
+        .await;
+        assert!(
+            entered.is_some(),
+            "the leftover's process never entered {ns}"
+        );
         let Some(again) = Bridge::in_slot(slot) else {
             // Another test took the slot meanwhile (and cleaned it): try another.
             let _ = orphan.kill();
