@@ -129,6 +129,8 @@ async fn main() {
     println!("rss_start_mib {:.1}", status_mib("VmRSS:"));
 
     let prober = Arc::new(Prober::new(Module::new(Arc::new(TrustStore::empty()))));
+    // One copy of the profile's name for all, as the config shares it.
+    let profile: Arc<str> = "default".into();
     let specs: Vec<TargetSpec> = (0..n)
         .map(|i| {
             let name = format!("host-{i}.fleet.invalid:443");
@@ -136,8 +138,8 @@ async fn main() {
             let host = Ipv4Addr::new(127, 0, 0, 1 + (i % 254) as u8);
             target.connect_to = vec![SocketAddr::from((host, closed))];
             TargetSpec {
-                name,
-                profile: "default".into(),
+                name: name.into(),
+                profile: profile.clone(),
                 target,
                 interval,
                 prober: prober.clone(),

@@ -140,12 +140,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let metrics = ScheduleMetrics::register(registry.sub_registry_with_prefix("tlsward"));
     let results = Arc::new(Results::default());
     let shutdown = Shutdown::new();
+    // One copy of the profile's name for all, as the config shares it.
+    let profile: Arc<str> = "default".into();
     let specs: Vec<TargetSpec> = (0..n)
         .map(|i| {
             let target = format!("host-{i}.fleet.invalid:443");
             TargetSpec {
-                name: target.clone(),
-                profile: "default".into(),
+                name: target.as_str().into(),
+                profile: profile.clone(),
                 target: target.parse().expect("target"),
                 interval: Duration::from_secs(86_400),
                 prober: prober.clone(),

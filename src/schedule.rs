@@ -69,13 +69,16 @@ impl FirstRound {
     }
 }
 
+/// A target's identity: (name, profile).
+pub type TargetKey = (Arc<str>, Arc<str>);
+
 /// One target to probe on a schedule: plain data the config builds.
 #[derive(Debug, Clone)]
 pub struct TargetSpec {
     /// The `target` label: `host:port` as configured.
-    pub name: String,
-    /// The profile name (the `profile` label).
-    pub profile: String,
+    pub name: Arc<str>,
+    /// The profile name (the `profile` label), one allocation shared by the profile's targets.
+    pub profile: Arc<str>,
     /// What to probe.
     pub target: Target,
     /// Time between probes.
@@ -89,8 +92,9 @@ pub struct TargetSpec {
 }
 
 impl TargetSpec {
-    /// The identity of a target across reloads.
-    pub fn key(&self) -> (String, String) {
+    /// The identity of a target across reloads: its name and profile, shared with the spec
+    /// (a key costs two pointers, not two more strings per target).
+    pub fn key(&self) -> TargetKey {
         (self.name.clone(), self.profile.clone())
     }
 }
@@ -389,7 +393,7 @@ impl Dispatcher {
         }
         let mut queue = Vec::with_capacity(self.specs.len());
         for (slot, spec) in self.specs.iter().enumerate() {
-            match standing.remove(&(spec.name.as_str(), spec.profile.as_str())) {
+            match standing.remove(&(&*spec.name, &*spec.profile)) {
                 Some(Standing::Due(at)) => queue.push(Reverse((at.min(now + spec.interval), slot))),
                 Some(Standing::Flying(id)) => {
                     if let Some(f) = self.flights.get_mut(&id) {
@@ -483,7 +487,7 @@ mod tests {
                     let mut target: Target = name.parse().unwrap();
                     target.connect_to = vec![*addr];
                     TargetSpec {
-                        name,
+                        name: name.into(),
                         profile: "test".into(),
                         target,
                         interval,

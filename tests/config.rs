@@ -200,7 +200,7 @@ fn a_valid_config_becomes_module_settings() {
     assert_eq!(config.targets.len(), 3);
     let mx = &config.targets[0];
     assert_eq!(
-        (mx.name.as_str(), mx.profile.as_str()),
+        (&*mx.name, &*mx.profile),
         ("mx.example.org:25", "corp-smtp")
     );
     assert_eq!(mx.labels, [("team".to_owned(), "mail".to_owned())]);
@@ -369,7 +369,7 @@ fn targets_files_are_globbed_and_checked_line_by_line() {
     assert!(err.problems[0].ends_with(r#"targets/bad.txt:2: invalid target "not a target": "not a target" is not a valid host name"#), "{:?}", err.problems);
     std::fs::remove_file(tmp.path().join("targets/bad.txt")).unwrap();
     let config = load(&cfg).unwrap();
-    let names: Vec<&str> = config.targets.iter().map(|t| t.name.as_str()).collect();
+    let names: Vec<&str> = config.targets.iter().map(|t| &*t.name).collect();
     assert_eq!(names, ["www.example.org:443", "api.example.org:8443"]);
 }
 

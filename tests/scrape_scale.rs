@@ -335,7 +335,7 @@ async fn four_shards_of_one_config_probe_every_target_exactly_once() {
             .unwrap()
             .targets
             .iter()
-            .map(|t| t.name.clone())
+            .map(|t| t.name.to_string())
             .collect()
     };
     assert_eq!(all.len(), 12);
@@ -365,7 +365,7 @@ async fn four_shards_of_one_config_probe_every_target_exactly_once() {
             .targets
             .iter()
             .filter(|t| Shard::of(4, &t.name, &t.profile) == k)
-            .map(|t| t.name.clone())
+            .map(|t| t.name.to_string())
             .collect();
         assert_eq!(mine, expected, "shard {k}/4");
         println!("shard {k}/4: {} of {} targets", mine.len(), all.len());

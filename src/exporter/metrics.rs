@@ -318,10 +318,13 @@ pub(crate) fn encode_rows(
 fn target_rows<'a>(state: &'a TargetState, rows: &mut Vec<Row<'a>>) {
     let spec = &state.spec;
     let mut base: Labels = vec![
-        (Cow::Borrowed("target"), LabelValue::new(spec.name.clone())),
+        (
+            Cow::Borrowed("target"),
+            LabelValue::new(spec.name.to_string()),
+        ),
         (
             Cow::Borrowed("profile"),
-            LabelValue::new(spec.profile.clone()),
+            LabelValue::new(spec.profile.to_string()),
         ),
     ];
     base.extend(
@@ -394,7 +397,7 @@ impl TargetCollector {
     }
 }
 
-type Key = (String, String);
+type Key = crate::schedule::TargetKey;
 
 /// Writes a batch's samples into their family.
 fn write_batch(family: &mut MetricEncoder<'_>, batch: Batch) -> Result<(), std::fmt::Error> {

@@ -24,7 +24,7 @@ use super::text::openmetrics_to_text;
 use crate::clock::Clock;
 use crate::listen::Limits;
 use crate::probe::{Host, ProbeReport, Prober, Round, Target, report_json};
-use crate::schedule::{Results, TargetSpec};
+use crate::schedule::{Results, TargetKey, TargetSpec};
 use crate::shutdown::Shutdown;
 
 /// Subtracted from Prometheus's scrape timeout so the answer arrives in time.
@@ -49,7 +49,7 @@ pub struct ProbeProfiles {
     pub allowed: ProbeTargets,
     /// The configured targets by (`host:port`, profile), with their own settings
     /// (`connect_to`, `server_name`, timeout): `/probe` of one probes it as scheduled.
-    pub configured: BTreeMap<(String, String), Arc<TargetSpec>>,
+    pub configured: BTreeMap<TargetKey, Arc<TargetSpec>>,
 }
 
 /// What the HTTP handlers share.
@@ -487,17 +487,17 @@ fn configured<'a>(
     target: &Target,
     asked: Option<&String>,
 ) -> Option<&'a Arc<TargetSpec>> {
-    let name = target.to_string();
+    let name: Arc<str> = target.to_string().into();
     if let Some(profile) = asked {
-        return profiles.configured.get(&(name, profile.clone()));
+        return profiles.configured.get(&(name, profile.as_str().into()));
     }
     profiles
         .configured
-        .get(&(name.clone(), profiles.default.clone()))
+        .get(&(name.clone(), profiles.default.as_str().into()))
         .or_else(|| {
             profiles
                 .configured
-                .range((name.clone(), String::new())..)
+                .range((name.clone(), Arc::<str>::from(""))..)
                 .next()
                 .filter(|((n, _), _)| *n == name)
                 .map(|(_, v)| v)

@@ -296,7 +296,7 @@ mod tests {
             .map(|i| {
                 let name = format!("h{i}.fleet.invalid:443");
                 TargetSpec {
-                    name: name.clone(),
+                    name: name.as_str().into(),
                     profile: if i % 2 == 0 { "default" } else { "strict" }.into(),
                     target: name.parse().unwrap(),
                     interval: Duration::from_secs(60 + (i % 3) as u64),

@@ -312,7 +312,7 @@ impl Reconciler {
         let Some(e) = desired.endpoints.iter().find(|e| e.name == d.endpoint) else {
             return;
         };
-        let Some(target) = desired.targets.iter().find(|t| t.name == e.target) else {
+        let Some(target) = desired.targets.iter().find(|t| *t.name == *e.target) else {
             error!(endpoint = %e.name, "the endpoint's target is not configured: cannot verify");
             return;
         };
@@ -706,7 +706,7 @@ impl AgentBackend for Reconciler {
             .iter()
             .filter(|e| e.agent.as_deref() == Some(agent))
             .map(|e| {
-                let target = desired.targets.iter().find(|t| t.name == e.target);
+                let target = desired.targets.iter().find(|t| *t.name == *e.target);
                 let latest = r.store.latest(&e.certificate).ok().flatten();
                 let key = desired
                     .certificates
@@ -720,7 +720,7 @@ impl AgentBackend for Reconciler {
                     target: e.target.clone(),
                     server_name: target.and_then(|t| t.target.server_name.clone()),
                     connect_to: target.map_or_else(Vec::new, |t| t.target.connect_to.clone()),
-                    profile: target.map_or_else(String::new, |t| t.profile.clone()),
+                    profile: target.map_or_else(String::new, |t| t.profile.to_string()),
                     hook: e.hook.clone().unwrap_or_default(),
                     settings: e.settings.clone(),
                     window: e.window.as_ref().map(super::window::Window::definition),

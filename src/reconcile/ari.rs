@@ -2,7 +2,7 @@
 //! version, and of the certificate each endpoint actually serves.
 
 use std::collections::HashMap;
-use std::sync::PoisonError;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use tracing::{error, warn};
@@ -110,7 +110,7 @@ impl Reconciler {
         if !issuer.offers_ari() {
             return;
         }
-        let served: HashMap<String, (String, String)> = self.results.with(|map| {
+        let served: HashMap<Arc<str>, (String, String)> = self.results.with(|map| {
             map.values()
                 .filter_map(|state| {
                     let leaf = state.last.first()?.leaf.as_ref()?;
@@ -123,7 +123,7 @@ impl Reconciler {
         });
         let now = unix(self.clock.as_ref());
         for e in &desired.endpoints {
-            let Some((sha256, id)) = served.get(&e.target) else {
+            let Some((sha256, id)) = served.get(e.target.as_str()) else {
                 continue;
             };
             let known = self

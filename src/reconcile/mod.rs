@@ -269,8 +269,8 @@ impl Reconciler {
     /// The drift of every endpoint, from the latest probe of its target.
     pub fn drifts(&self) -> Vec<(EndpointSpec, Drift)> {
         let desired = self.desired();
-        let served: HashMap<String, Vec<Option<String>>> = self.results.with(|map| {
-            let mut out: HashMap<String, Vec<Option<String>>> = HashMap::new();
+        let served: HashMap<Arc<str>, Vec<Option<String>>> = self.results.with(|map| {
+            let mut out: HashMap<Arc<str>, Vec<Option<String>>> = HashMap::new();
             for state in map.values() {
                 let entry = out.entry(state.spec.name.clone()).or_default();
                 entry.extend(
@@ -294,7 +294,7 @@ impl Reconciler {
                     .map(|v| v.sha256)
                     .collect();
                 let refs: Vec<&str> = versions.iter().map(String::as_str).collect();
-                let d = match served.get(&e.target) {
+                let d = match served.get(e.target.as_str()) {
                     None => Drift::Missing,
                     Some(list) if list.is_empty() => Drift::Missing,
                     // With several addresses, the worst one counts.

@@ -216,7 +216,7 @@ impl Reconciler {
     pub(super) fn served(&self, target: &str) -> Option<Vec<Served>> {
         self.results.with(|map| {
             map.values()
-                .find(|s| s.spec.name == target && s.last_at.is_some())
+                .find(|s| &*s.spec.name == target && s.last_at.is_some())
                 .map(|s| {
                     s.last
                         .iter()
@@ -583,7 +583,11 @@ pub(super) fn emergency_reason(
 /// The job for an endpoint: its hook and how it is probed; `None` when it has no hook.
 pub fn job(e: &EndpointSpec, desired: &Desired) -> Option<DeployJob> {
     let hook = desired.hooks.get(e.hook.as_ref()?)?.clone();
-    let target = desired.targets.iter().find(|t| t.name == e.target)?.clone();
+    let target = desired
+        .targets
+        .iter()
+        .find(|t| *t.name == *e.target)?
+        .clone();
     Some(DeployJob {
         endpoint: e.clone(),
         hook,

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use time::OffsetDateTime;
 
-use super::TargetSpec;
+use super::{TargetKey, TargetSpec};
 use crate::cert::{CertFacts, CheckKind, KeyKind, OcspStaple, Status};
 use crate::probe::{ProbeReport, TlsInfo};
 
@@ -430,7 +430,7 @@ impl TargetState {
 /// The latest state of every scheduled target, keyed by (target, profile).
 #[derive(Debug, Default)]
 pub struct Results {
-    inner: RwLock<BTreeMap<(String, String), TargetState>>,
+    inner: RwLock<BTreeMap<TargetKey, TargetState>>,
     interner: Interner,
 }
 
@@ -443,7 +443,7 @@ impl Results {
     }
 
     /// Runs `f` over the states without cloning them.
-    pub fn with<R>(&self, f: impl FnOnce(&BTreeMap<(String, String), TargetState>) -> R) -> R {
+    pub fn with<R>(&self, f: impl FnOnce(&BTreeMap<TargetKey, TargetState>) -> R) -> R {
         f(&self.inner.read().unwrap_or_else(PoisonError::into_inner))
     }
 
@@ -452,14 +452,14 @@ impl Results {
     /// may be more: a long walk this way never holds the lock probes record under for long.
     pub fn batch(
         &self,
-        cursor: &mut Option<(String, String)>,
+        cursor: &mut Option<TargetKey>,
         n: usize,
         mut f: impl FnMut(&TargetState),
     ) -> bool {
         self.with(|map| {
             let range = match cursor.as_ref() {
-                None => map.range::<(String, String), _>(..),
-                Some(key) => map.range::<(String, String), _>((
+                None => map.range::<TargetKey, _>(..),
+                Some(key) => map.range::<TargetKey, _>((
                     std::ops::Bound::Excluded(key),
                     std::ops::Bound::Unbounded,
                 )),
@@ -485,7 +485,7 @@ impl Results {
     }
 
     /// Records a round of reports for `key` (the scheduler's, or a deployment's verification).
-    pub fn update(&self, key: &(String, String), reports: Vec<ProbeReport>, at: SystemTime) {
+    pub fn update(&self, key: &TargetKey, reports: Vec<ProbeReport>, at: SystemTime) {
         // Compacted before the lock is taken: readers wait only for the swap.
         let last: Box<[Observation]> = reports
             .iter()
@@ -566,7 +566,7 @@ mod tests {
         r
     }
 
-    fn key(name: &str) -> (String, String) {
+    fn key(name: &str) -> TargetKey {
         (name.into(), "https".into())
     }
 

@@ -234,7 +234,7 @@ impl Validator<'_, '_> {
                     String::new()
                 }
             };
-            if !target.is_empty() && !targets.iter().any(|t| t.name == target) {
+            if !target.is_empty() && !targets.iter().any(|t| *t.name == *target) {
                 self.p.at(
                     &e.target,
                     &format!("{key}.target"),

@@ -136,6 +136,8 @@ pub(super) struct TargetList<'a> {
     pub(super) specs: Vec<Arc<TargetSpec>>,
     /// (address, profile) → where it was listed last.
     seen: HashMap<(String, String), Origin>,
+    /// Each profile's name, one copy shared by its targets.
+    profile_names: HashMap<String, Arc<str>>,
 }
 
 impl<'a> TargetList<'a> {
@@ -145,6 +147,7 @@ impl<'a> TargetList<'a> {
             probers: ProberCache::new(profiles),
             specs: Vec::new(),
             seen: HashMap::new(),
+            profile_names: HashMap::new(),
         }
     }
 
@@ -173,9 +176,14 @@ impl<'a> TargetList<'a> {
         let Some(prober) = self.probers.get(&s.profile, s.timeout, s.warn, s.crit) else {
             return Ok(());
         };
+        let profile = self
+            .profile_names
+            .entry(s.profile.clone())
+            .or_insert_with(|| s.profile.as_str().into())
+            .clone();
         self.specs.push(Arc::new(TargetSpec {
-            name: target.to_string(),
-            profile: s.profile.clone(),
+            name: target.to_string().into(),
+            profile,
             target,
             interval: s.interval,
             prober,
@@ -452,7 +460,7 @@ mod tests {
         let listed: Vec<(&str, &str)> = config
             .targets
             .iter()
-            .map(|t| (t.name.as_str(), t.profile.as_str()))
+            .map(|t| (&*t.name, &*t.profile))
             .collect();
         assert_eq!(
             listed,
@@ -481,7 +489,7 @@ mod tests {
         .unwrap();
         let config = load(&cfg).unwrap();
         let prober = |name: &str| {
-            let t = config.targets.iter().find(|t| t.name == name).unwrap();
+            let t = config.targets.iter().find(|t| &*t.name == name).unwrap();
             t.prober.clone()
         };
         let (a, b, c) = (

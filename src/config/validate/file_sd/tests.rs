@@ -34,7 +34,7 @@ fn listed(config: &Config) -> Vec<Listed> {
     config
         .targets
         .iter()
-        .map(|t| (t.name.clone(), t.profile.clone(), t.labels.clone()))
+        .map(|t| (t.name.to_string(), t.profile.to_string(), t.labels.clone()))
         .collect()
 }
 
