@@ -96,7 +96,8 @@ fn passwd_ids(user: &str, package: &str) -> (u32, u32) {
 }
 
 /// A daemon in the foreground, with its tempdir; stopped and reaped on drop (before the
-/// tempdir is removed, since fields drop after `Drop::drop`).
+/// tempdir is removed, since fields drop after `Drop::drop`). It runs in a process group of
+/// its own, killed whole: nginx's workers outlive a master killed alone, holding its ports.
 struct Daemon {
     name: &'static str,
     child: Child,
@@ -126,6 +127,12 @@ impl Drop for Daemon {
                 }
             }
         }
+        // Still unreaped, so the group's id cannot have been reused.
+        if let Ok(None) = self.child.try_wait()
+            && let Some(group) = rustix::process::Pid::from_raw(self.child.id() as i32)
+        {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -151,6 +158,7 @@ impl Daemon {
             .expect("fd0.log");
         let child = cmd
             .current_dir(dir.path())
+            .process_group(0)
             .stdin(stdin)
             .stdout(stdout)
             .stderr(stderr)
