@@ -73,7 +73,7 @@ fn kept_json<'a>(s: &'a TargetState, o: &'a Observation, now: OffsetDateTime) ->
         error: o.error.as_deref().map(Cow::Borrowed),
         duration_seconds: round(o.duration.as_secs_f64(), 6),
         tls: o.tls.as_deref().map(JsonTls::from),
-        checks: JsonChecks::Bits(o.checks),
+        checks: JsonChecks::Verdicts(o.checks.iter().collect()),
         leaf: o.leaf.as_deref().map(|c| cert_json(c, now)),
         chain: o.chain.iter().map(|c| cert_json(c, now)).collect(),
         ocsp: o.ocsp.as_deref().map(JsonOcsp::from),
@@ -156,6 +156,11 @@ mod tests {
 
     const NOW: Duration = Duration::from_secs(1_800_000_000);
 
+    /// When the JSON is written: 1.5 s after the probe.
+    fn later() -> OffsetDateTime {
+        OffsetDateTime::from(UNIX_EPOCH + NOW + Duration::from_millis(1500))
+    }
+
     /// The JSON of `/api/targets` for one target after `reports` were recorded.
     fn api(reports: Vec<ProbeReport>) -> serde_json::Value {
         let spec = Arc::new(TargetSpec {
@@ -171,7 +176,7 @@ mod tests {
         results.replace(std::slice::from_ref(&spec));
         results.update(&spec.key(), reports, UNIX_EPOCH + NOW);
         let mut out = String::new();
-        let now = OffsetDateTime::from(UNIX_EPOCH + NOW + Duration::from_millis(1500));
+        let now = later();
         write_targets(&results, now, &mut out).unwrap();
         serde_json::from_str(&out).unwrap()
     }
@@ -195,7 +200,7 @@ mod tests {
     fn an_ok_round_reads_as_its_full_report_without_the_passing_checks_details() {
         let ok = report("a.test");
         assert_eq!(ok.status(), crate::cert::Status::Ok);
-        let now = OffsetDateTime::from(UNIX_EPOCH + NOW + Duration::from_millis(1500));
+        let now = later();
         let mut want = serde_json::to_value(report_json(&ok, now)).unwrap();
         let checks = want["checks"].as_object_mut().unwrap();
         assert!(checks.len() >= 5, "{checks:?}");
@@ -218,7 +223,7 @@ mod tests {
     #[test]
     fn a_round_that_was_not_ok_shows_its_full_report() {
         let bad = report("b.test");
-        let now = OffsetDateTime::from(UNIX_EPOCH + NOW + Duration::from_millis(1500));
+        let now = later();
         let want = serde_json::to_value(report_json(&bad, now)).unwrap();
         assert_eq!(want["reason"], "hostname_mismatch");
         assert!(want["error"].is_string());
@@ -232,7 +237,7 @@ mod tests {
         let mut refused =
             ProbeReport::unreached(&t, Duration::from_micros(812), ProbeFailure::ConnectRefused);
         refused.address = Some(([127, 0, 0, 1], 443).into());
-        let now = OffsetDateTime::from(UNIX_EPOCH + NOW + Duration::from_millis(1500));
+        let now = later();
         let want = serde_json::to_value(report_json(&refused, now)).unwrap();
         assert_eq!(want["reason"], "connect_refused");
         assert!(want["error"].is_string());

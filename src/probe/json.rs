@@ -7,8 +7,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::{ProbeReport, TlsInfo};
-use crate::cert::{CertFacts, Check, OcspStaple, rfc3339};
-use crate::schedule::Checks;
+use crate::cert::{CertFacts, Check, CheckKind, OcspStaple, rfc3339};
 
 /// One report in the JSON contract's shape, serialized straight to the output. Built from a
 /// [`ProbeReport`] by [`report_json`], or from what the daemon's results keep of an ok round
@@ -33,8 +32,8 @@ pub struct JsonReport<'a> {
 pub(crate) enum JsonChecks<'a> {
     /// Every check with its explanation.
     Full(&'a [Check]),
-    /// Which checks ran and passed, without explanations (`detail` is null).
-    Bits(Checks),
+    /// Which checks ran and whether each passed, without explanations (`detail` is null).
+    Verdicts(Vec<(CheckKind, bool)>),
 }
 
 impl Serialize for JsonChecks<'_> {
@@ -52,9 +51,10 @@ impl Serialize for JsonChecks<'_> {
                 };
                 (c.kind.as_str(), one)
             })),
-            Self::Bits(bits) => s.collect_map(
-                bits.iter()
-                    .map(|(kind, ok)| (kind.as_str(), One { ok, detail: None })),
+            Self::Verdicts(verdicts) => s.collect_map(
+                verdicts
+                    .iter()
+                    .map(|&(kind, ok)| (kind.as_str(), One { ok, detail: None })),
             ),
         }
     }
