@@ -505,4 +505,38 @@ mod tests {
         assert_eq!(hello[5], 1);
         assert!(hello.windows(11).any(|w| w == b"legacy.test"));
     }
+
+    /// Whatever a server sends, a real flight mutated byte by byte or cut anywhere, and in
+    /// whatever pieces, the parser ends in a hello, an error or a wish for more bytes; it
+    /// never panics, and a flight it accepted really was a flight of certificates.
+    #[test]
+    fn mutated_flights_end_in_a_verdict() {
+        let real = server_flight(&[b"leaf-der", b"int-der"]);
+        let mut rng = fastrand::Rng::with_seed(0x1e9a_c7);
+        let mut accepted = 0;
+        for _ in 0..5000 {
+            let mut bytes = real.clone();
+            for _ in 0..rng.usize(0..6) {
+                let at = rng.usize(..bytes.len());
+                bytes[at] = rng.u8(..);
+            }
+            bytes.truncate(rng.usize(0..=bytes.len()));
+            let mut parser = LegacyParser::new();
+            let mut rest = &bytes[..];
+            while !rest.is_empty() {
+                let (now, later) = rest.split_at(rng.usize(1..=rest.len()));
+                rest = later;
+                match parser.feed(now) {
+                    Ok(None) => {}
+                    Ok(Some(hello)) => {
+                        assert!(!hello.chain.is_empty());
+                        accepted += 1;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        assert!(accepted > 0, "some flights are left intact enough to read");
+    }
 }
